@@ -1,0 +1,7 @@
+"""`python -m gigasynth` runs the command line."""
+
+import sys
+
+from gigasynth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""The `gigasynth` command: one module per subcommand, errors as one plain line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gigasynth import __version__
+from gigasynth.errors import GigasynthError
+
+# Subcommand modules under gigasynth.cli; each defines register(subparsers).
+COMMANDS = ["info", "train", "sample", "demo"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="gigasynth",
+        description="Synthetic gigapixel pathology slides from NCA diffusion models.",
+    )
+    parser.add_argument("--version", action="version", version=f"gigasynth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"gigasynth.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GigasynthError as exc:
+        print(f"gigasynth: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gigasynth: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"gigasynth: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,53 @@
+"""Argument types and helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+import torch
+
+from gigasynth.errors import GigasynthError
+
+MAX_PIXELS = int(os.environ.get("GIGASYNTH_MAX_PIXELS", str(1 << 36)))
+MAX_WHOLE_IMAGE_PIXELS = int(os.environ.get("GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS", str(1 << 26)))
+
+
+def parse_size(text: str, limit: int = MAX_PIXELS) -> tuple[int, int]:
+    """'WxH' (or 'N' for a square) -> (width, height), checked against a pixel limit."""
+    m = re.fullmatch(r"\s*(-?\d+)\s*(?:[xX]\s*(-?\d+))?\s*", text)
+    if not m:
+        raise GigasynthError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 512x384)")
+    width = int(m.group(1))
+    height = int(m.group(2)) if m.group(2) is not None else width
+    if width <= 0 or height <= 0:
+        raise GigasynthError(f"size {width}x{height} must be positive")
+    if width * height > limit:
+        raise GigasynthError(
+            f"size {width}x{height} exceeds the limit of {limit:,} pixels "
+            "(GIGASYNTH_MAX_PIXELS)"
+        )
+    return width, height
+
+
+def pick_device(name: str | None) -> torch.device:
+    """The requested device, or CUDA when present, else CPU; a clear error if unavailable."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GigasynthError("--device cuda requested but no CUDA device is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise GigasynthError(f"unknown device {name!r}") from None
+
+
+def add_sampler_args(parser: argparse.ArgumentParser, default_steps: int = 50) -> None:
+    parser.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
+                        help="ddim (deterministic, --steps K) or ddpm (ancestral, all T steps)")
+    parser.add_argument("--steps", type=int, default=default_steps,
+                        help=f"DDIM steps K (default {default_steps}; ignored by ddpm)")
+    parser.add_argument("--eta", type=float, default=0.0,
+                        help="DDIM noise scale (0: deterministic)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")

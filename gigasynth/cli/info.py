@@ -1,0 +1,54 @@
+"""`gigasynth info PRESET|CHECKPOINT`: parameters and compute cost of a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gigasynth.checkpoint import load_checkpoint
+from gigasynth.config import PRESETS, preset
+from gigasynth.models import build_model, count_parameters, macs_per_pixel
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="parameters and MACs of a preset or checkpoint")
+    p.add_argument("model", help=f"preset ({', '.join(PRESETS)}), checkpoint path or builtin:NAME")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model in PRESETS:
+        config = preset(args.model)
+        model = build_model(config)
+        source, digest = f"preset {args.model}", None
+    else:
+        ckpt = load_checkpoint(args.model)
+        config, model, source, digest = ckpt.config, ckpt.model, args.model, ckpt.sha256
+    report = {
+        "model": source,
+        "kind": config.kind,
+        "parameters": count_parameters(model),
+        "macs_per_pixel_per_step": macs_per_pixel(config),
+        "nca_steps": config.steps,
+        "channels": config.channels,
+        "hidden": config.hidden,
+        "timesteps": config.timesteps,
+        "schedule": config.schedule,
+        "tileable": config.is_tileable,
+        "halo_px": config.halo if config.is_tileable else None,
+    }
+    if config.kind == "fourier-diff-nca":
+        report["fourier_steps"] = config.fourier_steps
+        report["fourier_block"] = config.fourier_block
+    if digest:
+        report["sha256"] = digest
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        width = max(len(k) for k in report)
+        for key, value in report.items():
+            is_count = isinstance(value, int) and not isinstance(value, bool)
+            shown = f"{value:,}" if is_count else value
+            print(f"{key:<{width}}  {shown}")
+    return 0

@@ -1,0 +1,54 @@
+"""`gigasynth train`: diffusion training of a preset on slides, image folders or .npz arrays."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gigasynth.cli.common import pick_device
+from gigasynth.config import PRESETS, preset
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on slides or images")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="slides (anything OpenSlide reads), image folders, .npz files or globs")
+    p.add_argument("--preset", default="tiny", help=f"model preset ({', '.join(PRESETS)})")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--iterations", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=64, help="training crop size in px")
+    p.add_argument("--downsample", type=float, default=1.0,
+                   help="read slide patches at this downsample of level 0")
+    p.add_argument("--lr", type=float, default=1.6e-3)
+    p.add_argument("--lr-decay", type=float, default=0.9999, help="per-iteration LR factor")
+    p.add_argument("--ema", type=float, default=0.99)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpointing", action="store_true",
+                   help="recompute each NCA step in backward (memory flat in steps)")
+    p.add_argument("--no-bf16", action="store_true", help="train in float32 on CUDA")
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--sample-every", type=int, default=0, help="write a sample grid every N")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gigasynth.data import open_sources
+    from gigasynth.train import TrainConfig, train
+
+    model_cfg = preset(args.preset)
+    cfg = TrainConfig(
+        iterations=args.iterations, batch=args.batch, size=args.size, lr=args.lr,
+        lr_decay=args.lr_decay, ema=args.ema, seed=args.seed, checkpointing=args.checkpointing,
+        bf16=not args.no_bf16, save_every=args.save_every, sample_every=args.sample_every,
+        downsample=args.downsample, data=list(args.data),
+    )
+    sources = open_sources(args.data, args.downsample)
+    device = pick_device(args.device)
+    folder = train(model_cfg, cfg, sources, args.out, resume=args.resume, device=str(device),
+                   show_progress=not args.quiet)
+    print(f"checkpoint: {folder}")
+    return 0

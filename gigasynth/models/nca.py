@@ -1,0 +1,167 @@
+"""The NCA update: perception, rule and stochastic update, each replaceable.
+
+A cell state has C channels: 0-2 the noisy image (never written), 3-5 the read-out
+(predicted noise), the rest hidden. One update reads a 3x3 neighbourhood (radius 1),
+normalises per pixel over channels and never across pixels (invariant I1), and uses
+no canvas coordinates (invariant I2). Reflect padding applies only on the sides of an
+array that lie on the canvas border; on the other sides the array is a tile with a
+halo, the 3x3 convolution is "valid" and the array shrinks by one pixel per update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gigasynth.keyed import Stream, Window, key_words, keyed_uniform
+
+
+@dataclass(frozen=True)
+class Borders:
+    """Which sides of an array lie on the canvas border (reflect-padded there)."""
+
+    top: bool = True
+    bottom: bool = True
+    left: bool = True
+    right: bool = True
+
+    def shrink(self, window: Window) -> Window:
+        """The window of an update's output: one pixel in on every non-border side."""
+        return Window(window.y0 + (not self.top), window.x0 + (not self.left))
+
+
+ALL_BORDERS = Borders()
+
+
+class PixelNorm(nn.Module):
+    """Layer norm over channels at each pixel, with a per-channel affine."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        # On an NHWC (channels-last) view the channel axis is the contiguous last axis.
+        nhwc = h.permute(0, 2, 3, 1)
+        out = F.layer_norm(nhwc, (h.shape[1],), self.weight, self.bias, self.eps)
+        return out.permute(0, 3, 1, 2)
+
+
+class Perception(nn.Module):
+    """One dense 3x3 convolution over (state, conditioning) -> C channels.
+
+    The conditioning channels are constant over the canvas, so their share of the
+    convolution is folded into a per-sample bias: exactly the same function, with
+    C instead of C + 4 input channels per pixel.
+    """
+
+    def __init__(self, channels: int, cond: int, padding_mode: str = "reflect") -> None:
+        super().__init__()
+        self.channels = channels
+        self.conv = nn.Conv2d(channels + cond, channels, 3, padding=0)
+        if padding_mode not in ("reflect", "constant"):
+            raise ValueError(f"padding_mode must be reflect or constant, not {padding_mode!r}")
+        self.padding_mode = padding_mode
+
+    def forward(
+        self, state: torch.Tensor, cond: torch.Tensor, borders: Borders = ALL_BORDERS
+    ) -> torch.Tensor:
+        c = self.channels
+        pad = (int(borders.left), int(borders.right), int(borders.top), int(borders.bottom))
+        if any(pad):
+            state = F.pad(state, pad, mode=self.padding_mode)
+        weight = self.conv.weight
+        bias = self.conv.bias + cond @ weight[:, c:].sum(dim=(2, 3)).T
+        out = F.conv2d(state, weight[:, :c])
+        return out + bias[:, :, None, None]
+
+
+class Rule(nn.Module):
+    """Per-pixel MLP: 1x1 conv over (state, cond, perception) -> hidden -> norm -> C."""
+
+    def __init__(self, channels: int, cond: int, hidden: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.cond = cond
+        self.fc1 = nn.Conv2d(2 * channels + cond, hidden, 1)
+        self.norm = PixelNorm(hidden)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, state: torch.Tensor, cond: torch.Tensor, perceived: torch.Tensor):
+        c, k = self.channels, self.cond
+        w = self.fc1.weight[:, :, 0, 0]
+        w_main = torch.cat([w[:, :c], w[:, c + k:]], dim=1)
+        bias = self.fc1.bias + cond @ w[:, c:c + k].T
+        h = F.conv2d(torch.cat([state, perceived], dim=1), w_main[:, :, None, None])
+        h = h + bias[:, :, None, None]
+        h = F.leaky_relu(self.norm(h), 0.01)
+        return self.fc2(h)
+
+
+def crop_to(state: torch.Tensor, borders: Borders) -> torch.Tensor:
+    """Drop the outer pixel on the non-border sides (where a valid 3x3 conv shrinks)."""
+    h, w = state.shape[-2:]
+    return state[
+        ...,
+        (not borders.top): h - (not borders.bottom),
+        (not borders.left): w - (not borders.right),
+    ]
+
+
+class NCAUpdate(nn.Module):
+    """One NCA update: perceive, apply the rule, update the unfrozen channels stochastically.
+
+    The first `frozen_channels` channels (the image, and coordinates where used) are
+    inputs only: the update never writes them.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        cond: int,
+        hidden: int,
+        frozen_channels: int,
+        padding_mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        self.perception = Perception(channels, cond, padding_mode)
+        self.rule = Rule(channels, cond, hidden)
+        self.frozen = frozen_channels
+
+    def forward(
+        self,
+        state: torch.Tensor,
+        cond: torch.Tensor,
+        fire_mask: torch.Tensor | None,
+        borders: Borders = ALL_BORDERS,
+    ) -> torch.Tensor:
+        """fire_mask: (B, 1, h, w) of 0/1 on the output grid, or None (every cell fires)."""
+        perceived = self.perception(state, cond, borders)
+        state = crop_to(state, borders)
+        dx = self.rule(state, cond, perceived)[:, self.frozen:]
+        if fire_mask is not None:
+            dx = dx * fire_mask
+        return torch.cat([state[:, :self.frozen], state[:, self.frozen:] + dx], dim=1)
+
+
+def fire_mask(
+    seeds: list[int],
+    t: list[int],
+    s: int,
+    probability: float,
+    height: int,
+    width: int,
+    window: Window,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Keyed per-cell decision to update (1) or keep (0), shape (B, 1, height, width)."""
+    if probability >= 1.0:
+        return None
+    keys = key_words(seeds, Stream.FIRE, t, s)
+    u = keyed_uniform(keys, 1, height, width, window, device)
+    return (u < probability).to(torch.float32)

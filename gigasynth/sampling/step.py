@@ -1,0 +1,60 @@
+"""One diffusion step on a region of the canvas: the unit both whole-image and tiled runs use.
+
+All randomness is keyed by canvas coordinates (invariant I3), so the step computed
+on a tile with its halo equals the crop of the step computed on the whole image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from gigasynth.diffusion.samplers import Sampler
+from gigasynth.keyed import Stream, Window, key_words, keyed_normal
+from gigasynth.models import DiffNCA
+from gigasynth.models.nca import ALL_BORDERS, Borders
+
+
+def initial_noise(
+    seeds: Sequence[int], t: int, channels: int, height: int, width: int,
+    window: Window = Window(), device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """x_T for the given region: keyed standard normal noise."""
+    keys = key_words(list(seeds), Stream.INIT_NOISE, t, 0)
+    return keyed_normal(keys, channels, height, width, window, device)
+
+
+def step_noise(
+    seeds: Sequence[int], t: int, shape: torch.Size, window: Window, device: torch.device
+) -> torch.Tensor:
+    keys = key_words(list(seeds), Stream.STEP_NOISE, t, 0)
+    return keyed_normal(keys, shape[1], shape[2], shape[3], window, device)
+
+
+def denoise_step(
+    model: DiffNCA,
+    sampler: Sampler,
+    x_t: torch.Tensor,
+    t: int,
+    seeds: Sequence[int],
+    window: Window = Window(),
+    borders: Borders = ALL_BORDERS,
+) -> torch.Tensor:
+    """x_t on a region (tile plus halo) -> x_{t_prev} on the region's interior.
+
+    `window` is the canvas position of x_t's first pixel; `borders` says which sides of
+    x_t lie on the canvas border. The interior is x_t less `model.config.halo` pixels
+    on every non-border side.
+    """
+    halo = model.config.halo
+    top, left = (0 if borders.top else halo), (0 if borders.left else halo)
+    bottom = x_t.shape[-2] - (0 if borders.bottom else halo)
+    right = x_t.shape[-1] - (0 if borders.right else halo)
+    eps_hat = model(x_t, [t] * x_t.shape[0], seeds, window, borders).float()
+    interior = x_t[..., top:bottom, left:right].float()
+    noise = None
+    if sampler.stochastic and sampler.next_timestep(t) >= 0:
+        inner = Window(window.y0 + top, window.x0 + left)
+        noise = step_noise(seeds, t, interior.shape, inner, interior.device)
+    return sampler.step(eps_hat, t, interior, noise)

@@ -1,0 +1,5 @@
+"""Diffusion training of NCA denoisers."""
+
+from gigasynth.train.trainer import TrainConfig, train
+
+__all__ = ["TrainConfig", "train"]

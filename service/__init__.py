@@ -1,0 +1,1 @@
+"""The gigasynth HTTP service (FastAPI): job queue, tiles and viewer."""

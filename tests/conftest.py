@@ -1,0 +1,36 @@
+"""Shared fixtures: small models and the sample data in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gigasynth.config import ModelConfig
+from gigasynth.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SLIDE = SHARED_DATA / "cmu_small_region.svs"
+FACES = SHARED_DATA / "emoji_faces_64.npz"
+
+torch.set_num_threads(2)
+
+MICRO = ModelConfig(kind="diff-nca", channels=12, hidden=16, steps=4, cond_hidden=16,
+                    fire_probability=0.5, timesteps=50)
+MICRO_FOURIER = ModelConfig(kind="fourier-diff-nca", channels=12, hidden=16, steps=3,
+                            cond_hidden=16, fourier_hidden=16, fourier_steps=4, timesteps=50)
+
+
+@pytest.fixture
+def micro_model():
+    torch.manual_seed(0)
+    return build_model(MICRO).eval()
+
+
+@pytest.fixture
+def slide_path() -> Path:
+    if not SLIDE.exists():
+        pytest.skip(f"sample slide missing: {SLIDE}")
+    return SLIDE

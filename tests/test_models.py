@@ -1,0 +1,88 @@
+"""The paper's models: sizes, frozen image channels, locality (invariants I1, I2)."""
+
+import pytest
+import torch
+
+from gigasynth.config import ModelConfig, preset
+from gigasynth.errors import GigasynthError
+from gigasynth.keyed import Window
+from gigasynth.models import build_model, count_parameters
+from gigasynth.models.nca import Borders
+
+from .conftest import MICRO, MICRO_FOURIER
+
+
+@pytest.mark.parametrize(("name", "paper"), [("paper-pathology", 208_792),
+                                             ("paper-celeba", 886_984)])
+def test_paper_parameter_counts(name, paper):
+    n = count_parameters(build_model(preset(name)))
+    assert abs(n - paper) / paper < 0.01, n
+
+
+def test_config_round_trips_as_json():
+    for name in ("paper-pathology", "paper-celeba", "tiny"):
+        cfg = preset(name)
+        assert ModelConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(GigasynthError, match="unknown model config fields"):
+        ModelConfig.from_dict({"kind": "diff-nca", "colour": 3})
+
+
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (96, 96), (48, 80)])
+def test_fourier_model_any_size_keeps_image_channels(h, w):
+    torch.manual_seed(0)
+    model = build_model(MICRO_FOURIER).eval()
+    x = torch.randn(2, 3, h, w)
+    with torch.no_grad():
+        state = model.initial_state(x)
+        after_fourier = model.fourier(state, [10, 40])
+        final = model.nca(after_fourier, [10, 40], [1, 2])
+        eps = model(x, [10, 40], [1, 2])
+    assert torch.equal(after_fourier[:, :3], x)
+    assert torch.equal(final[:, :3], x)
+    assert eps.shape == x.shape
+    # The Fourier stage did write the hidden channels (global information).
+    assert after_fourier[:, 3:].abs().max() > 0
+
+
+def test_fourier_model_rejects_tiles_and_tiny_images():
+    model = build_model(MICRO_FOURIER).eval()
+    with pytest.raises(GigasynthError, match="whole-image"):
+        model(torch.zeros(1, 3, 64, 64), [1], [1], Window(), Borders(top=False))
+    with pytest.raises(GigasynthError, match="too small"):
+        model(torch.zeros(1, 3, 20, 64), [1], [1])
+
+
+def test_diffnca_is_local_with_keyed_randomness(micro_model):
+    """The prediction on a crop with a halo of S equals the crop of the whole prediction."""
+    halo = MICRO.halo
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        full = micro_model(x, [17], [5])
+        y0, x0, h, w = 20, 33, 25, 30
+        tile = x[..., y0 - halo:y0 + h + halo, x0 - halo:x0 + w + halo]
+        borders = Borders(top=False, bottom=False, left=False, right=False)
+        local = micro_model(tile, [17], [5], Window(y0 - halo, x0 - halo), borders)
+        # A tile on the canvas corner: reflect padding on its border sides only.
+        corner = x[..., : 30 + halo, : 40 + halo]
+        local_corner = micro_model(corner, [17], [5], Window(0, 0),
+                                   Borders(top=True, bottom=False, left=True, right=False))
+    assert local.shape == (1, 3, h, w)
+    assert (local - full[..., y0:y0 + h, x0:x0 + w]).abs().max() < 1e-5
+    assert (local_corner - full[..., :30, :40]).abs().max() < 1e-5
+
+
+def test_fire_mask_is_stochastic_and_keyed(micro_model):
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        a = micro_model(x, [3], [1])
+        b = micro_model(x, [3], [1])
+        c = micro_model(x, [3], [2])
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_image_channels_never_written(micro_model):
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        state = micro_model.nca(micro_model.initial_state(x), [4, 9], [1, 2])
+    assert torch.equal(state[:, :3], x)

@@ -1,0 +1,65 @@
+"""Training: the loss falls on the sample slide; resume gives identical weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from gigasynth.checkpoint import load_checkpoint
+from gigasynth.data import open_source
+from gigasynth.diffusion import NoiseSchedule
+from gigasynth.errors import GigasynthError
+from gigasynth.images import to_model_space
+from gigasynth.train import TrainConfig, train
+from gigasynth.train.trainer import STATE, diffusion_loss
+
+from .conftest import MICRO
+
+
+def _fixed_batch_loss(model, source) -> float:
+    batch = to_model_space(source.sample(np.random.default_rng(123), 16, 32))
+    schedule = NoiseSchedule(MICRO.timesteps, MICRO.schedule)
+    t = [int(v) for v in np.linspace(2, MICRO.timesteps - 1, 16)]
+    with torch.no_grad():
+        return diffusion_loss(model, schedule, batch, list(range(16)), t).item()
+
+
+def test_fifty_iterations_lower_the_loss(tmp_path, slide_path):
+    source = open_source(slide_path, downsample=2)
+    cfg = TrainConfig(iterations=50, batch=4, size=32, save_every=1000, seed=1)
+    torch.manual_seed(0)
+    untrained = train(MICRO, TrainConfig(iterations=0, size=32), [source], tmp_path / "a",
+                      show_progress=False)
+    before = _fixed_batch_loss(load_checkpoint(str(untrained)).model, source)
+    torch.manual_seed(0)
+    folder = train(MICRO, cfg, [source], tmp_path / "b", show_progress=False)
+    after = _fixed_batch_loss(load_checkpoint(str(folder)).model, source)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_resume_gives_the_same_weights(tmp_path, slide_path):
+    source = open_source(slide_path, downsample=4)
+    base = dict(batch=2, size=24, save_every=5, seed=3)
+    torch.manual_seed(0)
+    train(MICRO, TrainConfig(iterations=10, **base), [source], tmp_path / "r",
+          show_progress=False)
+    torch.manual_seed(1)  # resume must not depend on the global RNG
+    train(MICRO, TrainConfig(iterations=20, **base), [source], tmp_path / "r", resume=True,
+          show_progress=False)
+    torch.manual_seed(0)
+    train(MICRO, TrainConfig(iterations=20, **base), [source], tmp_path / "once",
+          show_progress=False)
+    a = torch.load(tmp_path / "r" / STATE, weights_only=False)
+    b = torch.load(tmp_path / "once" / STATE, weights_only=False)
+    assert a["step"] == b["step"] == 20
+    for key, value in b["model"].items():
+        assert torch.equal(a["model"][key], value), key
+    for key, value in b["ema"].items():
+        assert torch.equal(a["ema"][key], value), key
+
+
+def test_existing_run_needs_resume(tmp_path, slide_path):
+    source = open_source(slide_path, downsample=4)
+    cfg = TrainConfig(iterations=1, batch=1, size=16)
+    train(MICRO, cfg, [source], tmp_path, show_progress=False)
+    with pytest.raises(GigasynthError, match="--resume"):
+        train(MICRO, cfg, [source], tmp_path, show_progress=False)
