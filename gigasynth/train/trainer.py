@@ -13,6 +13,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,11 @@ def _serialise(obj: Any) -> bytes:
 class _Run:
     """Model, EMA copy, optimizer and LR schedule of one training run."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
-        self.model = build_model(model_cfg).to(device, memory_format=torch.channels_last)
+    def __init__(
+        self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device,
+        build: Callable[[Any], torch.nn.Module],
+    ) -> None:
+        self.model = build(model_cfg).to(device, memory_format=torch.channels_last)
         self.model.set_checkpointing(cfg.checkpointing)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -144,8 +148,13 @@ def train(
     resume: bool = False,
     device: str | None = None,
     show_progress: bool = True,
+    build: Callable[[Any], torch.nn.Module] = build_model,
 ) -> Path:
-    """Train and return the checkpoint folder (out / 'checkpoint')."""
+    """Train and return the checkpoint folder (out / 'checkpoint').
+
+    `build` makes the model from `model_cfg`; any model with the NCA interface
+    ((x_t, t, seeds) -> eps_hat, set_checkpointing) trains here, e.g. the UNet baseline.
+    """
     rank, world = _ddp_rank()
     if world > 1 and torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -158,7 +167,7 @@ def train(
         raise GigasynthError(f"{out} holds a training run; pass --resume or choose another --out")
     schedule = NoiseSchedule(model_cfg.timesteps, model_cfg.schedule)
     rng = np.random.default_rng([cfg.seed, rank])
-    run = _Run(model_cfg, cfg, dev)
+    run = _Run(model_cfg, cfg, dev, build)
     if resume and state_path.exists():
         run.load(torch.load(state_path, map_location=dev, weights_only=False), rng)
     net: torch.nn.Module = run.model
