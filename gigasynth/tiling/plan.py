@@ -1,0 +1,131 @@
+"""Tiles of PX x PX over a W x H canvas and the halo-extended window each one reads.
+
+A tile is a rectangle of the canvas that one task writes (one state chunk, so one
+writer per chunk). To compute n NCA steps on it, a task reads the tile plus a halo of
+n pixels, clipped to the canvas. The sides of that read window that reach the canvas
+edge are canvas-border sides (reflect padding there, invariant I1); on the others the
+window is n pixels wider than the tile and every NCA step eats one of them, so after
+n steps exactly the tile (or, next to a clipped side, a bit more) remains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gigasynth.errors import GigasynthError
+from gigasynth.keyed import Window
+from gigasynth.models.nca import Borders
+
+
+@dataclass(frozen=True)
+class ReadWindow:
+    """A region of the canvas that a task reads, and which of its sides are canvas border."""
+
+    y0: int
+    x0: int
+    height: int
+    width: int
+    borders: Borders
+
+    @property
+    def window(self) -> Window:
+        return Window(self.y0, self.x0)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y0 + self.height), slice(self.x0, self.x0 + self.width)
+
+    def output_origin(self, steps: int) -> tuple[int, int]:
+        """Canvas position of the first pixel left after `steps` shrinking NCA steps."""
+        return (self.y0 + (0 if self.borders.top else steps),
+                self.x0 + (0 if self.borders.left else steps))
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the canvas rectangle a task owns and writes."""
+
+    index: int
+    y0: int
+    x0: int
+    height: int
+    width: int
+    canvas_height: int
+    canvas_width: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y0 + self.height), slice(self.x0, self.x0 + self.width)
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    def read_window(self, halo: int) -> ReadWindow:
+        """The tile plus `halo` pixels on every side, clipped to the canvas."""
+        y0, x0 = max(self.y0 - halo, 0), max(self.x0 - halo, 0)
+        y1 = min(self.y0 + self.height + halo, self.canvas_height)
+        x1 = min(self.x0 + self.width + halo, self.canvas_width)
+        borders = Borders(top=y0 == 0, bottom=y1 == self.canvas_height,
+                          left=x0 == 0, right=x1 == self.canvas_width)
+        return ReadWindow(y0, x0, y1 - y0, x1 - x0, borders)
+
+    def crop(self, region: ReadWindow, steps: int) -> tuple[slice, slice]:
+        """Where this tile lies in the output of `steps` NCA steps run on `region`."""
+        oy, ox = region.output_origin(steps)
+        dy, dx = self.y0 - oy, self.x0 - ox
+        if dy < 0 or dx < 0:
+            raise ValueError(f"{steps} steps on {region} do not leave tile {self.index} whole")
+        return slice(dy, dy + self.height), slice(dx, dx + self.width)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """All tiles of a canvas, row-major; `tile == 0` means one tile, the whole canvas."""
+
+    width: int
+    height: int
+    tile: int
+    halo: int
+    tiles: tuple[Tile, ...]
+
+    @property
+    def chunk(self) -> tuple[int, int]:
+        """(rows, columns) of a state chunk: one chunk per tile."""
+        if self.tile == 0:
+            return self.height, self.width
+        return min(self.tile, self.height), min(self.tile, self.width)
+
+    @property
+    def read_pixels(self) -> int:
+        """Pixels all tasks of one exchange read, halos included (redundant work, I4)."""
+        return sum(t.read_window(self.halo).height * t.read_window(self.halo).width
+                   for t in self.tiles)
+
+
+def plan_tiles(width: int, height: int, tile: int, halo: int) -> TilePlan:
+    """Cover width x height with tiles of `tile` px (the last row and column smaller).
+
+    A tile must be at least twice the halo, so that a halo never reaches past the
+    neighbouring tile's far side (halo exchange with direct neighbours only).
+    """
+    if width < 1 or height < 1:
+        raise GigasynthError(f"canvas {width}x{height} must be at least 1x1")
+    if halo < 0:
+        raise GigasynthError(f"halo must be non-negative, not {halo}")
+    if tile < 0:
+        raise GigasynthError(f"tile must be 0 (whole image) or positive, not {tile}")
+    if tile == 0:
+        whole = Tile(0, 0, 0, height, width, height, width)
+        return TilePlan(width, height, 0, halo, (whole,))
+    if tile < 2 * halo:
+        raise GigasynthError(
+            f"tile {tile} px is smaller than twice the halo (2 x {halo} px); "
+            f"use --tile {2 * halo} or more"
+        )
+    tiles = []
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            tiles.append(Tile(len(tiles), y0, x0, min(tile, height - y0), min(tile, width - x0),
+                              height, width))
+    return TilePlan(width, height, tile, halo, tuple(tiles))

@@ -1,0 +1,75 @@
+"""The tile plan: coverage, read windows with halos, canvas-border flags (invariant I4)."""
+
+import pytest
+import torch
+
+from gigasynth.errors import GigasynthError
+from gigasynth.models.nca import Borders
+from gigasynth.tiling import plan_tiles
+
+
+@pytest.mark.parametrize(("width", "height", "tile", "halo"),
+                         [(333, 270, 64, 4), (333, 270, 100, 12), (128, 128, 64, 32),
+                          (50, 7, 8, 4), (1, 1, 2, 1)])
+def test_tiles_cover_the_canvas_once(width, height, tile, halo):
+    plan = plan_tiles(width, height, tile, halo)
+    owner = torch.zeros(height, width, dtype=torch.int64)
+    for t in plan.tiles:
+        owner[t.slices] += 1
+        assert t.height <= tile and t.width <= tile
+        # Only the last row and column are smaller.
+        assert t.height == tile or t.y0 + t.height == height
+        assert t.width == tile or t.x0 + t.width == width
+    assert bool((owner == 1).all())
+    assert [t.index for t in plan.tiles] == list(range(len(plan.tiles)))
+    assert plan.chunk == (min(tile, height), min(tile, width))
+
+
+def test_read_window_is_tile_plus_halo_clipped_with_border_flags():
+    plan = plan_tiles(333, 270, 64, 4)
+    by_pos = {(t.y0, t.x0): t for t in plan.tiles}
+    inner = by_pos[(64, 128)].read_window(4)
+    assert (inner.y0, inner.x0, inner.height, inner.width) == (60, 124, 72, 72)
+    assert inner.borders == Borders(False, False, False, False)
+    corner = by_pos[(0, 0)].read_window(4)
+    assert (corner.y0, corner.x0, corner.height, corner.width) == (0, 0, 68, 68)
+    assert corner.borders == Borders(top=True, bottom=False, left=True, right=False)
+    # The last column is 333 - 320 = 13 px wide: its left neighbour's halo is clipped at
+    # the canvas edge, so that window's right side is canvas border (reflect padding).
+    before_last = by_pos[(0, 256)].read_window(16)
+    assert before_last.x0 + before_last.width == 333
+    assert before_last.borders.right and not before_last.borders.left
+
+
+def test_crop_finds_the_tile_in_the_shrunk_output():
+    plan = plan_tiles(333, 270, 64, 16)
+    for t in plan.tiles:
+        for steps in (16, 5):
+            region = t.read_window(16)
+            out_h = region.height - (0 if region.borders.top else steps) - (
+                0 if region.borders.bottom else steps)
+            rows, cols = t.crop(region, steps)
+            assert rows.stop - rows.start == t.height and cols.stop - cols.start == t.width
+            assert rows.start >= 0 and rows.stop <= out_h
+
+
+def test_tile_zero_is_the_whole_canvas():
+    plan = plan_tiles(333, 270, 0, 48)
+    (whole,) = plan.tiles
+    region = whole.read_window(48)
+    assert (region.height, region.width) == (270, 333)
+    assert region.borders == Borders()
+    assert plan.chunk == (270, 333)
+
+
+def test_redundant_work_shrinks_with_larger_tiles():
+    small = plan_tiles(2048, 2048, 128, 12)
+    large = plan_tiles(2048, 2048, 512, 12)
+    assert small.read_pixels > large.read_pixels > 2048 * 2048
+
+
+@pytest.mark.parametrize(("tile", "halo", "fragment"),
+                         [(7, 4, "smaller than twice the halo"), (-1, 4, "must be 0")])
+def test_bad_plans_are_one_line_errors(tile, halo, fragment):
+    with pytest.raises(GigasynthError, match=fragment):
+        plan_tiles(100, 100, tile, halo)
