@@ -1,0 +1,149 @@
+"""The OME-Zarr layout QuPath reads: bioformats2raw layout, NGFF 0.4, Zarr format 2.
+
+    SLIDE.ome.zarr/
+      .zattrs                 {"bioformats2raw.layout": 3}
+      OME/.zattrs             {"series": ["0"]}
+      OME/METADATA.ome.xml    pixel size, channels Red/Green/Blue, provenance
+      0/.zattrs               NGFF multiscales (axes c, y, x in micrometer) + omero channels
+      0/0, 0/1, ...           pyramid levels, (3, H_l, W_l) uint8, chunks (3, chunk, chunk)
+
+Chunks are zlib-compressed (level 1: synthesised tissue texture barely compresses losslessly,
+so a higher level costs time for almost nothing): every Zarr reader (Bio-Formats' JZarr,
+zarr-python, large-image) decodes zlib without native plugins, unlike Blosc.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numcodecs
+import zarr
+
+from gigasynth.atomic import atomic_write_bytes
+from gigasynth.errors import GigasynthError
+from gigasynth.io.metadata import SlideMetadata
+from gigasynth.io.omexml import CHANNELS, build_omexml, parse_metadata
+
+IMAGE = "0"
+OMEXML_PATH = Path("OME") / "METADATA.ome.xml"
+COMPRESSOR = numcodecs.Zlib(level=1)
+CHUNK_KEYS = {"name": "v2", "separator": "/"}
+
+
+def create_ome_zarr(path: Path, meta: SlideMetadata, chunk: int = 512) -> zarr.Array:
+    """Create an empty OME-Zarr for `meta` and return its writable level-0 array.
+
+    The caller fills level 0, one writer per chunk (see DESIGN.md section 4), then calls
+    `build_pyramid`. Until then the file is already valid, with a single level.
+    """
+    path = Path(path)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 16:
+        raise GigasynthError(f"chunk must be an integer of at least 16 px, got {chunk!r}")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise GigasynthError(f"output already exists: {path}")
+    omexml = build_omexml(meta, "zarr")
+    root = zarr.open_group(str(path), mode="w", zarr_format=2,
+                           attributes={"bioformats2raw.layout": 3})
+    root.create_group("OME", attributes={"series": [IMAGE]})
+    atomic_write_bytes(path / OMEXML_PATH, omexml.encode("ascii"))
+    image = root.create_group(IMAGE)
+    level0 = create_level(image, 0, (meta.height, meta.width), chunk)
+    write_multiscales(path, meta, [(meta.height, meta.width)])
+    return level0
+
+
+def create_level(image: zarr.Group, level: int, shape: tuple[int, int], chunk: int) -> zarr.Array:
+    """Create (or replace) the empty array of one pyramid level."""
+    return image.create_array(
+        str(level), shape=(3, *shape), chunks=(3, chunk, chunk), dtype="uint8",
+        compressors=COMPRESSOR, fill_value=0, chunk_key_encoding=CHUNK_KEYS, overwrite=True,
+    )
+
+
+def write_multiscales(path: Path, meta: SlideMetadata, shapes: list[tuple[int, int]]) -> None:
+    """Write the NGFF 0.4 multiscales (µm scale per level) and omero channel metadata."""
+    datasets = [
+        {"path": str(level), "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, meta.mpp * 2**level, meta.mpp * 2**level]},
+        ]}
+        for level in range(len(shapes))
+    ]
+    multiscales: dict[str, Any] = {
+        "version": "0.4",
+        "name": meta.name,
+        "axes": [
+            {"name": "c", "type": "channel"},
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"},
+        ],
+        "datasets": datasets,
+        "type": "mean of 2x2 pixels",
+    }
+    omero = {
+        "name": meta.name,
+        "version": "0.4",
+        "rdefs": {"model": "color", "defaultZ": 0, "defaultT": 0},
+        "channels": [
+            {"label": name, "color": f"{rgba >> 8:06X}", "active": True, "coefficient": 1.0,
+             "family": "linear", "inverted": False,
+             "window": {"start": 0, "end": 255, "min": 0, "max": 255}}
+            for name, rgba in CHANNELS
+        ],
+    }
+    image = zarr.open_group(str(Path(path) / IMAGE), mode="r+", zarr_format=2)
+    image.attrs.put({"multiscales": [multiscales], "omero": omero})
+
+
+def _require_ome_zarr(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise GigasynthError(f"OME-Zarr not found: {path}")
+    if not (path / OMEXML_PATH).is_file() or not (path / IMAGE / ".zattrs").is_file():
+        raise GigasynthError(f"not a gigasynth OME-Zarr (no {OMEXML_PATH} or image 0): {path}")
+    return path
+
+
+def read_zarr_metadata(path: Path) -> SlideMetadata:
+    """The slide metadata stored in the OME-Zarr's METADATA.ome.xml."""
+    path = _require_ome_zarr(path)
+    xml = (path / OMEXML_PATH).read_text(encoding="utf-8")
+    return parse_metadata(xml, str(path))
+
+
+def level_count(path: Path) -> int:
+    """Number of pyramid levels the multiscales metadata lists."""
+    path = _require_ome_zarr(path)
+    attrs = zarr.open_group(str(path / IMAGE), mode="r", zarr_format=2).attrs.asdict()
+    try:
+        return len(attrs["multiscales"][0]["datasets"])
+    except (KeyError, IndexError, TypeError):
+        raise GigasynthError(f"no NGFF multiscales metadata in {path / IMAGE}") from None
+
+
+def _open_array(path: Path, level: int, mode: Literal["r", "r+"]) -> zarr.Array:
+    try:
+        return zarr.open_array(str(path / IMAGE / str(level)), mode=mode, zarr_format=2)
+    except FileNotFoundError:
+        raise GigasynthError(f"level {level} is listed but missing in {path}") from None
+
+
+def open_level(path: Path, level: int, mode: Literal["r", "r+"] = "r") -> zarr.Array:
+    """Open one pyramid level as a (3, H, W) uint8 array; `mode="r+"` to write into it."""
+    path = _require_ome_zarr(path)
+    count = level_count(path)
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < count:
+        raise GigasynthError(f"level {level!r} out of range: {path} has levels 0..{count - 1}")
+    if mode not in ("r", "r+"):
+        raise GigasynthError(f"mode must be 'r' or 'r+', got {mode!r}")
+    return _open_array(path, level, mode)
+
+
+def level_shapes(path: Path) -> list[tuple[int, int]]:
+    """(H, W) of every pyramid level, level 0 first."""
+    path = _require_ome_zarr(path)
+    shapes = []
+    for level in range(level_count(path)):
+        _, height, width = _open_array(path, level, "r").shape
+        shapes.append((height, width))
+    return shapes
