@@ -1,0 +1,59 @@
+"""`gigasynth serve`: the HTTP service (job API, DeepZoom tiles, viewer) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+from pathlib import Path
+
+from gigasynth.errors import GigasynthError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the synthesis service (HTTP API, tiles, viewer)",
+                       description="Settings come from GIGASYNTH_* environment variables "
+                                   "(see the README's Service section); these flags win.")
+    p.add_argument("--host", help="address to listen on (GIGASYNTH_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (GIGASYNTH_PORT, default 8000)")
+    p.add_argument("--data-dir", type=Path,
+                   help="job store, outputs and models (GIGASYNTH_DATA_DIR, default "
+                        "./gigasynth-data)")
+    p.add_argument("--scheduler",
+                   help="Dask scheduler tcp://HOST:PORT (GIGASYNTH_SCHEDULER; default: an "
+                        "embedded LocalCluster)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def _lock_data_dir(data_dir: Path):
+    """Hold an exclusive lock on the data dir for this process's life: one server per store."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "server.lock", "w")  # noqa: SIM115 (held until exit)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise GigasynthError(f"another gigasynth server is using {data_dir}") from None
+    return handle
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.config import load_config
+
+    config = load_config().with_overrides(host=args.host, port=args.port,
+                                          data_dir=args.data_dir, scheduler=args.scheduler)
+    if not 0 < config.port < 65536:
+        raise GigasynthError(f"--port {config.port} is not a TCP port")
+    lock = _lock_data_dir(config.data_dir)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    app = create_app(config)
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level,
+                    proxy_headers=True, server_header=False)
+    finally:
+        lock.close()
+    return 0

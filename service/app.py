@@ -1,0 +1,76 @@
+"""The FastAPI application: wires the store, runner, auth, routes, limits and metrics together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from gigasynth import __version__
+from service.catalog import ModelCatalog
+from service.config import ServiceConfig
+from service.context import Services
+from service.errors import install_error_handlers
+from service.limits import BodyLimitMiddleware
+from service.links import LinkSigner, load_or_create_key
+from service.metrics import LatencyMiddleware, Metrics
+from service.routes import jobs, slides, system, viewer
+from service.runner import JobRunner
+from service.slides import SlideTiles
+from service.store import JobStore
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def build_services(config: ServiceConfig) -> Services:
+    """Open the store in the data dir and create the parts that share it."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(config.data_dir / "jobs.sqlite3")
+    catalog = ModelCatalog(config.models_path, config.builtin_models)
+    key = config.signing_key or load_or_create_key(config.data_dir)
+    return Services(
+        config=config, store=store, catalog=catalog,
+        runner=JobRunner(store, config, catalog),
+        signer=LinkSigner(key, config.link_ttl_s),
+        tiles=SlideTiles(config.tile_cache_entries), metrics=Metrics(store),
+    )
+
+
+def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
+    """The service app. With run_jobs=False jobs are accepted and stored but not computed."""
+    svc = build_services(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if run_jobs:
+            svc.runner.start()
+        try:
+            yield
+        finally:
+            if run_jobs:
+                svc.runner.shutdown()
+            svc.store.close()
+
+    app = FastAPI(title="gigasynth", version=__version__, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  description="Synthetic gigapixel pathology slides: jobs, DeepZoom tiles, "
+                              "viewer. Every endpoint but /healthz needs a bearer token.")
+    app.state.services = svc
+    install_error_handlers(app)
+    for module in (system, jobs, slides, viewer):
+        app.include_router(module.router)
+    app.mount("/static/viewer", StaticFiles(directory=STATIC), name="viewer-static")
+    app.mount("/static/openseadragon",
+              StaticFiles(directory=config.openseadragon_dir, check_dir=False),
+              name="openseadragon")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(LatencyMiddleware, metrics=svc.metrics)
+    return app

@@ -1,0 +1,125 @@
+"""Service settings, read from GIGASYNTH_* environment variables (the CLI may override some).
+
+Every variable is documented in the README's "Service" section; a malformed value is a
+one-line GigasynthError naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from gigasynth.errors import GigasynthError
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OPENSEADRAGON_DIR = _REPO_ROOT / "node_modules/openseadragon/build/openseadragon"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the app, the job runner and the CLI need to know about one deployment."""
+
+    data_dir: Path = Path("gigasynth-data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    scheduler: str | None = None          # None: an embedded dask LocalCluster
+    dask_workers: int = 1                 # workers of the embedded LocalCluster
+    dask_processes: bool = False          # embedded workers as processes (else threads)
+    runner_threads: int = 1               # jobs computed at the same time
+    cors_origins: tuple[str, ...] = ()    # empty: no cross-origin access
+    max_body_bytes: int = 64 * 1024
+    max_megapixels: float = 10_000.0      # per job, for every token
+    max_side: int = 262_144               # px, width or height
+    max_steps: int = 1000                 # DDIM steps
+    link_ttl_s: int = 3600                # lifetime of signed viewer links
+    signing_key: bytes | None = None      # None: generated once, kept in the data dir
+    builtin_models: tuple[str, ...] | None = None   # None: every bundled model
+    models_dir: Path | None = None        # None: <data_dir>/models
+    openseadragon_dir: Path = field(default=DEFAULT_OPENSEADRAGON_DIR)
+    progress_interval_s: float = 0.5      # least time between progress writes to the store
+    tile_cache_entries: int = 1024        # encoded DeepZoom tiles kept in memory
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    def with_overrides(self, **values: object) -> ServiceConfig:
+        """A copy with the given fields replaced where the value is not None."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise GigasynthError(f"{name}={text!r} is not an integer") from None
+    if value < minimum:
+        raise GigasynthError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise GigasynthError(f"{name}={text!r} is not a number") from None
+    if not value > 0:
+        raise GigasynthError(f"{name}={value} must be positive")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    text = env.get(name)
+    if text is None:
+        return None
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if text == "":
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise GigasynthError(f"{name}={text!r} is not a boolean (true/false)")
+
+
+def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Settings from the environment (os.environ by default), defaults for what is unset."""
+    env = os.environ if env is None else env
+    key = env.get("GIGASYNTH_SIGNING_KEY")
+    if key is not None and len(key) < 32:
+        raise GigasynthError("GIGASYNTH_SIGNING_KEY must be at least 32 characters")
+    models_dir = env.get("GIGASYNTH_MODELS_DIR")
+    osd_dir = env.get("GIGASYNTH_OPENSEADRAGON_DIR")
+    return ServiceConfig(
+        data_dir=Path(env.get("GIGASYNTH_DATA_DIR") or "gigasynth-data"),
+        host=env.get("GIGASYNTH_HOST") or "127.0.0.1",
+        port=_int(env, "GIGASYNTH_PORT", 8000, minimum=1),
+        scheduler=env.get("GIGASYNTH_SCHEDULER") or None,
+        dask_workers=_int(env, "GIGASYNTH_DASK_WORKERS", 1, minimum=1),
+        dask_processes=_bool(env, "GIGASYNTH_DASK_PROCESSES", False),
+        runner_threads=_int(env, "GIGASYNTH_RUNNER_THREADS", 1, minimum=1),
+        cors_origins=_list(env, "GIGASYNTH_CORS_ORIGINS") or (),
+        max_body_bytes=_int(env, "GIGASYNTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+        max_megapixels=_float(env, "GIGASYNTH_MAX_MEGAPIXELS", 10_000.0),
+        max_side=_int(env, "GIGASYNTH_MAX_SIDE", 262_144, minimum=16),
+        max_steps=_int(env, "GIGASYNTH_MAX_STEPS", 1000, minimum=1),
+        link_ttl_s=_int(env, "GIGASYNTH_LINK_TTL_S", 3600, minimum=10),
+        signing_key=key.encode() if key else None,
+        builtin_models=_list(env, "GIGASYNTH_BUILTIN_MODELS"),
+        models_dir=Path(models_dir) if models_dir else None,
+        openseadragon_dir=Path(osd_dir) if osd_dir else DEFAULT_OPENSEADRAGON_DIR,
+        progress_interval_s=_float(env, "GIGASYNTH_PROGRESS_INTERVAL_S", 0.5),
+        tile_cache_entries=_int(env, "GIGASYNTH_TILE_CACHE", 1024),
+    )

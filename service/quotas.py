@@ -1,0 +1,57 @@
+"""Admission of a job: the deployment's limits, the model's constraints, the token's quotas.
+
+Everything that would make the engine refuse a job is checked here, before the job is
+accepted, so a client learns about it from the POST (4xx) rather than from a failed job.
+"""
+
+from __future__ import annotations
+
+from gigasynth.errors import GigasynthError
+from service.catalog import ModelCatalog, ModelEntry
+from service.config import ServiceConfig
+from service.errors import ApiError
+from service.schemas import JobRequest
+from service.store import JobStore, TokenRecord
+
+
+def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
+          catalog: ModelCatalog, store: JobStore) -> ModelEntry:
+    """The model the job will use, or an ApiError saying why the job is refused."""
+    for side, value in (("width", request.width), ("height", request.height)):
+        if value > config.max_side:
+            raise ApiError(422, f"{side} {value} exceeds this service's limit of "
+                                f"{config.max_side} px")
+    megapixels = request.width * request.height / 1e6
+    if megapixels > config.max_megapixels:
+        raise ApiError(422, f"{request.width}x{request.height} is {megapixels:,.2f} megapixels, "
+                            f"over this service's limit of {config.max_megapixels:,g}")
+    if request.steps is not None and request.steps > config.max_steps:
+        raise ApiError(422, f"steps {request.steps} exceeds this service's limit of "
+                            f"{config.max_steps}")
+    try:
+        model = catalog.get(request.model)
+    except GigasynthError as exc:
+        raise ApiError(422, str(exc)) from None
+    _check_model_fit(request, model)
+    if megapixels > token.max_megapixels:
+        raise ApiError(403, f"quota exceeded: {megapixels:,.2f} megapixels per job requested, "
+                            f"this token allows {token.max_megapixels:,g}")
+    active = store.active_count(token.id)
+    if active >= token.max_concurrent:
+        raise ApiError(429, f"quota exceeded: {active} jobs queued or running, this token "
+                            f"allows {token.max_concurrent} at a time",
+                       headers={"Retry-After": "30"})
+    return model
+
+
+def _check_model_fit(request: JobRequest, model: ModelEntry) -> None:
+    config = model.config
+    if request.sampler == "ddim" and request.steps is not None and \
+            request.steps > config.timesteps:
+        raise ApiError(422, f"steps {request.steps} exceeds the model's {config.timesteps} "
+                            "diffusion timesteps")
+    if not config.is_tileable and request.tile != 0:
+        raise ApiError(422, f"model {model.name!r} is a whole-image model: use tile 0")
+    if config.is_tileable and request.tile != 0 and request.tile < 2 * config.halo:
+        raise ApiError(422, f"tile {request.tile} is smaller than twice the model's halo "
+                            f"({2 * config.halo} px)")

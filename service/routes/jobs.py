@@ -1,0 +1,126 @@
+"""`/v1/jobs`: submit, list, status, cancel or delete, download."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from service.auth import Token, owned_job, readable_job
+from service.context import Services, Svc
+from service.download import zip_stream
+from service.errors import ApiError
+from service.paths import JobPaths, new_job_id
+from service.quotas import admit
+from service.schemas import JobList, JobRequest, JobView, Progress
+from service.store import JobRecord
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+DOWNLOADS = {"ome-tiff": "application/octet-stream", "ome-zarr": "application/zip",
+             "preview": "image/png"}
+
+
+def job_view(job: JobRecord, svc: Services) -> JobView:
+    """A stored job as the API shows it, with links (viewer and tiles signed for a while)."""
+    progress = job.progress or {}
+    result = job.result or {}
+    signed = svc.signer.query(job.id)
+    links = {"self": f"/v1/jobs/{job.id}", "viewer": f"/view/{job.id}?{signed}"}
+    if job.state == "succeeded":
+        links["dzi"] = f"/v1/slides/{job.id}.dzi?{signed}"
+        for fmt in result.get("formats", []):
+            links[f"download:{fmt}"] = f"/v1/jobs/{job.id}/download?format={fmt}"
+    provenance = None
+    if job.state == "succeeded":
+        r = job.request
+        provenance = {"synthetic": True, "model": r["model"],
+                      "checkpoint_sha256": result.get("checkpoint_sha256"), "seed": r["seed"],
+                      "sampler": r["sampler"], "steps": r["steps"], "eta": r["eta"]}
+    throughput = result.get("mpx_steps_per_s", progress.get("mpx_steps_per_s"))
+    return JobView(
+        id=job.id, state=job.state, cancel_requested=job.cancel_requested,
+        request=JobRequest.model_validate(job.request), created=job.created,
+        started=job.started, finished=job.finished, attempts=job.attempts,
+        progress=Progress(**{k: progress[k] for k in Progress.model_fields})
+        if job.progress else None,
+        throughput_mpx_steps_per_s=throughput,
+        eta_s=progress.get("eta_s") if job.state == "running" else None,
+        error=job.error, provenance=provenance, links=links,
+    )
+
+
+@router.post("", status_code=202, response_model=JobView)
+def submit(body: JobRequest, response: Response, token: Token,
+           svc: Svc) -> JobView:
+    """Accept a job (202) after checking limits, the model and the token's quotas."""
+    request = body.model_dump()
+    request["formats"] = sorted(set(body.formats) | {"ome-zarr"})
+    with svc.admission_lock:
+        admit(body, token, svc.config, svc.catalog, svc.store)
+        job = svc.store.add_job(new_job_id(), token.id, request)
+    svc.runner.enqueue(job.id)
+    svc.metrics.jobs_submitted.inc()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_view(job, svc)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(token: Token, svc: Svc,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20,
+              cursor: Annotated[str | None, Query(max_length=20, pattern=r"^\d+$")] = None,
+              ) -> JobList:
+    """The token's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    jobs = svc.store.jobs_of(token.id, limit, int(cursor) if cursor else None)
+    next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
+    return JobList(jobs=[job_view(j, svc) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobView)
+def status(job_id: str, request: Request, svc: Svc) -> JobView:
+    """State, progress, throughput and ETA (by token, or by the job's signed link)."""
+    return job_view(readable_job(request, job_id, svc), svc)
+
+
+@router.delete("/{job_id}", response_model=None, status_code=202,
+               responses={204: {"description": "a finished job and its files deleted"}})
+def cancel_or_delete(job_id: str, token: Token,
+                     svc: Svc) -> JobView | Response:
+    """Cancel a queued or running job (202, partial state kept); delete a finished one (204)."""
+    job = owned_job(job_id, token, svc)
+    if job.active:
+        svc.runner.cancel(job.id)
+        return job_view(svc.store.job(job.id) or job, svc)
+    svc.store.delete_job(job.id)
+    svc.tiles.forget(job.id)
+    JobPaths.of(svc.config.data_dir, job.id).remove()
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/download", response_model=None,
+            responses={200: {"content": {t: {} for t in DOWNLOADS.values()}}})
+def download(job_id: str, request: Request,
+             format: Annotated[Literal["ome-tiff", "ome-zarr", "preview"], Query()],
+             svc: Svc) -> Response:
+    """The finished slide as OME-TIFF, zipped OME-Zarr or a PNG preview, streamed."""
+    job = readable_job(request, job_id, svc)
+    if job.state != "succeeded":
+        raise ApiError(409, f"job {job.id} is {job.state}; downloads exist once it succeeded")
+    formats = (job.result or {}).get("formats", [])
+    if format not in formats:
+        raise ApiError(404, f"job {job.id} did not produce {format} (it made: "
+                            f"{', '.join(formats)})")
+    paths = JobPaths.of(svc.config.data_dir, job.id)
+    name = f"gigasynth-{job.id}"
+    if format == "ome-zarr":
+        if not paths.zarr.is_dir():
+            raise ApiError(410, f"the OME-Zarr of job {job.id} is gone")
+        return StreamingResponse(
+            zip_stream(paths.zarr, f"{name}.ome.zarr"), media_type=DOWNLOADS[format],
+            headers={"Content-Disposition": f'attachment; filename="{name}.ome.zarr.zip"'})
+    path = paths.ome_tiff if format == "ome-tiff" else paths.preview
+    if not path.is_file():
+        raise ApiError(410, f"the {format} file of job {job.id} is gone")
+    suffix = ".ome.tiff" if format == "ome-tiff" else ".png"
+    return FileResponse(path, media_type=DOWNLOADS[format], filename=f"{name}{suffix}")

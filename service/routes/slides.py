@@ -1,0 +1,87 @@
+"""`/v1/slides`: DeepZoom descriptors and tiles of finished jobs (ETag, Cache-Control)."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Request, Response
+
+from gigasynth.errors import GigasynthError
+from service.auth import readable_job
+from service.context import Services, Svc
+from service.errors import ApiError
+from service.paths import JobPaths
+from service.slides import etag
+from service.store import JobRecord
+
+router = APIRouter(prefix="/v1/slides", tags=["slides"])
+
+CACHE_CONTROL = "private, max-age=86400, immutable"
+_TILE_NAME = re.compile(r"(\d{1,9})_(\d{1,9})\.jpeg")
+
+
+def _finished_slide(request: Request, job_id: str, svc: Services) -> tuple[JobRecord, JobPaths]:
+    job = readable_job(request, job_id, svc)
+    if job.state != "succeeded":
+        raise ApiError(409, f"slide {job.id} is not ready: the job is {job.state}")
+    paths = JobPaths.of(svc.config.data_dir, job.id)
+    if not paths.zarr.is_dir():
+        raise ApiError(410, f"the pyramid of job {job.id} is gone")
+    return job, paths
+
+
+def _not_modified(request: Request, tag: str) -> Response | None:
+    """A 304 when the client already holds this version."""
+    held = (t.strip() for t in request.headers.get("if-none-match", "").split(","))
+    if tag in held:
+        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": CACHE_CONTROL})
+    return None
+
+
+def _cached(tag: str, body: bytes, media_type: str) -> Response:
+    return Response(body, media_type=media_type,
+                    headers={"ETag": tag, "Cache-Control": CACHE_CONTROL})
+
+
+@router.get("/{job_id}.dzi", response_class=Response,
+            responses={200: {"content": {"application/xml": {}}}})
+def dzi(job_id: str, request: Request, svc: Svc) -> Response:
+    """The DeepZoom descriptor (size, tile size 254, overlap 1, JPEG)."""
+    job, paths = _finished_slide(request, job_id, svc)
+    try:
+        geometry = svc.tiles.geometry(job.id, paths.zarr)
+    except GigasynthError as exc:
+        raise ApiError(410, str(exc)) from None
+    tag = etag(job.id, job.finished or 0.0, "dzi")
+    return _not_modified(request, tag) or _cached(tag, geometry.dzi_xml().encode(),
+                                                  "application/xml")
+
+
+@router.get("/{job_id}_files/{level}/{tile_name}", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}})
+def tile(job_id: str, level: str, tile_name: str, request: Request,
+         svc: Svc) -> Response:
+    """One JPEG tile `{col}_{row}.jpeg` of a DeepZoom level; 404 outside the pyramid."""
+    job, paths = _finished_slide(request, job_id, svc)
+    match = _TILE_NAME.fullmatch(tile_name)
+    if not level.isdigit() or len(level) > 3 or match is None:
+        raise ApiError(404, f"no such tile: {level[:20]}/{tile_name[:40]} "
+                            "(expected LEVEL/COL_ROW.jpeg)")
+    lvl, col, row = int(level), int(match.group(1)), int(match.group(2))
+    try:
+        geometry = svc.tiles.geometry(job.id, paths.zarr)
+    except GigasynthError as exc:
+        raise ApiError(410, str(exc)) from None
+    if not 0 <= lvl <= geometry.max_level:
+        raise ApiError(404, f"level {lvl} is outside the pyramid (0..{geometry.max_level})")
+    if not geometry.has_tile(lvl, col, row):
+        cols, rows = geometry.grid(lvl)
+        raise ApiError(404, f"tile {col}_{row} is outside level {lvl} ({cols} columns x "
+                            f"{rows} rows)")
+    tag = etag(job.id, job.finished or 0.0, lvl, col, row)
+    unchanged = _not_modified(request, tag)
+    if unchanged is not None:
+        return unchanged
+    data = svc.tiles.tile(job.id, paths.zarr, lvl, col, row)
+    svc.metrics.tiles_served.inc()
+    return _cached(tag, data, "image/jpeg")

@@ -1,0 +1,234 @@
+"""The job runner: worker threads in the server process that run queued jobs on one Dask client.
+
+Jobs flow queued -> running -> succeeded | failed | cancelled, each change committed to
+the store first. A cancel sets the job's stop flag; the engine raises SynthCancelled at
+its next check and keeps its work folder, so the partial state stays until the job is
+deleted. On start, jobs left queued or running by a crash are queued again and resume
+from their last saved step; a graceful stop puts running jobs back to queued the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from distributed import Client
+
+from gigasynth.cluster import connect
+from gigasynth.errors import GigasynthError
+from gigasynth.synth import SynthCancelled, SynthProgress, SynthSpec, synthesize
+from service.catalog import ModelCatalog
+from service.config import ServiceConfig
+from service.paths import JobPaths
+from service.store import JobRecord, JobStore
+
+log = logging.getLogger("gigasynth.service")
+
+
+def progress_record(p: SynthProgress) -> dict[str, Any]:
+    """What the store keeps of a progress report, with an overall fraction done."""
+    if p.phase == "denoise" and p.total_steps:
+        within = p.tiles_done / p.tiles_total if p.tiles_total else 0.0
+        fraction = min(0.99, (p.step + within) / p.total_steps)
+    else:
+        fraction = 1.0 if p.phase == "done" else 0.99
+    return {"phase": p.phase, "step": p.step, "total_steps": p.total_steps,
+            "tiles_done": p.tiles_done, "tiles_total": p.tiles_total,
+            "mpx_steps_per_s": p.mpx_steps_per_s, "eta_s": p.eta_s,
+            "fraction": round(fraction, 4)}
+
+
+class ProgressWriter:
+    """The engine's progress callback: writes to the store at most every `interval_s`."""
+
+    def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self._last_write = 0.0
+        self._last: dict[str, Any] | None = None
+
+    def __call__(self, p: SynthProgress) -> None:
+        record = progress_record(p)
+        now = time.monotonic()
+        phase_changed = self._last is None or self._last["phase"] != record["phase"]
+        self._last = record
+        if phase_changed or now - self._last_write >= self.interval_s:
+            self._last_write = now
+            self.store.set_progress(self.job_id, record)
+
+    def finish(self) -> None:
+        """Record the final state of a finished run."""
+        done = dict(self._last or {"step": 0, "total_steps": 0, "tiles_done": 0,
+                                   "tiles_total": 0, "mpx_steps_per_s": 0.0})
+        done.update(phase="done", fraction=1.0, eta_s=0.0)
+        self.store.set_progress(self.job_id, done)
+
+
+def spec_for(job: JobRecord, checkpoint_ref: str) -> SynthSpec:
+    r = job.request
+    return SynthSpec(checkpoint=checkpoint_ref, width=r["width"], height=r["height"],
+                     seed=r["seed"], sampler=r["sampler"], steps=r["steps"], eta=r["eta"],
+                     tile=r["tile"], mpp=r["mpp"])
+
+
+class JobRunner:
+    """Runs jobs from a queue in `config.runner_threads` threads, sharing one Dask client."""
+
+    def __init__(self, store: JobStore, config: ServiceConfig, catalog: ModelCatalog) -> None:
+        self.store = store
+        self.config = config
+        self.catalog = catalog
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()            # guards state transitions and _stop_flags
+        self._stop_flags: dict[str, threading.Event] = {}
+        self._shutting_down = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._client_lock = threading.Lock()
+        self._client: Client | None = None
+        self._client_stack = ExitStack()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """Re-queue what a previous process left unfinished and start the threads.
+
+        Returns the ids queued again.
+        """
+        requeued = []
+        for job in self.store.unfinished():
+            if job.cancel_requested:
+                self.store.set_state(job.id, "cancelled", message="cancelled before a restart")
+                continue
+            if job.state == "running":
+                self.store.set_state(job.id, "queued", message="re-queued after a restart")
+            requeued.append(job.id)
+            self._queue.put(job.id)
+        for i in range(self.config.runner_threads):
+            thread = threading.Thread(target=self._work, name=f"gigasynth-runner-{i}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return requeued
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop running jobs at their next check (they stay resumable) and close the client."""
+        self._shutting_down.set()
+        with self._lock:
+            for flag in self._stop_flags.values():
+                flag.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        with self._client_lock:
+            self._client_stack.close()
+            self._client = None
+
+    # --- requests from the API --------------------------------------------------------
+
+    def enqueue(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a queued job at once; ask a running one to stop at its next check."""
+        with self._lock:
+            job = self.store.job(job_id)
+            if job is None or not job.active:
+                return
+            self.store.request_cancel(job_id)
+            if job.state == "queued":
+                self.store.set_state(job_id, "cancelled", message="cancelled while queued")
+            elif job_id in self._stop_flags:
+                self._stop_flags[job_id].set()
+
+    def is_running_here(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._stop_flags
+
+    # --- the worker threads -------------------------------------------------------------
+
+    def _dask_client(self) -> Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._client_stack.enter_context(
+                    connect(self.config.scheduler, self.config.dask_workers,
+                            self.config.dask_processes))
+            return self._client
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None or self._shutting_down.is_set():
+                return
+            try:
+                self._run(job_id)
+            except Exception:  # a bug here must not kill the thread and strand the queue
+                log.exception("runner failed on job %s", job_id)
+
+    def _claim(self, job_id: str) -> tuple[JobRecord, threading.Event] | None:
+        """Mark a queued job running and give it a stop flag; None if it is not queued."""
+        with self._lock:
+            job = self.store.job(job_id)
+            if job is None or job.state != "queued":
+                return None
+            self.store.set_state(job_id, "running")
+            flag = threading.Event()
+            self._stop_flags[job_id] = flag
+            return job, flag
+
+    def _run(self, job_id: str) -> None:
+        claimed = self._claim(job_id)
+        if claimed is None:
+            return
+        job, stop = claimed
+        try:
+            outcome = self._execute(job, stop)
+        finally:
+            with self._lock:
+                self._stop_flags.pop(job_id, None)
+        state, fields = outcome
+        self.store.set_state(job_id, state, **fields)
+
+    def _execute(self, job: JobRecord, stop: threading.Event) -> tuple[str, dict[str, Any]]:
+        """Run one job to its end; the state to record and its details."""
+        paths = JobPaths.of(self.config.data_dir, job.id)
+        formats = set(job.request["formats"])
+        progress = ProgressWriter(self.store, job.id, self.config.progress_interval_s)
+
+        try:
+            model = self.catalog.get(job.request["model"])
+            paths.root.mkdir(parents=True, exist_ok=True)
+            result = synthesize(
+                spec_for(job, model.ref), paths.zarr,
+                ome_tiff=paths.ome_tiff if "ome-tiff" in formats else None,
+                preview=paths.preview if "preview" in formats else None,
+                # resume=True continues a saved state and starts afresh where there is
+                # none; overwrite=True replaces outputs an interrupted attempt left behind.
+                client=self._dask_client(), resume=True, overwrite=True,
+                progress=progress, should_stop=stop.is_set,
+            )
+        except SynthCancelled:
+            if self._shutting_down.is_set() and not self._cancel_requested(job.id):
+                return "queued", {"message": "server stopping; resumes on restart"}
+            return "cancelled", {"message": "cancelled while running"}
+        except GigasynthError as exc:
+            return "failed", {"error": str(exc)}
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            return "failed", {"error": f"internal error: {type(exc).__name__}"}
+        progress.finish()
+        return "succeeded", {"result": {
+            "checkpoint_sha256": result.checkpoint_sha256,
+            "seconds": round(result.seconds, 3),
+            "mpx_steps_per_s": result.mpx_steps_per_s,
+            "formats": sorted(formats | {"ome-zarr"}),
+        }}
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        job = self.store.job(job_id)
+        return job is not None and job.cancel_requested

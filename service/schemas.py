@@ -1,0 +1,72 @@
+"""Request and response bodies of the HTTP API (strict: unknown fields are refused)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Format = Literal["ome-zarr", "ome-tiff", "preview"]
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+# Hard bounds of the schema; the deployment's own (lower) limits are checked in quotas.py.
+HARD_MAX_SIDE = 1 << 20
+HARD_MAX_STEPS = 100_000
+
+
+class JobRequest(BaseModel):
+    """A synthesis job: which model, what size, which seed and sampler."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(min_length=1, max_length=200,
+                       description="a name from GET /v1/models")
+    width: int = Field(ge=1, le=HARD_MAX_SIDE, description="pixels")
+    height: int = Field(ge=1, le=HARD_MAX_SIDE, description="pixels")
+    seed: int = Field(0, ge=0, le=(1 << 63) - 1)
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    steps: int | None = Field(50, ge=1, le=HARD_MAX_STEPS,
+                              description="DDIM steps (ignored by ddpm, which runs all T)")
+    eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM noise scale")
+    tile: int = Field(512, ge=0, le=65_536,
+                      description="tile side in px; 0 = the whole image on one device")
+    formats: list[Format] = Field(default_factory=lambda: ["ome-zarr", "ome-tiff"],
+                                  min_length=1, max_length=3)
+    mpp: float | None = Field(None, gt=0.0, le=1000.0, description="µm per pixel")
+
+
+class Progress(BaseModel):
+    phase: str
+    step: int
+    total_steps: int
+    tiles_done: int
+    tiles_total: int
+    fraction: float
+
+
+class JobView(BaseModel):
+    """A job as a client sees it."""
+
+    id: str
+    state: State
+    cancel_requested: bool
+    request: JobRequest
+    created: float
+    started: float | None
+    finished: float | None
+    attempts: int
+    progress: Progress | None
+    throughput_mpx_steps_per_s: float | None
+    eta_s: float | None
+    error: str | None
+    provenance: dict[str, object] | None
+    links: dict[str, str]
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class ModelList(BaseModel):
+    models: list[dict[str, object]]

@@ -1,0 +1,267 @@
+"""The durable job store: SQLite in WAL mode, the source of truth for tokens and jobs.
+
+Every state change of a job is one committed transaction (and one row in `events`), so a
+job accepted with 202 survives a crash of the server at any point after that answer.
+One connection, guarded by a lock, serves the API threads and the runner threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gigasynth.errors import GigasynthError
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    hash TEXT NOT NULL UNIQUE,
+    max_megapixels REAL NOT NULL,
+    max_concurrent INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    token_id TEXT NOT NULL REFERENCES tokens(id),
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    progress TEXT,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_token ON jobs(token_id, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token's identity and quotas (the secret itself is never stored)."""
+
+    id: str
+    name: str
+    max_megapixels: float
+    max_concurrent: int
+    created: float
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as stored: the accepted request, its state and what the runner reported."""
+
+    seq: int
+    id: str
+    token_id: str
+    state: str
+    request: dict[str, Any]
+    created: float
+    started: float | None
+    finished: float | None
+    cancel_requested: bool
+    attempts: int
+    progress: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    def doc(text: str | None) -> dict[str, Any] | None:
+        return json.loads(text) if text else None
+
+    return JobRecord(
+        seq=row["seq"], id=row["id"], token_id=row["token_id"], state=row["state"],
+        request=json.loads(row["request"]), created=row["created"], started=row["started"],
+        finished=row["finished"], cancel_requested=bool(row["cancel_requested"]),
+        attempts=row["attempts"], progress=doc(row["progress"]), result=doc(row["result"]),
+        error=row["error"],
+    )
+
+
+def _token(row: sqlite3.Row) -> TokenRecord:
+    return TokenRecord(row["id"], row["name"], row["max_megapixels"], row["max_concurrent"],
+                       row["created"])
+
+
+class JobStore:
+    """Tokens, jobs and their state history in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                       timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise GigasynthError(f"job store {path} is unusable: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _transaction(self, statements: list[tuple[str, tuple]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    self._db.execute(sql, args)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- tokens ---------------------------------------------------------------------
+
+    def add_token(self, token_id: str, name: str, token_hash: str, max_megapixels: float,
+                  max_concurrent: int) -> TokenRecord:
+        try:
+            self._write(
+                "INSERT INTO tokens (id, name, hash, max_megapixels, max_concurrent, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token_id, name, token_hash, max_megapixels, max_concurrent, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise GigasynthError(f"a token named {name!r} already exists") from None
+        return self.token_by_id(token_id)
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        rows = self._read("SELECT * FROM tokens WHERE hash = ?", (token_hash,))
+        return _token(rows[0]) if rows else None
+
+    def token_by_id(self, token_id: str) -> TokenRecord:
+        return _token(self._read("SELECT * FROM tokens WHERE id = ?", (token_id,))[0])
+
+    # --- jobs -----------------------------------------------------------------------
+
+    def add_job(self, job_id: str, token_id: str, request: dict[str, Any]) -> JobRecord:
+        now = time.time()
+        self._transaction([
+            ("INSERT INTO jobs (id, token_id, state, request, created) VALUES (?, ?, ?, ?, ?)",
+             (job_id, token_id, "queued", json.dumps(request, sort_keys=True), now)),
+            ("INSERT INTO events (job_id, at, state) VALUES (?, ?, ?)", (job_id, now, "queued")),
+        ])
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def job(self, job_id: str) -> JobRecord | None:
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def jobs_of(self, token_id: str, limit: int, before_seq: int | None = None
+                ) -> list[JobRecord]:
+        """A token's jobs, newest first, `limit` of them from below `before_seq`."""
+        rows = self._read(
+            "SELECT * FROM jobs WHERE token_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (token_id, before_seq if before_seq is not None else 1 << 62, limit),
+        )
+        return [_job(r) for r in rows]
+
+    def active_count(self, token_id: str) -> int:
+        rows = self._read(
+            "SELECT COUNT(*) FROM jobs WHERE token_id = ? AND state IN ('queued', 'running')",
+            (token_id,),
+        )
+        return int(rows[0][0])
+
+    def unfinished(self) -> list[JobRecord]:
+        """Jobs left queued or running (by a crash or a stop), oldest first."""
+        rows = self._read(
+            "SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq"
+        )
+        return [_job(r) for r in rows]
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for row in self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            counts[row[0]] = int(row[1])
+        return counts
+
+    def set_state(self, job_id: str, state: str, *, message: str | None = None,
+                  result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        """Record a state change (and its event) in one transaction."""
+        if state not in STATES:
+            raise ValueError(f"unknown job state {state!r}")
+        now = time.time()
+        sets = ["state = ?"]
+        args: list[Any] = [state]
+        if state == "running":
+            sets += ["started = COALESCE(started, ?)", "attempts = attempts + 1"]
+            args.append(now)
+        if state in ("succeeded", "failed", "cancelled"):
+            sets.append("finished = ?")
+            args.append(now)
+        if result is not None:
+            sets.append("result = ?")
+            args.append(json.dumps(result, sort_keys=True))
+        if error is not None:
+            sets.append("error = ?")
+            args.append(error)
+        self._transaction([
+            (f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id)),
+            ("INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
+             (job_id, now, state, message or error)),
+        ])
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._write("UPDATE jobs SET progress = ? WHERE id = ?",
+                    (json.dumps(progress, sort_keys=True), job_id))
+
+    def request_cancel(self, job_id: str) -> None:
+        self._transaction([
+            ("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,)),
+            ("INSERT INTO events (job_id, at, state, message) "
+             "SELECT id, ?, state, 'cancel requested' FROM jobs WHERE id = ?",
+             (time.time(), job_id)),
+        ])
+
+    def delete_job(self, job_id: str) -> None:
+        self._transaction([
+            ("DELETE FROM jobs WHERE id = ?", (job_id,)),
+            ("INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
+             (job_id, time.time(), "deleted", None)),
+        ])
+
+    def events(self, job_id: str) -> list[tuple[float, str, str | None]]:
+        rows = self._read("SELECT at, state, message FROM events WHERE job_id = ? ORDER BY seq",
+                          (job_id,))
+        return [(r[0], r[1], r[2]) for r in rows]
