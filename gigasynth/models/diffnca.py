@@ -39,10 +39,16 @@ class ImageNCA(nn.Module):
         seeds: Sequence[int],
         window: Window = Window(),
         borders: Borders = ALL_BORDERS,
+        steps: range | None = None,
     ) -> torch.Tensor:
+        """Run the NCA steps `steps` (default: all S) on a state whose first pixel is `window`.
+
+        A sub-range lets a tiled run exchange the full cell state between NCA steps; the
+        array shrinks by one pixel per step on its non-border sides.
+        """
         cfg = self.config
         t_frac = torch.tensor(t, dtype=state.dtype, device=state.device) / cfg.timesteps
-        for s in range(cfg.steps):
+        for s in range(cfg.steps) if steps is None else steps:
             cond = self.cond(t_frac, s / cfg.steps)
             h = state.shape[-2] - (not borders.top) - (not borders.bottom)
             w = state.shape[-1] - (not borders.left) - (not borders.right)

@@ -1,0 +1,6 @@
+"""Exact tiled synthesis of gigapixel slides on Dask (the synth contract)."""
+
+from gigasynth.synth.engine import synthesize
+from gigasynth.synth.spec import SynthCancelled, SynthProgress, SynthResult, SynthSpec
+
+__all__ = ["SynthCancelled", "SynthProgress", "SynthResult", "SynthSpec", "synthesize"]

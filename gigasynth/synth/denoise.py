@@ -1,0 +1,125 @@
+"""The driver of the diffusion loop: one future per tile per exchange, a bounded graph.
+
+Per exchange the driver submits one task per tile and waits for all of them before
+the next exchange: the Dask graph never holds more than one exchange, and the state
+between exchanges lives in Zarr buffers, not in worker memory (Dask is the compute
+layer, the work folder the source of truth).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from distributed import Client, as_completed
+
+from gigasynth.synth.job import Job
+from gigasynth.synth.spec import SynthCancelled, SynthProgress
+from gigasynth.synth.state import WorkDir
+from gigasynth.synth.tasks import Exchange, denoise_tile
+
+ProgressFn = Callable[[SynthProgress], None]
+StopFn = Callable[[], bool]
+
+
+class RateMeter:
+    """Throughput (useful Mpx-steps/s) and ETA of the work done in this run."""
+
+    def __init__(self, total_work: float, done_before: float) -> None:
+        self.start = time.perf_counter()
+        self.total = total_work
+        self.base = done_before
+        self.done = done_before
+
+    def add(self, work: float) -> None:
+        self.done += work
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return (self.done - self.base) / elapsed / 1e6 if elapsed > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.rate
+        return (self.total - self.done) / (rate * 1e6) if rate > 0 else None
+
+
+def _run_exchange(client: Client, job: Job, exchange: Exchange, token: str,
+                  resources: dict[str, int] | None, on_tile: Callable[[int], None],
+                  should_stop: StopFn | None) -> bool:
+    """Submit one task per tile and wait for all; False when should_stop() turned True.
+
+    On a stop or a failure the tasks not yet finished are cancelled.
+    """
+    futures = [
+        client.submit(denoise_tile, job.ref, exchange, tile, resources=resources,
+                      key=f"gigasynth-{token}-{tile.index}")
+        for tile in job.plan.tiles
+    ]
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            on_tile(future.result())
+            if should_stop is not None and should_stop():
+                return False
+        return True
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
+            resources: dict[str, int] | None = None, progress: ProgressFn | None = None,
+            should_stop: StopFn | None = None) -> tuple[Path, float]:
+    """Run diffusion steps start_step..end: (buffer holding the final x_0, Mpx-steps/s).
+
+    Saves progress after every `save_every`-th step and the last one. A cancel raises
+    SynthCancelled; the saved state stays as it was (resumable).
+    """
+    spec, plan = job.spec, job.plan
+    run = uuid.uuid4().hex[:12]
+    per_step = len(plan.tiles) * len(job.exchanges)
+    meter = RateMeter(job.work_per_step * job.total_steps, job.work_per_step * start_step)
+    saved = start_step
+    tiles_done = 0
+
+    def report(step: int) -> None:
+        if progress is not None:
+            progress(SynthProgress("denoise", step, job.total_steps, tiles_done, per_step,
+                                   meter.rate, meter.eta_s))
+
+    def cancelled(step: int) -> SynthCancelled:
+        return SynthCancelled(f"cancelled at diffusion step {step}/{job.total_steps}; "
+                              f"state saved at step {saved} in {work.root}")
+
+    report(start_step)
+    for step in range(start_step, job.total_steps):
+        source = work.x_buffer(step) if step else None
+        tiles_done = 0
+        for j, nca_steps in enumerate(job.exchanges):
+            final = j == len(job.exchanges) - 1
+            if should_stop is not None and should_stop():
+                raise cancelled(step)
+            target = work.x_buffer(step + 1) if final else work.cells_buffer(step + 1, j)
+            channels = 3 if final else job.config.channels
+            work.create_buffer(target, channels, spec.height, spec.width, plan.chunk)
+            exchange = Exchange(job.timesteps[step], nca_steps, source, j > 0, target, final,
+                                len(job.exchanges) == 1)
+
+            def on_tile(pixels: int, n: int = len(nca_steps), s: int = step) -> None:
+                nonlocal tiles_done
+                tiles_done += 1
+                meter.add(pixels * n)
+                report(s)
+
+            if not _run_exchange(client, job, exchange, f"{run}-{step}-{j}", resources,
+                                 on_tile, should_stop):
+                raise cancelled(step)
+            source = target
+        done = step + 1
+        if done % spec.save_every == 0 or done == job.total_steps:
+            work.save(job.identity(), done)
+            saved = done
+        work.prune({work.x_buffer(saved), work.x_buffer(done)})
+    return work.x_buffer(job.total_steps), meter.rate

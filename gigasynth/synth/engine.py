@@ -1,0 +1,212 @@
+"""synthesize(): a slide from a checkpoint, tiled on Dask, written as OME-Zarr (+ TIFF, PNG).
+
+Order of events, each step safe to interrupt:
+1. check everything that can be checked before any work (one-line errors);
+2. open or resume the work folder `<out>.work/` (progress record, state buffers);
+3. run the diffusion loop tile by tile, saving every `save_every` steps;
+4. convert the final float state to uint8 level 0 (one task per output chunk), build
+   the pyramid, the OME-TIFF and the preview from a Zarr inside the work folder;
+5. rename that Zarr to `out` (the finished slide appears atomically), drop the work folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from distributed import Client
+
+from gigasynth.checkpoint import load_checkpoint
+from gigasynth.cluster import connect, task_resources
+from gigasynth.errors import GigasynthError
+from gigasynth.io import (
+    SlideMetadata,
+    build_pyramid,
+    create_ome_zarr,
+    write_ome_tiff,
+    write_preview,
+)
+from gigasynth.synth.denoise import ProgressFn, StopFn, denoise
+from gigasynth.synth.job import Job, prepare_job
+from gigasynth.synth.spec import SynthProgress, SynthResult, SynthSpec
+from gigasynth.synth.state import WorkDir, work_path
+from gigasynth.synth.tasks import to_uint8_chunk
+
+DEFAULT_MPP = 0.5
+SLIDE_IN_WORK = "slide.ome.zarr"
+
+
+def _check_targets(out: Path, ome_tiff: Path | None, preview: Path | None,
+                   overwrite: bool) -> None:
+    if not out.name.endswith(".zarr"):
+        raise GigasynthError(f"the output must be a .ome.zarr folder, not {out}")
+    if ome_tiff is not None and ome_tiff.suffix.lower() not in (".tif", ".tiff"):
+        raise GigasynthError(f"the OME-TIFF must end in .ome.tif, not {ome_tiff}")
+    if preview is not None and preview.suffix.lower() != ".png":
+        raise GigasynthError(f"the preview must be a .png file, not {preview}")
+    for path in (out, ome_tiff, preview):
+        if path is not None and path.exists() and not overwrite:
+            raise GigasynthError(f"{path} exists (pass --overwrite to replace it)")
+
+
+def _first_difference(saved: dict, now: dict) -> str:
+    for key, value in now.items():
+        if saved.get(key) != value:
+            return f"{key} {saved.get(key)!r} there, {value!r} now"
+    return "unknown fields"
+
+
+def _begin(work: WorkDir, job: Job, resume: bool, overwrite: bool) -> int:
+    """Open the work folder; the diffusion step to start from."""
+    record = work.load() if work.root.exists() else None
+    if record is not None and resume:
+        if record["job"] != job.identity():
+            raise GigasynthError(
+                f"the saved state in {work.root} is for another job "
+                f"({_first_difference(record['job'], job.identity())}); rerun with the same "
+                "parameters, or with --overwrite and without --resume to start over"
+            )
+        step = int(record["step"])
+        work.prune({work.x_buffer(step)})
+        return step
+    if record is not None and not overwrite:
+        raise GigasynthError(
+            f"an unfinished run left its state in {work.root} (step {record['step']}/"
+            f"{job.total_steps}): pass --resume to continue it or --overwrite to discard it"
+        )
+    work.remove()
+    work.root.mkdir(parents=True)
+    work.save(job.identity(), 0)
+    return 0
+
+
+@contextmanager
+def _client(client: Client | None, workers: int) -> Iterator[Client]:
+    if client is not None:
+        yield client
+        return
+    with connect(None, workers) as own:
+        yield own
+
+
+def _mpp(spec: SynthSpec, meta: dict) -> float:
+    if spec.mpp is not None:
+        return spec.mpp
+    value = meta.get("mpp")
+    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_MPP
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The ENOSPC error behind `exc`, if a full disk caused it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _convert_level0(job: Job, client: Client, final: Path, slide: Path, mpp: float,
+                    provenance: dict) -> None:
+    """Level 0 of the slide from the final float state, one task per output chunk."""
+    spec = job.spec
+    meta = SlideMetadata(spec.width, spec.height, mpp, provenance, slide_name(spec))
+    _, cy, cx = create_ome_zarr(slide, meta).chunks
+    token = uuid.uuid4().hex[:12]
+    futures = [
+        client.submit(to_uint8_chunk, final, slide, slice(y, min(y + cy, spec.height)),
+                      slice(x, min(x + cx, spec.width)), key=f"gigasynth-uint8-{token}-{y}-{x}")
+        for y in range(0, spec.height, cy) for x in range(0, spec.width, cx)
+    ]
+    client.gather(futures)
+
+
+def slide_name(spec: SynthSpec) -> str:
+    return f"gigasynth synthetic slide (seed {spec.seed})"
+
+
+def _move_into_place(slide: Path, out: Path, work: WorkDir) -> None:
+    """Rename the finished Zarr to `out`, replacing an old one only after it is complete."""
+    old = work.root / "replaced.ome.zarr"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(slide, out)
+    if old.is_dir():
+        shutil.rmtree(old)
+    else:
+        old.unlink(missing_ok=True)
+
+
+def synthesize(
+    spec: SynthSpec,
+    out: Path,
+    *,
+    ome_tiff: Path | None = None,
+    preview: Path | None = None,
+    client: Client | None = None,
+    workers: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> SynthResult:
+    """Synthesise the slide `spec` describes into the OME-Zarr folder `out`.
+
+    Bad input raises GigasynthError (one line) before any work; a cancel raises
+    SynthCancelled and a full disk a GigasynthError, both leaving `<out>.work/`
+    resumable with resume=True.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    ome_tiff = None if ome_tiff is None else Path(ome_tiff)
+    preview = None if preview is None else Path(preview)
+    spec.check()
+    checkpoint = load_checkpoint(spec.checkpoint)
+    job = prepare_job(spec, checkpoint)
+    _check_targets(out, ome_tiff, preview, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = WorkDir(work_path(out))
+    start_step = _begin(work, job, resume, overwrite)
+    provenance = {"checkpoint": spec.checkpoint, "checkpoint_sha256": checkpoint.sha256,
+                  "model": checkpoint.config.kind, "seed": spec.seed, "sampler": spec.sampler,
+                  "steps": job.total_steps, "eta": spec.eta}
+
+    def report(phase: str, rate: float) -> None:
+        if progress is not None:
+            progress(SynthProgress(phase, job.total_steps, job.total_steps, 0, 0, rate, None))
+
+    try:
+        with _client(client, workers) as cl:
+            final, rate = denoise(job, work, cl, start_step, resources=task_resources(cl),
+                                  progress=progress, should_stop=should_stop)
+            report("pyramid", rate)
+            slide = work.root / SLIDE_IN_WORK
+            shutil.rmtree(slide, ignore_errors=True)
+            _convert_level0(job, cl, final, slide, _mpp(spec, checkpoint.meta), provenance)
+            build_pyramid(slide, client=cl)
+        report("tiff", rate)
+        if ome_tiff is not None:
+            write_ome_tiff(slide, ome_tiff, spec.tiff_compression)
+        if preview is not None:
+            write_preview(slide, preview)
+        _move_into_place(slide, out, work)
+    except OSError as exc:
+        full = _disk_full(exc)
+        if full is None:
+            raise
+        saved = work.load() or {"step": 0}
+        raise GigasynthError(
+            f"disk full while writing {full.filename or work.root}: the state saved at step "
+            f"{saved['step']}/{job.total_steps} is kept in {work.root}; free some space and "
+            "rerun with --resume"
+        ) from None
+    work.remove()
+    report("done", rate)
+    return SynthResult(out, ome_tiff, preview, checkpoint.sha256,
+                       time.perf_counter() - started, rate)

@@ -1,0 +1,81 @@
+"""The synth contract's data types: what to synthesise, progress reports, the result."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gigasynth.errors import GigasynthError
+
+SAMPLERS = ("ddim", "ddpm")
+COMPRESSIONS = ("jpeg", "zlib", "none")
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """One slide to synthesise; its pixels are a pure function of these fields (I5)."""
+
+    checkpoint: str
+    width: int
+    height: int
+    seed: int = 0
+    sampler: str = "ddim"
+    steps: int | None = 50
+    eta: float = 0.0
+    tile: int = 512
+    halo_every: int | None = None
+    save_every: int = 5
+    mpp: float | None = None
+    tiff_compression: str = "jpeg"
+
+    def check(self) -> None:
+        """Checks that need no checkpoint; each failure is one GigasynthError line."""
+        if self.sampler not in SAMPLERS:
+            raise GigasynthError(f"unknown sampler {self.sampler!r} (ddpm or ddim)")
+        if self.width < 1 or self.height < 1:
+            raise GigasynthError(f"size {self.width}x{self.height} must be positive")
+        if self.tile < 0:
+            raise GigasynthError(f"tile must be 0 (whole image) or positive, not {self.tile}")
+        if self.halo_every is not None and self.halo_every < 1:
+            raise GigasynthError(f"halo_every must be at least 1, not {self.halo_every}")
+        if self.halo_every is not None and self.tile == 0:
+            raise GigasynthError("halo_every needs tiles (tile > 0)")
+        if self.save_every < 1:
+            raise GigasynthError(f"save_every must be at least 1, not {self.save_every}")
+        if self.mpp is not None and not self.mpp > 0:
+            raise GigasynthError(f"mpp must be positive, not {self.mpp}")
+        if self.tiff_compression not in COMPRESSIONS:
+            raise GigasynthError(
+                f"unknown TIFF compression {self.tiff_compression!r} (jpeg, zlib or none)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SynthProgress:
+    """Where a run stands; tiles count tile tasks of the current diffusion step."""
+
+    phase: str
+    step: int
+    total_steps: int
+    tiles_done: int
+    tiles_total: int
+    mpx_steps_per_s: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    zarr_path: Path
+    ome_tiff_path: Path | None
+    preview_path: Path | None
+    checkpoint_sha256: str
+    seconds: float
+    mpx_steps_per_s: float
+
+
+class SynthCancelled(GigasynthError):
+    """should_stop() turned True; the state saved last stays resumable."""

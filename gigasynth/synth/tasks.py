@@ -1,0 +1,118 @@
+"""Task functions that run on Dask workers: one tile per exchange, one chunk per conversion.
+
+A task gets a few small descriptors (checkpoint reference and hash, tile, buffer
+paths), reads its window from the state store, computes and writes its own chunk.
+It returns the tile's pixel count; nothing large travels through the scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gigasynth.cluster import worker_device, worker_model
+from gigasynth.diffusion.samplers import Sampler
+from gigasynth.images import to_uint8
+from gigasynth.io import open_level
+from gigasynth.keyed import Window
+from gigasynth.models import DiffNCA
+from gigasynth.sampling import SampleRequest, denoise_step, initial_noise
+from gigasynth.sampling.step import step_noise
+from gigasynth.synth.state import read_region, write_region
+from gigasynth.tiling import Tile
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker finds the model and sampler of a job."""
+
+    checkpoint: str
+    sha256: str
+    sampler: str
+    steps: int | None
+    eta: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One pass over all tiles: NCA steps `nca_steps` of the diffusion step at `t`.
+
+    `source` is None for the very first pass (x_T is keyed noise, computed where
+    needed); `source_cells` says whether it holds the full cell state or only x.
+    The last exchange of a diffusion step (`final`) applies the sampler and writes
+    x_{t_prev}; the others write the full cell state.
+    """
+
+    t: int
+    nca_steps: range
+    source: Path | None
+    source_cells: bool
+    target: Path
+    final: bool
+    whole_step: bool
+
+
+@lru_cache(maxsize=8)
+def _sampler(ref: ModelRef) -> Sampler:
+    return SampleRequest(ref.sampler, ref.steps, ref.eta).build(worker_model(ref.checkpoint,
+                                                                            ref.sha256))
+
+
+def _read_x(exchange: Exchange, ref: ModelRef, rows: slice, cols: slice) -> torch.Tensor:
+    if exchange.source is None:
+        window = Window(rows.start, cols.start)
+        return initial_noise([ref.seed], exchange.t, 3, rows.stop - rows.start,
+                             cols.stop - cols.start, window)
+    return torch.from_numpy(read_region(exchange.source, rows, cols))[None]
+
+
+def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile) -> int:
+    """Run one exchange on one tile: read tile + halo, compute, write the tile's chunk."""
+    model = worker_model(ref.checkpoint, ref.sha256)
+    sampler = _sampler(ref)
+    device = worker_device()
+    seeds = [ref.seed]
+    steps = exchange.nca_steps
+    region = tile.read_window(len(steps))
+    rows, cols = region.slices
+    with torch.no_grad():
+        if exchange.whole_step:
+            x = _read_x(exchange, ref, rows, cols).to(device)
+            out = denoise_step(model, sampler, x, exchange.t, seeds, region.window,
+                               region.borders)
+        else:
+            if exchange.source_cells:
+                state = torch.from_numpy(read_region(exchange.source, rows, cols))[None]
+            else:
+                state = model.initial_state(_read_x(exchange, ref, rows, cols))
+            out = model.nca(state.to(device), [exchange.t], seeds, region.window,
+                            region.borders, steps=steps)
+        out = out[(..., *tile.crop(region, len(steps)))]
+        if exchange.final and not exchange.whole_step:
+            out = _sampler_step(model, sampler, out, exchange.t, seeds, tile)
+    write_region(exchange.target, *tile.slices, out[0].float().cpu().numpy())
+    return tile.pixels
+
+
+def _sampler_step(model: DiffNCA, sampler: Sampler, state: torch.Tensor, t: int, seeds: list[int],
+                  tile: Tile) -> torch.Tensor:
+    """x_{t_prev} on a tile from its final cell state (as denoise_step does on a region)."""
+    eps_hat = model.readout(state).float()
+    x_t = state[:, :3].float()
+    noise = None
+    if sampler.stochastic and sampler.next_timestep(t) >= 0:
+        noise = step_noise(seeds, t, x_t.shape, Window(tile.y0, tile.x0), x_t.device)
+    return sampler.step(eps_hat, t, x_t, noise)
+
+
+def to_uint8_chunk(source: Path, slide: Path, rows: slice, cols: slice) -> int:
+    """Convert one level-0 chunk of the slide from the final float state to RGB uint8."""
+    x = torch.from_numpy(read_region(source, rows, cols))[None]
+    rgb = np.ascontiguousarray(to_uint8(x)[0].transpose(2, 0, 1))
+    open_level(slide, 0, mode="r+")[:, rows, cols] = rgb
+    return rgb.shape[1] * rgb.shape[2]

@@ -1,0 +1,309 @@
+"""The tiled engine: tiled == whole image (I1-I4), kill/cancel/full disk + resume (I5), CLI.
+
+Real components only: Dask LocalClusters (threads, to keep start-up cheap), Zarr state
+stores and OME-Zarr/OME-TIFF outputs on disk, the CLI as a subprocess where a real
+process matters (SIGKILL, stderr of Dask's connection code, environment limits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+from distributed import Client, LocalCluster
+
+from gigasynth.checkpoint import load_checkpoint, save_checkpoint
+from gigasynth.cli import main
+from gigasynth.cluster import connect, task_resources
+from gigasynth.errors import GigasynthError
+from gigasynth.images import to_uint8
+from gigasynth.io import level_shapes, open_level, read_provenance
+from gigasynth.models import build_model
+from gigasynth.sampling import SampleRequest, generate
+from gigasynth.synth import SynthCancelled, SynthSpec, synthesize
+from gigasynth.synth import tasks as synth_tasks
+from gigasynth.synth.denoise import denoise
+from gigasynth.synth.job import prepare_job
+from gigasynth.synth.state import WorkDir, read_region, work_path
+
+from .conftest import MICRO, MICRO_FOURIER
+
+# DDPM runs all T steps: a MICRO variant with T = 12 keeps it short (same sampler code).
+MICRO_T12 = replace(MICRO, timesteps=12)
+WIDTH, HEIGHT = 333, 270  # not a multiple of any tile size used here
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small tiles run fastest on one intra-op thread on this shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for name, cfg in (("micro", MICRO), ("t12", MICRO_T12), ("fourier", MICRO_FOURIER)):
+        torch.manual_seed(0)
+        out[name] = str(save_checkpoint(root / name, build_model(cfg), cfg))
+    return out
+
+
+@pytest.fixture(scope="module")
+def client1():
+    with connect(None, workers=1) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client2():
+    """Two thread workers that advertise a GPU: tile tasks must ask for it and still run."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address="127.0.0.1:0", resources={"GPU": 1}) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def run_denoise(spec: SynthSpec, client: Client, root: Path) -> np.ndarray:
+    """The engine's diffusion loop alone: the final float32 state (3, H, W)."""
+    job = prepare_job(spec, load_checkpoint(spec.checkpoint))
+    work = WorkDir(root)
+    root.mkdir(parents=True)
+    work.save(job.identity(), 0)
+    final, rate = denoise(job, work, client, 0, resources=task_resources(client))
+    assert rate > 0
+    return zarr_read(final)
+
+
+def zarr_read(path: Path) -> np.ndarray:
+    return zarr.open_array(str(path), mode="r")[:]
+
+
+def uint8(x: np.ndarray) -> np.ndarray:
+    return to_uint8(torch.from_numpy(x)[None])[0]
+
+
+CASES = {
+    # name: (checkpoint, width, height, sampler, steps, tile, halo_every, workers)
+    "ddim-64-w1": ("micro", WIDTH, HEIGHT, "ddim", 3, 64, None, 1),
+    "ddim-100-w2": ("micro", WIDTH, HEIGHT, "ddim", 3, 100, None, 2),
+    "ddim-64-halo2-w2": ("micro", WIDTH, HEIGHT, "ddim", 3, 64, 2, 2),
+    "ddpm-64-w1": ("t12", 150, 110, "ddpm", None, 64, None, 1),
+    "ddpm-100-halo3-w2": ("t12", 150, 110, "ddpm", None, 100, 3, 2),
+}
+
+
+@pytest.fixture(scope="module")
+def whole_states(checkpoints, client1, tmp_path_factory) -> dict:
+    """Reference runs with --tile 0, computed once per (checkpoint, size, sampler)."""
+    cache: dict = {}
+
+    def get(ckpt: str, width: int, height: int, sampler: str, steps: int | None):
+        key = (ckpt, width, height, sampler, steps)
+        if key not in cache:
+            spec = SynthSpec(checkpoints[ckpt], width, height, seed=7, sampler=sampler,
+                             steps=steps, tile=0)
+            cache[key] = run_denoise(spec, client1, tmp_path_factory.mktemp("whole") / "w")
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_tiled_state_equals_whole_image(case, checkpoints, client1, client2, whole_states,
+                                        tmp_path):
+    ckpt, width, height, sampler, steps, tile, halo_every, workers = CASES[case]
+    spec = SynthSpec(checkpoints[ckpt], width, height, seed=7, sampler=sampler, steps=steps,
+                     tile=tile, halo_every=halo_every)
+    tiled = run_denoise(spec, client1 if workers == 1 else client2, tmp_path / "work")
+    whole = whole_states(ckpt, width, height, sampler, steps)
+    assert tiled.shape == whole.shape == (3, height, width)
+    assert np.abs(tiled - whole).max() < 1e-5
+    assert np.array_equal(uint8(tiled), uint8(whole))
+
+
+def test_whole_image_engine_is_the_library_sampler(checkpoints, whole_states):
+    """--tile 0 runs exactly gigasynth.sampling.generate (bitwise): the reference is sound."""
+    ckpt = load_checkpoint(checkpoints["micro"])
+    with torch.no_grad():
+        x = generate(ckpt.model, HEIGHT, WIDTH, [7], SampleRequest("ddim", 3))[0].numpy()
+    assert np.array_equal(whole_states("micro", WIDTH, HEIGHT, "ddim", 3), x)
+
+
+RESUME_SPEC = dict(width=200, height=150, seed=11, sampler="ddim", steps=8, tile=64,
+                   save_every=2)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(checkpoints, client2, tmp_path_factory) -> dict:
+    """One uninterrupted synth with every output and its progress reports."""
+    root = tmp_path_factory.mktemp("full")
+    reports = []
+    spec = SynthSpec(checkpoints["micro"], **RESUME_SPEC, tiff_compression="zlib", mpp=0.25)
+    result = synthesize(spec, root / "s.ome.zarr", ome_tiff=root / "s.ome.tif",
+                        preview=root / "s.png", client=client2, progress=reports.append)
+    return {"result": result, "reports": reports, "spec": spec,
+            "level0": open_level(result.zarr_path, 0)[:]}
+
+
+def test_synthesize_writes_the_slide_formats(uninterrupted, checkpoints):
+    result, reports = uninterrupted["result"], uninterrupted["reports"]
+    spec = uninterrupted["spec"]
+    assert result.zarr_path.is_dir() and not work_path(result.zarr_path).exists()
+    ckpt = load_checkpoint(checkpoints["micro"])
+    with torch.no_grad():
+        x = generate(ckpt.model, spec.height, spec.width, [spec.seed], SampleRequest("ddim", 8))
+    # Level 0 is the whole-image sample, byte for byte (channels first).
+    assert np.array_equal(uninterrupted["level0"], to_uint8(x)[0].transpose(2, 0, 1))
+    assert level_shapes(result.zarr_path)[0] == (150, 200)
+    provenance = read_provenance(result.zarr_path)
+    assert provenance["checkpoint_sha256"] == ckpt.sha256 and provenance["seed"] == 11
+    with tifffile.TiffFile(result.ome_tiff_path) as tif:
+        assert np.array_equal(tif.series[0].levels[0].asarray(), to_uint8(x)[0])
+    assert result.preview_path.stat().st_size > 0
+    assert result.checkpoint_sha256 == ckpt.sha256 and result.mpx_steps_per_s > 0
+    denoising = [r for r in reports if r.phase == "denoise"]
+    assert denoising[-1].step == 7 and denoising[-1].tiles_done == denoising[-1].tiles_total == 12
+    assert all(r.total_steps == 8 for r in reports)
+    assert [r.phase for r in reports if r.phase != "denoise"] == ["pyramid", "tiff", "done"]
+
+
+def test_killed_run_resumes_to_the_same_bytes(uninterrupted, checkpoints, tmp_path, capfd):
+    """A real CLI process killed with SIGKILL after a saved step, then --resume."""
+    out = tmp_path / "k.ome.zarr"
+    progress = work_path(out) / "progress.json"
+    s = RESUME_SPEC
+    argv = [sys.executable, "-m", "gigasynth", "synth", "--checkpoint", checkpoints["micro"],
+            "--size", f"{s['width']}x{s['height']}", "--seed", str(s["seed"]),
+            "--steps", str(s["steps"]), "--tile", str(s["tile"]),
+            "--save-every", str(s["save_every"]), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    saved = 0
+    deadline = time.monotonic() + 120
+    while saved < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+        if progress.exists():
+            saved = json.loads(progress.read_text())["step"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= saved < 8, proc.stderr.read().decode()
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    # Without --resume the saved state is not silently discarded.
+    assert main(argv[3:]) == 2
+    assert "pass --resume to continue it" in capfd.readouterr().err
+    assert main([*argv[3:], "--resume"]) == 0
+    assert np.array_equal(open_level(out, 0)[:], uninterrupted["level0"])
+    assert not work_path(out).exists()
+
+
+def test_cancel_and_full_disk_keep_the_saved_state_resumable(
+        uninterrupted, checkpoints, client1, tmp_path, monkeypatch):
+    spec = replace(uninterrupted["spec"], tiff_compression="jpeg")
+    out = tmp_path / "c.ome.zarr"
+    reports = []
+
+    def stop_in_step_4() -> bool:
+        return any(r.step == 3 and r.tiles_done == 5 for r in reports)
+
+    with pytest.raises(SynthCancelled, match="state saved at step 2"):
+        synthesize(spec, out, client=client1, progress=reports.append,
+                   should_stop=stop_in_step_4)
+    assert json.loads((work_path(out) / "progress.json").read_text())["step"] == 2
+    assert not out.exists()
+
+    write = synth_tasks.write_region
+
+    def disk_full_at_step_7(path, rows, cols, values):
+        if path.name == "x-000007.zarr":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        write(path, rows, cols, values)
+
+    monkeypatch.setattr(synth_tasks, "write_region", disk_full_at_step_7)
+    with pytest.raises(GigasynthError, match="disk full .* saved at step 6/8 is kept"):
+        synthesize(spec, out, client=client1, resume=True)
+    monkeypatch.setattr(synth_tasks, "write_region", write)
+    x6 = read_region(WorkDir(work_path(out)).x_buffer(6), slice(0, 150), slice(0, 200))
+    assert x6.shape == (3, 150, 200)
+    result = synthesize(spec, out, client=client1, resume=True)
+    assert np.array_equal(open_level(result.zarr_path, 0)[:], uninterrupted["level0"])
+
+
+def test_resume_refuses_another_job(checkpoints, client1, tmp_path):
+    spec = SynthSpec(checkpoints["micro"], 40, 30, seed=1, steps=2, tile=0)
+    out = tmp_path / "r.ome.zarr"
+    with pytest.raises(SynthCancelled):
+        synthesize(spec, out, client=client1, should_stop=lambda: True)
+    with pytest.raises(GigasynthError, match="another job \\(seed 1 there, 2 now\\)"):
+        synthesize(replace(spec, seed=2), out, client=client1, resume=True)
+    synthesize(spec, out, client=client1, resume=True)
+    with pytest.raises(GigasynthError, match="exists \\(pass --overwrite"):
+        synthesize(spec, out, client=client1)
+
+
+def gigasynth_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gigasynth", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+def test_cli_unreachable_scheduler(checkpoints, tmp_path):
+    """A real process: Dask's connection retries must not reach stderr."""
+    out = tmp_path / "s.ome.zarr"
+    proc = gigasynth_cli("synth", "--checkpoint", checkpoints["micro"], "--out", str(out),
+                         "--size", "64x64", "--scheduler", "tcp://127.0.0.1:9")
+    assert_one_line_error(proc, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    assert not out.exists() and not work_path(out).exists()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--tile", "6"], "tile 6 px is smaller than twice the halo (2 x 4 px)"),
+    (["--tile", "32", "--halo-every", "5"], "halo_every 5 exceeds the model's 4 NCA steps"),
+    (["--steps", "51"], "steps=51 exceeds the model's T=50"),
+    (["--sampler", "euler"], "invalid choice: 'euler'"),
+    (["--size", "0x10"], "must be positive"),
+    (["--size", "300000x300000"], "exceeds the limit of 68,719,476,736 pixels"),
+    (["--tile", "0", "--size", "9000x9000"], "exceeds the whole-image (--tile 0) limit"),
+    (["--workers", "2", "--scheduler", "tcp://h:1"], "not allowed with argument"),
+    (["--checkpoint", "FOURIER", "--tile", "32"], "whole-image model (FourierDiff-NCA)"),
+    (["--out", "EXISTING"], "exists (pass --overwrite to replace it)"),
+])
+def test_cli_bad_input_is_one_line(args, fragment, checkpoints, tmp_path, capfd):
+    existing = tmp_path / "old.ome.zarr"
+    existing.mkdir()
+    argv = ["synth", "--checkpoint", checkpoints["micro"], "--size", "40x30",
+            "--out", str(tmp_path / "s.ome.zarr")]
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        value = {"FOURIER": checkpoints["fourier"], "EXISTING": str(existing)}.get(value, value)
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    parse_error = args[0] in ("--sampler", "--workers")
+    with pytest.raises(SystemExit) if parse_error else contextlib.nullcontext():
+        assert main(argv) == 2
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert not (tmp_path / "s.ome.zarr").exists()
+    assert not work_path(tmp_path / "s.ome.zarr").exists()
