@@ -273,7 +273,9 @@ def test_bad_input_is_one_line_error(slide, tmp_path):
         (lambda: open_level(slide, 3), "out of range"),
         (lambda: open_level(slide, -1), "out of range"),
         (lambda: create_ome_zarr(slide, read_metadata(slide)), "already exists"),
+        (lambda: write_ome_tiff(slide, tmp_path), "folder"),
         (lambda: SlideMetadata(width=0, height=5, mpp=0.5, provenance={}), "width"),
+        (lambda: SlideMetadata(width=5, height=5, mpp="0.5", provenance={}), "mpp"),
         (lambda: SlideMetadata(width=5, height=5, mpp=0.5, provenance={"x": object()}),
          "JSON"),
     ]
@@ -283,3 +285,6 @@ def test_bad_input_is_one_line_error(slide, tmp_path):
         message = str(info.value)
         assert fragment in message and "\n" not in message, message
     assert not (tmp_path / "x.ome.tif").exists()
+    numpy_sized = SlideMetadata(width=np.int64(5), height=np.int32(7), mpp=np.float32(0.5),
+                                provenance={})
+    assert (type(numpy_sized.width), type(numpy_sized.mpp)) == (int, float)

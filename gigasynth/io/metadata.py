@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +28,22 @@ class SlideMetadata:
     name: str = "gigasynth synthetic slide"
 
     def __post_init__(self) -> None:
-        for label, side in (("width", self.width), ("height", self.height)):
-            if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        for label in ("width", "height"):
+            side = getattr(self, label)
+            try:
+                side_px = operator.index(side)
+            except TypeError:
+                side_px = 0
+            if isinstance(side, bool) or side_px < 1:
                 raise GigasynthError(f"slide {label} must be a positive integer, got {side!r}")
-        if not isinstance(self.mpp, int | float) or not math.isfinite(self.mpp) or self.mpp <= 0:
+            object.__setattr__(self, label, side_px)  # numpy integers become plain ints
+        try:
+            mpp = float(self.mpp)
+        except (TypeError, ValueError):
+            mpp = math.nan
+        if isinstance(self.mpp, bool | str | bytes) or not math.isfinite(mpp) or mpp <= 0:
             raise GigasynthError(f"mpp must be a positive number of µm per pixel, got {self.mpp!r}")
+        object.__setattr__(self, "mpp", mpp)
         if not isinstance(self.provenance, dict):
             raise GigasynthError("provenance must be a dict")
         try:

@@ -58,6 +58,8 @@ def write_ome_tiff(zarr_path: Path, tiff_path: Path, compression: str = "jpeg",
     shapes = level_shapes(zarr_path)
     pixels_per_cm = 1e4 / meta.mpp
     tiff_path = Path(tiff_path)
+    if tiff_path.is_dir():
+        raise GigasynthError(f"OME-TIFF target is a folder: {tiff_path}")
     with atomic_path(tiff_path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=False) as tif:
         for level, (height, width) in enumerate(shapes):
             scale = 2**level

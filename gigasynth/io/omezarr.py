@@ -78,7 +78,9 @@ def write_multiscales(path: Path, meta: SlideMetadata, shapes: list[tuple[int, i
             {"name": "x", "type": "space", "unit": "micrometer"},
         ],
         "datasets": datasets,
-        "type": "mean of 2x2 pixels",
+        "type": "mean",
+        "metadata": {"description": "each level is the 2x2 mean of the level above, rounded "
+                                    "half up; at odd edges the mean of the pixels that exist"},
     }
     omero = {
         "name": meta.name,
