@@ -76,8 +76,9 @@ def build_pyramid(path: Path, client: distributed.Client | None = None) -> list[
     """Compute levels 1.. from level 0 and publish them in the multiscales metadata.
 
     Levels are built one after another (each from the finished previous one); within a
-    level, chunks run in this process or, with `client`, as one Dask task each. The
-    metadata lists the new levels only once they are complete. Returns (H, W) per level.
+    level, chunks run in this process or, with `client`, as one Dask task each (the workers
+    open `path` themselves, so it must be on storage they see). The metadata lists the new
+    levels only once they are complete. Returns (H, W) per level.
     """
     path = Path(path)
     meta = read_zarr_metadata(path)
