@@ -79,6 +79,10 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "unet-tiny": UNetConfig(block_channels=(8, 12, 16)),
     # 226,531 parameters: 4.9x the `tiny-fourier` FourierDiff-NCA (46,072).
     "unet-small": UNetConfig(block_channels=(16, 24, 32)),
+    # 1,063,651 parameters: 5.1x `paper-pathology` (208,792).
+    "unet-pathology": UNetConfig(block_channels=(32, 64, 64), norm_groups=8),
+    # 3,579,523 parameters: 4.0x `paper-celeba` (885,960); the paper's UNet had 3.94M.
+    "unet-celeba": UNetConfig(block_channels=(64, 96, 128), norm_groups=8),
 }
 
 
