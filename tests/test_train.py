@@ -63,3 +63,39 @@ def test_existing_run_needs_resume(tmp_path, slide_path):
     train(MICRO, cfg, [source], tmp_path, show_progress=False)
     with pytest.raises(GigasynthError, match="--resume"):
         train(MICRO, cfg, [source], tmp_path, show_progress=False)
+
+
+def test_loader_worker_processes_do_not_change_the_weights(tmp_path, slide_path):
+    source = open_source(slide_path, downsample=4)
+    base = dict(iterations=2, batch=2, size=16, save_every=100, seed=5)
+    for workers in (0, 2):
+        torch.manual_seed(0)  # the initial weights
+        train(MICRO, TrainConfig(**base, loader_workers=workers), [source],
+              tmp_path / f"w{workers}", show_progress=False)
+    a = torch.load(tmp_path / "w0" / STATE, weights_only=False)
+    b = torch.load(tmp_path / "w2" / STATE, weights_only=False)
+    for key, value in a["model"].items():
+        assert torch.equal(b["model"][key], value), key
+
+
+def test_train_cli_skips_an_unreadable_slide_or_stops_with_strict(tmp_path, capsys):
+    from gigasynth.cli import main
+
+    from .test_data import write_slide
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    write_slide(slides / "a.tif", 512)
+    (slides / "broken.svs").write_bytes(b"garbage")
+    args = ["train", "--data", str(slides), "--preset", "tiny", "--iterations", "1",
+            "--batch", "1", "--size", "16", "--quiet", "--loader-workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "strict"), "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read slide" in err[0] and "broken.svs" in err[0]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gigasynth: warning:") and "broken.svs" in err[0]
+    assert len(list((tmp_path / "run" / "tissue").glob("*.npz"))) == 1
+    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
+    assert main([*args, "--out", str(tmp_path / "none"), "--data", str(slides / "*.ndpi")]) == 2
+    assert "no data matches" in capsys.readouterr().err

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from gigasynth.cli.common import pick_device
 from gigasynth.config import PRESETS, preset
+from gigasynth.errors import GigasynthError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on slides or images")
     p.add_argument("--data", nargs="+", required=True,
-                   help="slides (anything OpenSlide reads), image folders, .npz files or globs")
+                   help="slides (anything OpenSlide reads), folders of slides or images, .npz "
+                        "files, or globs of these (quote them: 'slides/**/*.svs')")
+    p.add_argument("--strict", action="store_true",
+                   help="an unreadable slide is fatal (default: skipped with a warning)")
+    p.add_argument("--slide-weighting", choices=["tissue", "equal"], default="tissue",
+                   help="draw slides in proportion to their tissue area, or equally")
+    p.add_argument("--loader-workers", type=int, default=min(4, (os.cpu_count() or 1) - 1),
+                   help="processes that read patches ahead of the device (0: none)")
     p.add_argument("--preset", default="tiny", help=f"model preset ({', '.join(PRESETS)})")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--iterations", type=int, default=10_000)
@@ -35,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _warn(message: str) -> None:
+    print(f"gigasynth: warning: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from gigasynth.data import open_sources
     from gigasynth.train import TrainConfig, train
@@ -44,9 +58,14 @@ def run(args: argparse.Namespace) -> int:
         iterations=args.iterations, batch=args.batch, size=args.size, lr=args.lr,
         lr_decay=args.lr_decay, ema=args.ema, seed=args.seed, checkpointing=args.checkpointing,
         bf16=not args.no_bf16, save_every=args.save_every, sample_every=args.sample_every,
-        downsample=args.downsample, data=list(args.data),
+        downsample=args.downsample, data=list(args.data), slide_weighting=args.slide_weighting,
+        loader_workers=args.loader_workers,
     )
-    sources = open_sources(args.data, args.downsample)
+    if args.loader_workers < 0:
+        raise GigasynthError(f"--loader-workers must be >= 0, not {args.loader_workers}")
+    sources = open_sources(args.data, args.downsample, strict=args.strict,
+                           tissue_cache=args.out / "tissue", warn=_warn)
+    print(f"training on {len(sources)} source{'s' * (len(sources) != 1)}")
     device = pick_device(args.device)
     folder = train(model_cfg, cfg, sources, args.out, resume=args.resume, device=str(device),
                    show_progress=not args.quiet)

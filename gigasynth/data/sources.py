@@ -1,15 +1,19 @@
-"""Patch sources: anything that yields random (size x size) RGB uint8 crops."""
+"""Patch sources: anything that yields random (size x size) RGB uint8 crops.
+
+Sources are picklable and reopen their files in each process, so they can be handed
+to data-loader worker processes.
+"""
 
 from __future__ import annotations
 
-import glob
+import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from gigasynth.data.tissue import tissue_mask
+from gigasynth.data.tissue import THUMBNAIL_SIDE, cached_tissue_mask
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb
 
@@ -18,6 +22,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 class PatchSource(Protocol):
     name: str
+    area: float  # pixels (at training resolution) that patches are drawn from
 
     def sample(self, rng: np.random.Generator, count: int, size: int) -> np.ndarray:
         """(count, size, size, 3) uint8 patches."""
@@ -35,6 +40,7 @@ class ArraySource:
             raise GigasynthError(f"{name}: holds no images")
         self.images = images
         self.name = name
+        self.area = float(images.shape[0] * images.shape[1] * images.shape[2])
 
     def sample(self, rng: np.random.Generator, count: int, size: int) -> np.ndarray:
         n, h, w, _ = self.images.shape
@@ -80,35 +86,61 @@ class SlideSource:
     """Random tissue patches from a whole-slide image read through OpenSlide.
 
     A patch of `size` px at `downsample` d covers size * d px of level 0; it is read
-    from the best pyramid level and resized. Tissue is found once on a thumbnail.
+    from the best pyramid level and resized. Tissue is found once on a thumbnail (and
+    kept in `tissue_cache` when given). `area` is the tissue area in patch pixels.
     """
 
-    def __init__(self, path: Path, downsample: float = 1.0, min_tissue: float = 0.5) -> None:
-        import openslide
-
+    def __init__(self, path: Path, downsample: float = 1.0, min_tissue: float = 0.5,
+                 tissue_cache: Path | None = None) -> None:
         self.name = str(path)
+        self.path = path
         if not path.exists():
             raise GigasynthError(f"slide not found: {path}")
-        try:
-            self.slide = openslide.OpenSlide(str(path))
-        except (openslide.OpenSlideError, OSError) as exc:
-            raise GigasynthError(f"cannot read slide {path}: {exc}") from None
         if downsample < 1:
             raise GigasynthError(f"downsample must be at least 1, not {downsample}")
+        self._slide: Any = None
+        self._pid = -1
+        slide = self.slide
         self.downsample = downsample
         self.min_tissue = min_tissue
-        width, height = self.slide.dimensions
-        thumb = np.asarray(self.slide.get_thumbnail((1024, 1024)).convert("RGB"))
-        self.mask = tissue_mask(thumb)
+        self.dimensions: tuple[int, int] = slide.dimensions
+        width, height = self.dimensions
+
+        def thumbnail() -> np.ndarray:
+            side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+            return np.asarray(slide.get_thumbnail(side).convert("RGB"))
+
+        self.mask = cached_tissue_mask(path, thumbnail, tissue_cache)
         self.mask_scale = (width / self.mask.shape[1], height / self.mask.shape[0])
         if self.mask.mean() < 1e-3:
             raise GigasynthError(f"no tissue found in slide {path}")
         self.tissue_fraction = float(self.mask.mean())
-        mpp = self.slide.properties.get("openslide.mpp-x")
+        self.area = self.tissue_fraction * width * height / downsample**2
+        mpp = slide.properties.get("openslide.mpp-x")
         self.mpp = float(mpp) * downsample if mpp else None
+        self._candidates_by_extent: dict[int, np.ndarray] = {}
+
+    @property
+    def slide(self) -> Any:
+        """The OpenSlide handle of this process (reopened after a fork or unpickling)."""
+        if self._slide is None or self._pid != os.getpid():
+            import openslide
+
+            try:
+                self._slide = openslide.OpenSlide(str(self.path))
+            except (openslide.OpenSlideError, OSError) as exc:
+                raise GigasynthError(f"cannot read slide {self.path}: {exc}") from None
+            self._pid = os.getpid()
+        return self._slide
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_slide": None, "_pid": -1}
 
     def _candidates(self, extent: int) -> np.ndarray:
         """Mask-pixel coordinates whose patch footprint is mostly tissue."""
+        cached = self._candidates_by_extent.get(extent)
+        if cached is not None:
+            return cached
         sx, sy = self.mask_scale
         fh = max(1, round(extent / sy))
         fw = max(1, round(extent / sx))
@@ -119,32 +151,42 @@ class SlideSource:
             return np.empty((0, 2), dtype=np.int64)
         frac = (integral[fh:, fw:] - integral[:-fh, fw:] - integral[fh:, :-fw]
                 + integral[:-fh, :-fw]) / (fh * fw)
-        return np.argwhere(frac >= self.min_tissue)
+        found = np.argwhere(frac >= self.min_tissue)
+        self._candidates_by_extent[extent] = found
+        return found
 
     def sample(self, rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+        import openslide
+
         extent = round(size * self.downsample)
-        width, height = self.slide.dimensions
+        width, height = self.dimensions
         if extent > width or extent > height:
             raise GigasynthError(f"{self.name}: a {extent} px patch exceeds the slide")
         cands = self._candidates(extent)
         if len(cands) == 0:
             raise GigasynthError(f"{self.name}: no {extent} px region is mostly tissue")
-        level = self.slide.get_best_level_for_downsample(self.downsample)
-        level_ds = self.slide.level_downsamples[level]
+        slide = self.slide
+        level = slide.get_best_level_for_downsample(self.downsample)
+        level_ds = slide.level_downsamples[level]
         read = round(extent / level_ds)
         sx, sy = self.mask_scale
         patches = []
         for my, mx in cands[rng.integers(0, len(cands), count)]:
             y = min(int(my * sy + rng.integers(0, max(1, int(sy)))), height - extent)
             x = min(int(mx * sx + rng.integers(0, max(1, int(sx)))), width - extent)
-            region = self.slide.read_region((x, y), level, (read, read)).convert("RGB")
+            try:
+                region = slide.read_region((x, y), level, (read, read)).convert("RGB")
+            except openslide.OpenSlideError as exc:
+                raise GigasynthError(f"cannot read slide {self.name} at ({x}, {y}): {exc}") \
+                    from None
             if read != size:
                 region = region.resize((size, size), Image.Resampling.LANCZOS)
             patches.append(np.asarray(region))
         return np.stack(patches)
 
 
-def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None = None):
+def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None = None,
+                tissue_cache: Path | None = None):
     """A patch source for a slide file, an image folder, a single image or an .npz file."""
     path = Path(path)
     if not path.exists():
@@ -155,15 +197,4 @@ def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None =
         return ArraySource(load_npz(path, npz_key), str(path))
     if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}:
         return ArraySource(read_rgb(path)[None], str(path))
-    return SlideSource(path, downsample)
-
-
-def open_sources(patterns: list[str], downsample: float = 1.0) -> list:
-    """Sources for paths and globs; a glob that matches nothing is an error."""
-    sources = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            raise GigasynthError(f"no data matches {pattern!r}")
-        sources.extend(open_source(m, downsample) for m in matches)
-    return sources
+    return SlideSource(path, downsample, tissue_cache=tissue_cache)

@@ -1,8 +1,15 @@
-"""Tissue detection: Otsu threshold on the saturation of a slide thumbnail."""
+"""Tissue detection: Otsu threshold on the saturation of a slide thumbnail, cached per run."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
+
+from gigasynth.atomic import atomic_write_bytes
 
 
 def otsu_threshold(values: np.ndarray) -> float:
@@ -34,3 +41,42 @@ def tissue_mask(thumbnail: np.ndarray, min_saturation: int = 20) -> np.ndarray:
     sat = saturation(thumbnail)
     threshold = max(otsu_threshold(sat), float(min_saturation))
     return sat > threshold
+
+
+# Bump when the mask computation changes: old cache files are then ignored.
+MASK_METHOD = "otsu-saturation-v1"
+THUMBNAIL_SIDE = 1024
+
+
+def cache_key(slide: Path) -> str:
+    """A slide's cache key: its absolute path, size and modification time, and the method.
+
+    Cheap (no read of a multi-gigabyte file); a slide replaced in place gets a new key.
+    """
+    stat = slide.stat()
+    text = f"{slide.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{MASK_METHOD}|{THUMBNAIL_SIDE}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def cached_tissue_mask(
+    slide: Path, thumbnail: Callable[[], np.ndarray], cache_dir: Path | None
+) -> np.ndarray:
+    """The slide's tissue mask, computed once from `thumbnail()` and kept in `cache_dir`.
+
+    The cache holds `<key>.npz` (mask, slide path, method); a missing or unreadable
+    cache file is recomputed and rewritten atomically.
+    """
+    if cache_dir is None:
+        return tissue_mask(thumbnail())
+    path = cache_dir / f"{cache_key(slide)}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as data:
+                return data["mask"].astype(bool)
+        except (OSError, ValueError, KeyError):
+            pass
+    mask = tissue_mask(thumbnail())
+    buf = io.BytesIO()
+    np.savez_compressed(buf, mask=mask, slide=str(slide.resolve()), method=MASK_METHOD)
+    atomic_write_bytes(path, buf.getvalue())
+    return mask

@@ -1,9 +1,9 @@
 """The training loop: epsilon prediction, MSE + L1, Adam with exponential decay, EMA.
 
-Every random draw of an iteration (noise, diffusion steps, fire masks) is keyed by
-(seed, iteration, sample), and the patch sampler's generator state is saved with
-the optimizer: training N then resuming for M iterations gives the same weights as
-training N + M at once.
+Every random draw of an iteration (patches, noise, diffusion steps, fire masks) is
+keyed by (seed, iteration, sample): batches can be made ahead in worker processes,
+and training N then resuming for M iterations gives the same weights as training
+N + M at once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ from tqdm import tqdm
 from gigasynth.atomic import atomic_write_bytes
 from gigasynth.checkpoint import save_checkpoint
 from gigasynth.config import ModelConfig
-from gigasynth.data.sources import PatchSource
+from gigasynth.data import PatchBatches, PatchSource, load_batches, source_weights
 from gigasynth.diffusion import NoiseSchedule
 from gigasynth.errors import GigasynthError
 from gigasynth.images import grid, to_model_space, to_uint8, write_png
@@ -59,6 +58,8 @@ class TrainConfig:
     log_every: int = 10
     downsample: float = 1.0
     data: list[str] = field(default_factory=list)
+    slide_weighting: str = "tissue"
+    loader_workers: int = 0
 
 
 def _batch_randomness(
@@ -80,15 +81,6 @@ def diffusion_loss(
     x_t = schedule.add_noise(x0, eps, torch.tensor(t, device=x0.device))
     eps_hat = model(x_t, t, seeds).float()
     return F.mse_loss(eps_hat, eps) + F.l1_loss(eps_hat, eps)
-
-
-def _sample_sources(
-    sources: list[PatchSource], weights: np.ndarray, rng: np.random.Generator, cfg: TrainConfig
-) -> np.ndarray:
-    picks = rng.choice(len(sources), size=cfg.batch, p=weights)
-    parts = [sources[i].sample(rng, int((picks == i).sum()), cfg.size)
-             for i in range(len(sources)) if (picks == i).any()]
-    return np.concatenate(parts)
 
 
 def _serialise(obj: Any) -> bytes:
@@ -116,20 +108,19 @@ class _Run:
         for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
             e.lerp_(p, 1.0 - decay)
 
-    def state(self, rng: np.random.Generator) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-            "step": self.step, "rng": rng.bit_generator.state,
+            "step": self.step,
         }
 
-    def load(self, state: dict[str, Any], rng: np.random.Generator) -> None:
+    def load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.step = int(state["step"])
-        rng.bit_generator.state = state["rng"]
 
 
 def _ddp_rank() -> tuple[int, int]:
@@ -166,15 +157,13 @@ def train(
     if state_path.exists() and not resume:
         raise GigasynthError(f"{out} holds a training run; pass --resume or choose another --out")
     schedule = NoiseSchedule(model_cfg.timesteps, model_cfg.schedule)
-    rng = np.random.default_rng([cfg.seed, rank])
+    weights = source_weights(sources, cfg.slide_weighting)
     run = _Run(model_cfg, cfg, dev, build)
     if resume and state_path.exists():
-        run.load(torch.load(state_path, map_location=dev, weights_only=False), rng)
+        run.load(torch.load(state_path, map_location=dev, weights_only=False))
     net: torch.nn.Module = run.model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(run.model)
-    weights = np.array([getattr(s, "tissue_fraction", 1.0) for s in sources], dtype=np.float64)
-    weights /= weights.sum()
     use_bf16 = cfg.bf16 and dev.type == "cuda"
     meta = {"train": asdict(cfg), "world_size": world}
 
@@ -182,15 +171,17 @@ def train(
         if rank != 0:
             return
         save_checkpoint(out / "checkpoint", run.ema, model_cfg, {**meta, "step": run.step})
-        atomic_write_bytes(state_path, _serialise(run.state(rng)))
+        atomic_write_bytes(state_path, _serialise(run.state()))
 
     bar = tqdm(total=cfg.iterations, initial=run.step, disable=not show_progress or rank != 0,
                desc="train", unit="it", dynamic_ncols=True)
     metrics = open(out / METRICS, "a") if rank == 0 else None  # noqa: SIM115 (closed below)
+    batches = PatchBatches(sources, weights, cfg.seed, rank, cfg.batch, cfg.size)
+    loader = load_batches(batches, run.step, cfg.iterations, cfg.loader_workers)
     try:
-        while run.step < cfg.iterations:
-            t0 = time.perf_counter()
-            x0 = to_model_space(_sample_sources(sources, weights, rng, cfg)).to(dev)
+        t0 = time.perf_counter()
+        for patches in loader:
+            x0 = to_model_space(patches.numpy()).to(dev)
             x0 = x0.contiguous(memory_format=torch.channels_last)
             seeds, t = _batch_randomness(cfg, run.step, cfg.batch, model_cfg.timesteps, rank)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -216,6 +207,7 @@ def train(
             if rank == 0 and cfg.sample_every and run.step % cfg.sample_every == 0:
                 write_sample_grid(run.ema, out / "samples" / f"step{run.step:07d}.png",
                                   cfg.size, cfg.sample_count, dev)
+            t0 = time.perf_counter()
         save()
     finally:
         bar.close()
