@@ -10,7 +10,7 @@ from gigasynth import __version__
 from gigasynth.errors import GigasynthError
 
 # Subcommand modules under gigasynth.cli; each defines register(subparsers).
-COMMANDS = ["info", "train", "sample", "synth", "demo", "serve", "token", "eval"]
+COMMANDS = ["info", "train", "sample", "synth", "demo", "serve", "token", "eval", "dataset"]
 
 
 class _Parser(argparse.ArgumentParser):
