@@ -1,0 +1,159 @@
+"""What the experiments share: the two tasks (data, models), training and sampling runs.
+
+Heavy outputs (checkpoints, sample sets) go under runs/experiments/ (not committed);
+figures go to docs/figures/ and measured numbers to docs/results/*.json, which
+docs/RESULTS.md quotes. Every budget (iterations, batch, sample count, steps) is an
+argument of the scripts, so a session with a GPU reruns them at the paper's sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gigasynth.baselines import UNET_PRESETS, build_unet, load_denoiser
+from gigasynth.config import preset
+from gigasynth.data import open_source
+from gigasynth.eval import load_images
+from gigasynth.images import grid, to_uint8, write_png
+from gigasynth.models import build_model, count_parameters
+from gigasynth.sampling import SampleRequest, generate
+from gigasynth.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SLIDE = DATA / "cmu_small_region.svs"
+FACES = DATA / "emoji_faces_64.npz"
+# EXPERIMENTS_OUT=DIR puts runs, figures and results under DIR (smoke tests, other budgets).
+_OUT = Path(os.environ["EXPERIMENTS_OUT"]) if os.environ.get("EXPERIMENTS_OUT") else None
+RUNS = _OUT / "runs" if _OUT else ROOT / "runs" / "experiments"
+FIGURES = _OUT / "figures" if _OUT else ROOT / "docs" / "figures"
+RESULTS = _OUT / "results" if _OUT else ROOT / "docs" / "results"
+
+
+@dataclass(frozen=True)
+class Task:
+    """Training data, the held-out reference for metrics, and the models per scale."""
+
+    name: str
+    data: str
+    reference: str
+    models: dict[str, dict[str, str]]  # scale -> {model label: preset}
+
+
+TASKS = {
+    "pathology": Task(
+        "pathology", str(SLIDE), str(SLIDE),
+        {"tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
+         "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"}},
+    ),
+    "faces": Task(
+        "faces", f"{FACES}", f"{FACES}:test",
+        {"tiny": {"fourier-diff-nca": "tiny-fourier", "diff-nca": "tiny", "unet": "unet-small"},
+         "paper": {"fourier-diff-nca": "paper-celeba", "diff-nca": "paper-pathology",
+                   "unet": "unet-celeba"}},
+    ),
+}
+
+
+# Crop positions of held-out slide crops: a generator the training sampler never uses.
+REFERENCE_SEED = 20_240_113
+
+
+def reference_images(task: Task, count: int) -> np.ndarray:
+    """Held-out real 64 x 64 images: the faces test split, or slide tissue crops."""
+    return load_images(task.reference, count, 64, np.random.default_rng(REFERENCE_SEED))
+
+
+def training_budget(task: Task, label: str) -> dict[str, Any]:
+    """What a model's training run recorded (preset, parameters, iterations, batch, loss)."""
+    folder = run_folder(task.name, label)
+    record = json.loads((folder / "experiment.json").read_text())
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss"] for line in lines[-5:]]
+    record["final_loss_mean_last_logs"] = float(np.mean(losses))
+    return record
+
+
+def model_config(preset_name: str) -> tuple[Any, Callable[[Any], torch.nn.Module]]:
+    """(config, builder) of an NCA preset or a UNet baseline preset."""
+    if preset_name in UNET_PRESETS:
+        return UNET_PRESETS[preset_name], build_unet
+    return preset(preset_name), build_model
+
+
+def run_folder(task: str, label: str) -> Path:
+    return RUNS / task / label
+
+
+def train_model(
+    task: Task, label: str, preset_name: str, iterations: int, batch: int, seed: int,
+    device: str | None = None,
+) -> Path:
+    """Train (or resume) one model of a task; identical data, schedule and budget for all."""
+    config, build = model_config(preset_name)
+    out = run_folder(task.name, label)
+    cfg = TrainConfig(iterations=iterations, batch=batch, size=64, seed=seed,
+                      save_every=max(50, iterations // 4), data=[task.data])
+    sources = [open_source(task.data)]
+    started = time.perf_counter()
+    folder = train(config, cfg, sources, out, resume=True, device=device,
+                   show_progress=False, build=build)
+    record = {"task": task.name, "model": label, "preset": preset_name,
+              "parameters": count_parameters(build(config)), "iterations": iterations,
+              "batch": batch, "seed": seed, "seconds_this_call": time.perf_counter() - started}
+    (out / "experiment.json").write_text(json.dumps(record, indent=2))
+    return folder
+
+
+def load_model(task: str, label: str, device: str = "cpu") -> torch.nn.Module:
+    return load_denoiser(str(run_folder(task, label) / "checkpoint"), device)
+
+
+def sample_images(
+    model: torch.nn.Module, count: int, size: int, request: SampleRequest, batch: int = 16,
+    first_seed: int = 1_000_000, device: str = "cpu",
+) -> np.ndarray:
+    """`count` samples (N, size, size, 3) uint8, seeds first_seed.. in batches."""
+    parts = []
+    for start in range(0, count, batch):
+        seeds = list(range(first_seed + start, first_seed + min(count, start + batch)))
+        parts.append(to_uint8(generate(model, size, size, seeds, request, device=device)))
+    return np.concatenate(parts)
+
+
+def cached_samples(
+    task: str, label: str, tag: str, make: Callable[[], np.ndarray]
+) -> tuple[np.ndarray, float]:
+    """(samples, seconds it took to make them), stored once as runs/.../samples-TAG.npz."""
+    path = run_folder(task, label) / f"samples-{tag}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return data["images"], float(data["seconds"])
+    started = time.perf_counter()
+    images = make()
+    seconds = time.perf_counter() - started
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, seconds=seconds)
+    tmp.replace(path)
+    return images, seconds
+
+
+def save_grid(images: np.ndarray, name: str, columns: int = 8) -> Path:
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    return write_png(FIGURES / name, grid(images, columns=min(columns, len(images))))
+
+
+def save_results(name: str, record: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -1,0 +1,102 @@
+"""Markdown tables of docs/results/*.json, for docs/RESULTS.md (no number typed by hand).
+
+    python experiments/tables.py > docs/results/tables.md
+"""
+
+from __future__ import annotations
+
+import json
+
+from common import RESULTS
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _budget(train: dict) -> str:
+    return (f"{train['preset']}, {train['parameters']:,} params, {train['iterations']} it x "
+            f"batch {train['batch']}, final loss {train['final_loss_mean_last_logs']:.3f}")
+
+
+def quality(task: str) -> list[str]:
+    rec = _load(f"quality-{task}")
+    if not rec:
+        return []
+    out = [f"### quality-{task} (n={rec['n']} per side, {rec['sampler']} {rec['steps']} steps)",
+           "", "| model | FID | KID | SWD x1e3 | training | sampling s/image |",
+           "| --- | ---: | ---: | ---: | --- | ---: |"]
+    for label, r in rec["models"].items():
+        out.append(f"| {label} | {r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} | "
+                   f"{_budget(r['train'])} | {r['sampling_seconds'] / r['n']:.2f} |")
+    return out
+
+
+def ddim_steps(task: str) -> list[str]:
+    rec = _load(f"ddim-steps-{task}")
+    if not rec:
+        return []
+    out = [f"### ddim-steps-{task} (n={rec['n']} per side, {rec['sampler']})", "",
+           "| model | DDIM steps | FID | KID | SWD x1e3 | s/image |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label, rows in rec["models"].items():
+        for r in rows:
+            out.append(f"| {label} | {r['steps']} | {r['fid']:.1f} | {r['kid']:.4f} | "
+                       f"{r['swd']:.1f} | {r['seconds_per_image']:.2f} |")
+    return out
+
+
+def ood(task: str) -> list[str]:
+    rec = _load(f"ood-sizes-{task}")
+    if not rec:
+        return []
+    out = [f"### ood-sizes-{task} ({rec['n_crops']} crops of 64 px per scale, DDIM "
+           f"{rec['steps']} steps)", "",
+           "| model | scale | image size | images | FID | KID | SWD x1e3 |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, rows in rec["models"].items():
+        for r in rows:
+            out.append(f"| {label} | {r['scale']}x | {r['size']} | {r['images']} | "
+                       f"{r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} |")
+    return out
+
+
+def inpaint(task: str) -> list[str]:
+    rec = _load(f"inpaint-{task}")
+    if not rec:
+        return []
+    out = [f"### inpaint-{task} (n={rec['n']}, {rec['hole_px']} px hole, DDIM {rec['steps']} "
+           "steps; PSNR/SSIM inside the hole)", "", "| fill | PSNR dB | SSIM |",
+           "| --- | ---: | ---: |"]
+    for label, r in rec["results"].items():
+        out.append(f"| {label} | {r['psnr_db']:.2f} | {r['ssim']:.3f} |")
+    return out
+
+
+def superres(task: str) -> list[str]:
+    rec = _load(f"superres-{task}")
+    if not rec:
+        return []
+    start = rec["t_start"] if rec["t_start"] is not None else "T/10"
+    out = [f"### superres-{task} (n={rec['n']}, from t={start}, DDIM up to {rec['steps']} "
+           "steps; whole image)", "", "| factor | method | PSNR dB | SSIM |",
+           "| --- | --- | ---: | ---: |"]
+    for factor, rows in rec["results"].items():
+        for label, r in rows.items():
+            out.append(f"| {factor} | {label} | {r['psnr_db']:.2f} | {r['ssim']:.3f} |")
+    return out
+
+
+def main() -> None:
+    sections = []
+    for task in ("pathology", "faces"):
+        for make in (quality, ddim_steps, ood, inpaint, superres):
+            lines = make(task)
+            if lines:
+                sections.append("\n".join(lines))
+    print("\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
