@@ -10,7 +10,9 @@ from gigasynth import __version__
 from gigasynth.errors import GigasynthError
 
 # Subcommand modules under gigasynth.cli; each defines register(subparsers).
-COMMANDS = ["info", "train", "sample", "synth", "demo", "serve", "token", "eval", "dataset"]
+COMMANDS = [
+    "info", "train", "sample", "synth", "demo", "serve", "token", "eval", "dataset", "bench",
+]
 
 
 class _Parser(argparse.ArgumentParser):

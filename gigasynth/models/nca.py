@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gigasynth.kernels import fast_update
 from gigasynth.keyed import Stream, Window, key_words, keyed_uniform
 
 
@@ -68,16 +69,19 @@ class Perception(nn.Module):
             raise ValueError(f"padding_mode must be reflect or constant, not {padding_mode!r}")
         self.padding_mode = padding_mode
 
+    def folded(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C, C, 3, 3) weight over the state, (B, C) bias with the conditioning folded in."""
+        c, weight = self.channels, self.conv.weight
+        return weight[:, :c], self.conv.bias + cond @ weight[:, c:].sum(dim=(2, 3)).T
+
     def forward(
         self, state: torch.Tensor, cond: torch.Tensor, borders: Borders = ALL_BORDERS
     ) -> torch.Tensor:
-        c = self.channels
         pad = (int(borders.left), int(borders.right), int(borders.top), int(borders.bottom))
         if any(pad):
             state = F.pad(state, pad, mode=self.padding_mode)
-        weight = self.conv.weight
-        bias = self.conv.bias + cond @ weight[:, c:].sum(dim=(2, 3)).T
-        out = F.conv2d(state, weight[:, :c])
+        weight, bias = self.folded(cond)
+        out = F.conv2d(state, weight)
         return out + bias[:, :, None, None]
 
 
@@ -92,11 +96,15 @@ class Rule(nn.Module):
         self.norm = PixelNorm(hidden)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
-    def forward(self, state: torch.Tensor, cond: torch.Tensor, perceived: torch.Tensor):
+    def folded(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fc1 as a (hidden, 2C) weight over (state, perceived) and a (B, hidden) bias."""
         c, k = self.channels, self.cond
         w = self.fc1.weight[:, :, 0, 0]
         w_main = torch.cat([w[:, :c], w[:, c + k:]], dim=1)
-        bias = self.fc1.bias + cond @ w[:, c:c + k].T
+        return w_main, self.fc1.bias + cond @ w[:, c:c + k].T
+
+    def forward(self, state: torch.Tensor, cond: torch.Tensor, perceived: torch.Tensor):
+        w_main, bias = self.folded(cond)
         h = F.conv2d(torch.cat([state, perceived], dim=1), w_main[:, :, None, None])
         h = h + bias[:, :, None, None]
         h = F.leaky_relu(self.norm(h), 0.01)
@@ -132,6 +140,9 @@ class NCAUpdate(nn.Module):
         self.perception = Perception(channels, cond, padding_mode)
         self.rule = Rule(channels, cond, hidden)
         self.frozen = frozen_channels
+        # Inference (no grad) takes gigasynth.kernels' fused path where one applies;
+        # False forces these plain PyTorch ops (the naive baseline, reference tests).
+        self.fast_path = True
 
     def forward(
         self,
@@ -141,6 +152,10 @@ class NCAUpdate(nn.Module):
         borders: Borders = ALL_BORDERS,
     ) -> torch.Tensor:
         """fire_mask: (B, 1, h, w) of 0/1 on the output grid, or None (every cell fires)."""
+        if self.fast_path and not torch.is_grad_enabled():
+            fast = fast_update(self, state, cond, fire_mask, borders)
+            if fast is not None:
+                return fast
         perceived = self.perception(state, cond, borders)
         state = crop_to(state, borders)
         dx = self.rule(state, cond, perceived)[:, self.frozen:]
