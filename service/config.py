@@ -25,9 +25,9 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     scheduler: str | None = None          # None: an embedded dask LocalCluster
-    dask_workers: int = 1                 # workers of the embedded LocalCluster
-    dask_processes: bool = False          # embedded workers as processes (else threads)
+    dask_workers: int = 1                 # tiles the embedded LocalCluster runs at once
     runner_threads: int = 1               # jobs computed at the same time
+    save_every: int = 5                   # diffusion steps between durable saves of a job
     cors_origins: tuple[str, ...] = ()    # empty: no cross-origin access
     max_body_bytes: int = 64 * 1024
     max_megapixels: float = 10_000.0      # per job, for every token
@@ -83,17 +83,6 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    text = env.get(name, "").strip().lower()
-    if text == "":
-        return default
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise GigasynthError(f"{name}={text!r} is not a boolean (true/false)")
-
-
 def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
     """Settings from the environment (os.environ by default), defaults for what is unset."""
     env = os.environ if env is None else env
@@ -108,8 +97,8 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         port=_int(env, "GIGASYNTH_PORT", 8000, minimum=1),
         scheduler=env.get("GIGASYNTH_SCHEDULER") or None,
         dask_workers=_int(env, "GIGASYNTH_DASK_WORKERS", 1, minimum=1),
-        dask_processes=_bool(env, "GIGASYNTH_DASK_PROCESSES", False),
         runner_threads=_int(env, "GIGASYNTH_RUNNER_THREADS", 1, minimum=1),
+        save_every=_int(env, "GIGASYNTH_SAVE_EVERY", 5, minimum=1),
         cors_origins=_list(env, "GIGASYNTH_CORS_ORIGINS") or (),
         max_body_bytes=_int(env, "GIGASYNTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
         max_megapixels=_float(env, "GIGASYNTH_MAX_MEGAPIXELS", 10_000.0),

@@ -69,11 +69,11 @@ class ProgressWriter:
         self.store.set_progress(self.job_id, done)
 
 
-def spec_for(job: JobRecord, checkpoint_ref: str) -> SynthSpec:
+def spec_for(job: JobRecord, checkpoint_ref: str, save_every: int) -> SynthSpec:
     r = job.request
     return SynthSpec(checkpoint=checkpoint_ref, width=r["width"], height=r["height"],
                      seed=r["seed"], sampler=r["sampler"], steps=r["steps"], eta=r["eta"],
-                     tile=r["tile"], mpp=r["mpp"])
+                     tile=r["tile"], mpp=r["mpp"], save_every=save_every)
 
 
 class JobRunner:
@@ -156,8 +156,7 @@ class JobRunner:
         with self._client_lock:
             if self._client is None:
                 self._client = self._client_stack.enter_context(
-                    connect(self.config.scheduler, self.config.dask_workers,
-                            self.config.dask_processes))
+                    connect(self.config.scheduler, workers=self.config.dask_workers))
             return self._client
 
     def _work(self) -> None:
@@ -204,7 +203,7 @@ class JobRunner:
             model = self.catalog.get(job.request["model"])
             paths.root.mkdir(parents=True, exist_ok=True)
             result = synthesize(
-                spec_for(job, model.ref), paths.zarr,
+                spec_for(job, model.ref, self.config.save_every), paths.zarr,
                 ome_tiff=paths.ome_tiff if "ome-tiff" in formats else None,
                 preview=paths.preview if "preview" in formats else None,
                 # resume=True continues a saved state and starts afresh where there is

@@ -1,4 +1,4 @@
-"""Helpers for the service tests: a data dir with a micro model, tokens, finished slides, servers."""
+"""Service test helpers: a data dir with a micro model, tokens, finished slides, servers."""
 
 from __future__ import annotations
 
@@ -51,12 +51,15 @@ def add_token(data_dir: Path, name: str, **quotas: float) -> str:
 def tissue_rgb(width: int, height: int, seed: int = 0) -> np.ndarray:
     """A (3, H, W) uint8 image that looks vaguely like H&E: pink stroma, purple nuclei."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
     base = np.stack([np.full((height, width), c, np.float32) for c in (232, 170, 200)])
     nuclei = np.zeros((height, width), np.float32)
     for _ in range(max(4, width * height // 400)):
         cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(2, 6)
-        nuclei = np.maximum(nuclei, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
+        y0, y1 = max(0, int(cy - 3 * r)), min(height, int(cy + 3 * r) + 1)
+        x0, x1 = max(0, int(cx - 3 * r)), min(width, int(cx + 3 * r) + 1)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        nuclei[y0:y1, x0:x1] = np.maximum(nuclei[y0:y1, x0:x1], blob)
     purple = np.array([110, 60, 160], np.float32)[:, None, None]
     image = base * (1 - nuclei) + purple * nuclei
     return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)

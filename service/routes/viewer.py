@@ -19,8 +19,10 @@ from service.errors import ApiError
 
 router = APIRouter(tags=["viewer"])
 
+# OpenSeadragon sets inline styles on its elements, hence 'unsafe-inline' for styles only.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
-       "style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+       "style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'")
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -28,6 +30,7 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
 <title>gigasynth slide {job_id}</title>
 <link rel="stylesheet" href="../static/viewer/viewer.css">
 </head>

@@ -1,0 +1,230 @@
+"""The service end to end: a real `gigasynth serve` on loopback running real jobs on Dask.
+
+Submit, poll, DeepZoom, downloads, cancel; and a server killed mid-job that, restarted,
+finishes the job with the same pixels as an uninterrupted run (invariant I5).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from gigasynth.synth import SynthSpec, synthesize
+from service.config import load_config
+from service.paths import JobPaths
+from service.slides import JPEG_QUALITY
+from tests.conftest import ROOT
+from tests.service_fixtures import (
+    MICRO_MODEL,
+    add_token,
+    running_server,
+    start_server,
+    wait_for_job,
+    write_micro_model,
+)
+
+
+def level0(zarr_path) -> np.ndarray:
+    return zarr.open_array(str(zarr_path / "0" / "0"), mode="r")[:]
+
+
+def decoded(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+
+
+def as_served(pixels: np.ndarray) -> np.ndarray:
+    """(3, H, W) pixels through the tile encoder's JPEG round trip."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.moveaxis(pixels, 0, -1), "RGB").save(buffer, "JPEG",
+                                                            quality=JPEG_QUALITY)
+    return decoded(buffer.getvalue())
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(server, token, data dir): one `gigasynth serve` for this module's tests."""
+    data_dir = tmp_path_factory.mktemp("e2e") / "data"
+    write_micro_model(data_dir)
+    created = subprocess.run(
+        [sys.executable, "-m", "gigasynth", "token", "create", "--name", "e2e", "--data-dir",
+         str(data_dir), "--max-concurrent", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("gst_") and "not shown again" in created.stderr
+    with running_server(data_dir) as server:
+        yield server, token, data_dir
+
+
+@pytest.fixture(scope="module")
+def finished(served):
+    """A 96 x 80 tiled job run to success by the server: (job as the API shows it, level 0)."""
+    server, token, data_dir = served
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as api:
+        submitted = api.post("/v1/jobs", json={
+            "model": MICRO_MODEL, "width": 96, "height": 80, "seed": 5, "steps": 2,
+            "tile": 64, "formats": ["ome-tiff", "preview"]})
+        assert submitted.status_code == 202, submitted.text
+        job = wait_for_job(api, submitted.json()["id"])
+    return job, level0(JobPaths.of(data_dir, job["id"]).zarr)
+
+
+def test_submit_poll_tiles_download(served, finished, tmp_path):
+    server, token, _ = served
+    job, pixels = finished
+    job_id = job["id"]
+    assert job["progress"]["fraction"] == 1.0
+    assert job["provenance"]["checkpoint_sha256"] and job["provenance"]["synthetic"]
+    assert job["throughput_mpx_steps_per_s"] > 0
+    assert pixels.shape == (3, 80, 96)
+
+    browser = httpx.Client(base_url=server.url, timeout=30)         # no token: signed link
+    dzi = browser.get(job["links"]["dzi"])
+    assert dzi.status_code == 200 and 'Width="96" Height="80"' in dzi.text
+    query = job["links"]["dzi"].split("?", 1)[1]
+    tile = browser.get(f"/v1/slides/{job_id}_files/7/0_0.jpeg?{query}")
+    assert tile.status_code == 200 and tile.headers["etag"]
+    np.testing.assert_array_equal(decoded(tile.content), as_served(pixels))
+    assert browser.get(f"/v1/slides/{job_id}_files/8/0_0.jpeg?{query}").status_code == 404
+    assert browser.get(f"/v1/slides/{job_id}_files/0/0_0.jpeg?{query}").status_code == 200
+
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as api:
+        zipped = api.get(f"/v1/jobs/{job_id}/download", params={"format": "ome-zarr"})
+        assert zipped.status_code == 200
+        zipfile.ZipFile(io.BytesIO(zipped.content)).extractall(tmp_path / "unzipped")
+        unzipped = tmp_path / "unzipped" / f"gigasynth-{job_id}.ome.zarr"
+        np.testing.assert_array_equal(level0(unzipped), pixels)
+        assert (unzipped / "OME" / "METADATA.ome.xml").is_file()
+        tiff = api.get(f"/v1/jobs/{job_id}/download", params={"format": "ome-tiff"})
+        assert tiff.status_code == 200
+        with tifffile.TiffFile(io.BytesIO(tiff.content)) as t:
+            assert t.is_ome and t.series[0].shape == (80, 96, 3)
+        preview = api.get(f"/v1/jobs/{job_id}/download", params={"format": "preview"})
+        assert preview.headers["content-type"] == "image/png"
+        metrics = api.get("/metrics").text
+        assert "gigasynth_tiles_served_total 2.0" in metrics
+        assert 'gigasynth_jobs{state="succeeded"} 1.0' in metrics
+
+
+def test_cancel_keeps_partial_state_until_delete(served):
+    server, token, data_dir = served
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as api:
+        job_id = api.post("/v1/jobs", json={
+            "model": MICRO_MODEL, "width": 96, "height": 80, "steps": 40, "tile": 0}).json()["id"]
+        wait_for_job(api, job_id, until=(),
+                     predicate=lambda j: j["state"] == "running" and j["progress"])
+        assert api.delete(f"/v1/jobs/{job_id}").status_code == 202
+        cancelled = wait_for_job(api, job_id, until=("cancelled",))
+        assert cancelled["cancel_requested"]
+        paths = JobPaths.of(data_dir, job_id)
+        assert (paths.root / "slide.ome.zarr.work" / "progress.json").is_file()   # kept
+        assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
+        assert not paths.root.exists()
+        assert api.get(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def _store_state(data_dir, job_id) -> str:
+    with sqlite3.connect(data_dir / "jobs.sqlite3") as db:
+        return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+
+def test_killed_server_resumes_the_job_to_identical_pixels(tmp_path):
+    data_dir = tmp_path / "data"
+    model = write_micro_model(data_dir)
+    token = add_token(data_dir, "restart")
+    env = {"GIGASYNTH_SAVE_EVERY": "2"}
+    request = {"model": MICRO_MODEL, "width": 96, "height": 80, "seed": 11, "steps": 10,
+               "tile": 0, "formats": ["ome-zarr"]}
+    headers = {"Authorization": f"Bearer {token}"}
+
+    server = start_server(data_dir, env)
+    try:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as api:
+            job_id = api.post("/v1/jobs", json=request).json()["id"]
+            wait_for_job(api, job_id, until=(), timeout=120,
+                         predicate=lambda j: (j["progress"] or {}).get("step", 0) >= 3)
+        server.kill()                                        # SIGKILL: a crash
+    finally:
+        server.stop()
+    assert _store_state(data_dir, job_id) == "running"
+    work = JobPaths.of(data_dir, job_id).root / "slide.ome.zarr.work"
+    saved_step = json.loads((work / "progress.json").read_text())["step"]
+    assert 2 <= saved_step < 10
+
+    with running_server(data_dir, env) as restarted, httpx.Client(
+            base_url=restarted.url, headers=headers, timeout=30) as api:
+        job = wait_for_job(api, job_id, timeout=120)
+    assert job["attempts"] == 2
+    resumed = level0(JobPaths.of(data_dir, job_id).zarr)
+
+    reference = tmp_path / "reference.ome.zarr"
+    synthesize(SynthSpec(str(model), 96, 80, seed=11, steps=10, tile=0), reference)
+    np.testing.assert_array_equal(resumed, level0(reference))
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_viewer_in_headless_chromium(served, finished, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("no browser: Debian's chromium is not installed at /usr/bin/chromium "
+                    "(apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="the playwright Python package is not installed")
+    server, _, _ = served
+    job, pixels = finished
+    if not (load_config().openseadragon_dir / "openseadragon.min.js").is_file():
+        pytest.skip("OpenSeadragon is not installed: run `npm ci` in the repository root")
+    problems: list[str] = []
+    tile_statuses: list[int] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("response", lambda r: tile_statuses.append(r.status)
+                    if "_files/" in r.url else None)
+            page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
+                    if r.status >= 400 else None)
+            page.goto(server.url + job["links"]["viewer"])          # signed link, no token
+            page.wait_for_function(
+                "document.getElementById('state').textContent === 'succeeded'", timeout=20_000)
+            page.wait_for_selector("#slide canvas", timeout=20_000)
+            shot = tmp_path / "viewer.png"
+            for _ in range(40):                                     # until tiles are drawn
+                page.locator("#slide").screenshot(path=str(shot))
+                canvas = np.asarray(Image.open(shot).convert("RGB")).astype(float)
+                if (canvas.min(axis=2) < 235).mean() > 0.3:
+                    break
+                page.wait_for_timeout(250)
+            provenance = page.locator("#provenance").inner_text()
+        finally:
+            browser.close()
+    assert tile_statuses and set(tile_statuses) == {200}
+    assert not problems, problems
+    assert job["provenance"]["checkpoint_sha256"][:16] in provenance
+    drawn = canvas.min(axis=2) < 235                      # not white background
+    assert drawn.mean() > 0.3, f"the viewer shows almost nothing: {shot}"
+    rows, cols = np.nonzero(drawn)
+    region = canvas[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert region.std() > 20, "the slide area is uniform"
+    slide_mean = pixels.reshape(3, -1).mean(axis=1)
+    np.testing.assert_allclose(region.reshape(-1, 3).mean(axis=0), slide_mean, atol=25)
