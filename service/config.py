@@ -77,16 +77,16 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
-    text = env.get(name)
-    if text is None:
+    text = env.get(name, "")
+    if not text.strip():
         return None
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
-    """Settings from the environment (os.environ by default), defaults for what is unset."""
+    """Settings from the environment (os.environ by default); unset or empty: the default."""
     env = os.environ if env is None else env
-    key = env.get("GIGASYNTH_SIGNING_KEY")
+    key = env.get("GIGASYNTH_SIGNING_KEY") or None
     if key is not None and len(key) < 32:
         raise GigasynthError("GIGASYNTH_SIGNING_KEY must be at least 32 characters")
     models_dir = env.get("GIGASYNTH_MODELS_DIR")

