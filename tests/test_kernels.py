@@ -5,6 +5,7 @@ Triton: the fused kernel against the plain ops, on the GPU when there is one, el
 under Triton's CPU interpreter (TRITON_INTERPRET=1, set before triton is imported).
 """
 
+import copy
 import os
 
 import pytest
@@ -146,7 +147,7 @@ def _triton(update, state, cond, mask, borders, dot_bf16, **kw):
     dev = torch.device(DEVICE)
     with torch.no_grad():
         out = triton_update.update_triton(
-            fold(update.to(dev), cond.to(dev)), state.to(dev),
+            fold(copy.deepcopy(update).to(dev), cond.to(dev)), state.to(dev),
             None if mask is None else mask.to(dev), border_pads(borders), dot_bf16, **kw)
     return out.cpu()
 
