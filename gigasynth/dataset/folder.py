@@ -64,6 +64,7 @@ class DatasetFolder:
         """Lock, check what the folder holds, clean up; returns the shards already whole."""
         if self.out.exists() and not self.out.is_dir():
             raise GigasynthError(f"--out {self.out} is a file, not a folder")
+        self._refuse_a_foreign_folder()  # before the lock file is made in it
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
@@ -107,20 +108,26 @@ class DatasetFolder:
                         f"{self.out} holds another dataset ({_differences(old, new)}); pass "
                         "--overwrite to replace it or choose another --out"
                     )
+        self._refuse_a_foreign_folder()
         artifacts = _artifacts(self.out)
-        others = [p for p in self.out.iterdir() if p.name != LOCK and p not in artifacts]
         if artifacts and not overwrite:
             raise GigasynthError(f"{self.out} holds a dataset without {DATASET_JSON}; pass "
                                  "--overwrite to replace it or choose another --out")
-        if others and not artifacts:
-            raise GigasynthError(f"{self.out} is not empty and holds no gigasynth dataset; "
-                                 "choose an empty or new folder")
         for path in artifacts:
             if path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink()
         self.write_description(complete=False)
+
+    def _refuse_a_foreign_folder(self) -> None:
+        """A folder with files but no dataset is never written to (nothing of it is lost)."""
+        if not self.out.is_dir():
+            return
+        artifacts = _artifacts(self.out)
+        if not artifacts and any(p.name != LOCK for p in self.out.iterdir()):
+            raise GigasynthError(f"{self.out} is not empty and holds no gigasynth dataset; "
+                                 "choose an empty or new folder")
 
     def description(self, complete: bool) -> dict[str, Any]:
         spec = self.spec
