@@ -138,6 +138,12 @@ def test_tiled_state_equals_whole_image(case, checkpoints, client1, client2, who
     assert np.array_equal(uint8(tiled), uint8(whole))
 
 
+def test_tile_tasks_ask_for_a_gpu_only_where_workers_have_one(client1, client2):
+    assert task_resources(client2) == {"GPU": 1}
+    # The embedded cluster advertises a GPU exactly when this machine has one.
+    assert (task_resources(client1) is not None) == torch.cuda.is_available()
+
+
 def test_whole_image_engine_is_the_library_sampler(checkpoints, whole_states):
     """--tile 0 runs exactly gigasynth.sampling.generate (bitwise): the reference is sound."""
     ckpt = load_checkpoint(checkpoints["micro"])
@@ -307,3 +313,17 @@ def test_cli_bad_input_is_one_line(args, fragment, checkpoints, tmp_path, capfd)
     assert len(lines) == 1 and fragment in lines[0], lines
     assert not (tmp_path / "s.ome.zarr").exists()
     assert not work_path(tmp_path / "s.ome.zarr").exists()
+
+
+def test_demo_writes_the_slide_formats(checkpoints, tmp_path, capfd):
+    out = tmp_path / "demo"
+    argv = ["demo", "--checkpoint", checkpoints["micro"], "--size", "72", "--steps", "2",
+            "--tile", "32", "--out", str(out)]
+    assert main(argv) == 0
+    assert main(argv) == 0  # a second demo replaces the first one's files
+    printed = capfd.readouterr().out
+    assert "QuPath: File > Open" in printed and str((out / "demo.ome.tif").resolve()) in printed
+    assert level_shapes(out / "demo.ome.zarr") == [(72, 72)]
+    with tifffile.TiffFile(out / "demo.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].shape == (72, 72, 3)
+    assert (out / "demo.png").stat().st_size > 0

@@ -1,47 +1,45 @@
-"""`gigasynth demo`: a synthetic slide region from the bundled model, no downloads."""
+"""`gigasynth demo`: a small synthetic slide from the bundled model, in the slide formats."""
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from gigasynth.checkpoint import load_checkpoint
-from gigasynth.images import to_uint8, write_png
-from gigasynth.sampling import SampleRequest, generate
+from gigasynth.cli.synth import ProgressBar
+from gigasynth.cluster import default_workers
+from gigasynth.synth import SynthSpec, synthesize
 
 DEMO_MODEL = "builtin:tiny-pathology"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="synthesise a slide region with the bundled model")
-    p.add_argument("--out", type=Path, default=Path("gigasynth-demo"), help="output folder")
-    p.add_argument("--size", type=int, default=384, help="side of the region in px")
+    p = sub.add_parser("demo", help="synthesise a small slide with the bundled model "
+                                    "(OME-Zarr, OME-TIFF and a PNG preview)")
+    p.add_argument("--out", type=Path, default=Path("gigasynth-demo"),
+                   help="output folder (its demo.* files are replaced)")
+    p.add_argument("--size", type=int, default=512, help="side of the slide in px")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tile", type=int, default=256, help="tile side in px (0: whole image)")
+    p.add_argument("--checkpoint", default=DEMO_MODEL, help=f"model (default {DEMO_MODEL})")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    torch.set_grad_enabled(False)
-    ckpt = load_checkpoint(DEMO_MODEL)
-    model = ckpt.model.to(memory_format=torch.channels_last)
-    print(f"model {DEMO_MODEL} ({ckpt.config.kind}, sha256 {ckpt.short_hash}); "
-          f"region {args.size}x{args.size} px, DDIM {args.steps} steps, seed {args.seed}")
-    bar = tqdm(total=args.steps, desc="denoise", unit="step", dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    x = generate(model, args.size, args.size, [args.seed], SampleRequest("ddim", args.steps),
-                 progress=progress)
-    bar.close()
-    png = write_png(args.out / "demo.png", to_uint8(x)[0])
-    elapsed = time.perf_counter() - start
-    print(f"wrote {png.resolve()} in {elapsed:.0f} s")
-    print(f"view it: open {png} in any image viewer")
+    spec = SynthSpec(args.checkpoint, args.size, args.size, args.seed, "ddim", args.steps,
+                     tile=args.tile, tiff_compression="jpeg")
+    print(f"model {args.checkpoint}: a {args.size}x{args.size} px slide, DDIM {args.steps} "
+          f"steps, seed {args.seed}, tiles of {args.tile or args.size} px", flush=True)
+    zarr_path = args.out / "demo.ome.zarr"
+    bar = ProgressBar()
+    try:
+        result = synthesize(spec, zarr_path, ome_tiff=args.out / "demo.ome.tif",
+                            preview=args.out / "demo.png", workers=default_workers(),
+                            overwrite=True, progress=bar)
+    finally:
+        bar.close()
+    print(f"done in {result.seconds:.0f} s ({result.mpx_steps_per_s:.2f} Mpx-steps/s):")
+    print(f"  {result.ome_tiff_path.resolve()}  QuPath: File > Open..., pick this file")
+    print(f"  {result.zarr_path.resolve()}  OME-Zarr (NGFF 0.4): QuPath, napari, large-image")
+    print(f"  {result.preview_path.resolve()}  preview: any image viewer")
     return 0

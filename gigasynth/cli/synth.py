@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from tqdm import tqdm
 
 from gigasynth.cli.common import parse_size
-from gigasynth.cluster import connect
+from gigasynth.cluster import connect, default_workers
 from gigasynth.synth import SynthProgress, SynthSpec, synthesize
 
 
@@ -27,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exchange the full cell state every K NCA steps (halo K px) instead "
                         "of once per diffusion step (halo S px)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=1,
-                       help="workers of the embedded Dask cluster (default 1)")
+    where.add_argument("--workers", type=int,
+                       help="tile tasks the embedded Dask cluster runs at once (default: "
+                            "one per CPU core, or 1 with a GPU)")
     where.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="use an existing Dask cluster (workers must see the paths)")
     p.add_argument("--out", type=Path, required=True, help="output SLIDE.ome.zarr folder")
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-class _Bar:
+class ProgressBar:
     """A tqdm bar over all tile tasks of the run, fed by SynthProgress reports."""
 
     def __init__(self) -> None:
@@ -79,16 +81,13 @@ def run(args: argparse.Namespace) -> int:
                      args.eta, args.tile, args.halo_every, args.save_every, args.mpp,
                      args.compression)
     spec.check()
-    bar = _Bar()
+    bar = ProgressBar()
+    workers = default_workers() if args.workers is None else args.workers
+    cluster = connect(args.scheduler) if args.scheduler else contextlib.nullcontext()
     try:
-        if args.scheduler is not None:
-            with connect(args.scheduler) as client:
-                result = synthesize(spec, args.out, ome_tiff=args.ome_tiff,
-                                    preview=args.preview, client=client, resume=args.resume,
-                                    overwrite=args.overwrite, progress=bar)
-        else:
+        with cluster as client:
             result = synthesize(spec, args.out, ome_tiff=args.ome_tiff, preview=args.preview,
-                                workers=args.workers, resume=args.resume,
+                                client=client, workers=workers, resume=args.resume,
                                 overwrite=args.overwrite, progress=bar)
     finally:
         bar.close()

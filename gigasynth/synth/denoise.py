@@ -48,14 +48,14 @@ class RateMeter:
 
 
 def _run_exchange(client: Client, job: Job, exchange: Exchange, token: str,
-                  resources: dict[str, int] | None, on_tile: Callable[[int], None],
-                  should_stop: StopFn | None) -> bool:
+                  resources: dict[str, int] | None, threads: int | None,
+                  on_tile: Callable[[int], None], should_stop: StopFn | None) -> bool:
     """Submit one task per tile and wait for all; False when should_stop() turned True.
 
     On a stop or a failure the tasks not yet finished are cancelled.
     """
     futures = [
-        client.submit(denoise_tile, job.ref, exchange, tile, resources=resources,
+        client.submit(denoise_tile, job.ref, exchange, tile, threads, resources=resources,
                       key=f"gigasynth-{token}-{tile.index}")
         for tile in job.plan.tiles
     ]
@@ -70,7 +70,8 @@ def _run_exchange(client: Client, job: Job, exchange: Exchange, token: str,
 
 
 def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
-            resources: dict[str, int] | None = None, progress: ProgressFn | None = None,
+            resources: dict[str, int] | None = None, threads: int | None = None,
+            progress: ProgressFn | None = None,
             should_stop: StopFn | None = None) -> tuple[Path, float]:
     """Run diffusion steps start_step..end: (buffer holding the final x_0, Mpx-steps/s).
 
@@ -114,7 +115,7 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
                 report(s)
 
             if not _run_exchange(client, job, exchange, f"{run}-{step}-{j}", resources,
-                                 on_tile, should_stop):
+                                 threads, on_tile, should_stop):
                 raise cancelled(step)
             source = target
         done = step + 1

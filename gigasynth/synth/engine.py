@@ -23,7 +23,7 @@ from pathlib import Path
 from distributed import Client
 
 from gigasynth.checkpoint import load_checkpoint
-from gigasynth.cluster import connect, task_resources
+from gigasynth.cluster import connect, task_resources, threads_per_task
 from gigasynth.errors import GigasynthError
 from gigasynth.io import (
     SlideMetadata,
@@ -163,13 +163,15 @@ def synthesize(
     resumable with resume=True.
     """
     started = time.perf_counter()
-    out = Path(out)
+    out = Path(out).absolute()  # tasks may run on other machines, in other working folders
     ome_tiff = None if ome_tiff is None else Path(ome_tiff)
     preview = None if preview is None else Path(preview)
     spec.check()
     checkpoint = load_checkpoint(spec.checkpoint)
     job = prepare_job(spec, checkpoint)
     _check_targets(out, ome_tiff, preview, overwrite)
+    if client is None and workers < 1:
+        raise GigasynthError(f"workers must be at least 1, not {workers}")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = WorkDir(work_path(out))
     start_step = _begin(work, job, resume, overwrite)
@@ -181,10 +183,11 @@ def synthesize(
         if progress is not None:
             progress(SynthProgress(phase, job.total_steps, job.total_steps, 0, 0, rate, None))
 
+    threads = None if client is not None else threads_per_task(workers)
     try:
         with _client(client, workers) as cl:
             final, rate = denoise(job, work, cl, start_step, resources=task_resources(cl),
-                                  progress=progress, should_stop=should_stop)
+                                  threads=threads, progress=progress, should_stop=should_stop)
             report("pyramid", rate)
             slide = work.root / SLIDE_IN_WORK
             shutil.rmtree(slide, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gigasynth.checkpoint import Checkpoint
@@ -69,6 +70,10 @@ def prepare_job(spec: SynthSpec, checkpoint: Checkpoint) -> Job:
     exchanges = _exchanges(config.steps, spec.halo_every)
     plan = plan_tiles(spec.width, spec.height, spec.tile, len(exchanges[0]))
     sampler = SampleRequest(spec.sampler, spec.steps, spec.eta).build(checkpoint.model)
-    ref = ModelRef(spec.checkpoint, checkpoint.sha256, spec.sampler,
+    # Workers of a remote cluster resolve paths in their own working folder: pass absolute ones.
+    where = spec.checkpoint
+    if not where.startswith("builtin:"):
+        where = str(Path(where).absolute())
+    ref = ModelRef(where, checkpoint.sha256, spec.sampler,
                    spec.steps if spec.sampler == "ddim" else None, spec.eta, spec.seed)
     return Job(spec, ref, config, plan, tuple(sampler.timesteps), exchanges)

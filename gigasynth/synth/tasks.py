@@ -63,16 +63,23 @@ def _sampler(ref: ModelRef) -> Sampler:
                                                                             ref.sha256))
 
 
-def _read_x(exchange: Exchange, ref: ModelRef, rows: slice, cols: slice) -> torch.Tensor:
+def _read_x(exchange: Exchange, ref: ModelRef, rows: slice, cols: slice,
+            device: torch.device) -> torch.Tensor:
+    """x_t on a window: read from the source buffer, or keyed noise x_T for the first step."""
     if exchange.source is None:
         window = Window(rows.start, cols.start)
         return initial_noise([ref.seed], exchange.t, 3, rows.stop - rows.start,
-                             cols.stop - cols.start, window)
-    return torch.from_numpy(read_region(exchange.source, rows, cols))[None]
+                             cols.stop - cols.start, window, device)
+    return torch.from_numpy(read_region(exchange.source, rows, cols))[None].to(device)
 
 
-def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile) -> int:
-    """Run one exchange on one tile: read tile + halo, compute, write the tile's chunk."""
+def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | None) -> int:
+    """Run one exchange on one tile: read tile + halo, compute, write the tile's chunk.
+
+    `threads`: torch intra-op threads for this task (None: the worker's setting).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
     model = worker_model(ref.checkpoint, ref.sha256)
     sampler = _sampler(ref)
     device = worker_device()
@@ -82,16 +89,17 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile) -> int:
     rows, cols = region.slices
     with torch.no_grad():
         if exchange.whole_step:
-            x = _read_x(exchange, ref, rows, cols).to(device)
+            x = _read_x(exchange, ref, rows, cols, device)
             out = denoise_step(model, sampler, x, exchange.t, seeds, region.window,
                                region.borders)
         else:
             if exchange.source_cells:
-                state = torch.from_numpy(read_region(exchange.source, rows, cols))[None]
+                cells = read_region(exchange.source, rows, cols)
+                state = torch.from_numpy(cells)[None].to(device)
             else:
-                state = model.initial_state(_read_x(exchange, ref, rows, cols))
-            out = model.nca(state.to(device), [exchange.t], seeds, region.window,
-                            region.borders, steps=steps)
+                state = model.initial_state(_read_x(exchange, ref, rows, cols, device))
+            out = model.nca(state, [exchange.t], seeds, region.window, region.borders,
+                            steps=steps)
         out = out[(..., *tile.crop(region, len(steps)))]
         if exchange.final and not exchange.whole_step:
             out = _sampler_step(model, sampler, out, exchange.t, seeds, tile)
