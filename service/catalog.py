@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gigasynth.checkpoint import CONFIG, WEIGHTS, file_sha256
+from gigasynth.checkpoint import CONFIG, WEIGHTS, Checkpoint, file_sha256, load_checkpoint
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.models import build_model, count_parameters
@@ -58,6 +58,7 @@ class ModelCatalog:
         self.models_dir = models_dir
         self.builtin_names = builtin_names
         self._cache: dict[tuple[str, float, int], ModelEntry] = {}
+        self._loaded: dict[str, Checkpoint] = {}
         self._lock = threading.Lock()
 
     def _candidates(self) -> dict[str, tuple[str, Path, Path]]:
@@ -111,3 +112,13 @@ class ModelCatalog:
             raise GigasynthError(f"unknown model {name[:100]!r} (available: {known})")
         ref, weights, config_path = candidates[name]
         return self._entry(name, ref, weights, config_path)
+
+    def checkpoint(self, entry: ModelEntry) -> Checkpoint:
+        """The loaded checkpoint of an entry (kept, keyed by its weights' hash)."""
+        with self._lock:
+            loaded = self._loaded.get(entry.sha256)
+        if loaded is None:
+            loaded = load_checkpoint(entry.ref)
+            with self._lock:
+                self._loaded[entry.sha256] = loaded
+        return loaded

@@ -7,10 +7,12 @@ accepted, so a client learns about it from the POST (4xx) rather than from a fai
 from __future__ import annotations
 
 from gigasynth.errors import GigasynthError
+from gigasynth.synth.job import prepare_job
 from service.catalog import ModelCatalog, ModelEntry
 from service.config import ServiceConfig
 from service.errors import ApiError
 from service.schemas import JobRequest
+from service.spec import synth_spec
 from service.store import JobStore, TokenRecord
 
 
@@ -33,6 +35,11 @@ def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
     _check_model_fit(request, model)
+    try:    # whatever else the engine would refuse (sizes, tile plan), refused now
+        prepare_job(synth_spec(request.model_dump(), model.ref, config.save_every),
+                    catalog.checkpoint(model))
+    except GigasynthError as exc:
+        raise ApiError(422, str(exc)) from None
     if megapixels > token.max_megapixels:
         raise ApiError(403, f"quota exceeded: {megapixels:,.2f} megapixels per job requested, "
                             f"this token allows {token.max_megapixels:,g}")

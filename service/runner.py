@@ -20,10 +20,11 @@ from distributed import Client
 
 from gigasynth.cluster import connect
 from gigasynth.errors import GigasynthError
-from gigasynth.synth import SynthCancelled, SynthProgress, SynthSpec, synthesize
+from gigasynth.synth import SynthCancelled, SynthProgress, synthesize
 from service.catalog import ModelCatalog
 from service.config import ServiceConfig
 from service.paths import JobPaths
+from service.spec import synth_spec
 from service.store import JobRecord, JobStore
 
 log = logging.getLogger("gigasynth.service")
@@ -67,13 +68,6 @@ class ProgressWriter:
                                    "tiles_total": 0, "mpx_steps_per_s": 0.0})
         done.update(phase="done", fraction=1.0, eta_s=0.0)
         self.store.set_progress(self.job_id, done)
-
-
-def spec_for(job: JobRecord, checkpoint_ref: str, save_every: int) -> SynthSpec:
-    r = job.request
-    return SynthSpec(checkpoint=checkpoint_ref, width=r["width"], height=r["height"],
-                     seed=r["seed"], sampler=r["sampler"], steps=r["steps"], eta=r["eta"],
-                     tile=r["tile"], mpp=r["mpp"], save_every=save_every)
 
 
 class JobRunner:
@@ -203,7 +197,7 @@ class JobRunner:
             model = self.catalog.get(job.request["model"])
             paths.root.mkdir(parents=True, exist_ok=True)
             result = synthesize(
-                spec_for(job, model.ref, self.config.save_every), paths.zarr,
+                synth_spec(job.request, model.ref, self.config.save_every), paths.zarr,
                 ome_tiff=paths.ome_tiff if "ome-tiff" in formats else None,
                 preview=paths.preview if "preview" in formats else None,
                 # resume=True continues a saved state and starts afresh where there is

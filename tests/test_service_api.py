@@ -142,6 +142,8 @@ def test_bad_job_requests_name_the_problem(api):
     assert "unknown model '../models/micro'" in error_of(
         submit(client, token_a, model="../models/micro"), 422)
     assert "twice the model's halo" in error_of(submit(client, token_a, tile=6), 422)
+    assert "too small (at least 2x2)" in error_of(submit(client, token_a, width=1), 422)
+    assert "mpp" in error_of(submit(client, token_a, mpp=1e-9), 422)
     assert "exceeds the model's 50 diffusion timesteps" in error_of(
         submit(client, token_a, steps=60), 422)
     assert client.get("/v1/jobs", headers=auth(token_a)).json()["jobs"] == []

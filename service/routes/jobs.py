@@ -69,7 +69,7 @@ def submit(body: JobRequest, response: Response, token: Token,
 @router.get("", response_model=JobList)
 def list_jobs(token: Token, svc: Svc,
               limit: Annotated[int, Query(ge=1, le=100)] = 20,
-              cursor: Annotated[str | None, Query(max_length=20, pattern=r"^\d+$")] = None,
+              cursor: Annotated[str | None, Query(max_length=18, pattern=r"^\d+$")] = None,
               ) -> JobList:
     """The token's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
     jobs = svc.store.jobs_of(token.id, limit, int(cursor) if cursor else None)
