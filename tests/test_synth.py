@@ -67,8 +67,11 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def client1():
-    with connect(None, workers=1) as client:
-        yield client
+    """The embedded cluster with one worker; OMP_NUM_THREADS keeps its tasks on one thread."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")
+        with connect(None, workers=1) as client:
+            yield client
 
 
 @pytest.fixture(scope="module")

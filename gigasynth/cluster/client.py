@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +21,8 @@ from gigasynth.errors import GigasynthError
 CONNECT_TIMEOUT_S = 5
 GPU = "GPU"
 _ADDRESS = re.compile(r"(tcp|tls|inproc|ucx)://[^\s/]+")
+# Intra-op threads per task for the clients of embedded clusters made by `connect`.
+_embedded: weakref.WeakKeyDictionary[Client, int | None] = weakref.WeakKeyDictionary()
 
 
 def default_workers() -> int:
@@ -40,9 +43,11 @@ def threads_per_task(workers: int) -> int | None:
 
 
 def _quiet_dask_logs() -> None:
-    """Dask logs connection retries and shutdown chatter at WARNING: keep stderr one line."""
+    """Keep stderr to one line: Dask logs connection retries, shutdown chatter and every
+    failed task with its traceback, while the failure also reaches the caller as the
+    task's exception (turned into one GigasynthError line where it is the user's)."""
     for name in ("distributed", "tornado"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 @contextmanager
@@ -76,14 +81,21 @@ def connect(scheduler: str | None = None, workers: int = 1) -> Iterator[Client]:
     resources = {GPU: 1} if torch.cuda.is_available() else None
     cluster = LocalCluster(
         n_workers=1, threads_per_worker=workers, processes=False,
-        dashboard_address="127.0.0.1:0", resources=resources, silence_logs=logging.ERROR,
+        dashboard_address="127.0.0.1:0", resources=resources, silence_logs=logging.CRITICAL,
     )
     client = Client(cluster, set_as_default=False)
+    _embedded[client] = threads_per_task(workers)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+def task_threads(client: Client) -> int | None:
+    """Torch threads a tile task should use: a share of the cores on an embedded cluster,
+    None (the worker's own setting) on any other cluster."""
+    return _embedded.get(client)
 
 
 def task_resources(client: Client) -> dict[str, int] | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from distributed import Client
 
 from gigasynth.checkpoint import load_checkpoint
-from gigasynth.cluster import connect, task_resources, threads_per_task
+from gigasynth.cluster import connect, task_resources, task_threads
 from gigasynth.errors import GigasynthError
 from gigasynth.io import (
     SlideMetadata,
@@ -183,11 +183,11 @@ def synthesize(
         if progress is not None:
             progress(SynthProgress(phase, job.total_steps, job.total_steps, 0, 0, rate, None))
 
-    threads = None if client is not None else threads_per_task(workers)
     try:
         with _client(client, workers) as cl:
             final, rate = denoise(job, work, cl, start_step, resources=task_resources(cl),
-                                  threads=threads, progress=progress, should_stop=should_stop)
+                                  threads=task_threads(cl), progress=progress,
+                                  should_stop=should_stop)
             report("pyramid", rate)
             slide = work.root / SLIDE_IN_WORK
             shutil.rmtree(slide, ignore_errors=True)
