@@ -25,7 +25,7 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     scheduler: str | None = None          # None: an embedded dask LocalCluster
-    dask_workers: int = 1                 # tiles the embedded LocalCluster runs at once
+    dask_workers: int | None = None       # parallel tiles of the embedded cluster (None: default)
     runner_threads: int = 1               # jobs computed at the same time
     save_every: int = 5                   # diffusion steps between durable saves of a job
     cors_origins: tuple[str, ...] = ()    # empty: no cross-origin access
@@ -96,7 +96,7 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         host=env.get("GIGASYNTH_HOST") or "127.0.0.1",
         port=_int(env, "GIGASYNTH_PORT", 8000, minimum=1),
         scheduler=env.get("GIGASYNTH_SCHEDULER") or None,
-        dask_workers=_int(env, "GIGASYNTH_DASK_WORKERS", 1, minimum=1),
+        dask_workers=_int(env, "GIGASYNTH_DASK_WORKERS", 0, minimum=0) or None,
         runner_threads=_int(env, "GIGASYNTH_RUNNER_THREADS", 1, minimum=1),
         save_every=_int(env, "GIGASYNTH_SAVE_EVERY", 5, minimum=1),
         cors_origins=_list(env, "GIGASYNTH_CORS_ORIGINS") or (),

@@ -18,7 +18,7 @@ from typing import Any
 
 from distributed import Client
 
-from gigasynth.cluster import connect
+from gigasynth.cluster import connect, default_workers
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import SynthCancelled, SynthProgress, synthesize
 from service.catalog import ModelCatalog
@@ -150,7 +150,8 @@ class JobRunner:
         with self._client_lock:
             if self._client is None:
                 self._client = self._client_stack.enter_context(
-                    connect(self.config.scheduler, workers=self.config.dask_workers))
+                    connect(self.config.scheduler,
+                            workers=self.config.dask_workers or default_workers()))
             return self._client
 
     def _work(self) -> None:
