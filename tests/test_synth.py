@@ -88,7 +88,7 @@ def run_denoise(spec: SynthSpec, client: Client, root: Path) -> np.ndarray:
     job = prepare_job(spec, load_checkpoint(spec.checkpoint))
     work = WorkDir(root)
     root.mkdir(parents=True)
-    work.save(job.identity(), 0)
+    work.save(job.identity(), spec.to_dict(), 0)
     final, rate = denoise(job, work, client, 0, resources=task_resources(client))
     assert rate > 0
     return zarr_read(final)

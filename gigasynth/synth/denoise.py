@@ -120,7 +120,7 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
             source = target
         done = step + 1
         if done % spec.save_every == 0 or done == job.total_steps:
-            work.save(job.identity(), done)
+            work.save(job.identity(), spec.to_dict(), done)
             saved = done
         work.prune({work.x_buffer(saved), work.x_buffer(done)})
     return work.x_buffer(job.total_steps), meter.rate

@@ -82,7 +82,7 @@ def _begin(work: WorkDir, job: Job, resume: bool, overwrite: bool) -> int:
         )
     work.remove()
     work.root.mkdir(parents=True)
-    work.save(job.identity(), 0)
+    work.save(job.identity(), job.spec.to_dict(), 0)
     return 0
 
 

@@ -76,10 +76,14 @@ class WorkDir:
                                  "with --overwrite")
         return record
 
-    def save(self, job: dict[str, Any], step: int) -> None:
-        """Record `step` (its buffer complete) as the point to resume from, atomically."""
+    def save(self, job: dict[str, Any], spec: dict[str, Any], step: int) -> None:
+        """Record `step` (its buffer complete) as the point to resume from, atomically.
+
+        `job` is what a resumed run must match; `spec` the full request, for readers.
+        """
         record = {"version": FORMAT_VERSION, "step": step,
-                  "buffer": self.x_buffer(step).name if step else None, "job": job}
+                  "buffer": self.x_buffer(step).name if step else None, "job": job,
+                  "spec": spec}
         atomic_write_bytes(self.root / PROGRESS,
                            json.dumps(record, indent=2, sort_keys=True).encode())
 
