@@ -11,6 +11,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from gigasynth.cli.serve import lock_data_dir
+from gigasynth.errors import GigasynthError
 from service.app import create_app
 from service.paths import JobPaths
 from tests.service_fixtures import (
@@ -258,3 +260,13 @@ def test_cors_only_for_configured_origins(api):
     assert allowed.headers["access-control-allow-origin"] == "https://viewer.example"
     other = client.get("/v1/jobs", headers={**auth(token_a), "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_one_server_per_data_dir(tmp_path):
+    held = lock_data_dir(tmp_path)
+    try:
+        with pytest.raises(GigasynthError, match="another gigasynth server is using"):
+            lock_data_dir(tmp_path)
+    finally:
+        held.close()
+    lock_data_dir(tmp_path).close()                      # free again once released

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _lock_data_dir(data_dir: Path):
+def lock_data_dir(data_dir: Path):
     """Hold an exclusive lock on the data dir for this process's life: one server per store."""
     data_dir.mkdir(parents=True, exist_ok=True)
     handle = open(data_dir / "server.lock", "w")  # noqa: SIM115 (held until exit)
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                                           data_dir=args.data_dir, scheduler=args.scheduler)
     if not 0 < config.port < 65536:
         raise GigasynthError(f"--port {config.port} is not a TCP port")
-    lock = _lock_data_dir(config.data_dir)
+    lock = lock_data_dir(config.data_dir)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     app = create_app(config)
     try:

@@ -57,6 +57,7 @@
 
   function open() {
     if (viewer) return;
+    document.getElementById("waiting").remove();
     viewer = OpenSeadragon({
       id: "slide",
       prefixUrl: "../static/openseadragon/images/",
@@ -83,6 +84,7 @@
     render(job);
     if (job.state === "succeeded") open();
     else if (job.state === "queued" || job.state === "running") setTimeout(poll, 2000);
+    else document.getElementById("waiting").textContent = `The job is ${job.state}: no slide.`;
   }
 
   poll();
