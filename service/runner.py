@@ -30,14 +30,16 @@ from service.store import JobRecord, JobStore
 log = logging.getLogger("gigasynth.service")
 
 
-def progress_record(p: SynthProgress) -> dict[str, Any]:
-    """What the store keeps of a progress report, with an overall fraction done."""
+def progress_record(p: SynthProgress, start_step: int) -> dict[str, Any]:
+    """What the store keeps of a progress report, with an overall fraction done and the
+    step this attempt started from (above 0: resumed from a saved state)."""
     if p.phase == "denoise" and p.total_steps:
         within = p.tiles_done / p.tiles_total if p.tiles_total else 0.0
         fraction = min(0.99, (p.step + within) / p.total_steps)
     else:
         fraction = 1.0 if p.phase == "done" else 0.99
-    return {"phase": p.phase, "step": p.step, "total_steps": p.total_steps,
+    return {"phase": p.phase, "step": p.step, "start_step": start_step,
+            "total_steps": p.total_steps,
             "tiles_done": p.tiles_done, "tiles_total": p.tiles_total,
             "mpx_steps_per_s": p.mpx_steps_per_s, "eta_s": p.eta_s,
             "fraction": round(fraction, 4)}
@@ -52,9 +54,12 @@ class ProgressWriter:
         self.interval_s = interval_s
         self._last_write = 0.0
         self._last: dict[str, Any] | None = None
+        self._start_step: int | None = None
 
     def __call__(self, p: SynthProgress) -> None:
-        record = progress_record(p)
+        if self._start_step is None:          # the engine reports where it starts first
+            self._start_step = p.step
+        record = progress_record(p, self._start_step)
         now = time.monotonic()
         phase_changed = self._last is None or self._last["phase"] != record["phase"]
         self._last = record
@@ -64,8 +69,8 @@ class ProgressWriter:
 
     def finish(self) -> None:
         """Record the final state of a finished run."""
-        done = dict(self._last or {"step": 0, "total_steps": 0, "tiles_done": 0,
-                                   "tiles_total": 0, "mpx_steps_per_s": 0.0})
+        done = dict(self._last or {"step": 0, "start_step": 0, "total_steps": 0,
+                                   "tiles_done": 0, "tiles_total": 0, "mpx_steps_per_s": 0.0})
         done.update(phase="done", fraction=1.0, eta_s=0.0)
         self.store.set_progress(self.job_id, done)
 

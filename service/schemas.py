@@ -38,6 +38,8 @@ class JobRequest(BaseModel):
 class Progress(BaseModel):
     phase: str
     step: int
+    start_step: int = Field(description="step this attempt started from (a resumed job: "
+                                         "its last saved step)")
     total_steps: int
     tiles_done: int
     tiles_total: int

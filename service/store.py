@@ -224,8 +224,9 @@ class JobStore:
         now = time.time()
         sets = ["state = ?"]
         args: list[Any] = [state]
-        if state == "running":
-            sets += ["started = COALESCE(started, ?)", "attempts = attempts + 1"]
+        if state == "running":       # a new attempt: its progress starts afresh
+            sets += ["started = COALESCE(started, ?)", "attempts = attempts + 1",
+                     "progress = NULL"]
             args.append(now)
         if state in ("succeeded", "failed", "cancelled"):
             sets.append("finished = ?")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,7 @@ from service.tokens import create_token, hash_token
 from tests.conftest import MICRO, ROOT
 
 MICRO_MODEL = "micro"
+LONG_MODEL = "micro-400"
 
 
 def write_micro_model(data_dir: Path) -> Path:
@@ -34,6 +35,13 @@ def write_micro_model(data_dir: Path) -> Path:
     torch.manual_seed(0)
     return save_checkpoint(data_dir / "models" / MICRO_MODEL, build_model(MICRO).eval(), MICRO,
                            {"mpp": 0.5})
+
+
+def write_long_micro_model(data_dir: Path) -> Path:
+    """MICRO with T = 400 diffusion steps as `models/micro-400`: room for jobs that must last."""
+    torch.manual_seed(0)
+    config = replace(MICRO, timesteps=400)
+    return save_checkpoint(data_dir / "models" / LONG_MODEL, build_model(config).eval(), config)
 
 
 def service_config(data_dir: Path, **overrides: object) -> ServiceConfig:
