@@ -58,7 +58,7 @@ class ModelCatalog:
         self.models_dir = models_dir
         self.builtin_names = builtin_names
         self._cache: dict[tuple[str, float, int], ModelEntry] = {}
-        self._loaded: dict[str, Checkpoint] = {}
+        self._loaded: dict[tuple[str, str], Checkpoint] = {}
         self._lock = threading.Lock()
 
     def _candidates(self) -> dict[str, tuple[str, Path, Path]]:
@@ -114,11 +114,12 @@ class ModelCatalog:
         return self._entry(name, ref, weights, config_path)
 
     def checkpoint(self, entry: ModelEntry) -> Checkpoint:
-        """The loaded checkpoint of an entry (kept, keyed by its weights' hash)."""
+        """The loaded checkpoint of an entry (kept while its weights stay the same)."""
+        key = (entry.ref, entry.sha256)
         with self._lock:
-            loaded = self._loaded.get(entry.sha256)
+            loaded = self._loaded.get(key)
         if loaded is None:
             loaded = load_checkpoint(entry.ref)
             with self._lock:
-                self._loaded[entry.sha256] = loaded
+                self._loaded[key] = loaded
         return loaded

@@ -38,8 +38,12 @@ def write_micro_model(data_dir: Path) -> Path:
 
 
 def write_long_micro_model(data_dir: Path) -> Path:
-    """MICRO with T = 400 diffusion steps as `models/micro-400`: room for jobs that must last."""
-    torch.manual_seed(0)
+    """MICRO with T = 400 diffusion steps as `models/micro-400`: room for jobs that must last.
+
+    Its weights differ from micro's (another seed): the engine's worker cache tells models
+    apart by the weights' hash alone, so equal weights under two configs would collide.
+    """
+    torch.manual_seed(1)
     config = replace(MICRO, timesteps=400)
     return save_checkpoint(data_dir / "models" / LONG_MODEL, build_model(config).eval(), config)
 

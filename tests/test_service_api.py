@@ -99,9 +99,10 @@ def test_submit_status_list(api):
     assert status["id"] == job["id"] and status["state"] == "queued"
     listed = client.get("/v1/jobs", headers=auth(token_a)).json()
     assert [j["id"] for j in listed["jobs"]] == [job["id"]]
-    models = client.get("/v1/models", headers=auth(token_a)).json()["models"]
-    assert [m["name"] for m in models] == [MICRO_MODEL]
-    assert models[0]["parameters"] > 0 and models[0]["halo_px"] == 4
+    models = {m["name"]: m for m in
+              client.get("/v1/models", headers=auth(token_a)).json()["models"]}
+    assert models[MICRO_MODEL]["parameters"] > 0 and models[MICRO_MODEL]["halo_px"] == 4
+    assert all(name.startswith("builtin:") for name in set(models) - {MICRO_MODEL})
 
 
 def test_pagination(api):

@@ -133,8 +133,10 @@ def test_cancel_keeps_partial_state_until_delete(served):
     server, token, data_dir = served
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
                       timeout=30) as api:
-        job_id = api.post("/v1/jobs", json={
-            "model": LONG_MODEL, "width": 96, "height": 80, "steps": 400, "tile": 0}).json()["id"]
+        submitted = api.post("/v1/jobs", json={
+            "model": LONG_MODEL, "width": 96, "height": 80, "steps": 400, "tile": 0})
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["id"]
         wait_for_job(api, job_id, until=(),
                      predicate=lambda j: j["state"] == "running" and j["progress"])
         assert api.delete(f"/v1/jobs/{job_id}").status_code == 202
