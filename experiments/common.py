@@ -47,6 +47,7 @@ class Task:
     data: str
     reference: str
     models: dict[str, dict[str, str]]  # scale -> {model label: preset}
+    downsample: float = 1.0  # slides: read crops at this downsample of level 0
 
 
 TASKS = {
@@ -54,6 +55,14 @@ TASKS = {
         "pathology", str(SLIDE), str(SLIDE),
         {"tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
          "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"}},
+    ),
+    # The same slide at half the magnification (about 10x): the setting of the bundled
+    # tiny-pathology model, so a longer Diff-NCA run can face a UNet trained alike.
+    "pathology-10x": Task(
+        "pathology-10x", str(SLIDE), str(SLIDE),
+        {"tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
+         "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"}},
+        downsample=2.0,
     ),
     "faces": Task(
         "faces", f"{FACES}", f"{FACES}:test",
@@ -70,7 +79,14 @@ REFERENCE_SEED = 20_240_113
 
 def reference_images(task: Task, count: int) -> np.ndarray:
     """Held-out real 64 x 64 images: the faces test split, or slide tissue crops."""
-    return load_images(task.reference, count, 64, np.random.default_rng(REFERENCE_SEED))
+    return load_images(task.reference, count, 64, np.random.default_rng(REFERENCE_SEED),
+                       task.downsample)
+
+
+def second_real_set(task: Task, count: int) -> np.ndarray:
+    """Another real set (training images, other crop positions): the metric's floor at this n."""
+    return load_images(task.data, count, 64, np.random.default_rng(REFERENCE_SEED + 1),
+                       task.downsample)
 
 
 def training_budget(task: Task, label: str) -> dict[str, Any]:
@@ -102,8 +118,9 @@ def train_model(
     config, build = model_config(preset_name)
     out = run_folder(task.name, label)
     cfg = TrainConfig(iterations=iterations, batch=batch, size=64, seed=seed,
-                      save_every=max(50, iterations // 4), data=[task.data])
-    sources = [open_source(task.data)]
+                      save_every=max(50, iterations // 4), data=[task.data],
+                      downsample=task.downsample)
+    sources = [open_source(task.data, task.downsample)]
     started = time.perf_counter()
     folder = train(config, cfg, sources, out, resume=True, device=device,
                    show_progress=False, build=build)

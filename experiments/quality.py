@@ -18,6 +18,7 @@ from common import (
     sample_images,
     save_grid,
     save_results,
+    second_real_set,
     training_budget,
 )
 
@@ -42,6 +43,10 @@ def main() -> None:
     save_grid(real[:16], f"quality-{task.name}-real.png")
     record = {"task": task.name, "n": args.n, "sampler": args.sampler,
               "steps": args.steps if args.sampler == "ddim" else "all", "models": {}}
+    floor = compare_sets(real, second_real_set(task, args.n), device=args.device)
+    record["real_vs_real"] = floor
+    print(f"{task.name}/real vs real: FID {floor['fid']:.1f} KID {floor['kid']:.4f} "
+          f"SWD {floor['swd']:.1f} (n={floor['n']})", flush=True)
     for label in task.models[args.scale]:
         model = load_model(task.name, label, args.device)
         fake, seconds = cached_samples(

@@ -27,6 +27,10 @@ def quality(task: str) -> list[str]:
     out = [f"### quality-{task} (n={rec['n']} per side, {rec['sampler']} {rec['steps']} steps)",
            "", "| model | FID | KID | SWD x1e3 | training | sampling s/image |",
            "| --- | ---: | ---: | ---: | --- | ---: |"]
+    floor = rec.get("real_vs_real")
+    if floor:
+        out.append(f"| real vs real (floor) | {floor['fid']:.1f} | {floor['kid']:.4f} | "
+                   f"{floor['swd']:.1f} | - | - |")
     for label, r in rec["models"].items():
         out.append(f"| {label} | {r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} | "
                    f"{_budget(r['train'])} | {r['sampling_seconds'] / r['n']:.2f} |")
@@ -90,7 +94,7 @@ def superres(task: str) -> list[str]:
 
 def main() -> None:
     sections = []
-    for task in ("pathology", "faces"):
+    for task in ("pathology", "pathology-10x", "faces"):
         for make in (quality, ddim_steps, ood, inpaint, superres):
             lines = make(task)
             if lines:

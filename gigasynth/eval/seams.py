@@ -1,11 +1,12 @@
 """Seam check for tiled outputs: are pixel steps across tile borders unlike those inside tiles?
 
-Windows straddling randomly chosen tile borders are read from the image (never the
-whole gigapixel array). In each window the absolute difference between neighbouring
-pixels (mean over RGB) is averaged along the border, giving a profile over the offset
-from the border. The border pair is compared with every other offset of the profile:
-a seam makes the border pair an outlier (ratio above 1, z-score of many standard
-deviations), while a seamless image keeps it within the spread of the other offsets.
+Distinct windows straddling tile borders (all of them in a small image, a random
+subset in a large one) are read from the image, never the whole gigapixel array. In
+each window the absolute difference between neighbouring pixels (mean over RGB) is
+averaged along the border, giving a profile over the offset from the border. The
+border pair is compared with every other offset of the profile: a seam makes the
+border pair an outlier (ratio above 1, z-score of many standard deviations), while a
+seamless image keeps it within the spread of the other offsets.
 """
 
 from __future__ import annotations
@@ -58,11 +59,15 @@ def _direction(
         raise GigasynthError(f"the image has no {name} tile border for --tile {tile}")
     half = min(span, tile) // 2
     rows = min(span, length)
+    # Distinct windows: every (border, block of rows) pair, or a random subset of them.
+    blocks = length // rows
+    places = borders * blocks
+    chosen = rng.choice(places, size=min(windows, places), replace=False)
     diffs = []
-    for _ in range(windows):
-        border = tile * int(rng.integers(1, borders + 1))
+    for place in sorted(int(p) for p in chosen):
+        border = tile * (place // blocks + 1)
+        start = rows * (place % blocks)
         lo, hi = max(0, border - half), min(across, border + half)
-        start = int(rng.integers(0, length - rows + 1))
         if transpose:
             block = regions.read(lo, start, hi - lo, rows).transpose(1, 0, 2)
         else:
@@ -82,7 +87,8 @@ def _direction(
     border_mean = float(np.nanmean(at_border))
     z = (border_mean - float(offsets.mean())) / spread if spread > 0 else 0.0
     return SeamStats(
-        direction=name, borders=borders, windows=windows, pairs=int(np.isfinite(at_border).sum()),
+        direction=name, borders=borders, windows=len(chosen),
+        pairs=int(np.isfinite(at_border).sum()),
         border_mean=border_mean, inside_mean=float(np.nanmean(inside)),
         border_p95=float(np.nanpercentile(at_border, 95)),
         inside_p95=float(np.nanpercentile(inside, 95)), z=z,
