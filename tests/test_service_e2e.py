@@ -41,6 +41,8 @@ from tests.service_fixtures import (
     write_micro_model,
 )
 
+BUNDLED_MODEL = "builtin:tiny-pathology"       # trained on the sample slide: H&E colours
+
 
 def level0(zarr_path) -> np.ndarray:
     return zarr.open_array(str(zarr_path / "0" / "0"), mode="r")[:]
@@ -79,12 +81,13 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(served):
-    """A 96 x 80 tiled job run to success by the server: (job as the API shows it, level 0)."""
+    """A 96 x 80 tiled job of the bundled model run to success by the server: (job as the API
+    shows it, level 0)."""
     server, token, data_dir = served
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
                       timeout=30) as api:
         submitted = api.post("/v1/jobs", json={
-            "model": MICRO_MODEL, "width": 96, "height": 80, "seed": 5, "steps": 2,
+            "model": BUNDLED_MODEL, "width": 96, "height": 80, "seed": 5, "steps": 3,
             "tile": 64, "formats": ["ome-tiff", "preview"]})
         assert submitted.status_code == 202, submitted.text
         job = wait_for_job(api, submitted.json()["id"])
@@ -252,9 +255,11 @@ def test_viewer_in_headless_chromium(served, finished, tmp_path):
     assert drawn.mean() > 0.3, f"the viewer shows almost nothing: {shot}"
     rows, cols = np.nonzero(drawn)
     region = canvas[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    assert region.std() > 20, "the slide area is uniform"
-    slide_mean = pixels.reshape(3, -1).mean(axis=1)
-    np.testing.assert_allclose(region.reshape(-1, 3).mean(axis=0), slide_mean, atol=25)
+    assert region.std() > 10, "the slide area is uniform"
+    shown_mean = region.reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(shown_mean, pixels.reshape(3, -1).mean(axis=1), atol=25)
+    red, green, blue = shown_mean
+    assert red > green and blue > green, f"not H&E-like colours: {shown_mean} ({shot})"
 
 
 def test_load_tiles_and_submissions(served):
