@@ -45,7 +45,8 @@ class Exchange:
     `source` is None for the very first pass (x_T is keyed noise, computed where
     needed); `source_cells` says whether it holds the full cell state or only x.
     The last exchange of a diffusion step (`final`) applies the sampler and writes
-    x_{t_prev}; the others write the full cell state.
+    x_{t_prev}; the others write the full cell state. `whole_step`: one exchange runs all
+    S NCA steps from x_t (the default), done by the library's `denoise_step` itself.
     """
 
     t: int
@@ -59,6 +60,7 @@ class Exchange:
 
 @lru_cache(maxsize=8)
 def _sampler(ref: ModelRef) -> Sampler:
+    """The job's sampler with its timesteps, built once per worker process."""
     return SampleRequest(ref.sampler, ref.steps, ref.eta).build(worker_model(ref.checkpoint,
                                                                             ref.sha256))
 
