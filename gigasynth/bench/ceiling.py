@@ -17,9 +17,10 @@ def matmul_rates(device: torch.device, dtype: torch.dtype, n: int, reps: int) ->
     b = torch.randn(n, n, device=device, dtype=dtype)
     calls = {"matmul": lambda: torch.matmul(a, b)}
     if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        # The same product as a 1x1 convolution over an n-pixel, n-channel image.
-        image = a.T.reshape(1, n, n, 1)
-        weight = b.T.reshape(n, n, 1, 1).contiguous()
+        # The same product as a 1x1 convolution over an n-pixel, n-channel image laid
+        # out channels-last, as the update's convolutions see their inputs.
+        image = a.view(1, 1, n, n).permute(0, 3, 1, 2)
+        weight = b.T.contiguous().view(n, n, 1, 1)
         calls["onednn"] = lambda: torch.ops.aten.mkldnn_convolution(
             image, weight, None, [0, 0], [1, 1], [1, 1], 1)
     timings = time_interleaved(calls, device, reps)

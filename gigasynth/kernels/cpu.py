@@ -2,11 +2,11 @@
 
 The plain path materialises every intermediate for the whole image (for a 512^2
 image at 396 hidden channels the hidden activations alone are 415 MB) and lets
-PyTorch pick a 1x1-convolution backend. Here each band of output rows (about
-`BAND_PIXELS` pixels) runs perception, fc1, the per-pixel norm, LeakyReLU, fc2 and the
+PyTorch pick a 1x1-convolution backend. Here each band of output rows (see
+`BAND_BYTES_PER_THREAD`) runs perception, fc1, the per-pixel norm, LeakyReLU, fc2 and the
 masked residual while its activations are still in cache, and every product runs in
-oneDNN on NHWC data. All products and reductions are the plain path's, in the
-same order per pixel; only the library kernels differ (float32 rounding, ~1e-7).
+oneDNN on NHWC data. The products and reductions are the plain path's; only the
+library kernels and their summation order differ (float32 rounding, ~1e-7 relative).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from gigasynth.kernels.folded import FoldedUpdate
 
-# Output pixels per band: hidden activations of a band (4096 x 396 floats, 6.5 MB)
-# stay in the last-level cache.
-BAND_PIXELS = 4096
+# Hidden activations per band and thread: the band stays in the last-level cache,
+# and each thread gets enough work per call to amortise OpenMP's barriers (they cost
+# most on a shared, oversubscribed machine). Pathology preset, one thread: 10k pixels.
+BAND_BYTES_PER_THREAD = 16 << 20
 LEAKY_SLOPE = 0.01
 
 
@@ -52,12 +53,13 @@ def update_cpu(
     state: torch.Tensor,
     mask: torch.Tensor | None,
     pads: tuple[int, int, int, int],
-    band_pixels: int = BAND_PIXELS,
+    band_pixels: int | None = None,
 ) -> torch.Tensor:
     """One NCA update of a float32 (B, C, H, W) state; returns it channels-last.
 
     pads: (top, bottom, left, right) pixels of padding (0 or 1), 1 on canvas-border
     sides; elsewhere the convolution is valid and the output one pixel smaller.
+    band_pixels: output pixels per band (default from BAND_BYTES_PER_THREAD).
     """
     top, bottom, left, right = pads
     if any(pads):
@@ -72,6 +74,8 @@ def update_cpu(
     fc1_weight = _channels_last(folded.fc1_weight[:, :, None, None])
     fc2_weight = _channels_last(folded.fc2_weight[:, :, None, None])
     hidden, frozen = folded.hidden, folded.frozen
+    if band_pixels is None:
+        band_pixels = BAND_BYTES_PER_THREAD * torch.get_num_threads() // (4 * hidden)
     padded_nhwc = padded.permute(0, 2, 3, 1)
     out_nhwc = out.permute(0, 2, 3, 1)
     mask_nhwc = None if mask is None else mask.permute(0, 2, 3, 1)
