@@ -1,4 +1,4 @@
-"""What a worker keeps between tasks: the model, loaded once per checkpoint hash.
+"""What a worker keeps between tasks: the model, loaded once per checkpoint and hash.
 
 Tasks carry only the checkpoint reference and its hash (a few bytes), never weights.
 A worker loads the checkpoint on its first task, checks the hash (a checkpoint that
@@ -16,7 +16,8 @@ from gigasynth.errors import GigasynthError
 from gigasynth.models import DiffNCA
 
 _lock = threading.Lock()
-_models: dict[str, DiffNCA] = {}
+# Keyed by reference and weights hash: equal weights under two configs are two models.
+_models: dict[tuple[str, str], DiffNCA] = {}
 
 
 def worker_device() -> torch.device:
@@ -25,9 +26,9 @@ def worker_device() -> torch.device:
 
 
 def worker_model(checkpoint: str, sha256: str) -> DiffNCA:
-    """The model of `checkpoint`, loaded on the first call per hash in this process."""
+    """The model of `checkpoint`, loaded on the first call per (checkpoint, hash) here."""
     with _lock:
-        model = _models.get(sha256)
+        model = _models.get((checkpoint, sha256))
         if model is None:
             loaded = load_checkpoint(checkpoint, worker_device())
             if loaded.sha256 != sha256:
@@ -36,5 +37,5 @@ def worker_model(checkpoint: str, sha256: str) -> DiffNCA:
                     f"(sha256 {loaded.sha256[:16]}, expected {sha256[:16]})"
                 )
             model = loaded.model.eval()
-            _models[sha256] = model
+            _models[(checkpoint, sha256)] = model
         return model
