@@ -3,7 +3,7 @@
 # PyTorch ops on the device, time every kernel variant, then run `gigasynth bench`.
 # Usage (repository root, a Python with CUDA torch and triton on PATH):
 #     bash experiments/gpu_bench.sh            # outputs under $OUT (default ./gpu_out)
-# Budget: about 5-8 minutes on an H100/H200 (Triton compiles each variant once).
+# Stages are capped at 240 + 300 + 240 s (Triton compiles each variant once).
 set -uo pipefail
 OUT="${OUT:-gpu_out}"
 mkdir -p "$OUT"
