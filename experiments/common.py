@@ -48,6 +48,7 @@ class Task:
     reference: str
     models: dict[str, dict[str, str]]  # scale -> {model label: preset}
     downsample: float = 1.0  # slides: read crops at this downsample of level 0
+    size: int = 64  # training crop and sample size in px
 
 
 TASKS = {
@@ -56,13 +57,14 @@ TASKS = {
         {"tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
          "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"}},
     ),
-    # The same slide at half the magnification (about 10x): the setting of the bundled
-    # tiny-pathology model, so a longer Diff-NCA run can face a UNet trained alike.
+    # The same slide at half the magnification (about 10x), 32 px crops: the setting of
+    # the bundled tiny-pathology model (4000 iterations x 8), so that longer Diff-NCA run
+    # can face a UNet trained alike.
     "pathology-10x": Task(
         "pathology-10x", str(SLIDE), str(SLIDE),
         {"tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
          "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"}},
-        downsample=2.0,
+        downsample=2.0, size=32,
     ),
     "faces": Task(
         "faces", f"{FACES}", f"{FACES}:test",
@@ -78,14 +80,14 @@ REFERENCE_SEED = 20_240_113
 
 
 def reference_images(task: Task, count: int) -> np.ndarray:
-    """Held-out real 64 x 64 images: the faces test split, or slide tissue crops."""
-    return load_images(task.reference, count, 64, np.random.default_rng(REFERENCE_SEED),
+    """Held-out real images of the task's size: the faces test split, or slide tissue crops."""
+    return load_images(task.reference, count, task.size, np.random.default_rng(REFERENCE_SEED),
                        task.downsample)
 
 
 def second_real_set(task: Task, count: int) -> np.ndarray:
     """Another real set (training images, other crop positions): the metric's floor at this n."""
-    return load_images(task.data, count, 64, np.random.default_rng(REFERENCE_SEED + 1),
+    return load_images(task.data, count, task.size, np.random.default_rng(REFERENCE_SEED + 1),
                        task.downsample)
 
 
@@ -117,7 +119,7 @@ def train_model(
     """Train (or resume) one model of a task; identical data, schedule and budget for all."""
     config, build = model_config(preset_name)
     out = run_folder(task.name, label)
-    cfg = TrainConfig(iterations=iterations, batch=batch, size=64, seed=seed,
+    cfg = TrainConfig(iterations=iterations, batch=batch, size=task.size, seed=seed,
                       save_every=max(50, iterations // 4), data=[task.data],
                       downsample=task.downsample)
     sources = [open_source(task.data, task.downsample)]
@@ -129,6 +131,12 @@ def train_model(
               "batch": batch, "seed": seed, "seconds_this_call": time.perf_counter() - started}
     (out / "experiment.json").write_text(json.dumps(record, indent=2))
     return folder
+
+
+def checkpoint_step(task: str, label: str) -> int:
+    """The training iteration a run's checkpoint was saved at."""
+    doc = json.loads((run_folder(task, label) / "checkpoint" / "config.json").read_text())
+    return int(doc["meta"]["step"])
 
 
 def load_model(task: str, label: str, device: str = "cpu") -> torch.nn.Module:
@@ -150,8 +158,12 @@ def sample_images(
 def cached_samples(
     task: str, label: str, tag: str, make: Callable[[], np.ndarray]
 ) -> tuple[np.ndarray, float]:
-    """(samples, seconds it took to make them), stored once as runs/.../samples-TAG.npz."""
-    path = run_folder(task, label) / f"samples-{tag}.npz"
+    """(samples, seconds it took to make them), stored once per checkpoint step.
+
+    The file is runs/.../LABEL/samples-TAG-stepS.npz: a resumed, longer training run
+    never reuses the samples of its earlier checkpoint.
+    """
+    path = run_folder(task, label) / f"samples-{tag}-step{checkpoint_step(task, label)}.npz"
     if path.exists():
         with np.load(path) as data:
             return data["images"], float(data["seconds"])
@@ -165,7 +177,10 @@ def cached_samples(
 
 
 def save_grid(images: np.ndarray, name: str, columns: int = 8) -> Path:
+    """A PNG grid; images under 64 px are enlarged (nearest neighbour) to 64 px for viewing."""
     FIGURES.mkdir(parents=True, exist_ok=True)
+    zoom = max(1, 64 // images.shape[1])
+    images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
     return write_png(FIGURES / name, grid(images, columns=min(columns, len(images))))
 
 

@@ -34,7 +34,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 def plot(record: dict, path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     panels = [("fid", f"FID (n={record['n']})"), ("kid", f"KID (n={record['n']})"),
-              ("seconds_per_image", "seconds per 64x64 image (CPU)")]
+              ("seconds_per_image", f"seconds per {record['size']} px image")]
     for label, rows in record["models"].items():
         steps = [r["steps"] for r in rows]
         for ax, (key, _) in zip(axes, panels, strict=True):
@@ -68,7 +68,8 @@ def main() -> None:
     task = TASKS[args.task]
     real = reference_images(task, args.n)
     labels = args.models or list(task.models[args.scale])
-    record = {"task": task.name, "n": args.n, "sampler": "ddim (eta 0)", "models": {},
+    record = {"task": task.name, "n": args.n, "size": task.size, "sampler": "ddim (eta 0)",
+              "device": args.device, "models": {},
               "train": {}}
     for label in labels:
         model = load_model(task.name, label, args.device)
@@ -79,7 +80,7 @@ def main() -> None:
             fake, seconds = cached_samples(
                 task.name, label, f"ddim{steps}-n{args.n}",
                 lambda model=model, request=request: sample_images(
-                    model, args.n, 64, request, device=args.device),
+                    model, args.n, task.size, request, device=args.device),
             )
             metrics = compare_sets(real, fake, device=args.device)
             record["models"][label].append(

@@ -51,8 +51,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     task = TASKS[args.task]
     truth = reference_images(task, args.n)
-    hole = np.zeros((64, 64))
-    lo = (64 - args.hole) // 2
+    hole = np.zeros((task.size, task.size))
+    lo = (task.size - args.hole) // 2
     hole[lo:lo + args.hole, lo:lo + args.hole] = 1
     known = torch.from_numpy(1 - hole).float()[None, None]
     masked = truth.copy()

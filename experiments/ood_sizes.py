@@ -1,8 +1,8 @@
-"""Out-of-distribution sizes: sample at 1x, 2x and 4x the 64 px training size.
+"""Out-of-distribution sizes: sample at 1x, 2x and 4x the training size (64 px here).
 
-Every scale gets the same pixel budget (n / s^2 images of 64 s px), cut into
-non-overlapping 64 x 64 crops and compared with n held-out real 64 x 64 images, so
-the numbers say whether the local texture survives at sizes never seen in training.
+Every scale gets the same pixel budget (n / s^2 images of s times the training size),
+cut into non-overlapping crops of the training size and compared with n held-out real
+images, so the numbers say whether the local texture survives at sizes never trained on.
 
     nice -n 15 python experiments/ood_sizes.py --task pathology --n 32 --scales 1 2 4
 
@@ -30,12 +30,12 @@ from gigasynth.eval import compare_sets
 from gigasynth.sampling import SampleRequest
 
 
-def tiles64(images: np.ndarray) -> np.ndarray:
-    """Non-overlapping 64 x 64 crops of (N, 64 s, 64 s, 3) images."""
+def tiles(images: np.ndarray, size: int) -> np.ndarray:
+    """Non-overlapping size x size crops of (N, size s, size s, 3) images."""
     n, h, w, c = images.shape
-    s = h // 64
-    crops = images.reshape(n, s, 64, s, 64, c).transpose(0, 1, 3, 2, 4, 5)
-    return crops.reshape(n * s * s, 64, 64, c)
+    s = h // size
+    crops = images.reshape(n, s, size, s, size, c).transpose(0, 1, 3, 2, 4, 5)
+    return crops.reshape(n * s * s, size, size, c)
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--scale", choices=["tiny", "paper"], default="tiny")
     parser.add_argument("--models", nargs="*", help="labels (default: all of the task)")
-    parser.add_argument("--n", type=int, default=32, help="64 px crops per scale (n / s^2 images)")
+    parser.add_argument("--n", type=int, default=32, help="crops per scale (n / s^2 images)")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--threads", type=int, default=1)
@@ -53,14 +53,15 @@ def main() -> None:
     task = TASKS[args.task]
     real = reference_images(task, args.n)
     request = SampleRequest("ddim", args.steps)
-    record = {"task": task.name, "n_crops": args.n, "steps": args.steps, "models": {},
+    record = {"task": task.name, "n_crops": args.n, "crop": task.size, "steps": args.steps,
+              "models": {},
               "train": {}}
     for label in args.models or list(task.models[args.scale]):
         model = load_model(task.name, label, args.device)
         record["train"][label] = training_budget(task, label)
         record["models"][label] = []
         for scale in args.scales:
-            size, count = 64 * scale, max(1, args.n // scale**2)
+            size, count = task.size * scale, max(1, args.n // scale**2)
             batch = max(1, 16 // scale**2)
             tag = f"ddim{args.steps}-n{count}" + ("" if scale == 1 else f"-{size}px")
             images, seconds = cached_samples(
@@ -70,7 +71,7 @@ def main() -> None:
             )
             save_grid(images[:max(1, 8 // scale)], f"ood-{task.name}-{label}-{scale}x.png",
                       columns=max(1, 8 // scale))
-            metrics = compare_sets(real, tiles64(images), device=args.device)
+            metrics = compare_sets(real, tiles(images, task.size), device=args.device)
             record["models"][label].append(
                 {"scale": scale, "size": size, "images": count, **metrics,
                  "sampling_seconds": seconds})

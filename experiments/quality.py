@@ -41,7 +41,7 @@ def main() -> None:
     request = SampleRequest(args.sampler, args.steps if args.sampler == "ddim" else None)
     real = reference_images(task, args.n)
     save_grid(real[:16], f"quality-{task.name}-real.png")
-    record = {"task": task.name, "n": args.n, "sampler": args.sampler,
+    record = {"task": task.name, "n": args.n, "size": task.size, "sampler": args.sampler,
               "steps": args.steps if args.sampler == "ddim" else "all", "models": {}}
     floor = compare_sets(real, second_real_set(task, args.n), device=args.device)
     record["real_vs_real"] = floor
@@ -51,7 +51,8 @@ def main() -> None:
         model = load_model(task.name, label, args.device)
         fake, seconds = cached_samples(
             task.name, label, f"{args.sampler}{args.steps}-n{args.n}",
-            lambda model=model: sample_images(model, args.n, 64, request, device=args.device),
+            lambda model=model: sample_images(model, args.n, task.size, request,
+                                              device=args.device),
         )
         save_grid(fake[:16], f"quality-{task.name}-{label}.png")
         metrics = compare_sets(real, fake, device=args.device)

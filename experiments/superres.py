@@ -1,6 +1,6 @@
 """Super-resolution x2 and x4 of held-out images: the models against bicubic (PSNR, SSIM).
 
-Each 64 x 64 truth is area-downsampled by the factor; bicubic upsampling is the
+Each held-out truth (the task's size) is area-downsampled by the factor; bicubic upsampling is the
 baseline and also the models' starting point (gigasynth.sampling.upscale noises it to
 step T/10 and denoises from there).
 

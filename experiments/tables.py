@@ -24,7 +24,8 @@ def quality(task: str) -> list[str]:
     rec = _load(f"quality-{task}")
     if not rec:
         return []
-    out = [f"### quality-{task} (n={rec['n']} per side, {rec['sampler']} {rec['steps']} steps)",
+    out = [f"### quality-{task} (n={rec['n']} per side, {rec.get('size', 64)} px, "
+           f"{rec['sampler']} {rec['steps']} steps)",
            "", "| model | FID | KID | SWD x1e3 | training | sampling s/image |",
            "| --- | ---: | ---: | ---: | --- | ---: |"]
     floor = rec.get("real_vs_real")
@@ -55,7 +56,8 @@ def ood(task: str) -> list[str]:
     rec = _load(f"ood-sizes-{task}")
     if not rec:
         return []
-    out = [f"### ood-sizes-{task} ({rec['n_crops']} crops of 64 px per scale, DDIM "
+    out = [f"### ood-sizes-{task} ({rec['n_crops']} crops of {rec.get('crop', 64)} px per "
+           f"scale, DDIM "
            f"{rec['steps']} steps)", "",
            "| model | scale | image size | images | FID | KID | SWD x1e3 |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
