@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _seam_lines(stats: list) -> list[str]:
     return [
         f"seams {s.direction}: |step| across borders {s.border_mean:.2f} vs inside "
-        f"{s.inside_mean:.2f} (ratio {s.ratio:.2f}, z {s.z:.1f}; n={s.pairs} pixel pairs, "
-        f"{s.windows} windows)"
+        f"{s.inside_mean:.2f} (ratio {s.ratio:.2f}); shift {s.border_shift:.2f} vs "
+        f"{s.inside_shift:.2f} (z {s.z:.1f}); n={s.pairs} pixel pairs, {s.windows} windows"
         for s in stats
     ]
 

@@ -2,11 +2,18 @@
 
 Distinct windows straddling tile borders (all of them in a small image, a random
 subset in a large one) are read from the image, never the whole gigapixel array. In
-each window the absolute difference between neighbouring pixels (mean over RGB) is
-averaged along the border, giving a profile over the offset from the border. The
-border pair is compared with every other offset of the profile: a seam makes the
-border pair an outlier (ratio above 1, z-score of many standard deviations), while a
-seamless image keeps it within the spread of the other offsets.
+each window, the step between neighbouring pixels (grey level, mean of RGB) is
+measured at every offset from the border. Two statistics compare the border pair
+with the pairs inside tiles:
+
+- the size of the steps, |step| (mean and 95th percentile): a hard edge at the border
+  raises it;
+- the shift, |mean signed step along the border| per window: a tile that is brighter
+  or tinted as a whole shifts every step along its border the same way, which the
+  mean exposes even where texture makes single steps far larger than the offset.
+  `z` says how many standard deviations (over the offsets inside tiles) the border's
+  shift lies above theirs. A seamless image keeps |z| at a few units; a seam gives
+  a large z.
 """
 
 from __future__ import annotations
@@ -21,17 +28,19 @@ from gigasynth.eval.inputs import Regions
 
 @dataclass(frozen=True)
 class SeamStats:
-    """Neighbour differences across the borders of one direction vs inside tiles."""
+    """Neighbour steps across the borders of one direction against those inside tiles."""
 
     direction: str  # "vertical" borders (steps along x) or "horizontal" (steps along y)
     borders: int  # distinct tile borders in the image for this direction
     windows: int
-    pairs: int  # pixel pairs straddling a border that were measured
-    border_mean: float
-    inside_mean: float
+    pairs: int  # distinct pixel pairs straddling a border that were measured
+    border_mean: float  # mean |step| across borders
+    inside_mean: float  # mean |step| inside tiles
     border_p95: float
     inside_p95: float
-    z: float  # (border mean - mean of other offsets) / their standard deviation
+    border_shift: float  # mean over windows of |mean signed step| along the border
+    inside_shift: float  # the same for the offsets inside tiles (averaged)
+    z: float  # (border_shift - inside_shift) / std of the inside offsets' shifts
 
     @property
     def ratio(self) -> float:
@@ -41,10 +50,10 @@ class SeamStats:
         return {**asdict(self), "ratio": self.ratio}
 
 
-def _profile(window: np.ndarray) -> np.ndarray:
-    """|x[:, j+1] - x[:, j]| averaged over RGB: (rows, columns - 1)."""
-    w = window.astype(np.int16)
-    return np.abs(np.diff(w, axis=1)).mean(axis=-1)
+def _steps(window: np.ndarray) -> np.ndarray:
+    """Signed grey-level steps x[:, j+1] - x[:, j]: (rows, columns - 1)."""
+    grey = window.astype(np.float64).mean(axis=-1)
+    return np.diff(grey, axis=1)
 
 
 def _direction(
@@ -58,40 +67,45 @@ def _direction(
     if borders < 1:
         raise GigasynthError(f"the image has no {name} tile border for --tile {tile}")
     half = min(span, tile) // 2
-    rows = min(span, length)
-    # Distinct windows: every (border, block of rows) pair, or a random subset of them.
-    blocks = length // rows
-    places = borders * blocks
+    # Windows run along the border within one tile (a tile's offset is constant there).
+    rows = min(tile // -(-tile // span), length)
+    starts = [t + k * rows for t in range(0, length, tile) for k in range(tile // rows)
+              if t + (k + 1) * rows <= length]
+    # Distinct windows: every (border, run of rows) pair, or a random subset of them.
+    places = borders * len(starts)
     chosen = rng.choice(places, size=min(windows, places), replace=False)
-    diffs = []
+    steps = []
     for place in sorted(int(p) for p in chosen):
-        border = tile * (place // blocks + 1)
-        start = rows * (place % blocks)
+        border = tile * (place // len(starts) + 1)
+        start = starts[place % len(starts)]
         lo, hi = max(0, border - half), min(across, border + half)
         if transpose:
             block = regions.read(lo, start, hi - lo, rows).transpose(1, 0, 2)
         else:
             block = regions.read(start, lo, rows, hi - lo)
-        profile = _profile(block)
+        measured = _steps(block)
         # Pad so that column `half - 1` is always the pair (border - 1, border).
         left = half - (border - lo)
         padded = np.full((rows, 2 * half - 1), np.nan)
-        padded[:, left:left + profile.shape[1]] = profile
-        diffs.append(padded)
-    data = np.concatenate(diffs)  # (windows * rows, offsets)
-    at_border = data[:, half - 1]
-    inside = np.delete(data, half - 1, axis=1)
-    offsets = np.nanmean(inside, axis=0)
-    offsets = offsets[np.isfinite(offsets)]
-    spread = float(offsets.std()) if len(offsets) > 1 else 0.0
-    border_mean = float(np.nanmean(at_border))
-    z = (border_mean - float(offsets.mean())) / spread if spread > 0 else 0.0
+        padded[:, left:left + measured.shape[1]] = measured
+        steps.append(padded)
+    data = np.stack(steps)  # (windows, rows, offsets)
+    size = np.abs(data)
+    at_border, inside = size[..., half - 1], np.delete(size, half - 1, axis=-1)
+    shifts = np.nanmean(np.abs(np.nanmean(data, axis=1)), axis=0)  # per offset
+    border_shift = float(shifts[half - 1])
+    others = np.delete(shifts, half - 1)
+    others = others[np.isfinite(others)]
+    spread = float(others.std()) if len(others) > 1 else 0.0
+    inside_shift = float(others.mean()) if len(others) else 0.0
+    z = (border_shift - inside_shift) / spread if spread > 0 else 0.0
     return SeamStats(
         direction=name, borders=borders, windows=len(chosen),
         pairs=int(np.isfinite(at_border).sum()),
-        border_mean=border_mean, inside_mean=float(np.nanmean(inside)),
+        border_mean=float(np.nanmean(at_border)), inside_mean=float(np.nanmean(inside)),
         border_p95=float(np.nanpercentile(at_border, 95)),
-        inside_p95=float(np.nanpercentile(inside, 95)), z=z,
+        inside_p95=float(np.nanpercentile(inside, 95)),
+        border_shift=border_shift, inside_shift=inside_shift, z=z,
     )
 
 
