@@ -33,7 +33,8 @@ def default_checkpoint(tmp: Path) -> str:
         load_checkpoint("builtin:tiny-pathology")
         return "builtin:tiny-pathology"
     except GigasynthError:
-        return str(save_checkpoint(tmp / "tiny", build_model(preset("tiny")), preset("tiny")))
+        model = build_model(preset("tiny"), zero_output=False)
+        return str(save_checkpoint(tmp / "tiny", model, preset("tiny")))
 
 
 def synth(checkpoint: str, size: int, tile: int, steps: int, tmp: Path,

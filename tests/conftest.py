@@ -26,7 +26,7 @@ MICRO_FOURIER = ModelConfig(kind="fourier-diff-nca", channels=12, hidden=16, ste
 @pytest.fixture
 def micro_model():
     torch.manual_seed(0)
-    return build_model(MICRO).eval()
+    return build_model(MICRO, zero_output=False).eval()
 
 
 @pytest.fixture

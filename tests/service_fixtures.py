@@ -33,8 +33,8 @@ LONG_MODEL = "micro-400"
 def write_micro_model(data_dir: Path) -> Path:
     """The MICRO Diff-NCA (seeded weights) as checkpoint folder `models/micro`."""
     torch.manual_seed(0)
-    return save_checkpoint(data_dir / "models" / MICRO_MODEL, build_model(MICRO).eval(), MICRO,
-                           {"mpp": 0.5})
+    model = build_model(MICRO, zero_output=False).eval()
+    return save_checkpoint(data_dir / "models" / MICRO_MODEL, model, MICRO, {"mpp": 0.5})
 
 
 def write_long_micro_model(data_dir: Path) -> Path:
@@ -45,7 +45,8 @@ def write_long_micro_model(data_dir: Path) -> Path:
     """
     torch.manual_seed(1)
     config = replace(MICRO, timesteps=400)
-    return save_checkpoint(data_dir / "models" / LONG_MODEL, build_model(config).eval(), config)
+    model = build_model(config, zero_output=False).eval()
+    return save_checkpoint(data_dir / "models" / LONG_MODEL, model, config)
 
 
 def service_config(data_dir: Path, **overrides: object) -> ServiceConfig:

@@ -32,7 +32,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> N
 @pytest.fixture
 def micro_checkpoint(tmp_path):
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path / "ckpt", build_model(MICRO), MICRO)
+    return save_checkpoint(tmp_path / "ckpt", build_model(MICRO, zero_output=False), MICRO)
 
 
 def test_info_preset_json():
@@ -77,7 +77,7 @@ def test_sample_bad_sampler_and_steps(tmp_path, micro_checkpoint):
 def test_bad_checkpoints(tmp_path, micro_checkpoint):
     # Weights from another preset under this config.
     other = tmp_path / "other"
-    save_checkpoint(other, build_model(preset("tiny")), preset("tiny"))
+    save_checkpoint(other, build_model(preset("tiny"), zero_output=False), preset("tiny"))
     (other / "config.json").write_text((micro_checkpoint / "config.json").read_text())
     with pytest.raises(GigasynthError, match="does not match its config"):
         load_checkpoint(str(other))

@@ -33,7 +33,7 @@ SETTINGS = dict(count=5, size=32, seed=7, steps=2, shard_size=2, progress=False)
 def checkpoint(tmp_path_factory) -> str:
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("ckpt") / "micro"
-    return str(save_checkpoint(folder, build_model(MICRO), MICRO))
+    return str(save_checkpoint(folder, build_model(MICRO, zero_output=False), MICRO))
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def test_bad_input_is_one_line_and_loses_nothing(checkpoint, png_dataset, tmp_pa
     (unet / "config.json").write_text(json.dumps({"model": {"kind": "unet"}}))
     assert "is a 'unet' model" in one_line_error(capsys, gigasynth_args(str(unet), out))
     run = tmp_path / "run"
-    save_checkpoint(run / "checkpoint", build_model(MICRO), MICRO)
+    save_checkpoint(run / "checkpoint", build_model(MICRO, zero_output=False), MICRO)
     assert "is a training run" in one_line_error(capsys, gigasynth_args(str(run), out))
     assert not out.exists()
     # The folder of another dataset: refused, untouched; replaced with --overwrite.
@@ -228,7 +228,8 @@ def test_bad_input_is_one_line_and_loses_nothing(checkpoint, png_dataset, tmp_pa
 def test_fourier_model_makes_fixed_size_patches(tmp_path):
     # A FourierDiff-NCA is a whole-image model; a patch is a whole image, so it is accepted
     # at sizes its Fourier block fits in.
-    ckpt = str(save_checkpoint(tmp_path / "fourier", build_model(MICRO_FOURIER), MICRO_FOURIER))
+    model = build_model(MICRO_FOURIER, zero_output=False)
+    ckpt = str(save_checkpoint(tmp_path / "fourier", model, MICRO_FOURIER))
     with pytest.raises(GigasynthError, match="at least 31 px"):
         make_dataset(ckpt, tmp_path / "small", count=1, size=16, steps=1, progress=False)
     done = make_dataset(ckpt, tmp_path / "ok", count=1, size=32, steps=1, progress=False)

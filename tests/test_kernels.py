@@ -103,7 +103,7 @@ def test_cpu_path_on_a_tile_equals_the_whole_image():
 
 def test_model_tiles_equal_whole_image_on_the_fast_path():
     torch.manual_seed(0)
-    model = build_model(MICRO).eval()
+    model = build_model(MICRO, zero_output=False).eval()
     halo = MICRO.halo
     x = torch.randn(1, 3, 41, 53)
     with torch.no_grad():
@@ -186,7 +186,7 @@ def test_triton_kernel_bf16_products_and_bf16_state():
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU: the model's CUDA dispatch")
 def test_model_on_gpu_uses_the_kernel_and_tiles_match():
-    model = build_model(preset("tiny")).eval()
+    model = build_model(preset("tiny"), zero_output=False).eval()
     x = torch.randn(1, 3, 96, 80)
     with torch.no_grad():
         expected = model(x, [40], [3])  # CPU fast path, float32

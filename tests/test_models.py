@@ -30,7 +30,7 @@ def test_config_round_trips_as_json():
 @pytest.mark.parametrize(("h", "w"), [(64, 64), (96, 96), (48, 80)])
 def test_fourier_model_any_size_keeps_image_channels(h, w):
     torch.manual_seed(0)
-    model = build_model(MICRO_FOURIER).eval()
+    model = build_model(MICRO_FOURIER, zero_output=False).eval()
     x = torch.randn(2, 3, h, w)
     with torch.no_grad():
         state = model.initial_state(x)
@@ -44,8 +44,30 @@ def test_fourier_model_any_size_keeps_image_channels(h, w):
     assert after_fourier[:, 3:].abs().max() > 0
 
 
+@pytest.mark.parametrize("config", [MICRO, MICRO_FOURIER], ids=["diff-nca", "fourier"])
+def test_fresh_models_start_from_identity_updates(config):
+    """Training starts with every update at zero: the Fourier stage leaves the state as
+    it is and the prediction is exactly zero (random output weights made the Fourier
+    stage's first outputs huge); zero_output=False keeps updates that move the state."""
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(0)
+    fresh = build_model(config).eval()
+    torch.manual_seed(0)
+    moving = build_model(config, zero_output=False).eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x, [10, 40], [1, 2]), torch.zeros_like(x))
+        assert moving(x, [10, 40], [1, 2]).abs().max() > 0
+        if config.kind == "fourier-diff-nca":
+            state = fresh.initial_state(x)
+            assert torch.equal(fresh.fourier(state, [10, 40])[:, 3:], state[:, 3:])
+    # Only the output layers differ: the same draw of every other weight.
+    fresh_weights, moving_weights = fresh.state_dict(), moving.state_dict()
+    differing = {k for k in fresh_weights if not torch.equal(fresh_weights[k], moving_weights[k])}
+    assert differing and all(".rule.fc2." in k for k in differing)
+
+
 def test_fourier_model_rejects_tiles_and_tiny_images():
-    model = build_model(MICRO_FOURIER).eval()
+    model = build_model(MICRO_FOURIER, zero_output=False).eval()
     with pytest.raises(GigasynthError, match="whole-image"):
         model(torch.zeros(1, 3, 64, 64), [1], [1], Window(), Borders(top=False))
     with pytest.raises(GigasynthError, match="too small"):

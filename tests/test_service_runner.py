@@ -25,7 +25,8 @@ from tests.service_fixtures import (
 def test_stop_requeues_and_start_resumes(tmp_path):
     data_dir = tmp_path / "data"
     write_long_micro_model(data_dir)
-    doomed = save_checkpoint(data_dir / "models" / "doomed", build_model(MICRO), MICRO)
+    model = build_model(MICRO, zero_output=False)
+    doomed = save_checkpoint(data_dir / "models" / "doomed", model, MICRO)
     token = add_token(data_dir, "runner", max_concurrent=5)
     config = service_config(data_dir, save_every=2, progress_interval_s=0.05)
     headers = {"Authorization": f"Bearer {token}"}

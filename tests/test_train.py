@@ -23,9 +23,11 @@ def _fixed_batch_loss(model, source) -> float:
         return diffusion_loss(model, schedule, batch, list(range(16)), t).item()
 
 
-def test_fifty_iterations_lower_the_loss(tmp_path, slide_path):
+def test_training_lowers_the_loss(tmp_path, slide_path):
+    """200 iterations take the EMA model well below the untrained one, which predicts
+    zero noise (loss E[eps^2] + E|eps|, about 1.8)."""
     source = open_source(slide_path, downsample=2)
-    cfg = TrainConfig(iterations=50, batch=4, size=32, save_every=1000, seed=1)
+    cfg = TrainConfig(iterations=200, batch=4, size=32, save_every=1000, seed=1)
     torch.manual_seed(0)
     untrained = train(MICRO, TrainConfig(iterations=0, size=32), [source], tmp_path / "a",
                       show_progress=False)
@@ -33,7 +35,7 @@ def test_fifty_iterations_lower_the_loss(tmp_path, slide_path):
     torch.manual_seed(0)
     folder = train(MICRO, cfg, [source], tmp_path / "b", show_progress=False)
     after = _fixed_batch_loss(load_checkpoint(str(folder)).model, source)
-    assert after < 0.8 * before, (before, after)
+    assert after < 0.7 * before, (before, after)
 
 
 def test_resume_gives_the_same_weights(tmp_path, slide_path):

@@ -44,7 +44,7 @@ def time_update(
     """Time the image-space update of `config` on a whole image (reflect borders)."""
     torch.manual_seed(0)
     dtype = state_dtype(device)
-    model = build_model(config).to(device, dtype).eval()
+    model = build_model(config, zero_output=False).to(device, dtype).eval()
     update = model.nca.update
     state = torch.randn(batch, config.channels, height, width, device=device, dtype=dtype)
     state = state.contiguous(memory_format=torch.channels_last)
@@ -83,7 +83,7 @@ def time_training(
 ) -> TrainTiming:
     """Time training iterations as gigasynth.train runs them (bf16 autocast on a GPU)."""
     torch.manual_seed(0)
-    model = build_model(config).to(device, memory_format=torch.channels_last)
+    model = build_model(config, zero_output=False).to(device, memory_format=torch.channels_last)
     model.set_checkpointing(checkpointing)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     schedule = NoiseSchedule(config.timesteps, config.schedule)
