@@ -4,16 +4,42 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from gigasynth.errors import GigasynthError
 
 ModelKind = Literal["diff-nca", "fourier-diff-nca"]
 
 
+class JsonConfig:
+    """A frozen dataclass config that round-trips through JSON; unknown fields are errors."""
+
+    described_as: ClassVar[str] = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GigasynthError(f"unknown {cls.described_as} fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls.from_dict(json.loads(text))
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything needed to rebuild a model and its diffusion schedule."""
+
+    described_as: ClassVar[str] = "model config"
 
     kind: ModelKind = "diff-nca"
     channels: int = 96
@@ -57,24 +83,6 @@ class ModelConfig:
     def halo(self) -> int:
         """Pixels of context one diffusion step needs around a tile (S * r, r = 1)."""
         return self.steps
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GigasynthError(f"unknown model config fields: {', '.join(unknown)}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -269,6 +269,8 @@ def test_unet_baseline_trains_samples_and_refuses_tiles(tmp_path):
                    build=build_unet)
     model = load_denoiser(str(folder))
     assert model.config == config
+    with pytest.raises(GigasynthError, match="unknown UNet config fields: colour"):
+        UNetConfig.from_dict({**config.to_dict(), "colour": 3})
     out = generate(model, 16, 24, [0, 1], SampleRequest("ddim", 3))
     assert out.shape == (2, 3, 16, 24) and torch.isfinite(out).all()
     again = generate(model, 16, 24, [0, 1], SampleRequest("ddim", 3))

@@ -8,21 +8,23 @@ it never runs on tiles. Nothing is fetched from a hub; weights start random.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from gigasynth.config import JsonConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.models.nca import ALL_BORDERS, Borders
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(JsonConfig):
     """A UNet2DModel's shape plus the diffusion schedule it is trained for."""
+
+    described_as: ClassVar[str] = "UNet config"
 
     kind: Literal["unet"] = "unet"
     block_channels: tuple[int, ...] = (8, 12, 16)
@@ -60,17 +62,6 @@ class UNetConfig:
         data = asdict(self)
         data["block_channels"] = list(self.block_channels)
         return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GigasynthError(f"unknown UNet config fields: {', '.join(unknown)}")
-        return cls(**data)
 
 
 # Sizes used by the experiments: about 4-5x the parameters of the NCA they face.
