@@ -8,6 +8,7 @@ argument of the scripts, so a session with a GPU reruns them at the paper's size
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -106,6 +107,26 @@ def model_config(preset_name: str) -> tuple[Any, Callable[[Any], torch.nn.Module
     if preset_name in UNET_PRESETS:
         return UNET_PRESETS[preset_name], build_unet
     return preset(preset_name), build_model
+
+
+def experiment_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every evaluation script shares: task, scale, models, threads, device."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
+    parser.add_argument("--scale", choices=["tiny", "paper"], default="tiny",
+                        help="tiny presets (CPU budget) or the paper's sizes (GPU)")
+    parser.add_argument("--models", nargs="*", help="labels (default: all of the task)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def parse_experiment(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, Task, list[str]]:
+    """The arguments, the task and the model labels to run; sets torch's thread count."""
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    task = TASKS[args.task]
+    return args, task, args.models or list(task.models[args.scale])
 
 
 def run_folder(task: str, label: str) -> Path:

@@ -8,15 +8,13 @@ Writes docs/figures/ddim-steps-TASK.png and docs/results/ddim-steps-TASK.json.
 
 from __future__ import annotations
 
-import argparse
-
 import matplotlib
-import torch
 from common import (
     FIGURES,
-    TASKS,
     cached_samples,
+    experiment_parser,
     load_model,
+    parse_experiment,
     reference_images,
     sample_images,
     save_results,
@@ -55,19 +53,11 @@ def plot(record: dict, path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--scale", choices=["tiny", "paper"], default="tiny")
-    parser.add_argument("--models", nargs="*", help="labels (default: all of the task)")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100, 300])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    task = TASKS[args.task]
+    args, task, labels = parse_experiment(parser)
     real = reference_images(task, args.n)
-    labels = args.models or list(task.models[args.scale])
     record = {"task": task.name, "n": args.n, "size": task.size, "sampler": "ddim (eta 0)",
               "device": args.device, "models": {},
               "train": {}}

@@ -11,11 +11,17 @@ Writes docs/figures/inpaint-TASK.png and docs/results/inpaint-TASK.json.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
-from common import TASKS, load_model, reference_images, save_grid, save_results, training_budget
+from common import (
+    experiment_parser,
+    load_model,
+    parse_experiment,
+    reference_images,
+    save_grid,
+    save_results,
+    training_budget,
+)
 
 from gigasynth.eval import psnr, ssim
 from gigasynth.images import to_model_space, to_uint8
@@ -38,18 +44,11 @@ def harmonic_fill(images: np.ndarray, hole: np.ndarray, iterations: int = 2000) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--scale", choices=["tiny", "paper"], default="tiny")
-    parser.add_argument("--models", nargs="*", help="labels (default: all of the task)")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--n", type=int, default=16, help="held-out images")
     parser.add_argument("--hole", type=int, default=24, help="side of the centred square hole")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    task = TASKS[args.task]
+    args, task, labels = parse_experiment(parser)
     truth = reference_images(task, args.n)
     hole = np.zeros((task.size, task.size))
     lo = (task.size - args.hole) // 2
@@ -62,7 +61,7 @@ def main() -> None:
     fills = {"harmonic fill": harmonic_fill(truth, hole)}
     record = {"task": task.name, "n": args.n, "hole_px": args.hole, "steps": args.steps,
               "metric_region": "inside the hole", "results": {}, "train": {}}
-    for label in args.models or list(task.models[args.scale]):
+    for label in labels:
         model = load_model(task.name, label, args.device)
         record["train"][label] = training_budget(task, label)
         with torch.no_grad():

@@ -11,14 +11,12 @@ Writes docs/figures/ood-TASK-LABEL-Sx.png and docs/results/ood-sizes-TASK.json.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-import torch
 from common import (
-    TASKS,
     cached_samples,
+    experiment_parser,
     load_model,
+    parse_experiment,
     reference_images,
     sample_images,
     save_grid,
@@ -39,24 +37,17 @@ def tiles(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--scale", choices=["tiny", "paper"], default="tiny")
-    parser.add_argument("--models", nargs="*", help="labels (default: all of the task)")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--n", type=int, default=32, help="crops per scale (n / s^2 images)")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    task = TASKS[args.task]
+    args, task, labels = parse_experiment(parser)
     real = reference_images(task, args.n)
     request = SampleRequest("ddim", args.steps)
     record = {"task": task.name, "n_crops": args.n, "crop": task.size, "steps": args.steps,
               "models": {},
               "train": {}}
-    for label in args.models or list(task.models[args.scale]):
+    for label in labels:
         model = load_model(task.name, label, args.device)
         record["train"][label] = training_budget(task, label)
         record["models"][label] = []

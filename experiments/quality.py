@@ -7,13 +7,11 @@ Writes docs/figures/quality-TASK-*.png (sample grids) and docs/results/quality-T
 
 from __future__ import annotations
 
-import argparse
-
-import torch
 from common import (
-    TASKS,
     cached_samples,
+    experiment_parser,
     load_model,
+    parse_experiment,
     reference_images,
     sample_images,
     save_grid,
@@ -27,17 +25,11 @@ from gigasynth.sampling import SampleRequest
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--scale", choices=["tiny", "paper"], default="tiny")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--n", type=int, default=64, help="samples per model and real images")
     parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    task = TASKS[args.task]
+    args, task, labels = parse_experiment(parser)
     request = SampleRequest(args.sampler, args.steps if args.sampler == "ddim" else None)
     real = reference_images(task, args.n)
     save_grid(real[:16], f"quality-{task.name}-real.png")
@@ -47,7 +39,7 @@ def main() -> None:
     record["real_vs_real"] = floor
     print(f"{task.name}/real vs real: FID {floor['fid']:.1f} KID {floor['kid']:.4f} "
           f"SWD {floor['swd']:.1f} (n={floor['n']})", flush=True)
-    for label in task.models[args.scale]:
+    for label in labels:
         model = load_model(task.name, label, args.device)
         fake, seconds = cached_samples(
             task.name, label, f"{args.sampler}{args.steps}-n{args.n}",

@@ -11,12 +11,18 @@ Writes docs/figures/superres-TASK-xF.png and docs/results/superres-TASK.json.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import TASKS, load_model, reference_images, save_grid, save_results, training_budget
+from common import (
+    experiment_parser,
+    load_model,
+    parse_experiment,
+    reference_images,
+    save_grid,
+    save_results,
+    training_budget,
+)
 
 from gigasynth.eval import psnr, ssim
 from gigasynth.images import to_model_space, to_uint8
@@ -24,23 +30,15 @@ from gigasynth.sampling import SampleRequest, upscale
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--scale", choices=["tiny", "paper"], default="tiny")
-    parser.add_argument("--models", nargs="*", help="labels (default: all of the task)")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--n", type=int, default=16, help="held-out images")
     parser.add_argument("--factors", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--t-start", type=int, help="noise level to start from (default T/10)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (at most t-start+1)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    task = TASKS[args.task]
+    args, task, labels = parse_experiment(parser)
     truth = reference_images(task, args.n)
     x = to_model_space(truth)
     seeds = list(range(3_000_000, 3_000_000 + args.n))
-    labels = args.models or list(task.models[args.scale])
     models = {label: load_model(task.name, label, args.device) for label in labels}
     record = {"task": task.name, "n": args.n, "steps": args.steps, "t_start": args.t_start,
               "results": {}, "train": {label: training_budget(task, label) for label in labels}}
