@@ -1,16 +1,19 @@
 """Training: the loss falls on the sample slide; resume gives identical weights."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from gigasynth.checkpoint import load_checkpoint
 from gigasynth.data import open_source
+from gigasynth.data.sources import ArraySource
 from gigasynth.diffusion import NoiseSchedule
 from gigasynth.errors import GigasynthError
 from gigasynth.images import to_model_space
 from gigasynth.train import TrainConfig, train
-from gigasynth.train.trainer import STATE, diffusion_loss
+from gigasynth.train.trainer import METRICS, STATE, diffusion_loss
 
 from .conftest import MICRO
 
@@ -57,6 +60,32 @@ def test_resume_gives_the_same_weights(tmp_path, slide_path):
         assert torch.equal(a["model"][key], value), key
     for key, value in b["ema"].items():
         assert torch.equal(a["ema"][key], value), key
+
+
+class _FailingSource(ArraySource):
+    """Random images that stop being readable after `calls` samples (a crash mid-run)."""
+
+    def __init__(self, calls: int) -> None:
+        rng = np.random.default_rng(0)
+        super().__init__(rng.integers(0, 256, (4, 24, 24, 3), dtype=np.uint8), "failing")
+        self.calls = calls
+
+    def sample(self, rng, count, size):
+        self.calls -= 1
+        if self.calls < 0:
+            raise OSError("disk went away")
+        return super().sample(rng, count, size)
+
+
+def test_resume_after_a_crash_logs_each_step_once(tmp_path):
+    cfg = TrainConfig(iterations=12, batch=1, size=16, save_every=5, log_every=1)
+    with pytest.raises(OSError, match="disk went away"):
+        train(MICRO, cfg, [_FailingSource(calls=8)], tmp_path, show_progress=False)
+    logged = [json.loads(line)["step"] for line in (tmp_path / METRICS).read_text().splitlines()]
+    assert logged == list(range(1, 9))  # steps 6-8 ran after the last save
+    train(MICRO, cfg, [_FailingSource(calls=100)], tmp_path, resume=True, show_progress=False)
+    logged = [json.loads(line)["step"] for line in (tmp_path / METRICS).read_text().splitlines()]
+    assert logged == list(range(1, 13))
 
 
 def test_existing_run_needs_resume(tmp_path, slide_path):

@@ -123,6 +123,16 @@ class _Run:
         self.step = int(state["step"])
 
 
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Keep the log records up to the saved step: a resumed run logs the rest again."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        atomic_write_bytes(path, "".join(kept).encode())
+
+
 def _ddp_rank() -> tuple[int, int]:
     """(rank, world size); starts the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -161,6 +171,8 @@ def train(
     run = _Run(model_cfg, cfg, dev, build)
     if resume and state_path.exists():
         run.load(torch.load(state_path, map_location=dev, weights_only=False))
+        if rank == 0:
+            _drop_metrics_after(out / METRICS, run.step)
     net: torch.nn.Module = run.model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(run.model)
