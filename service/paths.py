@@ -2,10 +2,15 @@
 
 URLs carry only ids of a fixed shape (32 lowercase hex digits); anything else is refused
 before a path is built, so no URL segment can name a file outside the data dir.
+
+The data dir holds every token's slides and the job store: it is private to the service's
+user (folders 0700, files 0600; `gigasynth serve` also sets its umask to 0o077, so the
+job outputs it and its embedded Dask workers write get the same modes).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
@@ -13,6 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) if needed and make it 0700: the owner's alone."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` empty if it is missing and make it 0600, before anything is written to it."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE_MODE))
+    os.chmod(path, PRIVATE_FILE_MODE)
+    return path
 
 
 def new_job_id() -> str:

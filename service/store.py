@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gigasynth.errors import GigasynthError
+from service.paths import private_dir, private_file
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
@@ -27,7 +28,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT NOT NULL UNIQUE,
     max_megapixels REAL NOT NULL,
     max_concurrent INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    expires REAL,
+    revoked REAL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,6 +68,8 @@ class TokenRecord:
     max_megapixels: float
     max_concurrent: int
     created: float
+    expires: float | None = None      # Unix seconds; None: never
+    revoked: float | None = None      # when it was revoked; None: it was not
 
 
 @dataclass(frozen=True)
@@ -105,17 +110,18 @@ def _job(row: sqlite3.Row) -> JobRecord:
 
 def _token(row: sqlite3.Row) -> TokenRecord:
     return TokenRecord(row["id"], row["name"], row["max_megapixels"], row["max_concurrent"],
-                       row["created"])
+                       row["created"], row["expires"], row["revoked"])
 
 
 class JobStore:
     """Tokens, jobs and their state history in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
         self._lock = threading.Lock()
         try:
+            private_file(path)        # 0600 before SQLite opens it; its WAL files copy the mode
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                        timeout=30.0)
             self._db.row_factory = sqlite3.Row
@@ -123,6 +129,7 @@ class JobStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            self._add_token_columns()
         except sqlite3.DatabaseError as exc:
             raise GigasynthError(f"job store {path} is unusable: {exc}") from None
 
@@ -149,15 +156,23 @@ class JobStore:
                 raise
             self._db.execute("COMMIT")
 
+    def _add_token_columns(self) -> None:
+        """Stores made before tokens could expire or be revoked lack those columns."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(tokens)")}
+        for column in ("expires", "revoked"):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE tokens ADD COLUMN {column} REAL")
+
     # --- tokens ---------------------------------------------------------------------
 
     def add_token(self, token_id: str, name: str, token_hash: str, max_megapixels: float,
-                  max_concurrent: int) -> TokenRecord:
+                  max_concurrent: int, expires: float | None = None) -> TokenRecord:
         try:
             self._write(
-                "INSERT INTO tokens (id, name, hash, max_megapixels, max_concurrent, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (token_id, name, token_hash, max_megapixels, max_concurrent, time.time()),
+                "INSERT INTO tokens (id, name, hash, max_megapixels, max_concurrent, created, "
+                "expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token_id, name, token_hash, max_megapixels, max_concurrent, time.time(),
+                 expires),
             )
         except sqlite3.IntegrityError:
             raise GigasynthError(f"a token named {name!r} already exists") from None
@@ -169,6 +184,15 @@ class JobStore:
 
     def token_by_id(self, token_id: str) -> TokenRecord:
         return _token(self._read("SELECT * FROM tokens WHERE id = ?", (token_id,))[0])
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+        return [_token(r) for r in self._read("SELECT * FROM tokens ORDER BY created, id")]
+
+    def revoke_token(self, token_id: str) -> None:
+        """Mark a token revoked (once: a second revocation keeps the first time)."""
+        self._write("UPDATE tokens SET revoked = COALESCE(revoked, ?) WHERE id = ?",
+                    (time.time(), token_id))
 
     # --- jobs -----------------------------------------------------------------------
 
