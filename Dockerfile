@@ -3,6 +3,8 @@
 #   docker run --gpus all -p 127.0.0.1:8000:8000 -v gigasynth-data:/data gigasynth
 # Tokens: docker run --rm -v gigasynth-data:/data --entrypoint gigasynth gigasynth \
 #             token create --name NAME
+# The job store (SQLite) is in /data unless GIGASYNTH_STORE_DIR names another local volume
+# (deploy/ mounts one at /store: job outputs there may be on a network share, the store not).
 
 # OpenSeadragon for the viewer, from the npm registry as pinned by package-lock.json.
 FROM node:20-bookworm-slim AS viewer-assets
@@ -30,7 +32,7 @@ RUN pip install --no-cache-dir .
 COPY --from=viewer-assets /assets/node_modules/openseadragon/build/openseadragon \
      /app/node_modules/openseadragon/build/openseadragon
 RUN useradd --system --uid 10001 --home-dir /data gigasynth \
-    && mkdir -p /data && chown gigasynth /data
+    && mkdir -p /data /store && chown gigasynth /data /store
 USER gigasynth
 VOLUME ["/data"]
 EXPOSE 8000

@@ -27,11 +27,11 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 def build_services(config: ServiceConfig) -> Services:
-    """Open the store in the data dir and create the parts that share it."""
+    """Open the store (in the store dir, by default the data dir) and the parts sharing it."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(config.data_dir / "jobs.sqlite3")
+    store = JobStore(config.store_file)
     catalog = ModelCatalog(config.models_path, config.builtin_models)
-    key = config.signing_key or load_or_create_key(config.data_dir)
+    key = config.signing_key or load_or_create_key(config.store_path)
     return Services(
         config=config, store=store, catalog=catalog,
         runner=JobRunner(store, config, catalog),

@@ -22,6 +22,7 @@ class ServiceConfig:
     """Everything the app, the job runner and the CLI need to know about one deployment."""
 
     data_dir: Path = Path("gigasynth-data")
+    store_dir: Path | None = None         # None: the data dir (see store_path)
     host: str = "127.0.0.1"
     port: int = 8000
     scheduler: str | None = None          # None: an embedded dask LocalCluster
@@ -40,6 +41,19 @@ class ServiceConfig:
     openseadragon_dir: Path = field(default=DEFAULT_OPENSEADRAGON_DIR)
     progress_interval_s: float = 0.5      # least time between progress writes to the store
     tile_cache_entries: int = 1024        # encoded DeepZoom tiles kept in memory
+
+    @property
+    def store_path(self) -> Path:
+        """Where the SQLite job store, the signing key and the server lock live.
+
+        SQLite (WAL) and the lock need a local filesystem; job outputs under the data dir
+        may sit on a network share that Dask workers also mount.
+        """
+        return self.store_dir if self.store_dir is not None else self.data_dir
+
+    @property
+    def store_file(self) -> Path:
+        return self.store_path / "jobs.sqlite3"
 
     @property
     def models_path(self) -> Path:
@@ -90,9 +104,11 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
     if key is not None and len(key) < 32:
         raise GigasynthError("GIGASYNTH_SIGNING_KEY must be at least 32 characters")
     models_dir = env.get("GIGASYNTH_MODELS_DIR")
+    store_dir = env.get("GIGASYNTH_STORE_DIR")
     osd_dir = env.get("GIGASYNTH_OPENSEADRAGON_DIR")
     return ServiceConfig(
         data_dir=Path(env.get("GIGASYNTH_DATA_DIR") or "gigasynth-data"),
+        store_dir=Path(store_dir) if store_dir else None,
         host=env.get("GIGASYNTH_HOST") or "127.0.0.1",
         port=_int(env, "GIGASYNTH_PORT", 8000, minimum=1),
         scheduler=env.get("GIGASYNTH_SCHEDULER") or None,

@@ -1,4 +1,9 @@
-"""Deployment files: compose parses, the manifests are valid, every variable is documented."""
+"""Deployment files: compose parses, the manifests are valid, every variable is documented.
+
+The manifests must match what the job store supports: one API process, the store (SQLite
+in WAL mode, the signing key, the server lock) on a local volume of the API alone, the job
+outputs on the volume the workers share.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gigasynth.cli import main
 from gigasynth.errors import GigasynthError
-from service.config import load_config
+from service.app import build_services
+from service.config import ServiceConfig, load_config
+from service.tokens import find_token
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -61,8 +69,15 @@ def test_compose_config_parses(tmp_path):
     config = json.loads(result.stdout)
     services = config["services"]
     assert set(services) == {"api", "dask-scheduler", "dask-worker"}
-    for service in services.values():
-        assert [(v["source"], v["target"]) for v in service["volumes"]] == [("data", "/data")]
+    mounts = {name: sorted((v["source"], v["target"]) for v in service["volumes"])
+              for name, service in services.items()}
+    # The store is the API's alone; the workers share only the data volume.
+    assert mounts["api"] == [("data", "/data"), ("store", "/store")]
+    assert mounts["dask-worker"] == mounts["dask-scheduler"] == [("data", "/data")]
+    api_env = services["api"]["environment"]
+    assert api_env["GIGASYNTH_DATA_DIR"] == "/data" and api_env["GIGASYNTH_STORE_DIR"] == "/store"
+    assert services["api"].get("deploy", {}).get("replicas", 1) == 1
+    assert set(config["volumes"]) == {"data", "store"}
     assert services["api"]["command"] == ["--scheduler", "tcp://dask-scheduler:8786"]
     worker = services["dask-worker"]
     assert worker["entrypoint"] == ["dask", "worker"] and "GPU=1" in worker["command"]
@@ -92,27 +107,46 @@ def test_k8s_manifests_are_valid():
     assert "GPU=1" in container["args"]
     api = by_kind[("Deployment", "gigasynth-api")]
     assert api["spec"]["replicas"] == 1 and api["spec"]["strategy"]["type"] == "Recreate"
-    claims = {v["persistentVolumeClaim"]["claimName"]
-              for pod in (worker, api["spec"]["template"]["spec"])
-              for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"gigasynth-data"}
-    pvc = by_kind[("PersistentVolumeClaim", "gigasynth-data")]
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert not any(kind == "HorizontalPodAutoscaler" for kind, _ in by_kind)
     config = by_kind[("ConfigMap", "gigasynth-config")]["data"]
     assert all(isinstance(v, str) for v in config.values())       # env values are strings
     assert set(config) <= read_variables()
-    settings = load_config(config)                                 # the values parse
+    api_pod = api["spec"]["template"]["spec"]
+    api_env = {**config, **{e["name"]: e["value"] for e in api_pod["containers"][0]["env"]
+                            if "value" in e}}
+    settings = load_config(api_env)                                # the values parse
     assert settings.scheduler == "tcp://gigasynth-scheduler:8786"
+    api_claims, worker_claims = pod_claims(api_pod), pod_claims(worker)
+    access = {name: by_kind[("PersistentVolumeClaim", name)]["spec"]["accessModes"]
+              for name in {*api_claims.values(), *worker_claims.values()}}
+    # The store (SQLite WAL, flock) sits on the API's own ReadWriteOnce volume...
+    store_claim = api_claims[str(settings.store_path)]
+    assert access[store_claim] in (["ReadWriteOnce"], ["ReadWriteOncePod"])
+    assert store_claim not in worker_claims.values()
+    # ... and the outputs on the shared volume, mounted by the workers at the same path.
+    data_claim = api_claims[str(settings.data_dir)]
+    assert data_claim != store_claim and access[data_claim] == ["ReadWriteMany"]
+    assert worker_claims == {str(settings.data_dir): data_claim}
+    assert load_config(config).data_dir == settings.data_dir       # the workers' view
+
+
+def pod_claims(pod: dict) -> dict[str, str]:
+    """{mount path: claim name} of a pod template's first container."""
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    return {m["mountPath"]: claims[m["name"]]
+            for m in pod["containers"][0]["volumeMounts"] if m["name"] in claims}
 
 
 def test_every_variable_is_documented():
     documented = set(VARIABLE.findall(readme_service_section()))
     assert read_variables() <= documented, read_variables() - documented
     used = set()
-    for path in [ROOT / "Dockerfile", *DEPLOY.rglob("*.yaml")]:
+    for path in [ROOT / "Dockerfile", DEPLOY / "README.md", *DEPLOY.rglob("*.yaml")]:
         used |= set(VARIABLE.findall(path.read_text()))
     deploy_only = {"GIGASYNTH_IMAGE", "GIGASYNTH_GPU_WORKERS", "GIGASYNTH_PUBLISH"}
-    assert used - deploy_only <= read_variables()
+    assert used - deploy_only <= read_variables(), used - deploy_only - read_variables()
+    assert documented - deploy_only <= read_variables(), documented - read_variables()
     assert deploy_only <= documented
 
 
@@ -137,3 +171,22 @@ def test_config_from_environment():
         load_config({"GIGASYNTH_MAX_MEGAPIXELS": "-1"})
     with pytest.raises(GigasynthError, match="at least 32 characters"):
         load_config({"GIGASYNTH_SIGNING_KEY": "short"})
+    assert load_config({"GIGASYNTH_DATA_DIR": "/d"}).store_path == Path("/d")
+    split = load_config({"GIGASYNTH_DATA_DIR": "/d", "GIGASYNTH_STORE_DIR": "/s"})
+    assert split.store_file == Path("/s/jobs.sqlite3") and split.data_dir == Path("/d")
+
+
+def test_store_dir_holds_store_key_and_tokens(tmp_path, monkeypatch, capsys):
+    """With GIGASYNTH_STORE_DIR, the SQLite store and the signing key leave the data dir
+    (the volume the workers share) and `token create` writes where the server reads."""
+    data, store = tmp_path / "data", tmp_path / "store"
+    monkeypatch.setenv("GIGASYNTH_STORE_DIR", str(store))
+    assert main(["token", "create", "--name", "alice", "--data-dir", str(data)]) == 0
+    secret = capsys.readouterr().out.strip()
+    svc = build_services(ServiceConfig(data_dir=data, store_dir=store))
+    try:
+        assert find_token(svc.store, secret).name == "alice"
+    finally:
+        svc.store.close()
+    assert {p.name for p in store.iterdir()} >= {"jobs.sqlite3", "signing.key"}
+    assert not any(p.name.startswith(("jobs.sqlite3", "signing.key")) for p in data.rglob("*"))

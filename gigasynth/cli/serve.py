@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="address to listen on (GIGASYNTH_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (GIGASYNTH_PORT, default 8000)")
     p.add_argument("--data-dir", type=Path,
-                   help="job store, outputs and models (GIGASYNTH_DATA_DIR, default "
-                        "./gigasynth-data)")
+                   help="job outputs and models, and the job store unless GIGASYNTH_STORE_DIR "
+                        "is set (GIGASYNTH_DATA_DIR, default ./gigasynth-data)")
     p.add_argument("--scheduler",
                    help="Dask scheduler tcp://HOST:PORT (GIGASYNTH_SCHEDULER; default: an "
                         "embedded LocalCluster)")
@@ -27,14 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def lock_data_dir(data_dir: Path):
-    """Hold an exclusive lock on the data dir for this process's life: one server per store."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(data_dir / "server.lock", "w")  # noqa: SIM115 (held until exit)
+def lock_data_dir(store_dir: Path):
+    """Hold an exclusive lock on the store dir for this process's life: one server per store.
+
+    flock is reliable on a local filesystem only, hence GIGASYNTH_STORE_DIR.
+    """
+    store_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(store_dir / "server.lock", "w")  # noqa: SIM115 (held until exit)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise GigasynthError(f"another gigasynth server is using {data_dir}") from None
+        raise GigasynthError(f"another gigasynth server is using {store_dir}") from None
     return handle
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                                           data_dir=args.data_dir, scheduler=args.scheduler)
     if not 0 < config.port < 65536:
         raise GigasynthError(f"--port {config.port} is not a TCP port")
-    lock = lock_data_dir(config.data_dir)
+    lock = lock_data_dir(config.store_path)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     app = create_app(config)
     try:

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--name", required=True, help="who or what uses the token (unique)")
     create.add_argument("--data-dir", type=Path,
                         help="the service's data dir (GIGASYNTH_DATA_DIR, default "
-                             "./gigasynth-data)")
+                             "./gigasynth-data); the store is in GIGASYNTH_STORE_DIR if set")
     create.add_argument("--max-megapixels", type=float, default=None,
                         help="largest job this token may submit, in megapixels (default 1000)")
     create.add_argument("--max-concurrent", type=int, default=None,
@@ -30,8 +30,8 @@ def run_create(args: argparse.Namespace) -> int:
     from service.store import JobStore
     from service.tokens import DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_MEGAPIXELS, create_token
 
-    data_dir = args.data_dir or load_config().data_dir
-    store = JobStore(data_dir / "jobs.sqlite3")
+    config = load_config().with_overrides(data_dir=args.data_dir)
+    store = JobStore(config.store_file)
     try:
         secret, record = create_token(
             store, args.name,
@@ -42,6 +42,7 @@ def run_create(args: argparse.Namespace) -> int:
         store.close()
     print(secret)
     print(f"token {record.name!r}: up to {record.max_megapixels:g} megapixels per job, "
-          f"{record.max_concurrent} at a time; stored hashed in {data_dir}, not shown again",
+          f"{record.max_concurrent} at a time; stored hashed in {config.store_file}, "
+          "not shown again",
           file=sys.stderr)
     return 0
