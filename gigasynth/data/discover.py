@@ -64,6 +64,7 @@ def open_sources(
     *,
     strict: bool = False,
     tissue_cache: Path | None = None,
+    region: str | None = None,
     warn: Callable[[str], None] = _warn,
 ) -> list[PatchSource]:
     """Sources for paths, folders and globs.
@@ -75,7 +76,8 @@ def open_sources(
     problems: list[str] = []
     for path in expand_data(patterns):
         try:
-            sources.append(open_source(path, downsample, tissue_cache=tissue_cache))
+            sources.append(open_source(path, downsample, tissue_cache=tissue_cache,
+                                       region=region))
         except GigasynthError as exc:
             if strict or not is_slide(path):
                 raise

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from gigasynth.data.regions import Region, resolve_region
 from gigasynth.data.tissue import THUMBNAIL_SIDE, cached_tissue_mask
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb
@@ -87,11 +88,13 @@ class SlideSource:
 
     A patch of `size` px at `downsample` d covers size * d px of level 0; it is read
     from the best pyramid level and resized. Tissue is found once on a thumbnail (and
-    kept in `tissue_cache` when given). `area` is the tissue area in patch pixels.
+    kept in `tissue_cache` when given). `region` ('train', 'test' or x0,y0,x1,y1 in level-0
+    px, see gigasynth.data.regions) keeps every patch wholly inside that part of the slide.
+    `area` is the tissue area in patch pixels.
     """
 
     def __init__(self, path: Path, downsample: float = 1.0, min_tissue: float = 0.5,
-                 tissue_cache: Path | None = None) -> None:
+                 tissue_cache: Path | None = None, region: str | None = None) -> None:
         self.name = str(path)
         self.path = path
         if not path.exists():
@@ -110,14 +113,22 @@ class SlideSource:
             side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
             return np.asarray(slide.get_thumbnail(side).convert("RGB"))
 
+        mpp = slide.properties.get("openslide.mpp-x")
+        level0_mpp = float(mpp) if mpp else None
+        self.mpp = level0_mpp * downsample if level0_mpp else None
+        self.region = (resolve_region(region, width, height, level0_mpp) if region
+                       else Region(0, 0, width, height))
         self.mask = cached_tissue_mask(path, thumbnail, tissue_cache)
         self.mask_scale = (width / self.mask.shape[1], height / self.mask.shape[0])
-        if self.mask.mean() < 1e-3:
-            raise GigasynthError(f"no tissue found in slide {path}")
-        self.tissue_fraction = float(self.mask.mean())
-        self.area = self.tissue_fraction * width * height / downsample**2
-        mpp = slide.properties.get("openslide.mpp-x")
-        self.mpp = float(mpp) * downsample if mpp else None
+        sx, sy = self.mask_scale
+        r = self.region
+        in_region = self.mask[int(r.y0 / sy):int(np.ceil(r.y1 / sy)),
+                              int(r.x0 / sx):int(np.ceil(r.x1 / sx))]
+        if in_region.size == 0 or in_region.mean() < 1e-3:
+            where = f" region {region}" if region else ""
+            raise GigasynthError(f"no tissue found in slide {path}{where}")
+        self.tissue_fraction = float(in_region.mean())
+        self.area = self.tissue_fraction * r.width * r.height / downsample**2
         self._candidates_by_extent: dict[int, np.ndarray] = {}
 
     @property
@@ -152,30 +163,43 @@ class SlideSource:
         frac = (integral[fh:, fw:] - integral[:-fh, fw:] - integral[fh:, :-fw]
                 + integral[:-fh, :-fw]) / (fh * fw)
         found = np.argwhere(frac >= self.min_tissue)
+        r = self.region
+        top, left = found[:, 0] * sy, found[:, 1] * sx
+        inside = ((top >= r.y0 - sy) & (top <= r.y1 - extent)
+                  & (left >= r.x0 - sx) & (left <= r.x1 - extent))
+        found = found[inside]
         self._candidates_by_extent[extent] = found
         return found
+
+    def positions(self, rng: np.random.Generator, count: int, extent: int) -> np.ndarray:
+        """(count, 2) level-0 (y, x) corners of extent-px patches, mostly tissue, in the region."""
+        r = self.region
+        if extent > r.width or extent > r.height:
+            raise GigasynthError(f"{self.name}: a {extent} px patch exceeds the slide region "
+                                 f"({r.width}x{r.height} px)")
+        cands = self._candidates(extent)
+        if len(cands) == 0:
+            raise GigasynthError(f"{self.name}: no {extent} px region is mostly tissue")
+        sx, sy = self.mask_scale
+        corners = []
+        for my, mx in cands[rng.integers(0, len(cands), count)]:
+            y = min(max(int(my * sy + rng.integers(0, max(1, int(sy)))), r.y0), r.y1 - extent)
+            x = min(max(int(mx * sx + rng.integers(0, max(1, int(sx)))), r.x0), r.x1 - extent)
+            corners.append((y, x))
+        return np.array(corners, dtype=np.int64).reshape(count, 2)
 
     def sample(self, rng: np.random.Generator, count: int, size: int) -> np.ndarray:
         import openslide
 
         extent = round(size * self.downsample)
-        width, height = self.dimensions
-        if extent > width or extent > height:
-            raise GigasynthError(f"{self.name}: a {extent} px patch exceeds the slide")
-        cands = self._candidates(extent)
-        if len(cands) == 0:
-            raise GigasynthError(f"{self.name}: no {extent} px region is mostly tissue")
+        corners = self.positions(rng, count, extent)
         slide = self.slide
         level = slide.get_best_level_for_downsample(self.downsample)
-        level_ds = slide.level_downsamples[level]
-        read = round(extent / level_ds)
-        sx, sy = self.mask_scale
+        read = round(extent / slide.level_downsamples[level])
         patches = []
-        for my, mx in cands[rng.integers(0, len(cands), count)]:
-            y = min(int(my * sy + rng.integers(0, max(1, int(sy)))), height - extent)
-            x = min(int(mx * sx + rng.integers(0, max(1, int(sx)))), width - extent)
+        for y, x in corners:
             try:
-                region = slide.read_region((x, y), level, (read, read)).convert("RGB")
+                region = slide.read_region((int(x), int(y)), level, (read, read)).convert("RGB")
             except openslide.OpenSlideError as exc:
                 raise GigasynthError(f"cannot read slide {self.name} at ({x}, {y}): {exc}") \
                     from None
@@ -186,15 +210,23 @@ class SlideSource:
 
 
 def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None = None,
-                tissue_cache: Path | None = None):
-    """A patch source for a slide file, an image folder, a single image or an .npz file."""
+                tissue_cache: Path | None = None, region: str | None = None):
+    """A patch source for a slide file, an image folder, a single image or an .npz file.
+
+    `region` restricts a slide to part of it (gigasynth.data.regions); other inputs have no
+    regions and refuse one.
+    """
     path = Path(path)
     if not path.exists():
         raise GigasynthError(f"data not found: {path}")
+    is_array = path.is_dir() or path.suffix == ".npz" or path.suffix.lower() in {
+        ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+    if is_array and region:
+        raise GigasynthError(f"{path}: a region applies to slides only")
     if path.is_dir():
         return ArraySource(load_folder(path), str(path))
     if path.suffix == ".npz":
         return ArraySource(load_npz(path, npz_key), str(path))
-    if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}:
+    if is_array:
         return ArraySource(read_rgb(path)[None], str(path))
-    return SlideSource(path, downsample, tissue_cache=tissue_cache)
+    return SlideSource(path, downsample, tissue_cache=tissue_cache, region=region)
