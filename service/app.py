@@ -18,6 +18,7 @@ from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.links import LinkSigner, load_or_create_key
 from service.metrics import LatencyMiddleware, Metrics
+from service.openapi import install_openapi
 from service.routes import jobs, slides, system, viewer
 from service.runner import JobRunner
 from service.slides import SlideTiles
@@ -63,6 +64,7 @@ def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
     install_error_handlers(app)
     for module in (system, jobs, slides, viewer):
         app.include_router(module.router)
+    install_openapi(app)
     app.mount("/static/viewer", StaticFiles(directory=STATIC), name="viewer-static")
     app.mount("/static/openseadragon",
               StaticFiles(directory=config.openseadragon_dir, check_dir=False),

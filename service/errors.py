@@ -8,6 +8,7 @@ that reveals no internals.
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +33,16 @@ class ApiError(Exception):
 def error_response(status: int, message: str, headers: dict[str, str] | None = None
                    ) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """The methods the API documents at the request's path, for a 405's Allow header:
+    Starlette names only those of the first route there (GET for /v1/jobs/{id}, though
+    DELETE works too). None for a path the schema does not list."""
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)), request.url.path):
+            return ", ".join(sorted(method.upper() for method in operations))
+    return None
 
 
 def _describe(errors: list[dict]) -> tuple[int, str]:
@@ -67,11 +78,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 404 and message == "Not Found":
             message = "no such resource"
-        return error_response(exc.status_code, message, getattr(exc, "headers", None))
+        allowed = _allowed_methods(request) if exc.status_code == 405 else None
+        if allowed:
+            headers = {**(headers or {}), "Allow": allowed}
+        return error_response(exc.status_code, message, headers)
 
     @app.exception_handler(GigasynthError)
     async def _gigasynth(_: Request, exc: GigasynthError) -> JSONResponse:

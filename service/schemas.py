@@ -17,7 +17,9 @@ HARD_MAX_STEPS = 100_000
 class JobRequest(BaseModel):
     """A synthesis job: which model, what size, which seed and sampler."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"model": "builtin:tiny-pathology", "width": 256, "height": 256, "seed": 7,
+         "steps": 10}]})
 
     model: str = Field(min_length=1, max_length=200,
                        description="a name from GET /v1/models")
@@ -72,3 +74,13 @@ class JobList(BaseModel):
 
 class ModelList(BaseModel):
     models: list[dict[str, object]]
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers (4xx, 503): one line naming the problem, nothing else."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"error": "no such job: (malformed id)"}]})
+
+    error: str = Field(description="what went wrong, in one line")

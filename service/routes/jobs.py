@@ -11,6 +11,7 @@ from service.auth import Token, owned_job, readable_job
 from service.context import Services, Svc
 from service.download import zip_stream
 from service.errors import ApiError
+from service.openapi import errors, signed_link
 from service.paths import JobPaths, new_job_id
 from service.quotas import admit
 from service.schemas import JobList, JobRequest, JobView, Progress
@@ -51,7 +52,13 @@ def job_view(job: JobRecord, svc: Services) -> JobView:
     )
 
 
-@router.post("", status_code=202, response_model=JobView)
+@router.post("", status_code=202, response_model=JobView,
+             responses={202: {"headers": {"Location": {
+                            "description": "the job's URL", "schema": {"type": "string"},
+                            "required": True}}},
+                        **errors(400, 401, 403, 413, 422, 429, 503, notes={
+                            422: "invalid job: unknown model or field, a value out of this "
+                                 "service's limits, or a size/tile the model cannot make"})})
 def submit(body: JobRequest, response: Response, token: Token,
            svc: Svc) -> JobView:
     """Accept a job (202) after checking limits, the model and the token's quotas."""
@@ -66,7 +73,7 @@ def submit(body: JobRequest, response: Response, token: Token,
     return job_view(job, svc)
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=errors(401, 422))
 def list_jobs(token: Token, svc: Svc,
               limit: Annotated[int, Query(ge=1, le=100)] = 20,
               cursor: Annotated[str | None, Query(max_length=18, pattern=r"^\d+$")] = None,
@@ -77,14 +84,18 @@ def list_jobs(token: Token, svc: Svc,
     return JobList(jobs=[job_view(j, svc) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobView)
+@router.get("/{job_id}", response_model=JobView, openapi_extra=signed_link(),
+            responses=errors(401, 404))
 def status(job_id: str, request: Request, svc: Svc) -> JobView:
     """State, progress, throughput and ETA (by token, or by the job's signed link)."""
     return job_view(readable_job(request, job_id, svc), svc)
 
 
 @router.delete("/{job_id}", response_model=None, status_code=202,
-               responses={204: {"description": "a finished job and its files deleted"}})
+               responses={202: {"model": JobView,
+                                "description": "cancelling a queued or running job"},
+                          204: {"description": "a finished job and its files deleted"},
+                          **errors(401, 404, 503)})
 def cancel_or_delete(job_id: str, token: Token,
                      svc: Svc) -> JobView | Response:
     """Cancel a queued or running job (202, partial state kept); delete a finished one (204)."""
@@ -98,8 +109,11 @@ def cancel_or_delete(job_id: str, token: Token,
     return Response(status_code=204)
 
 
-@router.get("/{job_id}/download", response_model=None,
-            responses={200: {"content": {t: {} for t in DOWNLOADS.values()}}})
+@router.get("/{job_id}/download", response_model=None, openapi_extra=signed_link(),
+            responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                         for t in DOWNLOADS.values()}},
+                       **errors(401, 404, 409, 410, 422, notes={
+                           404: "no such job, or the job did not make this format"})})
 def download(job_id: str, request: Request,
              format: Annotated[Literal["ome-tiff", "ome-zarr", "preview"], Query()],
              svc: Svc) -> Response:

@@ -10,6 +10,7 @@ from gigasynth.errors import GigasynthError
 from service.auth import readable_job
 from service.context import Services, Svc
 from service.errors import ApiError
+from service.openapi import errors, signed_link
 from service.paths import JobPaths
 from service.slides import etag
 from service.store import JobRecord
@@ -17,6 +18,21 @@ from service.store import JobRecord
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
 
 CACHE_CONTROL = "private, max-age=86400, immutable"
+
+# OpenAPI: conditional requests, the validators sent back, and what a slide request answers.
+_IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
+                  "schema": {"type": "string"},
+                  "description": "an ETag from an earlier answer: 304 while it still holds"}
+_CACHE_HEADERS = {name: {"schema": {"type": "string"}, "required": True}
+                  for name in ("ETag", "Cache-Control")}
+
+
+def _slide_responses(media_type: str, not_found: str) -> dict[int | str, dict]:
+    return {200: {"content": {media_type: {"schema": {"type": "string"}}},
+                  "headers": _CACHE_HEADERS},
+            304: {"description": "not modified: the If-None-Match ETag still holds",
+                  "headers": _CACHE_HEADERS},
+            **errors(401, 404, 409, 410, notes={404: not_found})}
 _TILE_NAME = re.compile(r"(\d{1,9})_(\d{1,9})\.jpeg")
 
 
@@ -44,7 +60,8 @@ def _cached(tag: str, body: bytes, media_type: str) -> Response:
 
 
 @router.get("/{job_id}.dzi", response_class=Response,
-            responses={200: {"content": {"application/xml": {}}}})
+            openapi_extra=signed_link(_IF_NONE_MATCH),
+            responses=_slide_responses("application/xml", "no such job"))
 def dzi(job_id: str, request: Request, svc: Svc) -> Response:
     """The DeepZoom descriptor (size, tile size 254, overlap 1, JPEG)."""
     job, paths = _finished_slide(request, job_id, svc)
@@ -58,7 +75,10 @@ def dzi(job_id: str, request: Request, svc: Svc) -> Response:
 
 
 @router.get("/{job_id}_files/{level}/{tile_name}", response_class=Response,
-            responses={200: {"content": {"image/jpeg": {}}}})
+            openapi_extra=signed_link(_IF_NONE_MATCH),
+            responses=_slide_responses("image/jpeg", "no such job, or no such tile: a "
+                                                     "level or column/row outside the pyramid, "
+                                                     "or a name not LEVEL/COL_ROW.jpeg"))
 def tile(job_id: str, level: str, tile_name: str, request: Request,
          svc: Svc) -> Response:
     """One JPEG tile `{col}_{row}.jpeg` of a DeepZoom level; 404 outside the pyramid."""

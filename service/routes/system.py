@@ -9,12 +9,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gigasynth import __version__
 from service.auth import Token
 from service.context import Svc
+from service.openapi import PUBLIC, errors
 from service.schemas import ModelList
 
 router = APIRouter()
 
 
-@router.get("/healthz", tags=["system"])
+@router.get("/healthz", tags=["system"], openapi_extra=PUBLIC)
 def healthz(svc: Svc) -> dict[str, str]:
     """Liveness and readiness: the store answers. No token needed, nothing private shown."""
     svc.store.counts_by_state()
@@ -22,14 +23,15 @@ def healthz(svc: Svc) -> dict[str, str]:
 
 
 @router.get("/metrics", tags=["system"], response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+                       **errors(401)})
 def metrics(_: Token,
             svc: Svc) -> Response:
     """Prometheus text: gigasynth_jobs{state}, tiles served, request latency histograms."""
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/models", tags=["models"], response_model=ModelList)
+@router.get("/v1/models", tags=["models"], response_model=ModelList, responses=errors(401))
 def models(_: Token,
            svc: Svc) -> ModelList:
     """The models this service offers, by the names a job request uses."""

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from service.auth import readable_job
 from service.context import Svc
 from service.errors import ApiError
+from service.openapi import errors, signed_link
 
 router = APIRouter(tags=["viewer"])
 
@@ -60,7 +61,9 @@ _PAGE = """<!doctype html>
 """
 
 
-@router.get("/view/{job_id}", response_class=HTMLResponse)
+@router.get("/view/{job_id}", response_class=HTMLResponse, openapi_extra=signed_link(),
+            responses=errors(401, 404, 503, notes={
+                503: "the viewer is unavailable: OpenSeadragon is not installed"}))
 def view(job_id: str, request: Request, svc: Svc) -> HTMLResponse:
     """The viewer page for one job (by token or by the job's signed link)."""
     job = readable_job(request, job_id, svc)
