@@ -36,10 +36,15 @@ for _ in $(seq 120); do
     sleep 0.5
 done
 
+# All checks but use_after_free: DELETE /v1/jobs/{id} of a queued or running job cancels
+# it (202) and keeps it, with its saved state, for a retry; only a finished job is deleted
+# (204, then 404). schemathesis takes every successful DELETE for a deletion (ST301).
+# The 204-then-404 case is tested in tests/test_service_openapi.py.
 status=0
 schemathesis --config-file "$ROOT/experiments/openapi_fuzz.toml" \
     run "http://127.0.0.1:$PORT/openapi.json" \
-    -H "Authorization: Bearer $TOKEN" --checks all --max-examples "$MAX_EXAMPLES" \
+    -H "Authorization: Bearer $TOKEN" --checks all --exclude-checks use_after_free \
+    --max-examples "$MAX_EXAMPLES" \
     --seed 1 --workers 1 --request-timeout 30 "$@" || status=$?
 if grep -q Traceback "$WORK/server.log"; then
     echo "--- server log has tracebacks:"; grep -B2 -A20 Traceback "$WORK/server.log" | head -60
