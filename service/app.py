@@ -19,6 +19,7 @@ from service.limits import BodyLimitMiddleware
 from service.links import LinkSigner, load_or_create_key
 from service.metrics import LatencyMiddleware, Metrics
 from service.openapi import install_openapi
+from service.paths import private_dir
 from service.routes import jobs, slides, system, viewer
 from service.runner import JobRunner
 from service.slides import SlideTiles
@@ -29,7 +30,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 def build_services(config: ServiceConfig) -> Services:
     """Open the store (in the store dir, by default the data dir) and the parts sharing it."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     store = JobStore(config.store_file)
     catalog = ModelCatalog(config.models_path, config.builtin_models)
     key = config.signing_key or load_or_create_key(config.store_path)
@@ -66,8 +67,7 @@ def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
         app.include_router(module.router)
     install_openapi(app)
     app.mount("/static/viewer", StaticFiles(directory=STATIC), name="viewer-static")
-    app.mount("/static/openseadragon",
-              StaticFiles(directory=config.openseadragon_dir, check_dir=False),
+    app.mount("/static/openseadragon", viewer.OpenSeadragonFiles(config.openseadragon_dir),
               name="openseadragon")
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.cors_origins:

@@ -2,11 +2,13 @@
 
 A job is visible only to the token that submitted it (or through a link signed for it);
 any other id, whether unknown, malformed or another token's, is the same 404, so ids
-of other tokens' jobs cannot be probed.
+of other tokens' jobs cannot be probed. Tokens are looked up in the store on every
+request, so a revoked or expired token (and every link it signed) stops working at once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,7 +17,7 @@ from service.context import Services, Svc
 from service.errors import ApiError
 from service.paths import is_job_id
 from service.store import JobRecord, TokenRecord
-from service.tokens import find_token
+from service.tokens import find_token, token_problem
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gigasynth"'}
 
@@ -31,13 +33,16 @@ def _bearer(request: Request) -> str | None:
 
 
 def require_token(request: Request, svc: Svc) -> TokenRecord:
-    """The caller's token; 401 when it is missing or unknown."""
+    """The caller's token; 401 when it is missing, unknown, revoked or expired."""
     secret = _bearer(request)
     if secret is None:
         raise ApiError(401, "missing API token (Authorization: Bearer <token>)", _CHALLENGE)
     token = find_token(svc.store, secret)
     if token is None:
         raise ApiError(401, "invalid API token", _CHALLENGE)
+    problem = token_problem(token)
+    if problem is not None:
+        raise ApiError(401, f"API token {problem}", _CHALLENGE)
     return token
 
 
@@ -59,19 +64,41 @@ def owned_job(job_id: str, token: TokenRecord, svc: Services) -> JobRecord:
     return job
 
 
-def readable_job(request: Request, job_id: str, svc: Services) -> JobRecord:
-    """A job the request may read: by its owner's token, or by a link signed for it."""
+@dataclass(frozen=True)
+class ReadAccess:
+    """A job a request may read, and how: `link` is the signed link's query it came with
+    (None: its owner's bearer token). Only a token mints links; a link is handed back as is."""
+
+    job: JobRecord
+    link: str | None
+
+    def signed_query(self, svc: Services) -> str:
+        """A link for the response: the request's own, or (for a token) a newly signed one."""
+        return self.link or svc.signer.query(self.job.id, self.job.token_id)
+
+
+def read_access(request: Request, job_id: str, svc: Services) -> ReadAccess:
+    """Who may read `job_id`: its owner's token, or a link its owner's token signed and
+    that token is still valid (not revoked, not expired); else 401 or 404."""
     if not is_job_id(job_id):
         raise _no_such_job(job_id)
     if request.headers.get("authorization") is not None:
-        return owned_job(job_id, require_token(request, svc), svc)
+        return ReadAccess(owned_job(job_id, require_token(request, svc), svc), None)
     exp, sig = request.query_params.get("exp"), request.query_params.get("sig")
     if exp is None or sig is None:
         raise ApiError(401, "missing API token or signed link (exp, sig)", _CHALLENGE)
-    problem = svc.signer.check(job_id, exp, sig)
+    job = svc.store.job(job_id)
+    problem = svc.signer.check(job_id, job.token_id if job else "", exp, sig)
     if problem is not None:
         raise ApiError(401, problem, _CHALLENGE)
-    job = svc.store.job(job_id)
     if job is None:
         raise _no_such_job(job_id)
-    return job
+    token_state = token_problem(svc.store.token_by_id(job.token_id))
+    if token_state is not None:
+        raise ApiError(401, f"signed link's token {token_state}", _CHALLENGE)
+    return ReadAccess(job, f"exp={exp}&sig={sig}")
+
+
+def readable_job(request: Request, job_id: str, svc: Services) -> JobRecord:
+    """A job the request may read: by its owner's token, or by a link signed for it."""
+    return read_access(request, job_id, svc).job

@@ -1,8 +1,14 @@
-"""Short-lived signed links: a browser's tile requests carry no Authorization header.
+"""Signed links: a browser's tile requests carry no Authorization header.
 
 A link grants read access to one job's viewer, status, tiles and downloads until `exp`
-(Unix seconds): `sig` = HMAC-SHA256(key, "<job id>.<exp>"). The key comes from the
-configuration or is generated once and kept (mode 0600) in the data dir.
+(absolute Unix seconds), on behalf of the token that minted it:
+`sig` = HMAC-SHA256(key, "gigasynth-link/1 <job id> <token id> <exp>"). Because the
+expiry is signed as an absolute time, a link's lifetime may differ per link without a
+new format. Only a bearer token mints links (auth checks that the minting token is still
+valid on every use); a request made with a link gets that same link back, never a new one.
+
+The key (32+ bytes) comes from the configuration or is generated once and kept, mode
+0600, as `signing.key` beside the job store.
 """
 
 from __future__ import annotations
@@ -10,43 +16,62 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from pathlib import Path
 
-from gigasynth.atomic import atomic_path
+from gigasynth.atomic import atomic_write_bytes
+from gigasynth.errors import GigasynthError
+
+MIN_KEY_BYTES = 32
+KEY_FILE = "signing.key"
+_EXP = re.compile(r"[0-9]{1,12}")        # ASCII digits only: '²'.isdigit() but int('²') fails
+_SIG = re.compile(r"[0-9a-f]{64}")
 
 
-def load_or_create_key(data_dir: Path) -> bytes:
-    """The data dir's signing key, created on first use."""
-    path = data_dir / "signing.key"
+def checked_key(key: bytes, source: str, remedy: str = "") -> bytes:
+    """`key` if it is long enough to sign with, else a one-line GigasynthError naming `source`."""
+    if len(key) < MIN_KEY_BYTES:
+        raise GigasynthError(f"the signing key from {source} is {len(key)} bytes; at least "
+                             f"{MIN_KEY_BYTES} are needed{remedy}")
+    return key
+
+
+def load_or_create_key(key_dir: Path) -> bytes:
+    """The signing key kept in `key_dir`, generated (64 hex characters, mode 0600) on first use."""
+    path = key_dir / KEY_FILE
     if not path.exists():
-        with atomic_path(path, mode=0o600) as tmp:
-            tmp.write_text(secrets.token_hex(32))
-            os.chmod(tmp, 0o600)
-    return path.read_text().strip().encode()
+        atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
+    elif path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return checked_key(path.read_bytes().strip(), str(path),
+                       " (delete the file to have a new one generated)")
 
 
 class LinkSigner:
-    """Signs and checks (job id, expiry) pairs."""
+    """Signs and checks (job id, minting token id, expiry) triples."""
 
     def __init__(self, key: bytes, ttl_s: int) -> None:
-        self._key = key
+        self._key = checked_key(key, "the configuration")
         self.ttl_s = ttl_s
 
-    def _signature(self, job_id: str, exp: int) -> str:
-        return hmac.new(self._key, f"{job_id}.{exp}".encode(), hashlib.sha256).hexdigest()
+    def _signature(self, job_id: str, token_id: str, exp: int) -> bytes:
+        message = f"gigasynth-link/1 {job_id} {token_id} {exp}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest().encode()
 
-    def query(self, job_id: str, now: float | None = None) -> str:
-        """The query string (without '?') that grants access to `job_id` for ttl_s seconds."""
-        exp = int((now if now is not None else time.time()) + self.ttl_s)
-        return f"exp={exp}&sig={self._signature(job_id, exp)}"
+    def query(self, job_id: str, token_id: str, now: float | None = None) -> str:
+        """The query string (without '?') granting access to `job_id` for ttl_s seconds."""
+        exp = int((time.time() if now is None else now) + self.ttl_s)
+        return f"exp={exp}&sig={self._signature(job_id, token_id, exp).decode()}"
 
-    def check(self, job_id: str, exp: str, sig: str) -> str | None:
-        """None when the link is valid, else the reason it is not."""
-        if not exp.isdigit() or len(exp) > 12:
+    def check(self, job_id: str, token_id: str, exp: str, sig: str) -> str | None:
+        """None when the link is valid for the job of token `token_id`, else why it is not."""
+        if _EXP.fullmatch(exp) is None:
             return "signed link has a malformed expiry"
-        if not hmac.compare_digest(self._signature(job_id, int(exp)), sig):
+        if _SIG.fullmatch(sig) is None:
+            return "signed link has a malformed signature"
+        if not hmac.compare_digest(self._signature(job_id, token_id, int(exp)), sig.encode()):
             return "signed link signature does not match"
         if int(exp) < time.time():
             return "signed link has expired"

@@ -138,8 +138,9 @@ def test_signed_links(slide):
         f"/v1/slides/{job_id}.dzi", params=tampered).json()["error"]
     later = {**params, "exp": str(int(params["exp"]) + 1)}
     assert client.get(f"/v1/slides/{job_id}.dzi", params=later).status_code == 401
-    signer = client.app.state.services.signer
-    expired = dict(p.split("=") for p in signer.query(job_id, now=time.time() - 7200).split("&"))
+    svc = client.app.state.services
+    minted = svc.signer.query(job_id, svc.store.job(job_id).token_id, now=time.time() - 7200)
+    expired = dict(p.split("=") for p in minted.split("&"))
     response = client.get(f"/v1/slides/{job_id}.dzi", params=expired)
     assert response.status_code == 401 and "expired" in response.json()["error"]
     other = finished_job(client.app.state.services.config.data_dir, token, 64, 64)

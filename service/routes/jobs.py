@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from service.auth import Token, owned_job, readable_job
+from service.auth import ReadAccess, Token, owned_job, read_access, readable_job
 from service.context import Services, Svc
 from service.download import zip_stream
 from service.errors import ApiError
@@ -23,11 +23,15 @@ DOWNLOADS = {"ome-tiff": "application/octet-stream", "ome-zarr": "application/zi
              "preview": "image/png"}
 
 
-def job_view(job: JobRecord, svc: Services) -> JobView:
-    """A stored job as the API shows it, with links (viewer and tiles signed for a while)."""
+def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) -> JobView:
+    """A stored job as the API shows it, with links (viewer and tiles signed for a while).
+
+    Shown to its owner's token (access None or by token) the links are newly signed; shown
+    through a signed link they carry that same link, so a link cannot renew itself.
+    """
     progress = job.progress or {}
     result = job.result or {}
-    signed = svc.signer.query(job.id)
+    signed = (access or ReadAccess(job, None)).signed_query(svc)
     links = {"self": f"/v1/jobs/{job.id}", "viewer": f"/view/{job.id}?{signed}"}
     if job.state == "succeeded":
         links["dzi"] = f"/v1/slides/{job.id}.dzi?{signed}"
@@ -88,7 +92,8 @@ def list_jobs(token: Token, svc: Svc,
             responses=errors(401, 404))
 def status(job_id: str, request: Request, svc: Svc) -> JobView:
     """State, progress, throughput and ETA (by token, or by the job's signed link)."""
-    return job_view(readable_job(request, job_id, svc), svc)
+    access = read_access(request, job_id, svc)
+    return job_view(access.job, svc, access)
 
 
 @router.delete("/{job_id}", response_model=None, status_code=202,

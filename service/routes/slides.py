@@ -33,7 +33,9 @@ def _slide_responses(media_type: str, not_found: str) -> dict[int | str, dict]:
             304: {"description": "not modified: the If-None-Match ETag still holds",
                   "headers": _CACHE_HEADERS},
             **errors(401, 404, 409, 410, notes={404: not_found})}
-_TILE_NAME = re.compile(r"(\d{1,9})_(\d{1,9})\.jpeg")
+# ASCII digits only: str.isdigit() and \d also take '¹' or '٣', which int() refuses or reads.
+_LEVEL = re.compile(r"[0-9]{1,3}")
+_TILE_NAME = re.compile(r"([0-9]{1,9})_([0-9]{1,9})\.jpeg")
 
 
 def _finished_slide(request: Request, job_id: str, svc: Services) -> tuple[JobRecord, JobPaths]:
@@ -84,7 +86,7 @@ def tile(job_id: str, level: str, tile_name: str, request: Request,
     """One JPEG tile `{col}_{row}.jpeg` of a DeepZoom level; 404 outside the pyramid."""
     job, paths = _finished_slide(request, job_id, svc)
     match = _TILE_NAME.fullmatch(tile_name)
-    if not level.isdigit() or len(level) > 3 or match is None:
+    if _LEVEL.fullmatch(level) is None or match is None:
         raise ApiError(404, f"no such tile: {level[:20]}/{tile_name[:40]} "
                             "(expected LEVEL/COL_ROW.jpeg)")
     lvl, col, row = int(level), int(match.group(1)), int(match.group(2))

@@ -1,24 +1,31 @@
 """`/view/{id}`: an OpenSeadragon page showing the slide, the job's progress and provenance.
 
-The page carries a freshly signed link for its job, used by its script for status
-polls and by OpenSeadragon for the DZI and tiles (a browser's tile requests carry no
-Authorization header). OpenSeadragon itself comes from the npm package installed with
-`npm ci` and is served from /static/openseadragon/.
+The page carries a signed link for its job, used by its script for status polls and by
+OpenSeadragon for the DZI and tiles (a browser's tile requests carry no Authorization
+header): newly signed when the page is asked for with the owner's token, the same link
+when it is opened through one. OpenSeadragon itself comes from the npm package installed
+with `npm ci` and is served from /static/openseadragon/ (503 JSON while it is missing).
 """
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
-from service.auth import readable_job
+from service.auth import read_access
 from service.context import Svc
-from service.errors import ApiError
+from service.errors import ApiError, error_response
 from service.openapi import errors, signed_link
 
 router = APIRouter(tags=["viewer"])
+
+OSD_MISSING = ("the viewer is unavailable: OpenSeadragon is not installed (run `npm ci` in "
+               "the repository root)")
 
 # OpenSeadragon sets inline styles on its elements, hence 'unsafe-inline' for styles only.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
@@ -66,10 +73,25 @@ _PAGE = """<!doctype html>
                 503: "the viewer is unavailable: OpenSeadragon is not installed"}))
 def view(job_id: str, request: Request, svc: Svc) -> HTMLResponse:
     """The viewer page for one job (by token or by the job's signed link)."""
-    job = readable_job(request, job_id, svc)
+    access = read_access(request, job_id, svc)
     if not (svc.config.openseadragon_dir / "openseadragon.min.js").is_file():
-        raise ApiError(503, "the viewer is unavailable: OpenSeadragon is not installed "
-                            "(run `npm ci` in the repository root)")
-    page = _PAGE.format(job_id=html.escape(job.id), query=html.escape(svc.signer.query(job.id)))
+        raise ApiError(503, OSD_MISSING)
+    page = _PAGE.format(job_id=html.escape(access.job.id),
+                        query=html.escape(access.signed_query(svc)))
     return HTMLResponse(page, headers={"Content-Security-Policy": CSP,
                                        "Cache-Control": "no-store"})
+
+
+class OpenSeadragonFiles(StaticFiles):
+    """OpenSeadragon's build folder as static files; 503 JSON while the folder is missing
+    (StaticFiles itself raises, a 500, when its folder does not exist)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory=directory, check_dir=False)
+        self.folder = directory
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.folder.is_dir():
+            await error_response(503, OSD_MISSING)(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
