@@ -1,8 +1,10 @@
 """Prometheus metrics: jobs by state, tiles served, request latency by route.
 
 Each app has its own registry (so several apps in one process, as in tests, do not
-collide). Latency is labelled by the route's template, never the raw path, so job ids
-do not multiply the series.
+collide). Every label of the latency histogram takes values from a fixed set, so no
+client can grow /metrics: the route's template (never the raw path; "unmatched" when no
+route matched), the method (one of the standard ones, else "other") and the status (the
+codes this service answers with, else its class such as "5xx").
 """
 
 from __future__ import annotations
@@ -18,6 +20,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.store import JobStore
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+STATUSES = frozenset({200, 202, 204, 206, 304, 400, 401, 403, 404, 405, 409, 410, 413, 416,
+                      422, 429, 500, 503})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    if status in STATUSES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template (or mount prefix), else "unmatched"."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
 
 
 class _JobsByState(Collector):
@@ -74,7 +95,6 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_seconds.labels(scope["method"], template, str(status[0])) \
-                .observe(time.perf_counter() - start)
+            self.metrics.request_seconds.labels(
+                method_label(scope["method"]), route_label(scope), status_label(status[0]),
+            ).observe(time.perf_counter() - start)
