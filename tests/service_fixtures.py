@@ -147,14 +147,17 @@ class Server:
 
 
 def start_server(data_dir: Path, extra_env: dict[str, str] | None = None,
-                 timeout: float = 60.0) -> Server:
-    """Start `python -m gigasynth serve` on a free loopback port and wait for /healthz."""
+                 timeout: float = 60.0, log_level: str = "warning") -> Server:
+    """Start `python -m gigasynth serve` on a free loopback port and wait for /healthz.
+
+    Its output goes to `log`; log_level "info" includes uvicorn's access log.
+    """
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
     env = {**os.environ, "GIGASYNTH_PROGRESS_INTERVAL_S": "0.1", **(extra_env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "gigasynth", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--log-level", "warning"],
+         str(data_dir), "--log-level", log_level],
         cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
     )
     url = f"http://127.0.0.1:{port}"
@@ -171,8 +174,9 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None,
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    server = start_server(data_dir, extra_env)
+def running_server(data_dir: Path, extra_env: dict[str, str] | None = None,
+                   log_level: str = "warning") -> Iterator[Server]:
+    server = start_server(data_dir, extra_env, log_level=log_level)
     try:
         yield server
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import logging
+import os
 from pathlib import Path
 
 from gigasynth.errors import GigasynthError
@@ -42,21 +42,27 @@ def lock_data_dir(store_dir: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve until stopped. The umask 0o077 keeps every file the server, its embedded Dask
+    workers and the engine create private to the service's user (the data dir holds
+    every token's slides)."""
     import uvicorn
 
     from service.app import create_app
     from service.config import load_config
+    from service.logs import configure_logging
+
+    os.umask(0o077)
 
     config = load_config().with_overrides(host=args.host, port=args.port,
                                           data_dir=args.data_dir, scheduler=args.scheduler)
     if not 0 < config.port < 65536:
         raise GigasynthError(f"--port {config.port} is not a TCP port")
     lock = lock_data_dir(config.store_path)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    app = create_app(config)
     try:
+        log_config = configure_logging(args.log_level)    # access log without sig= or tokens
+        app = create_app(config)
         uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level,
-                    proxy_headers=True, server_header=False)
+                    log_config=log_config, proxy_headers=True, server_header=False)
     finally:
         lock.close()
     return 0
