@@ -29,6 +29,7 @@ from gigasynth.io import (
     write_ome_tiff,
     write_preview,
 )
+from gigasynth.io.omexml import nominal_magnification
 
 WIDTH, HEIGHT, CHUNK, MPP = 1001, 777, 256, 0.25  # odd sizes, not chunk multiples
 PROVENANCE = {"checkpoint_sha256": "5e" * 32, "seed": 1234, "sampler": "ddim", "steps": 50,
@@ -130,13 +131,29 @@ def test_ome_zarr_validates_as_ngff_04_bioformats2raw(slide):
     assert json.loads((slide / ".zattrs").read_text()) == {"bioformats2raw.layout": 3}
     assert json.loads((slide / "OME/.zattrs").read_text()) == {"series": ["0"]}
 
+    raw = (slide / "OME" / "METADATA.ome.xml").read_bytes()
+    assert 'PhysicalSizeXUnit="µm"'.encode() in raw and b"&#" not in raw  # UTF-8, no references
     ome = ome_types.from_xml(slide / "OME" / "METADATA.ome.xml", validate=True)
     px = ome.images[0].pixels
     assert (px.size_x, px.size_y, px.size_c, px.type.value) == (WIDTH, HEIGHT, 3, "uint8")
     assert (px.physical_size_x, px.physical_size_y, px.physical_size_x_unit.value) == (
         MPP, MPP, "µm")
+    assert_objective(ome, 40.0)
     assert [(c.name, c.samples_per_pixel, c.color.as_rgb_tuple()) for c in px.channels] == [
         ("Red", 1, (255, 0, 0)), ("Green", 1, (0, 255, 0)), ("Blue", 1, (0, 0, 255))]
+
+
+def assert_objective(ome: ome_types.OME, magnification: float) -> None:
+    """The Image links (ObjectiveSettings) to an Objective with this NominalMagnification."""
+    objectives = {o.id: o for o in ome.instruments[0].objectives}
+    image = ome.images[0]
+    assert image.instrument_ref.id == ome.instruments[0].id
+    assert objectives[image.objective_settings.id].nominal_magnification == magnification
+
+
+def test_nominal_magnification_follows_the_pixel_size():
+    assert [nominal_magnification(mpp) for mpp in (1.0, 0.5, 0.499, 0.25, 0.2525, 4.0)] == [
+        10.0, 20.0, 20.0, 40.0, 40.0, 2.5]
 
 
 def test_lossless_ome_tiff_validates_and_matches_the_zarr(slide, lossless_tiff):
@@ -144,11 +161,17 @@ def test_lossless_ome_tiff_validates_and_matches_the_zarr(slide, lossless_tiff):
     px = ome.images[0].pixels
     assert (px.size_x, px.size_y, px.physical_size_x, px.physical_size_y) == (
         WIDTH, HEIGHT, MPP, MPP)
+    assert px.physical_size_x_unit.value == "µm"
     assert [c.samples_per_pixel for c in px.channels] == [3]
+    assert_objective(ome, 40.0)
 
     with tifffile.TiffFile(lossless_tiff) as tif:
         assert tif.is_bigtiff and tif.is_ome
         page = tif.pages[0]
+        tag = page.tags["ImageDescription"]
+        tif.filehandle.seek(tag.valueoffset)
+        description = tif.filehandle.read(tag.count)  # the raw bytes: UTF-8, as Bio-Formats reads
+        assert 'PhysicalSizeXUnit="µm"'.encode() in description and b"&#" not in description
         assert len(page.subifds) == len(EXPECTED_SHAPES) - 1
         series = tif.series[0]
         assert [lvl.shape for lvl in series.levels] == [(h, w, 3) for h, w in EXPECTED_SHAPES]
@@ -230,12 +253,34 @@ def test_provenance_in_both_files(slide, jpeg_tiff):
     assert pairs["checkpoint_sha256"] == "5e" * 32 and pairs["sampler"] == "ddim"
 
 
+def png_chunks(png: Path) -> dict[bytes, list[bytes]]:
+    """The raw chunks of a PNG file by type (read from the bytes, not through Pillow)."""
+    data, chunks, at = png.read_bytes(), {}, 8
+    while at < len(data):
+        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        chunks.setdefault(kind, []).append(data[at + 8:at + 8 + length])
+        at += 12 + length
+    return chunks
+
+
 def test_preview_is_a_small_png_of_the_slide(slide, pixels, tmp_path):
     png = write_preview(slide, tmp_path / "preview.png", max_side=300)
     with Image.open(png) as im:
         assert im.mode == "RGB" and max(im.size) == 300 and im.size[0] > im.size[1]
+        size = im.size
         small = np.asarray(im).astype(np.float32)
     assert abs(small.mean() - pixels.mean()) < 2.0
+
+    chunks = png_chunks(png)
+    (phys,) = chunks[b"pHYs"]
+    per_metre = (int.from_bytes(phys[:4], "big"), int.from_bytes(phys[4:8], "big"))
+    assert phys[8] == 1  # unit: metre
+    preview_mpp = (MPP * WIDTH / size[0], MPP * HEIGHT / size[1])  # about 0.83 µm/px
+    assert per_metre == pytest.approx([1e6 / mpp for mpp in preview_mpp], abs=1)
+    text = dict(chunk.split(b"\0", 1) for chunk in chunks[b"tEXt"])
+    assert b"Synthetic" in text[b"Comment"] and b"no real patient" in text[b"Comment"]
+    assert json.loads(text[b"gigasynth"]) == {**PROVENANCE, "synthetic": True,
+                                              "gigasynth_version": "0.1.0"}
 
 
 def test_bounded_memory_on_a_large_sparse_level(tmp_path):

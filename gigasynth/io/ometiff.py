@@ -1,6 +1,7 @@
 """Pyramidal OME-TIFF from an OME-Zarr, streamed tile by tile.
 
-BigTIFF; level 0 in the first IFD with our OME-XML, levels 1.. as its SubIFDs (the layout
+BigTIFF; level 0 in the first IFD with our OME-XML (UTF-8 bytes in ImageDescription, as
+Bio-Formats decodes it), levels 1.. as its SubIFDs (the layout
 Bio-Formats, hence QuPath, reads as a pyramid); 512 px tiles, interleaved RGB uint8.
 JPEG tiles are YCbCr 4:2:0 (tile sides are multiples of 16); "zlib" (with horizontal
 predictor) and "none" are lossless. tifffile pulls tiles from a generator that reads one

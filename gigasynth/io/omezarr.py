@@ -3,7 +3,7 @@
     SLIDE.ome.zarr/
       .zattrs                 {"bioformats2raw.layout": 3}
       OME/.zattrs             {"series": ["0"]}
-      OME/METADATA.ome.xml    pixel size, channels Red/Green/Blue, provenance
+      OME/METADATA.ome.xml    pixel size, objective, channels Red/Green/Blue, provenance (UTF-8)
       0/.zattrs               NGFF multiscales (axes c, y, x in micrometer) + omero channels
       0/0, 0/1, ...           pyramid levels, (3, H_l, W_l) uint8, chunks (3, chunk, chunk)
 
@@ -34,7 +34,7 @@ CHUNK_KEYS = {"name": "v2", "separator": "/"}
 def create_ome_zarr(path: Path, meta: SlideMetadata, chunk: int = 512) -> zarr.Array:
     """Create an empty OME-Zarr for `meta` and return its writable level-0 array.
 
-    The caller fills level 0, one writer per chunk (see DESIGN.md section 4), then calls
+    The caller fills level 0, one writer per chunk (docs/architecture.md), then calls
     `build_pyramid`. Until then the file is already valid, with a single level.
     """
     path = Path(path)
@@ -42,11 +42,10 @@ def create_ome_zarr(path: Path, meta: SlideMetadata, chunk: int = 512) -> zarr.A
         raise GigasynthError(f"chunk must be an integer of at least 16 px, got {chunk!r}")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise GigasynthError(f"output already exists: {path}")
-    omexml = build_omexml(meta, "zarr")
     root = zarr.open_group(str(path), mode="w", zarr_format=2,
                            attributes={"bioformats2raw.layout": 3})
     root.create_group("OME", attributes={"series": [IMAGE]})
-    atomic_write_bytes(path / OMEXML_PATH, omexml.encode("ascii"))
+    atomic_write_bytes(path / OMEXML_PATH, build_omexml(meta, "zarr"))
     image = root.create_group(IMAGE)
     level0 = create_level(image, 0, (meta.height, meta.width), chunk)
     write_multiscales(path, meta, [(meta.height, meta.width)])

@@ -1,15 +1,25 @@
-"""A small PNG of a whole slide, from the pyramid level nearest the wanted size."""
+"""A small PNG of a whole slide, from the pyramid level nearest the wanted size.
+
+The PNG says what it is: its pixel size as a pHYs chunk (pixels per metre, so image
+viewers and Fiji show the scale) and two text chunks, "Comment" (the sentence that it is
+synthetic) and "gigasynth" (the provenance JSON, with ``"synthetic": true``).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from gigasynth.atomic import atomic_path
 from gigasynth.errors import GigasynthError
-from gigasynth.io.omezarr import level_shapes, open_level
+from gigasynth.io.omexml import DESCRIPTION
+from gigasynth.io.omezarr import level_shapes, open_level, read_zarr_metadata
+
+METRES_PER_INCH = 0.0254  # Pillow takes the pHYs density in dots per inch
 
 MAX_PREVIEW_SIDE = 4096
 
@@ -29,11 +39,18 @@ def write_preview(zarr_path: Path, png_path: Path, max_side: int = 1024) -> Path
     if isinstance(max_side, bool) or not isinstance(max_side, int) \
             or not 16 <= max_side <= MAX_PREVIEW_SIDE:
         raise GigasynthError(f"preview size must be 16..{MAX_PREVIEW_SIDE} px, got {max_side!r}")
+    meta = read_zarr_metadata(zarr_path)
     level = preview_level(level_shapes(zarr_path), max_side)
     rgb = np.moveaxis(open_level(zarr_path, level)[:], 0, -1)
     image = Image.fromarray(np.ascontiguousarray(rgb))
     image.thumbnail((max_side, max_side), Image.Resampling.BOX)
+    # µm per preview pixel along each axis, from the level-0 size it was shrunk from
+    mpp_xy = (meta.mpp * meta.width / image.width, meta.mpp * meta.height / image.height)
+    text = PngInfo()
+    text.add_text("Comment", DESCRIPTION)
+    text.add_text("gigasynth", json.dumps(meta.stamped_provenance(), sort_keys=True))
     png_path = Path(png_path)
     with atomic_path(png_path) as tmp:  # gigasynth.images.write_png would import torch
-        image.save(tmp, format="PNG")
+        image.save(tmp, format="PNG", pnginfo=text,
+                   dpi=tuple(1e6 / mpp * METRES_PER_INCH for mpp in mpp_xy))
     return png_path
