@@ -52,18 +52,25 @@ def _run_exchange(client: Client, job: Job, exchange: Exchange, token: str,
                   on_tile: Callable[[int], None], should_stop: StopFn | None) -> bool:
     """Submit one task per tile and wait for all; False when should_stop() turned True.
 
-    On a stop or a failure the tasks not yet finished are cancelled.
+    On a stop or a failure the tasks not yet finished are cancelled. A task that ran on
+    a worker that died (even after it finished: its result was lost) runs again on
+    another worker and writes the same bytes to the same chunk (I5); the exchange ends
+    only when no such re-run is left, so none of its writes lands after the next
+    exchange started reading.
     """
     futures = [
         client.submit(denoise_tile, job.ref, exchange, tile, threads, resources=resources,
                       key=f"gigasynth-{token}-{tile.index}")
-        for tile in job.plan.tiles
+        for tile in job.plan
     ]
     try:
         for future in as_completed(futures, loop=client.loop):
             on_tile(future.result())
             if should_stop is not None and should_stop():
                 return False
+        rerun = [f for f in futures if not f.done()]
+        if rerun:
+            client.gather(rerun)
         return True
     finally:
         client.cancel([f for f in futures if not f.done()])
@@ -80,7 +87,7 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
     """
     spec, plan = job.spec, job.plan
     run = uuid.uuid4().hex[:12]
-    per_step = len(plan.tiles) * len(job.exchanges)
+    per_step = len(plan) * len(job.exchanges)
     meter = RateMeter(job.work_per_step * job.total_steps, job.work_per_step * start_step)
     saved = start_step
     tiles_done = 0
