@@ -34,7 +34,7 @@ from gigasynth.io import (
 )
 from gigasynth.synth.denoise import ProgressFn, StopFn, denoise
 from gigasynth.synth.job import Job, prepare_job
-from gigasynth.synth.spec import SynthProgress, SynthResult, SynthSpec
+from gigasynth.synth.spec import SynthDiskFull, SynthProgress, SynthResult, SynthSpec
 from gigasynth.synth.state import WorkDir, work_path
 from gigasynth.synth.tasks import to_uint8_chunk
 
@@ -159,7 +159,7 @@ def synthesize(
     """Synthesise the slide `spec` describes into the OME-Zarr folder `out`.
 
     Bad input raises GigasynthError (one line) before any work; a cancel raises
-    SynthCancelled and a full disk a GigasynthError, both leaving `<out>.work/`
+    SynthCancelled and a full disk SynthDiskFull (a GigasynthError), both leaving `<out>.work/`
     resumable with resume=True.
     """
     started = time.perf_counter()
@@ -203,11 +203,11 @@ def synthesize(
         full = _disk_full(exc)
         if full is None:
             raise
-        saved = work.load() or {"step": 0}
-        raise GigasynthError(
+        saved = int((work.load() or {"step": 0})["step"])
+        raise SynthDiskFull(
             f"disk full while writing {full.filename or work.root}: the state saved at step "
-            f"{saved['step']}/{job.total_steps} is kept in {work.root}; free some space and "
-            "rerun with --resume"
+            f"{saved}/{job.total_steps} is kept in {work.root}; free some space and "
+            "rerun with --resume", saved, job.total_steps
         ) from None
     work.remove()
     report("done", rate)

@@ -79,3 +79,16 @@ class SynthResult:
 
 class SynthCancelled(GigasynthError):
     """should_stop() turned True; the state saved last stays resumable."""
+
+
+class SynthDiskFull(GigasynthError):
+    """A full disk stopped the run; the state saved at `saved_step` stays resumable.
+
+    The message is for the command line (paths, --resume); `saved_step` and
+    `total_steps` let a service word its own.
+    """
+
+    def __init__(self, message: str, saved_step: int, total_steps: int) -> None:
+        super().__init__(message)
+        self.saved_step = saved_step
+        self.total_steps = total_steps
