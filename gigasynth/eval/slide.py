@@ -1,0 +1,510 @@
+"""Slide-scale evaluation: held-out real tissue against a synthetic field, at several zooms.
+
+Patch metrics on small crops upsampled for Inception cannot see what a pathologist sees
+first at low zoom: whether the field has background, glands and stroma at the right
+sizes. This compares a real slide region (by default the held-out `test` region of
+gigasynth.data.regions, background included) with a synthetic field (an OME-Zarr output,
+an image, a folder of patches or an array) at one pixel size:
+
+- per zoom (`scales`, area-averaging downsamples of the common pixel size): KID with a
+  bootstrap interval, and FID, on `n` uniformly placed `crop` px crops of each side;
+- luminance energy per octave band of a Laplacian pyramid (band k holds detail of
+  2^k-2^(k+1) px: finest "1-2 px"), bands up to 1/8 of the field, synthetic / real;
+- optical-density colour statistics: haematoxylin and eosin by Ruifrok-Johnston colour
+  deconvolution, mean and std in tissue, and the tissue / near-white background fractions.
+
+API (stable): `evaluate_slide(real, fake, ...) -> SlideEvaluation`; `.to_dict()` /
+`.to_json()` give everything measured; `gigasynth.eval.report.write_report` draws it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gigasynth.data.sources import load_folder, load_npz
+from gigasynth.errors import GigasynthError
+from gigasynth.eval.feature_distances import (
+    frechet_distance,
+    kernel_inception_distance,
+    kid_bootstrap,
+)
+from gigasynth.eval.inception import inception_features
+from gigasynth.eval.inputs import (
+    IMAGE_FILES,
+    ArrayRegions,
+    Regions,
+    SlideRegions,
+    ZarrRegions,
+    is_ome_zarr,
+)
+from gigasynth.eval.swd import laplacian_pyramid
+from gigasynth.images import read_rgb
+
+DEFAULT_SCALES = (1, 4, 16)
+DEFAULT_N = 256
+DEFAULT_CROP = 64
+BOOTSTRAP = 500  # KID resamples
+CONFIDENCE = 0.95
+IN_MEMORY_PIXELS = 1 << 26  # fields up to 64 Mpx are read once, whole
+FIELD_SIDE = 4096  # band and colour statistics: the whole field up to this side, else windows
+FIELD_WINDOWS = 4
+STACK_FIELDS = 64  # band and colour statistics of a stack: up to this many of its images
+LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 luminance
+# Ruifrok & Johnston (2001) stain optical-density vectors (R, G, B), rows normalised below.
+STAIN_VECTORS = np.array([[0.650, 0.704, 0.286],   # haematoxylin
+                          [0.072, 0.990, 0.105],   # eosin
+                          [0.268, 0.570, 0.776]])  # DAB (the third, residual axis)
+BACKGROUND_OD = 0.15  # near-white: optical density below this in every channel (Macenko's beta)
+MPP_TOLERANCE = 0.01  # a downsample within 1 % of a whole number is taken as that number
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    """KID (with its bootstrap interval) and FID at one zoom, on n crops per side.
+
+    `real_crops` / `fake_crops`: how many distinct crop positions (or images, for a
+    stack) each side offered; `real_tiles`: how many crops fit without overlap.
+    """
+
+    scale: int
+    mpp: float | None
+    crop: int
+    n: int
+    kid: float
+    kid_low: float
+    kid_high: float
+    fid: float
+    real_field: tuple[int, int]  # (width, height) at this scale
+    fake_field: tuple[int, int] | None  # None for a stack of patches
+    real_crops: int
+    fake_crops: int
+    real_tiles: int
+
+
+@dataclass(frozen=True)
+class Band:
+    """Mean squared luminance Laplacian coefficient in one octave band, and the ratio."""
+
+    low_px: int
+    high_px: int
+    real: float
+    fake: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class ColourStats:
+    """Stain amounts (optical density) by colour deconvolution, in tissue pixels."""
+
+    haematoxylin_mean: float
+    haematoxylin_std: float
+    eosin_mean: float
+    eosin_std: float
+    tissue_fraction: float
+    background_fraction: float
+    pixels: int
+
+
+@dataclass
+class SlideEvaluation:
+    """Everything `evaluate_slide` measured; `examples` (crops for the report) stay out of JSON."""
+
+    real: str
+    real_region: str
+    real_downsample: float
+    fake: str
+    mpp: float | None  # of the comparison at scale 1: the real's at real_downsample
+    fake_mpp: float | None  # as the fake states it (or as given)
+    seed: int
+    bootstrap: int
+    confidence: float
+    scales: list[ScaleResult]
+    bands: list[Band]
+    band_fields: dict[str, Any]
+    colour_real: ColourStats
+    colour_fake: ColourStats
+    examples: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: inputs, per-scale KID/FID, bands, colour (see README, `gigasynth eval`)."""
+        return {
+            "real": self.real, "real_region": self.real_region,
+            "real_downsample": self.real_downsample, "fake": self.fake, "mpp": self.mpp,
+            "fake_mpp": self.fake_mpp,
+            "seed": self.seed, "bootstrap": self.bootstrap, "confidence": self.confidence,
+            "scales": [asdict(s) for s in self.scales],
+            "bands": [asdict(b) for b in self.bands],
+            "band_fields": self.band_fields,
+            "colour": {"real": asdict(self.colour_real), "fake": asdict(self.colour_fake)},
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, every figure with its n."""
+        out = [f"real {self.real} region {self.real_region} at downsample "
+               f"{self.real_downsample:g}; fake {self.fake}; "
+               f"{_mpp_text(self.mpp)}"]
+        for s in self.scales:
+            out.append(f"scale {s.scale}x ({_mpp_text(s.mpp)}, {s.crop} px crops): "
+                       f"KID {s.kid:.4f} [{s.kid_low:.4f}, {s.kid_high:.4f}] "
+                       f"FID {s.fid:.1f} (n={s.n})")
+        if self.bands:
+            out.append("luminance band energy, synthetic / real: " + ", ".join(
+                f"{b.low_px}-{b.high_px} px {b.ratio:.2f}" for b in self.bands))
+        for name, c in (("real", self.colour_real), ("fake", self.colour_fake)):
+            out.append(f"{name}: background {c.background_fraction:.1%}, tissue OD "
+                       f"H {c.haematoxylin_mean:.3f}±{c.haematoxylin_std:.3f} "
+                       f"E {c.eosin_mean:.3f}±{c.eosin_std:.3f} (n={c.pixels:,} px)")
+        return out
+
+
+def _mpp_text(mpp: float | None) -> str:
+    return f"{mpp:.3g} µm/px" if mpp else "pixel size unknown"
+
+
+# ---------------------------------------------------------------- pixels and statistics
+
+
+def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H // f, W // f, 3): the mean of each f x f block, rounded."""
+    if factor == 1:
+        return image
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    blocks = image[:h * factor, :w * factor].reshape(h, factor, w, factor, 3)
+    return np.round(blocks.mean(axis=(1, 3), dtype=np.float64)).astype(np.uint8)
+
+
+def band_count(side: int) -> int:
+    """Octave bands whose upper end is at most 1/8 of `side` (band k ends at 2^(k+1) px)."""
+    return max(0, int(math.floor(math.log2(side / 8)))) if side >= 16 else 0
+
+
+def band_energies(image: np.ndarray, bands: int) -> np.ndarray:
+    """Mean squared coefficient of the first `bands` luminance Laplacian levels (finest first)."""
+    luma = torch.from_numpy(image.astype(np.float32) @ LUMA.astype(np.float32) / 255.0)
+    levels = laplacian_pyramid(luma[None, None], min_size=2)[:-1]
+    if len(levels) < bands:
+        raise GigasynthError(f"a {image.shape[1]}x{image.shape[0]} field has no {bands} bands")
+    return np.array([float((lv.double() ** 2).mean()) for lv in levels[:bands]])
+
+
+def stain_matrix() -> np.ndarray:
+    """Inverse of the row-normalised Ruifrok-Johnston matrix: OD (.., 3) @ it -> H, E, DAB."""
+    vectors = STAIN_VECTORS / np.linalg.norm(STAIN_VECTORS, axis=1, keepdims=True)
+    return np.linalg.inv(vectors)
+
+
+def optical_density(image: np.ndarray) -> np.ndarray:
+    """(.., 3) uint8 -> optical density -log10((I + 1) / 256) per channel, float32."""
+    return -np.log10((image.astype(np.float32) + 1.0) / 256.0)
+
+
+class _ColourSums:
+    """Running sums for ColourStats over several fields."""
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(4)  # H, H^2, E, E^2 in tissue
+        self.tissue = 0
+        self.pixels = 0
+
+    def add(self, image: np.ndarray) -> None:
+        od = optical_density(image.reshape(-1, 3))
+        tissue = ~(od < BACKGROUND_OD).all(axis=1)
+        stains = od[tissue] @ stain_matrix().astype(np.float32)
+        h, e = stains[:, 0].astype(np.float64), stains[:, 1].astype(np.float64)
+        self.sums += [h.sum(), (h**2).sum(), e.sum(), (e**2).sum()]
+        self.tissue += int(tissue.sum())
+        self.pixels += len(od)
+
+    def stats(self) -> ColourStats:
+        n = max(self.tissue, 1)
+        h_mean, e_mean = self.sums[0] / n, self.sums[2] / n
+        h_std = math.sqrt(max(self.sums[1] / n - h_mean**2, 0.0))
+        e_std = math.sqrt(max(self.sums[3] / n - e_mean**2, 0.0))
+        tissue = self.tissue / max(self.pixels, 1)
+        return ColourStats(float(h_mean), h_std, float(e_mean), e_std, tissue, 1.0 - tissue,
+                           self.pixels)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass
+class _Fake:
+    """The synthetic side: one large field, or a stack of equal patches."""
+
+    name: str
+    mpp: float | None
+    field: Regions | None = None
+    stack: np.ndarray | None = None
+
+
+def _zarr_mpp(path: Path) -> float | None:
+    """µm per pixel of an OME-Zarr: gigasynth's OME-XML, else the NGFF level-0 scale."""
+    from gigasynth.io.omezarr import read_zarr_metadata
+
+    try:
+        return read_zarr_metadata(path).mpp
+    except GigasynthError:
+        pass
+    try:
+        attrs = json.loads((path / "0" / ".zattrs").read_text(encoding="utf-8"))
+        scale = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+        value = float(scale[-1])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _check_images(images: np.ndarray, name: str) -> np.ndarray:
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
+        raise GigasynthError(f"{name}: expected (H, W, 3) or (N, H, W, 3) uint8 images, got "
+                             f"{images.shape} {images.dtype}")
+    return images
+
+
+def _open_fake(fake: str | Path | np.ndarray, mpp: float | None) -> _Fake:
+    if isinstance(fake, np.ndarray):
+        images = _check_images(fake, "fake array")
+        name = f"array {'x'.join(map(str, images.shape))}"
+        if images.ndim == 3:
+            return _Fake(name, mpp, field=ArrayRegions(images))
+        return _Fake(name, mpp, stack=images)
+    path = Path(fake)
+    if not path.exists():
+        raise GigasynthError(f"fake not found: {path}")
+    if is_ome_zarr(path):
+        return _Fake(str(path), mpp or _zarr_mpp(path), field=ZarrRegions(path))
+    if path.is_dir():
+        return _Fake(str(path), mpp, stack=load_folder(path))
+    if path.suffix == ".npz":
+        return _Fake(str(path), mpp, stack=_check_images(load_npz(path), str(path)))
+    if path.suffix.lower() in IMAGE_FILES:
+        return _Fake(str(path), mpp, field=ArrayRegions(read_rgb(path)))
+    raise GigasynthError(f"fake {path}: not an OME-Zarr output, an image, a folder of "
+                         "images or an .npz")
+
+
+def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
+    """Downsample of the slide's level 0 that matches the fake's pixel size."""
+    from gigasynth.eval.inputs import slide_mpp
+
+    if override is not None:
+        if not override >= 1:
+            raise GigasynthError(f"--real-downsample must be at least 1, not {override}")
+        return float(override)
+    if fake.mpp is None:
+        raise GigasynthError(f"the fake {fake.name} states no pixel size: give its µm/px "
+                             "(--fake-mpp) or --real-downsample")
+    import openslide
+
+    try:
+        level0 = slide_mpp(openslide.OpenSlide(str(real)))
+    except (openslide.OpenSlideError, OSError) as exc:
+        raise GigasynthError(f"cannot read slide {real}: {exc}") from None
+    if level0 is None:
+        raise GigasynthError(f"slide {real} states no pixel size (openslide.mpp-x): give "
+                             "--real-downsample")
+    d = fake.mpp / level0
+    if d < 1 - MPP_TOLERANCE:
+        raise GigasynthError(f"the fake ({fake.mpp:g} µm/px) is finer than level 0 of {real} "
+                             f"({level0:g} µm/px)")
+    whole = max(1, round(d))
+    return float(whole) if abs(d - whole) <= MPP_TOLERANCE * d else d
+
+
+def _in_memory(regions: Regions) -> Regions:
+    """A small field read once (crops and statistics then cost no further reads)."""
+    if isinstance(regions, ArrayRegions) or regions.height * regions.width > IN_MEMORY_PIXELS:
+        return regions
+    return ArrayRegions(np.ascontiguousarray(regions.read(0, 0, regions.height, regions.width)))
+
+
+# ---------------------------------------------------------------- crops
+
+
+def _field_crops(regions: Regions, scale: int, crop: int, n: int, rng: np.random.Generator,
+                 what: str) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """n distinct uniformly placed crops at `scale`; the count of positions; the scaled size."""
+    step = scale
+    if isinstance(regions, ArrayRegions) and scale > 1:
+        regions, step = ArrayRegions(area_downsample(regions.image, scale)), 1
+    hs, ws = regions.height // step, regions.width // step
+    if hs < crop or ws < crop:
+        raise GigasynthError(f"{what} is {ws}x{hs} px at scale {scale}, smaller than a {crop} px "
+                             "crop: lower the scale or the crop")
+    nx = ws - crop + 1
+    positions = (hs - crop + 1) * nx
+    if n > positions:
+        raise GigasynthError(f"{what} offers {positions} distinct {crop} px crops at scale "
+                             f"{scale}, fewer than n={n}")
+    chosen = rng.choice(positions, n, replace=False)
+    crops = [area_downsample(regions.read(int(i // nx) * step, int(i % nx) * step,
+                                          crop * step, crop * step), step)
+             for i in np.sort(chosen)]
+    return np.stack(crops), positions, (ws, hs)
+
+
+def _stack_crops(stack: np.ndarray, scale: int, crop: int, n: int, rng: np.random.Generator,
+                 what: str) -> np.ndarray:
+    """One random crop of each of n distinct images, each downsampled by `scale`."""
+    if n > len(stack):
+        raise GigasynthError(f"{what} holds {len(stack)} images, fewer than n={n}")
+    h, w = stack.shape[1] // scale, stack.shape[2] // scale
+    if h < crop or w < crop:
+        raise GigasynthError(f"{what}: images are {w}x{h} px at scale {scale}, smaller than a "
+                             f"{crop} px crop: lower the scale or the crop")
+    crops = []
+    for i in np.sort(rng.permutation(len(stack))[:n]):
+        small = area_downsample(stack[i], scale)
+        y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+        crops.append(small[y:y + crop, x:x + crop])
+    return np.stack(crops)
+
+
+# ---------------------------------------------------------------- whole-field statistics
+
+
+def _fields(regions: Regions, rng: np.random.Generator) -> list[np.ndarray]:
+    """The whole field, or FIELD_WINDOWS uniformly placed windows of at most FIELD_SIDE."""
+    h, w = min(regions.height, FIELD_SIDE), min(regions.width, FIELD_SIDE)
+    if (h, w) == (regions.height, regions.width):
+        return [np.asarray(regions.read(0, 0, h, w))]
+    return [np.asarray(regions.read(int(rng.integers(0, regions.height - h + 1)),
+                                    int(rng.integers(0, regions.width - w + 1)), h, w))
+            for _ in range(FIELD_WINDOWS)]
+
+
+def _field_summary(images: list[np.ndarray]) -> dict[str, Any]:
+    h, w = images[0].shape[:2]
+    return {"count": len(images), "width": int(w), "height": int(h)}
+
+
+def _bands(real: list[np.ndarray], fake: list[np.ndarray]) -> list[Band]:
+    side = min(min(im.shape[:2]) for im in real + fake)
+    count = band_count(side)
+    if count == 0:
+        return []
+    e_real = np.mean([band_energies(im, count) for im in real], axis=0)
+    e_fake = np.mean([band_energies(im, count) for im in fake], axis=0)
+    return [Band(2**k, 2**(k + 1), float(r), float(f), float(f / r) if r > 0 else math.inf)
+            for k, (r, f) in enumerate(zip(e_real, e_fake, strict=True))]
+
+
+def _colour(images: list[np.ndarray]) -> ColourStats:
+    sums = _ColourSums()
+    for im in images:
+        sums.add(im)
+    return sums.stats()
+
+
+# ---------------------------------------------------------------- the evaluation
+
+
+def evaluate_slide(
+    real: str | Path,
+    fake: str | Path | np.ndarray,
+    *,
+    scales: tuple[int, ...] = DEFAULT_SCALES,
+    n: int = DEFAULT_N,
+    crop: int = DEFAULT_CROP,
+    seed: int = 0,
+    real_region: str = "test",
+    real_downsample: float | None = None,
+    mpp: float | None = None,
+    bootstrap: int = BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+    device: str | torch.device = "cpu",
+    examples: int = 4,
+) -> SlideEvaluation:
+    """Compare a real slide region with a synthetic field at several zooms.
+
+    real: a slide OpenSlide reads; `real_region` ('test', 'train' or 'x0,y0,x1,y1' in
+      level-0 px, gigasynth.data.regions) is read whole, background included, at
+      `real_downsample` of level 0 (default: the fake's µm/px over the slide's).
+    fake: an OME-Zarr output (level 0; its µm/px from its metadata), an image file, a
+      folder of equal images or an .npz (a stack of patches), or an array, (H, W, 3) a
+      field or (N, H, W, 3) a stack, uint8. `mpp` gives or overrides the fake's µm/px.
+    scales: zooms as whole downsamples of the common pixel size (1 = native), each by
+      area averaging. At each, n distinct `crop` px crops per side (uniformly placed in
+      the real region and the fake field; one crop of each of n images of a stack) give
+      KID with a `confidence` bootstrap interval over `bootstrap` resamples of both
+      sets, and FID, on Inception features (crops resized to 299 px).
+    Bands and colour come from the whole real region and the whole fake field (windows
+    of 4096 px of larger fields; up to 64 images of a stack) at native scale.
+    `examples` crops per side and scale are kept for the report. Raises GigasynthError
+    for unreadable inputs, regions outside the slide or empty, a scale the real region
+    or the fake is too small for, n above the distinct crops (or images) available, and
+    an unknown pixel size where one is needed.
+    """
+    if not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                         for s in scales):
+        raise GigasynthError(f"scales must be whole numbers of at least 1, not {scales}")
+    if len(set(scales)) != len(scales):
+        raise GigasynthError(f"scales repeat: {scales}")
+    if n < 3:
+        raise GigasynthError(f"n must be at least 3, not {n}")
+    if crop < 16:
+        raise GigasynthError(f"crop must be at least 16 px, not {crop}")
+    if mpp is not None and not mpp > 0:
+        raise GigasynthError(f"the fake's µm/px must be positive, not {mpp}")
+    real_path = Path(real)
+    if not real_path.is_file():
+        raise GigasynthError(f"real slide not found: {real_path}")
+    fake_input = _open_fake(fake, mpp)
+    downsample = _downsample_for(real_path, fake_input, real_downsample)
+    slide = SlideRegions(real_path, downsample, real_region)
+    common_mpp = slide.level0_mpp * downsample if slide.level0_mpp else fake_input.mpp
+    real_field = _in_memory(slide)
+    fake_field = _in_memory(fake_input.field) if fake_input.field is not None else None
+
+    results, kept = [], {}
+    for index, scale in enumerate(sorted(scales)):
+        rng_real = np.random.default_rng([seed, index, 0])
+        rng_fake = np.random.default_rng([seed, index, 1])
+        real_crops, real_positions, real_size = _field_crops(
+            real_field, scale, crop, n, rng_real, f"the real region {slide.region}")
+        if fake_field is not None:
+            fake_crops, fake_positions, fake_size = _field_crops(
+                fake_field, scale, crop, n, rng_fake, f"the fake {fake_input.name}")
+        else:
+            assert fake_input.stack is not None
+            fake_crops = _stack_crops(fake_input.stack, scale, crop, n, rng_fake,
+                                      f"the fake {fake_input.name}")
+            fake_positions, fake_size = len(fake_input.stack), None
+        feats_real = inception_features(real_crops, device)
+        feats_fake = inception_features(fake_crops, device)
+        low, high = kid_bootstrap(feats_real, feats_fake, bootstrap, confidence, seed)
+        results.append(ScaleResult(
+            scale=scale, mpp=common_mpp * scale if common_mpp else None, crop=crop, n=n,
+            kid=kernel_inception_distance(feats_real, feats_fake, seed=seed),
+            kid_low=low, kid_high=high, fid=frechet_distance(feats_real, feats_fake),
+            real_field=real_size, fake_field=fake_size, real_crops=real_positions,
+            fake_crops=fake_positions,
+            real_tiles=(real_size[0] // crop) * (real_size[1] // crop)))
+        kept[scale] = (real_crops[:examples], fake_crops[:examples])
+
+    rng = np.random.default_rng([seed, len(scales), 2])
+    real_images = _fields(real_field, rng)
+    if fake_field is not None:
+        fake_images = _fields(fake_field, rng)
+    else:
+        assert fake_input.stack is not None
+        stack = fake_input.stack
+        fake_images = list(stack[np.sort(rng.permutation(len(stack))[:STACK_FIELDS])])
+    return SlideEvaluation(
+        real=str(real_path), real_region=str(slide.region), real_downsample=downsample,
+        fake=fake_input.name, mpp=common_mpp, fake_mpp=fake_input.mpp, seed=seed,
+        bootstrap=bootstrap, confidence=confidence, scales=results,
+        bands=_bands(real_images, fake_images),
+        band_fields={"real": _field_summary(real_images), "fake": _field_summary(fake_images)},
+        colour_real=_colour(real_images), colour_fake=_colour(fake_images), examples=kept)
