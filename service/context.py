@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -26,7 +25,6 @@ class Services:
     signer: LinkSigner
     tiles: SlideTiles
     metrics: Metrics
-    admission_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def services(request: Request) -> Services:

@@ -1,8 +1,9 @@
 """JSON errors: every failure the client can cause is a 4xx `{"error": "..."}` naming it.
 
 Handlers turn ApiError, request-validation errors, Starlette's own HTTP errors (unknown
-route, wrong method) and GigasynthError into that shape; anything else is a logged 500
-that reveals no internals.
+route, wrong method) and GigasynthError into that shape; a job store that cannot be
+written (a full disk) is a 503 to try again later; anything else is a logged 500 that
+reveals no internals.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gigasynth.errors import GigasynthError
+from service.store import StoreUnavailable
 
 log = logging.getLogger("gigasynth.service")
 
@@ -87,6 +89,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if allowed:
             headers = {**(headers or {}), "Allow": allowed}
         return error_response(exc.status_code, message, headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("%s", exc)
+        return error_response(503, "the server cannot record changes right now (its job "
+                                   "store is not writable); try again later",
+                              {"Retry-After": "30"})
 
     @app.exception_handler(GigasynthError)
     async def _gigasynth(_: Request, exc: GigasynthError) -> JSONResponse:

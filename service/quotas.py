@@ -1,10 +1,18 @@
-"""Admission of a job: the deployment's limits, the model's constraints, the token's quotas.
+"""Admission of a job: the deployment's limits, the token's quotas, the model's constraints.
 
 Everything that would make the engine refuse a job is checked here, before the job is
 accepted, so a client learns about it from the POST (4xx) rather than from a failed job.
+
+The order keeps refusals cheap: arithmetic limits and the token's quotas first (a few
+comparisons and one indexed count), then the model and the engine's own checks (its
+tile plan is arithmetic too, so their cost does not grow with the slide). No lock is
+held here: the concurrency quota is checked again where the job is inserted, in the
+same store transaction (`JobStore.add_job(max_active=...)`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from gigasynth.errors import GigasynthError
 from gigasynth.synth.job import prepare_job
@@ -17,8 +25,13 @@ from service.store import JobStore, TokenRecord
 
 
 def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
-          catalog: ModelCatalog, store: JobStore) -> ModelEntry:
-    """The model the job will use, or an ApiError saying why the job is refused."""
+          catalog: ModelCatalog, store: JobStore, uncounted: Collection[str] = ()
+          ) -> ModelEntry:
+    """The model the job will use, or an ApiError saying why the job is refused.
+
+    `uncounted`: ids of the token's jobs that ended but whose end the store has not
+    recorded yet (they hold no slot).
+    """
     for side, value in (("width", request.width), ("height", request.height)):
         if value > config.max_side:
             raise ApiError(422, f"{side} {value} exceeds this service's limit of "
@@ -30,6 +43,12 @@ def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
     if request.steps is not None and request.steps > config.max_steps:
         raise ApiError(422, f"steps {request.steps} exceeds this service's limit of "
                             f"{config.max_steps}")
+    if megapixels > token.max_megapixels:
+        raise ApiError(403, f"quota exceeded: {megapixels:,.2f} megapixels per job requested, "
+                            f"this token allows {token.max_megapixels:,g}")
+    active = store.active_count(token.id, uncounted)
+    if active >= token.max_concurrent:
+        raise concurrency_refusal(active, token)
     try:
         model = catalog.get(request.model)
     except GigasynthError as exc:
@@ -40,15 +59,14 @@ def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
                     catalog.checkpoint(model))
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
-    if megapixels > token.max_megapixels:
-        raise ApiError(403, f"quota exceeded: {megapixels:,.2f} megapixels per job requested, "
-                            f"this token allows {token.max_megapixels:,g}")
-    active = store.active_count(token.id)
-    if active >= token.max_concurrent:
-        raise ApiError(429, f"quota exceeded: {active} jobs queued or running, this token "
-                            f"allows {token.max_concurrent} at a time",
-                       headers={"Retry-After": "30"})
     return model
+
+
+def concurrency_refusal(active: int, token: TokenRecord) -> ApiError:
+    """The 429 for a token that has `active` jobs queued or running, its limit."""
+    return ApiError(429, f"quota exceeded: {active} jobs queued or running, this token "
+                         f"allows {token.max_concurrent} at a time",
+                    headers={"Retry-After": "30"})
 
 
 def _check_model_fit(request: JobRequest, model: ModelEntry) -> None:

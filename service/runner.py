@@ -3,14 +3,24 @@
 Jobs flow queued -> running -> succeeded | failed | cancelled, each change committed to
 the store first. A cancel sets the job's stop flag; the engine raises SynthCancelled at
 its next check and keeps its work folder, so the partial state stays until the job is
-deleted. On start, jobs left queued or running by a crash are queued again and resume
-from their last saved step; a graceful stop puts running jobs back to queued the same way.
+deleted, or until a retry (`requeue`) resumes the job from it. On start, jobs left
+queued or running by a crash are queued again and resume from their last saved step; a
+graceful stop puts running jobs back to queued the same way.
+
+A store that cannot be written (a full disk) never strands a job: progress writes are
+best effort, the final state change is tried again a few times and then kept in memory
+(`_unrecorded`) and written by a background thread as soon as the store takes it; such
+a job holds no quota slot, and a cancel or delete writes its end first. If the server
+stops before that, the job is still `running` in the store and the next start resumes
+it like any job a crash interrupted. Errors a client sees name no server path.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
+import re
 import threading
 import time
 from contextlib import ExitStack
@@ -20,14 +30,32 @@ from distributed import Client
 
 from gigasynth.cluster import connect, default_workers
 from gigasynth.errors import GigasynthError
-from gigasynth.synth import SynthCancelled, SynthProgress, synthesize
+from gigasynth.synth import SynthCancelled, SynthDiskFull, SynthProgress, synthesize
 from service.catalog import ModelCatalog
 from service.config import ServiceConfig
 from service.paths import JobPaths
 from service.spec import synth_spec
-from service.store import JobRecord, JobStore
+from service.store import JobRecord, JobStore, StoreUnavailable
 
 log = logging.getLogger("gigasynth.service")
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:])/(?:[^\s'\",;()/]+/)*([^\s'\",;()/]*)")
+
+
+def public_error(message: str) -> str:
+    """An engine error as a client may see it: paths cut to their last part, and no
+    command-line advice (a clause naming a flag such as --resume)."""
+    clauses = [c for c in message.split("; ") if " --" not in c and not c.startswith("--")]
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "a server folder",
+                              "; ".join(clauses) or message)
+
+
+def disk_full_error(saved_step: int | None, total_steps: int | None) -> str:
+    """What a client sees of a job a full disk stopped: no path, and how to continue."""
+    kept = ("its saved state is kept" if saved_step is None else
+            f"the state saved at diffusion step {saved_step} of {total_steps} is kept")
+    return (f"the server ran out of disk space; {kept}: retry the job "
+            "(POST its retry endpoint) to continue from there")
 
 
 def progress_record(p: SynthProgress, start_step: int) -> dict[str, Any]:
@@ -65,26 +93,42 @@ class ProgressWriter:
         self._last = record
         if phase_changed or now - self._last_write >= self.interval_s:
             self._last_write = now
-            self.store.set_progress(self.job_id, record)
+            self._write(record)
 
     def finish(self) -> None:
         """Record the final state of a finished run."""
         done = dict(self._last or {"step": 0, "start_step": 0, "total_steps": 0,
                                    "tiles_done": 0, "tiles_total": 0, "mpx_steps_per_s": 0.0})
         done.update(phase="done", fraction=1.0, eta_s=0.0)
-        self.store.set_progress(self.job_id, done)
+        self._write(done)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        """Progress is advisory: a store that cannot take it must not stop the job."""
+        try:
+            self.store.set_progress(self.job_id, record)
+        except StoreUnavailable as exc:
+            log.warning("job %s: progress not recorded (%s)", self.job_id, exc)
 
 
 class JobRunner:
     """Runs jobs from a queue in `config.runner_threads` threads, sharing one Dask client."""
+
+    # Waits between tries of a job's final state change before it is left to the
+    # background thread, which tries again every `settle_interval_s`.
+    record_retry_s: tuple[float, ...] = (0.1, 0.5, 2.0)
+    settle_interval_s: float = 2.0
 
     def __init__(self, store: JobStore, config: ServiceConfig, catalog: ModelCatalog) -> None:
         self.store = store
         self.config = config
         self.catalog = catalog
         self._queue: queue.Queue[str | None] = queue.Queue()
-        self._lock = threading.Lock()            # guards state transitions and _stop_flags
+        # Guards state transitions, _stop_flags, _unrecorded and _unclaimed.
+        self._lock = threading.Lock()
         self._stop_flags: dict[str, threading.Event] = {}
+        # Jobs whose run ended but whose end the store refused: id -> (token, state, fields).
+        self._unrecorded: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        self._unclaimed: set[str] = set()     # queued jobs the store refused to mark running
         self._shutting_down = threading.Event()
         self._threads: list[threading.Thread] = []
         self._client_lock = threading.Lock()
@@ -112,6 +156,10 @@ class JobRunner:
                                       daemon=True)
             thread.start()
             self._threads.append(thread)
+        settler = threading.Thread(target=self._settle_loop, name="gigasynth-settle",
+                                   daemon=True)
+        settler.start()
+        self._threads.append(settler)
         return requeued
 
     def shutdown(self, timeout: float = 30.0) -> None:
@@ -120,10 +168,11 @@ class JobRunner:
         with self._lock:
             for flag in self._stop_flags.values():
                 flag.set()
-        for _ in self._threads:
+        for _ in range(self.config.runner_threads):
             self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout)
+        self.settle()
         with self._client_lock:
             self._client_stack.close()
             self._client = None
@@ -134,8 +183,16 @@ class JobRunner:
         self._queue.put(job_id)
 
     def cancel(self, job_id: str) -> None:
-        """Cancel a queued job at once; ask a running one to stop at its next check."""
+        """Cancel a queued job at once; ask a running one to stop at its next check.
+
+        A job whose run already ended gets that end recorded instead (StoreUnavailable
+        while the store cannot take it); one recorded as running that no thread here
+        runs (its run was lost) is cancelled at once.
+        """
         with self._lock:
+            if job_id in self._unrecorded:
+                self._record_unrecorded(job_id)
+                return
             job = self.store.job(job_id)
             if job is None or not job.active:
                 return
@@ -144,10 +201,31 @@ class JobRunner:
                 self.store.set_state(job_id, "cancelled", message="cancelled while queued")
             elif job_id in self._stop_flags:
                 self._stop_flags[job_id].set()
+            else:
+                self.store.set_state(job_id, "cancelled",
+                                     message="cancelled; no run of it was in progress")
 
     def is_running_here(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._stop_flags
+
+    def unrecorded(self) -> set[str]:
+        """Ids of jobs that ended here but whose end the store has not taken yet."""
+        with self._lock:
+            return set(self._unrecorded)
+
+    def settle(self) -> None:
+        """Write the ends the store refused before, and queue again the jobs it refused
+        to mark running; whatever it still refuses waits for the next call."""
+        with self._lock:
+            for job_id in list(self._unrecorded):
+                try:
+                    self._record_unrecorded(job_id)
+                except StoreUnavailable:
+                    break
+            unclaimed, self._unclaimed = self._unclaimed, set()
+        for job_id in unclaimed:
+            self._queue.put(job_id)
 
     # --- the worker threads -------------------------------------------------------------
 
@@ -169,13 +247,26 @@ class JobRunner:
             except Exception:  # a bug here must not kill the thread and strand the queue
                 log.exception("runner failed on job %s", job_id)
 
+    def _settle_loop(self) -> None:
+        while not self._shutting_down.wait(self.settle_interval_s):
+            try:
+                self.settle()
+            except Exception:
+                log.exception("settling unrecorded job states failed")
+
     def _claim(self, job_id: str) -> tuple[JobRecord, threading.Event] | None:
-        """Mark a queued job running and give it a stop flag; None if it is not queued."""
+        """Mark a queued job running and give it a stop flag; None if it is not queued
+        (or the store refused the change: then it is queued again later)."""
         with self._lock:
             job = self.store.job(job_id)
             if job is None or job.state != "queued":
                 return None
-            self.store.set_state(job_id, "running")
+            try:
+                self.store.set_state(job_id, "running")
+            except StoreUnavailable as exc:
+                log.error("job %s not started: %s", job_id, exc)
+                self._unclaimed.add(job_id)
+                return None
             flag = threading.Event()
             self._stop_flags[job_id] = flag
             return job, flag
@@ -185,13 +276,34 @@ class JobRunner:
         if claimed is None:
             return
         job, stop = claimed
+        state, fields = "failed", {"error": "internal error"}
         try:
-            outcome = self._execute(job, stop)
+            state, fields = self._execute(job, stop)
         finally:
-            with self._lock:
+            recorded = self._record(job_id, state, fields)
+            with self._lock:       # the job leaves _stop_flags only once its end is known
                 self._stop_flags.pop(job_id, None)
-        state, fields = outcome
+                if not recorded:
+                    self._unrecorded[job_id] = (job.token_id, state, fields)
+
+    def _record(self, job_id: str, state: str, fields: dict[str, Any]) -> bool:
+        """Write a run's end, trying again a few times; False if the store kept refusing."""
+        for wait in (*self.record_retry_s, None):
+            try:
+                self.store.set_state(job_id, state, **fields)
+                return True
+            except StoreUnavailable as exc:
+                log.error("job %s ended %s, not recorded yet: %s", job_id, state, exc)
+                if wait is None or self._shutting_down.is_set():
+                    return False
+                time.sleep(wait)
+        return False
+
+    def _record_unrecorded(self, job_id: str) -> None:
+        """Write the end of a job from _unrecorded (the caller holds the lock)."""
+        _, state, fields = self._unrecorded[job_id]
         self.store.set_state(job_id, state, **fields)
+        del self._unrecorded[job_id]
 
     def _execute(self, job: JobRecord, stop: threading.Event) -> tuple[str, dict[str, Any]]:
         """Run one job to its end; the state to record and its details."""
@@ -215,8 +327,16 @@ class JobRunner:
             if self._shutting_down.is_set() and not self._cancel_requested(job.id):
                 return "queued", {"message": "server stopping; resumes on restart"}
             return "cancelled", {"message": "cancelled while running"}
+        except SynthDiskFull as exc:
+            log.error("job %s: %s", job.id, exc)
+            return "failed", {"error": disk_full_error(exc.saved_step, exc.total_steps)}
         except GigasynthError as exc:
-            return "failed", {"error": str(exc)}
+            return "failed", {"error": public_error(str(exc))}
+        except OSError as exc:
+            log.exception("job %s failed", job.id)
+            if exc.errno == errno.ENOSPC:
+                return "failed", {"error": disk_full_error(None, None)}
+            return "failed", {"error": f"internal error: {type(exc).__name__}"}
         except Exception as exc:
             log.exception("job %s failed", job.id)
             return "failed", {"error": f"internal error: {type(exc).__name__}"}

@@ -11,6 +11,8 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from service.paths import private_dir, private_file
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
+RETRYABLE_STATES = ("failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -113,6 +116,46 @@ def _token(row: sqlite3.Row) -> TokenRecord:
                        row["created"], row["expires"], row["revoked"])
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be written now (a full disk, an I/O error): nothing was changed."""
+
+
+class ActiveLimit(Exception):
+    """A token already has `active` jobs queued or running, its limit."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(f"{active} jobs queued or running")
+        self.active = active
+
+
+class StateConflict(Exception):
+    """A job is not in a state the change applies to (its state is the message)."""
+
+
+@contextmanager
+def _writable() -> Iterator[None]:
+    """SQLite's operational errors on a write (disk full, I/O, locked) as StoreUnavailable."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(f"the job store cannot be written: {exc}") from exc
+
+
+def _active_count(db: sqlite3.Connection, token_id: str, uncounted: Collection[str]) -> int:
+    ids = sorted(uncounted)
+    sql = ("SELECT COUNT(*) FROM jobs WHERE token_id = ? AND state IN ('queued', 'running')"
+           + (f" AND id NOT IN ({', '.join('?' * len(ids))})" if ids else ""))
+    return int(db.execute(sql, (token_id, *ids)).fetchone()[0])
+
+
+def _check_active(db: sqlite3.Connection, token_id: str, max_active: int | None,
+                  uncounted: Collection[str]) -> None:
+    if max_active is not None:
+        active = _active_count(db, token_id, uncounted)
+        if active >= max_active:
+            raise ActiveLimit(active)
+
+
 class JobStore:
     """Tokens, jobs and their state history in one SQLite file."""
 
@@ -138,23 +181,30 @@ class JobStore:
             self._db.close()
 
     def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        with self._lock:
+        with self._lock, _writable():
             return self._db.execute(sql, args)
 
     def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def _transaction(self, statements: list[tuple[str, tuple]]) -> None:
-        with self._lock:
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE): committed on success, else rolled back."""
+        with self._lock, _writable():
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in statements:
-                    self._db.execute(sql, args)
+                yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+
+    def _transaction(self, statements: list[tuple[str, tuple]]) -> None:
+        with self._immediate() as db:
+            for sql, args in statements:
+                db.execute(sql, args)
 
     def _add_token_columns(self) -> None:
         """Stores made before tokens could expire or be revoked lack those columns."""
@@ -196,13 +246,42 @@ class JobStore:
 
     # --- jobs -----------------------------------------------------------------------
 
-    def add_job(self, job_id: str, token_id: str, request: dict[str, Any]) -> JobRecord:
+    def add_job(self, job_id: str, token_id: str, request: dict[str, Any],
+                max_active: int | None = None, uncounted: Collection[str] = ()) -> JobRecord:
+        """Insert a queued job; with `max_active`, only while the token has fewer jobs
+        queued or running (else ActiveLimit), checked and inserted in one transaction.
+
+        `uncounted`: ids of jobs that ended but whose end is not recorded yet.
+        """
         now = time.time()
-        self._transaction([
-            ("INSERT INTO jobs (id, token_id, state, request, created) VALUES (?, ?, ?, ?, ?)",
-             (job_id, token_id, "queued", json.dumps(request, sort_keys=True), now)),
-            ("INSERT INTO events (job_id, at, state) VALUES (?, ?, ?)", (job_id, now, "queued")),
-        ])
+        with self._immediate() as db:
+            _check_active(db, token_id, max_active, uncounted)
+            db.execute("INSERT INTO jobs (id, token_id, state, request, created) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (job_id, token_id, "queued", json.dumps(request, sort_keys=True), now))
+            db.execute("INSERT INTO events (job_id, at, state) VALUES (?, ?, ?)",
+                       (job_id, now, "queued"))
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def requeue(self, job_id: str, max_active: int | None = None,
+                uncounted: Collection[str] = ()) -> JobRecord:
+        """Queue a failed or cancelled job again (a retry), under the same limit as add_job.
+
+        Raises StateConflict when the job is in another state by now.
+        """
+        now = time.time()
+        with self._immediate() as db:
+            row = db.execute("SELECT token_id, state FROM jobs WHERE id = ?",
+                             (job_id,)).fetchone()
+            if row is None or row["state"] not in RETRYABLE_STATES:
+                raise StateConflict(row["state"] if row is not None else "deleted")
+            _check_active(db, row["token_id"], max_active, uncounted)
+            db.execute("UPDATE jobs SET state = 'queued', cancel_requested = 0, finished = NULL, "
+                       "progress = NULL, result = NULL, error = NULL WHERE id = ?", (job_id,))
+            db.execute("INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
+                       (job_id, now, "queued", "retry"))
         job = self.job(job_id)
         assert job is not None
         return job
@@ -220,12 +299,10 @@ class JobStore:
         )
         return [_job(r) for r in rows]
 
-    def active_count(self, token_id: str) -> int:
-        rows = self._read(
-            "SELECT COUNT(*) FROM jobs WHERE token_id = ? AND state IN ('queued', 'running')",
-            (token_id,),
-        )
-        return int(rows[0][0])
+    def active_count(self, token_id: str, uncounted: Collection[str] = ()) -> int:
+        """The token's jobs queued or running, less those in `uncounted`."""
+        with self._lock:
+            return _active_count(self._db, token_id, uncounted)
 
     def unfinished(self) -> list[JobRecord]:
         """Jobs left queued or running (by a crash or a stop), oldest first."""

@@ -1,4 +1,4 @@
-"""`/v1/jobs`: submit, list, status, cancel or delete, download."""
+"""`/v1/jobs`: submit, list, status, cancel or delete, retry, download."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from service.download import zip_stream
 from service.errors import ApiError
 from service.openapi import errors, signed_link
 from service.paths import JobPaths, new_job_id
-from service.quotas import admit
+from service.quotas import admit, concurrency_refusal
 from service.schemas import JobList, JobRequest, JobView, Progress
-from service.store import JobRecord
+from service.store import RETRYABLE_STATES, ActiveLimit, JobRecord, StateConflict
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -68,9 +68,13 @@ def submit(body: JobRequest, response: Response, token: Token,
     """Accept a job (202) after checking limits, the model and the token's quotas."""
     request = body.model_dump()
     request["formats"] = sorted(set(body.formats) | {"ome-zarr"})
-    with svc.admission_lock:
-        admit(body, token, svc.config, svc.catalog, svc.store)
-        job = svc.store.add_job(new_job_id(), token.id, request)
+    uncounted = svc.runner.unrecorded()
+    admit(body, token, svc.config, svc.catalog, svc.store, uncounted)
+    try:
+        job = svc.store.add_job(new_job_id(), token.id, request, token.max_concurrent,
+                                uncounted)
+    except ActiveLimit as exc:       # another request took the last slot meanwhile
+        raise concurrency_refusal(exc.active, token) from None
     svc.runner.enqueue(job.id)
     svc.metrics.jobs_submitted.inc()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -103,7 +107,8 @@ def status(job_id: str, request: Request, svc: Svc) -> JobView:
                           **errors(401, 404, 503)})
 def cancel_or_delete(job_id: str, token: Token,
                      svc: Svc) -> JobView | Response:
-    """Cancel a queued or running job (202, partial state kept); delete a finished one (204)."""
+    """Cancel a queued or running job (202, partial state kept for a retry); delete a
+    finished one and its files (204)."""
     job = owned_job(job_id, token, svc)
     if job.active:
         svc.runner.cancel(job.id)
@@ -112,6 +117,38 @@ def cancel_or_delete(job_id: str, token: Token,
     svc.tiles.forget(job.id)
     JobPaths.of(svc.config.data_dir, job.id).remove()
     return Response(status_code=204)
+
+
+@router.post("/{job_id}/retry", status_code=202, response_model=JobView,
+             responses={202: {"headers": {"Location": {
+                            "description": "the job's URL", "schema": {"type": "string"},
+                            "required": True}}},
+                        **errors(401, 403, 404, 409, 422, 429, 503, notes={
+                            409: "the job is not failed or cancelled",
+                            422: "the job no longer fits this service's limits or models"})})
+def retry(job_id: str, response: Response, token: Token, svc: Svc) -> JobView:
+    """Queue a failed or cancelled job again (202): it resumes from its last saved step.
+
+    Admitted like a new submission (limits and the token's quotas); 409 for a job in
+    any other state.
+    """
+    job = owned_job(job_id, token, svc)
+    if job.state not in RETRYABLE_STATES:
+        raise ApiError(409, f"job {job.id} is {job.state}; only a failed or cancelled job "
+                            "can be retried")
+    uncounted = svc.runner.unrecorded()
+    admit(JobRequest.model_validate(job.request), token, svc.config, svc.catalog, svc.store,
+          uncounted)
+    try:
+        job = svc.store.requeue(job.id, token.max_concurrent, uncounted)
+    except ActiveLimit as exc:
+        raise concurrency_refusal(exc.active, token) from None
+    except StateConflict as exc:
+        raise ApiError(409, f"job {job.id} is {exc}; only a failed or cancelled job can be "
+                            "retried") from None
+    svc.runner.enqueue(job.id)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_view(job, svc)
 
 
 @router.get("/{job_id}/download", response_model=None, openapi_extra=signed_link(),
