@@ -28,7 +28,8 @@ class ServiceConfig:
     scheduler: str | None = None          # None: an embedded dask LocalCluster
     dask_workers: int | None = None       # parallel tiles of the embedded cluster (None: default)
     runner_threads: int = 1               # jobs computed at the same time
-    save_every: int = 5                   # diffusion steps between durable saves of a job
+    save_every: int = 1                   # diffusion steps between durable saves of a job
+    work_dir: Path | None = None          # None: job state beside its outputs in the data dir
     cors_origins: tuple[str, ...] = ()    # empty: no cross-origin access
     max_body_bytes: int = 64 * 1024
     max_megapixels: float = 10_000.0      # per job, for every token
@@ -105,6 +106,7 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         raise GigasynthError("GIGASYNTH_SIGNING_KEY must be at least 32 characters")
     models_dir = env.get("GIGASYNTH_MODELS_DIR")
     store_dir = env.get("GIGASYNTH_STORE_DIR")
+    work_dir = env.get("GIGASYNTH_WORK_DIR")
     osd_dir = env.get("GIGASYNTH_OPENSEADRAGON_DIR")
     return ServiceConfig(
         data_dir=Path(env.get("GIGASYNTH_DATA_DIR") or "gigasynth-data"),
@@ -114,7 +116,8 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         scheduler=env.get("GIGASYNTH_SCHEDULER") or None,
         dask_workers=_int(env, "GIGASYNTH_DASK_WORKERS", 0, minimum=0) or None,
         runner_threads=_int(env, "GIGASYNTH_RUNNER_THREADS", 1, minimum=1),
-        save_every=_int(env, "GIGASYNTH_SAVE_EVERY", 5, minimum=1),
+        save_every=_int(env, "GIGASYNTH_SAVE_EVERY", 1, minimum=1),
+        work_dir=Path(work_dir) if work_dir else None,
         cors_origins=_list(env, "GIGASYNTH_CORS_ORIGINS") or (),
         max_body_bytes=_int(env, "GIGASYNTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
         max_megapixels=_float(env, "GIGASYNTH_MAX_MEGAPIXELS", 10_000.0),

@@ -17,6 +17,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gigasynth.synth.state import discard_work
+
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -69,5 +71,7 @@ class JobPaths:
         return self.root / "preview.png"
 
     def remove(self) -> None:
-        """Delete everything of this job (outputs and the engine's resumable work state)."""
+        """Delete everything of this job (outputs and the engine's resumable work state,
+        also where GIGASYNTH_WORK_DIR put it)."""
+        discard_work(self.zarr)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from gigasynth.errors import GigasynthError
-from gigasynth.synth.job import prepare_job
+from gigasynth.synth.job import Job, prepare_job
+from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
 from service.catalog import ModelCatalog, ModelEntry
 from service.config import ServiceConfig
 from service.errors import ApiError
@@ -55,11 +56,26 @@ def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
         raise ApiError(422, str(exc)) from None
     _check_model_fit(request, model)
     try:    # whatever else the engine would refuse (sizes, tile plan), refused now
-        prepare_job(synth_spec(request.model_dump(), model.ref, config.save_every),
-                    catalog.checkpoint(model))
+        job = prepare_job(synth_spec(request.model_dump(), model.ref, config.save_every),
+                          catalog.checkpoint(model))
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
+    _check_disk(request, job, config)
     return model
+
+
+def _check_disk(request: JobRequest, job: Job, config: ServiceConfig) -> None:
+    """507 when the job's state and outputs would not fit on the disks as free now (the
+    engine's preflight; jobs already queued are not counted against the space)."""
+    jobs = config.data_dir / "jobs"
+    tiff = jobs / "slide.ome.tiff" if "ome-tiff" in request.formats else None
+    needs = estimate(job, job.spec.tiff_compression if tiff is not None else None)
+    try:
+        check_disk(needs, config.work_dir or jobs, jobs, tiff)
+    except DiskShortage as short:
+        raise ApiError(507, f"not enough disk space on the server for a "
+                            f"{request.width}x{request.height} slide: it needs "
+                            f"{gb(short.needed)}, {gb(short.free)} free") from None
 
 
 def concurrency_refusal(active: int, token: TokenRecord) -> ApiError:

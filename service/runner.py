@@ -31,6 +31,7 @@ from distributed import Client
 from gigasynth.cluster import connect, default_workers
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import SynthCancelled, SynthDiskFull, SynthProgress, synthesize
+from gigasynth.synth.preflight import DiskShortage, gb
 from service.catalog import ModelCatalog
 from service.config import ServiceConfig
 from service.paths import JobPaths
@@ -321,7 +322,7 @@ class JobRunner:
                 # resume=True continues a saved state and starts afresh where there is
                 # none; overwrite=True replaces outputs an interrupted attempt left behind.
                 client=self._dask_client(), resume=True, overwrite=True,
-                progress=progress, should_stop=stop.is_set,
+                progress=progress, should_stop=stop.is_set, work_dir=self.config.work_dir,
             )
         except SynthCancelled:
             if self._shutting_down.is_set() and not self._cancel_requested(job.id):
@@ -330,6 +331,10 @@ class JobRunner:
         except SynthDiskFull as exc:
             log.error("job %s: %s", job.id, exc)
             return "failed", {"error": disk_full_error(exc.saved_step, exc.total_steps)}
+        except DiskShortage as exc:     # the preflight, when the disk filled since admission
+            return "failed", {"error": f"not enough disk space on the server: the job needs "
+                                       f"{gb(exc.needed)}, {gb(exc.free)} free; retry it "
+                                       "when space is free"}
         except GigasynthError as exc:
             return "failed", {"error": public_error(str(exc))}
         except OSError as exc:

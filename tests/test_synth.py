@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,17 +30,23 @@ from distributed import Client, LocalCluster
 
 from gigasynth.checkpoint import load_checkpoint, save_checkpoint
 from gigasynth.cli import main
-from gigasynth.cluster import connect, task_resources
+from gigasynth.cluster import connect, steady_allocator, task_resources
 from gigasynth.errors import GigasynthError
 from gigasynth.images import to_uint8
 from gigasynth.io import level_shapes, open_level, read_provenance
 from gigasynth.models import build_model
 from gigasynth.sampling import SampleRequest, generate
-from gigasynth.synth import SynthCancelled, SynthSpec, synthesize
+from gigasynth.synth import SynthCancelled, SynthProgress, SynthSpec, preflight, synthesize
 from gigasynth.synth import tasks as synth_tasks
 from gigasynth.synth.denoise import denoise
 from gigasynth.synth.job import prepare_job
-from gigasynth.synth.state import WorkDir, read_region, work_path
+from gigasynth.synth.state import (
+    WorkDir,
+    allocated_bytes,
+    read_region,
+    state_path,
+    work_path,
+)
 
 from .conftest import MICRO, MICRO_FOURIER
 
@@ -190,7 +199,8 @@ def test_synthesize_writes_the_slide_formats(uninterrupted, checkpoints):
     denoising = [r for r in reports if r.phase == "denoise"]
     assert denoising[-1].step == 7 and denoising[-1].tiles_done == denoising[-1].tiles_total == 12
     assert all(r.total_steps == 8 for r in reports)
-    assert [r.phase for r in reports if r.phase != "denoise"] == ["pyramid", "tiff", "done"]
+    assert [r.phase for r in reports if r.phase != "denoise"] == ["level0", "pyramid", "tiff",
+                                                                  "done"]
 
 
 def test_killed_run_resumes_to_the_same_bytes(uninterrupted, checkpoints, tmp_path, capfd):
@@ -330,3 +340,162 @@ def test_demo_writes_the_slide_formats(checkpoints, tmp_path, capfd):
     with tifffile.TiffFile(out / "demo.ome.tif") as tif:
         assert tif.is_ome and tif.series[0].shape == (72, 72, 3)
     assert (out / "demo.png").stat().st_size > 0
+
+
+# --- compact state, preflight, work dir, allocator --------------------------------------
+
+def test_state_is_float16_rounded_alike_in_whole_image_sampling(checkpoints, client2, tmp_path):
+    """x is stored in float16 between steps; the library sampler rounds at the same point,
+    so the stored tiled state is exactly the whole-image sample (no rounding left to do)."""
+    spec = SynthSpec(checkpoints["micro"], 150, 110, seed=3, steps=3, tile=64, halo_every=2)
+    tiled = run_denoise(spec, client2, tmp_path / "work")
+    assert zarr.open_array(str(WorkDir(tmp_path / "work").x_buffer(3)), mode="r").dtype == \
+        np.float16
+    ckpt = load_checkpoint(checkpoints["micro"])
+    with torch.no_grad():
+        whole = generate(ckpt.model, 110, 150, [3], SampleRequest("ddim", 3))[0].numpy()
+    assert np.array_equal(whole, whole.astype(np.float16).astype(np.float32))
+    assert np.array_equal(tiled, whole)
+
+
+def test_work_folder_peaks_at_12_bytes_per_pixel(checkpoints, client2, tmp_path):
+    """Measured at every progress report (after each tile task, each phase): the state
+    and the slide being assembled stay within 12 B/px; float32 with three buffers was 36."""
+    width, height = 384, 256           # whole 64 px chunks: no padding in the figure
+    spec = SynthSpec(checkpoints["micro"], width, height, seed=2, steps=4, tile=64)
+    out = tmp_path / "p.ome.zarr"
+    peak, phases, estimates = [0], set(), []
+
+    def measure(report: SynthProgress) -> None:
+        phases.add(report.phase)
+        peak[0] = max(peak[0], allocated_bytes(work_path(out)))
+
+    synthesize(spec, out, client=client2, progress=measure, on_needs=estimates.append)
+    pixels = width * height
+    assert phases >= {"denoise", "level0", "pyramid", "tiff"}
+    metadata = 64 << 10                 # zarr.json, progress.json, OME-XML: 4 KiB blocks
+    assert 10 * pixels < peak[0] <= 12 * pixels + metadata, peak[0] / pixels
+    (needs,) = estimates
+    assert needs.state_peak == 12 * pixels and needs.state_peak + metadata >= peak[0]
+
+
+def test_old_state_format_is_refused_not_misread(checkpoints, client1, tmp_path):
+    spec = SynthSpec(checkpoints["micro"], 40, 30, seed=1, steps=2, tile=0)
+    out = tmp_path / "o.ome.zarr"
+    with pytest.raises(SynthCancelled):
+        synthesize(spec, out, client=client1, should_stop=lambda: True)
+    progress = work_path(out) / "progress.json"
+    record = json.loads(progress.read_text())
+    record["version"] = 1           # what a float32 state of an older version records
+    progress.write_text(json.dumps(record))
+    with pytest.raises(GigasynthError, match="state format 1 .*float32.*start over with "
+                                             "--overwrite"):
+        synthesize(spec, out, client=client1, resume=True)
+    synthesize(spec, out, client=client1, overwrite=True)
+    assert out.is_dir() and not work_path(out).exists()
+
+
+def test_preflight_refuses_what_the_disk_cannot_hold(checkpoints, client1, tmp_path,
+                                                     monkeypatch):
+    """An injected free-space figure: refused before any work, one line naming the need
+    and the free space; preflight=False runs it anyway."""
+    spec = SynthSpec(checkpoints["micro"], 64, 48, seed=1, steps=2, tile=32)
+    out = tmp_path / "f.ome.zarr"
+    monkeypatch.setattr(preflight, "disk_free", lambda path: 1 << 20)
+    with pytest.raises(preflight.DiskShortage,
+                       match=r"the state and the slide need 0\.1 GB on .*, 0\.0 GB free") as info:
+        synthesize(spec, out, client=client1)
+    assert "\n" not in str(info.value) and info.value.free == 1 << 20
+    assert not work_path(out).exists() and not out.exists()
+    synthesize(spec, out, client=client1, preflight=False)
+    assert out.is_dir()
+
+
+def test_cli_preflight_refuses_a_slide_larger_than_the_real_disk(checkpoints, tmp_path):
+    """The real free space of the test's filesystem, a slide that needs more (12 B/px)."""
+    free = shutil.disk_usage(tmp_path).free
+    side = math.isqrt(free // 8) + 1
+    if side * side > 68_719_476_736:
+        pytest.skip(f"{free / 1e9:.0f} GB free: no allowed slide size exceeds it")
+    out = tmp_path / "big.ome.zarr"
+    proc = gigasynth_cli("synth", "--checkpoint", checkpoints["micro"], "--out", str(out),
+                         "--size", f"{side}x{side}", "--steps", "2")
+    assert_one_line_error(proc, "not enough disk space")
+    assert re.search(r"need [\d,.]+ GB on \S+, [\d,.]+ GB free", proc.stderr), proc.stderr
+    assert "--no-preflight" in proc.stderr
+    assert not out.exists() and not work_path(out).exists()
+
+
+def test_work_dir_holds_the_state_and_a_resume_finds_it(uninterrupted, checkpoints, tmp_path):
+    """CLI end to end: --work-dir puts every state buffer there (nothing beside --out), a
+    killed run resumes from it without being told where, and the result is unchanged."""
+    out, scratch = tmp_path / "out" / "w.ome.zarr", tmp_path / "scratch"
+    s = RESUME_SPEC
+    argv = [sys.executable, "-m", "gigasynth", "synth", "--checkpoint", checkpoints["micro"],
+            "--size", f"{s['width']}x{s['height']}", "--seed", str(s["seed"]),
+            "--steps", str(s["steps"]), "--tile", str(s["tile"]),
+            "--save-every", str(s["save_every"]), "--out", str(out), "--work-dir", str(scratch)]
+    progress = work_path(out) / "progress.json"
+    proc = subprocess.Popen(argv, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    saved, deadline = 0, time.monotonic() + 120
+    while saved < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+        if progress.exists():
+            saved = json.loads(progress.read_text())["step"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= saved < 8, proc.stderr.read()
+    (state,) = scratch.iterdir()
+    assert state.name.startswith("w.ome.zarr-") and any(state.glob("x-*.zarr"))
+    assert not list(work_path(out).glob("*.zarr"))
+    assert main(argv[3:-2] + ["--resume"]) == 0
+    assert np.array_equal(open_level(out, 0)[:], uninterrupted["level0"])
+    assert not work_path(out).exists() and not any(scratch.iterdir())
+
+
+def test_service_refuses_at_admission_what_the_disk_cannot_hold(tmp_path):
+    """POST /v1/jobs answers 507 naming the need and the free space of GIGASYNTH_WORK_DIR's
+    disk; a deleted job's state goes from the work dir too."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.config import load_config
+    from service.paths import JobPaths
+    from tests.service_fixtures import MICRO_MODEL, add_token, write_micro_model
+
+    data_dir, scratch = tmp_path / "data", tmp_path / "scratch"
+    write_micro_model(data_dir)
+    free = shutil.disk_usage(tmp_path).free
+    side = math.isqrt(free // 8) + 1
+    if side > 262_144:
+        pytest.skip(f"{free / 1e9:.0f} GB free: no allowed slide size exceeds it")
+    token = add_token(data_dir, "big", max_megapixels=side * side / 1e6 + 1)
+    config = load_config({"GIGASYNTH_DATA_DIR": str(data_dir),
+                          "GIGASYNTH_WORK_DIR": str(scratch),
+                          "GIGASYNTH_MAX_MEGAPIXELS": str(side * side / 1e6 + 1)})
+    assert config.work_dir == scratch and config.save_every == 1
+    with TestClient(create_app(config, run_jobs=False)) as client:
+        response = client.post("/v1/jobs", headers={"Authorization": f"Bearer {token}"},
+                               json={"model": MICRO_MODEL, "width": side, "height": side,
+                                     "steps": 2})
+    assert response.status_code == 507, response.text
+    error = response.json()["error"]
+    assert error.startswith(f"not enough disk space on the server for a {side}x{side} slide")
+    assert re.fullmatch(r".*: it needs [\d,.]+ GB, [\d,.]+ GB free", error), error
+    assert str(tmp_path) not in error
+    paths = JobPaths.of(data_dir, "a" * 32)
+    work = WorkDir(work_path(paths.zarr), state_path(paths.zarr, scratch))
+    work.create()
+    work.save({}, {}, 0)
+    paths.remove()
+    assert not work.state.exists() and not paths.root.exists()
+
+
+def test_workers_keep_task_memory_between_tasks(monkeypatch):
+    """glibc takes the settings (on this Linux); GIGASYNTH_STEADY_MALLOC=0 opts out."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    assert steady_allocator()
+    monkeypatch.setenv("GIGASYNTH_STEADY_MALLOC", "0")
+    assert not steady_allocator()

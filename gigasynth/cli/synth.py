@@ -9,8 +9,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gigasynth.cli.common import parse_size
-from gigasynth.cluster import connect, default_workers
+from gigasynth.cluster import connect, default_workers, steady_allocator
 from gigasynth.synth import SynthProgress, SynthSpec, synthesize
+from gigasynth.synth.preflight import summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,12 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compression", choices=["jpeg", "zlib", "none"], default="jpeg",
                    help="OME-TIFF compression (default jpeg)")
     p.add_argument("--mpp", type=float, help="µm per pixel (default: the checkpoint's, or 0.5)")
-    p.add_argument("--save-every", type=int, default=5,
-                   help="diffusion steps between durable saves of the state (default 5)")
+    p.add_argument("--save-every", type=int, default=1,
+                   help="diffusion steps between durable saves of the state (default 1; "
+                        "more keeps a third state buffer on disk)")
+    p.add_argument("--work-dir", type=Path, metavar="DIR",
+                   help="keep the state buffers (6 B/px each, two at a time) in DIR, e.g. a "
+                        "scratch disk, instead of beside --out; Dask workers must see DIR "
+                        "at the same path")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="run even when the preflight finds too little free disk")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last saved step")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
+
+
+PHASES = {"level0": "level 0", "pyramid": "pyramid", "tiff": "OME-TIFF and preview"}
 
 
 class ProgressBar:
@@ -57,7 +68,7 @@ class ProgressBar:
         if p.phase != "denoise":
             self.close()
             if p.phase != "done":
-                print(f"writing the slide ({p.phase})", flush=True)
+                print(f"writing the slide: {PHASES.get(p.phase, p.phase)}", flush=True)
             return
         if self.bar is None:
             self.bar = tqdm(total=p.total_steps * p.tiles_total, unit="tile",
@@ -76,6 +87,7 @@ class ProgressBar:
 
 
 def run(args: argparse.Namespace) -> int:
+    steady_allocator()      # before torch's first allocation (transparent huge pages)
     width, height = parse_size(args.size)
     spec = SynthSpec(args.checkpoint, width, height, args.seed, args.sampler, args.steps,
                      args.eta, args.tile, args.halo_every, args.save_every, args.mpp,
@@ -88,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
         with cluster as client:
             result = synthesize(spec, args.out, ome_tiff=args.ome_tiff, preview=args.preview,
                                 client=client, workers=workers, resume=args.resume,
-                                overwrite=args.overwrite, progress=bar)
+                                overwrite=args.overwrite, progress=bar, work_dir=args.work_dir,
+                                preflight=not args.no_preflight,
+                                on_needs=lambda needs: print(
+                                    summary(needs, None if args.scheduler else workers),
+                                    flush=True))
     finally:
         bar.close()
     print(f"wrote {result.zarr_path} ({width}x{height}, seed {args.seed}, checkpoint "

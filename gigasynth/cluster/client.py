@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import torch
 from distributed import Client, LocalCluster
 
+from gigasynth.cluster.worker import steady_allocator
 from gigasynth.errors import GigasynthError
 
 CONNECT_TIMEOUT_S = 5
@@ -78,6 +79,7 @@ def connect(scheduler: str | None = None, workers: int = 1) -> Iterator[Client]:
         return
     if workers < 1:
         raise GigasynthError(f"--workers must be at least 1, not {workers}")
+    steady_allocator()      # the workers are threads of this process
     resources = {GPU: 1} if torch.cuda.is_available() else None
     cluster = LocalCluster(
         n_workers=1, threads_per_worker=workers, processes=False,

@@ -83,7 +83,11 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
     """Run diffusion steps start_step..end: (buffer holding the final x_0, Mpx-steps/s).
 
     Saves progress after every `save_every`-th step and the last one. A cancel raises
-    SynthCancelled; the saved state stays as it was (resumable).
+    SynthCancelled; the saved state stays as it was (resumable). Buffers go as soon as
+    nothing reads them: with a save every step (the default) the folder holds two x
+    buffers at most, the step's source and its target (plus, with halo exchanges, the
+    cell states of two consecutive exchanges); a longer `save_every` keeps the saved
+    step's buffer as a third.
     """
     spec, plan = job.spec, job.plan
     run = uuid.uuid4().hex[:12]
@@ -124,6 +128,8 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
             if not _run_exchange(client, job, exchange, f"{run}-{step}-{j}", resources,
                                  threads, on_tile, should_stop):
                 raise cancelled(step)
+            if j > 0:      # a full cell state is read by the next exchange only
+                work.drop(source)
             source = target
         done = step + 1
         if done % spec.save_every == 0 or done == job.total_steps:

@@ -1,11 +1,14 @@
 """synthesize(): a slide from a checkpoint, tiled on Dask, written as OME-Zarr (+ TIFF, PNG).
 
 Order of events, each step safe to interrupt:
-1. check everything that can be checked before any work (one-line errors);
-2. open or resume the work folder `<out>.work/` (progress record, state buffers);
-3. run the diffusion loop tile by tile, saving every `save_every` steps;
-4. convert the final float state to uint8 level 0 (one task per output chunk), build
-   the pyramid, the OME-TIFF and the preview from a Zarr inside the work folder;
+1. check everything that can be checked before any work (one-line errors), then the
+   preflight: the disk the run needs against the disk free (gigasynth.synth.preflight);
+2. open or resume the work folder `<out>.work/` (progress record; the state buffers
+   there or in a work dir on another disk);
+3. run the diffusion loop tile by tile, saving every `save_every` steps (phase "denoise");
+4. convert the final float16 state to uint8 level 0 (one task per output chunk:
+   "level0"), build the pyramid ("pyramid"), the OME-TIFF and the preview ("tiff") from
+   a Zarr inside `<out>.work/`, on the output's filesystem;
 5. rename that Zarr to `out` (the finished slide appears atomically), drop the work folder.
 """
 
@@ -16,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,8 +37,9 @@ from gigasynth.io import (
 )
 from gigasynth.synth.denoise import ProgressFn, StopFn, denoise
 from gigasynth.synth.job import Job, prepare_job
+from gigasynth.synth.preflight import SLIDE_CHUNK, Needs, check_disk, estimate
 from gigasynth.synth.spec import SynthDiskFull, SynthProgress, SynthResult, SynthSpec
-from gigasynth.synth.state import WorkDir, work_path
+from gigasynth.synth.state import WorkDir, discard_work, state_path, work_path
 from gigasynth.synth.tasks import to_uint8_chunk
 
 DEFAULT_MPP = 0.5
@@ -62,26 +66,48 @@ def _first_difference(saved: dict, now: dict) -> str:
     return "unknown fields"
 
 
-def _begin(work: WorkDir, job: Job, resume: bool, overwrite: bool) -> int:
-    """Open the work folder; the diffusion step to start from."""
+def _open_work(out: Path, work_dir: Path | None, job: Job, resume: bool,
+               overwrite: bool) -> tuple[WorkDir, int | None]:
+    """The work folder and the step to resume from (None: start afresh); writes nothing.
+
+    A resumed run keeps its state where it started (the record names the folder),
+    whatever work dir it is given now.
+    """
+    work = WorkDir(work_path(out), state_path(out, work_dir))
+    if overwrite and not resume:
+        return work, None
     record = work.load() if work.root.exists() else None
-    if record is not None and resume:
-        if record["job"] != job.identity():
-            raise GigasynthError(
-                f"the saved state in {work.root} is for another job "
-                f"({_first_difference(record['job'], job.identity())}); rerun with the same "
-                "parameters, or with --overwrite and without --resume to start over"
-            )
-        step = int(record["step"])
-        work.prune({work.x_buffer(step)})
-        return step
-    if record is not None and not overwrite:
+    if record is None:
+        return work, None
+    if not resume:
         raise GigasynthError(
             f"an unfinished run left its state in {work.root} (step {record['step']}/"
             f"{job.total_steps}): pass --resume to continue it or --overwrite to discard it"
         )
+    if record["job"] != job.identity():
+        raise GigasynthError(
+            f"the saved state in {work.root} is for another job "
+            f"({_first_difference(record['job'], job.identity())}); rerun with the same "
+            "parameters, or with --overwrite and without --resume to start over"
+        )
+    work = work.recorded(record)
+    step = int(record["step"])
+    if step and not work.x_buffer(step).is_dir():
+        raise GigasynthError(
+            f"the state saved at step {step} is missing from {work.state} (was the work "
+            "dir cleared?): start over with --overwrite and without --resume"
+        )
+    return work, step
+
+
+def _begin(work: WorkDir, out: Path, job: Job, step: int | None) -> int:
+    """Start afresh (step None: whatever an earlier run left goes) or prune to `step`."""
+    if step is not None:
+        work.prune({work.x_buffer(step)})
+        return step
+    discard_work(out)
     work.remove()
-    work.root.mkdir(parents=True)
+    work.create()
     work.save(job.identity(), job.spec.to_dict(), 0)
     return 0
 
@@ -117,7 +143,7 @@ def _convert_level0(job: Job, client: Client, final: Path, slide: Path, mpp: flo
     """Level 0 of the slide from the final float state, one task per output chunk."""
     spec = job.spec
     meta = SlideMetadata(spec.width, spec.height, mpp, provenance, slide_name(spec))
-    _, cy, cx = create_ome_zarr(slide, meta).chunks
+    _, cy, cx = create_ome_zarr(slide, meta, SLIDE_CHUNK).chunks
     token = uuid.uuid4().hex[:12]
     futures = [
         client.submit(to_uint8_chunk, final, slide, slice(y, min(y + cy, spec.height)),
@@ -155,12 +181,20 @@ def synthesize(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    work_dir: Path | None = None,
+    preflight: bool = True,
+    on_needs: Callable[[Needs], None] | None = None,
 ) -> SynthResult:
     """Synthesise the slide `spec` describes into the OME-Zarr folder `out`.
 
     Bad input raises GigasynthError (one line) before any work; a cancel raises
     SynthCancelled and a full disk SynthDiskFull (a GigasynthError), both leaving `<out>.work/`
     resumable with resume=True.
+
+    The state buffers go to `work_dir` (a folder every worker sees at the same path)
+    instead of beside `out`. Before any work the preflight estimates the disk the run
+    needs and refuses (GigasynthError) when a filesystem lacks it, unless `preflight`
+    is False; `on_needs` receives the estimate either way.
     """
     started = time.perf_counter()
     out = Path(out).absolute()  # tasks may run on other machines, in other working folders
@@ -172,9 +206,15 @@ def synthesize(
     _check_targets(out, ome_tiff, preview, overwrite)
     if client is None and workers < 1:
         raise GigasynthError(f"workers must be at least 1, not {workers}")
+    work, resume_step = _open_work(out, work_dir, job, resume, overwrite)
+    needs = estimate(job, spec.tiff_compression if ome_tiff is not None else None)
+    if on_needs is not None:
+        on_needs(needs)
+    if preflight:
+        held = work.allocated_bytes() if resume_step is not None else 0
+        check_disk(needs, work.state, out, ome_tiff, held)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = WorkDir(work_path(out))
-    start_step = _begin(work, job, resume, overwrite)
+    start_step = _begin(work, out, job, resume_step)
     provenance = {"checkpoint": spec.checkpoint, "checkpoint_sha256": checkpoint.sha256,
                   "model": checkpoint.config.kind, "seed": spec.seed, "sampler": spec.sampler,
                   "steps": job.total_steps, "eta": spec.eta}
@@ -188,10 +228,11 @@ def synthesize(
             final, rate = denoise(job, work, cl, start_step, resources=task_resources(cl),
                                   threads=task_threads(cl), progress=progress,
                                   should_stop=should_stop)
-            report("pyramid", rate)
+            report("level0", rate)
             slide = work.root / SLIDE_IN_WORK
             shutil.rmtree(slide, ignore_errors=True)
             _convert_level0(job, cl, final, slide, _mpp(spec, checkpoint.meta), provenance)
+            report("pyramid", rate)
             build_pyramid(slide, client=cl)
         report("tiff", rate)
         if ome_tiff is not None:

@@ -12,6 +12,7 @@ from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.sampling import SampleRequest
 from gigasynth.synth.spec import SynthSpec
+from gigasynth.synth.state import X_DTYPE
 from gigasynth.synth.tasks import ModelRef
 from gigasynth.tiling import TilePlan, plan_tiles
 
@@ -37,15 +38,22 @@ class Job:
         return self.spec.width * self.spec.height * self.config.steps
 
     def identity(self) -> dict[str, Any]:
-        """What a saved state must match to be resumed: pixels and state chunking."""
+        """What a saved state must match to be resumed: pixels, state chunking and the
+        precision x is stored in."""
         s = self.spec
         return {"checkpoint_sha256": self.ref.sha256, "width": s.width, "height": s.height,
                 "seed": s.seed, "sampler": s.sampler, "eta": s.eta,
-                "timesteps": list(self.timesteps), "tile": s.tile}
+                "timesteps": list(self.timesteps), "tile": s.tile, "state": X_DTYPE}
 
 
 def _exchanges(nca_steps: int, every: int | None) -> tuple[range, ...]:
-    """The NCA steps of one diffusion step, cut into exchanges of at most `every` steps."""
+    """The NCA steps of one diffusion step, cut into exchanges of at most `every` steps.
+
+    A model of 0 NCA steps (its prediction is zero: the pipeline benchmark's) has one
+    empty exchange.
+    """
+    if nca_steps == 0:
+        return (range(0),)
     every = nca_steps if every is None else every
     return tuple(range(a, min(a + every, nca_steps)) for a in range(0, nca_steps, every))
 

@@ -25,7 +25,7 @@ class SynthSpec:
     eta: float = 0.0
     tile: int = 512
     halo_every: int | None = None
-    save_every: int = 5
+    save_every: int = 1      # a save every step keeps two state buffers, not three
     mpp: float | None = None
     tiff_compression: str = "jpeg"
 

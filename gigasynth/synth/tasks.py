@@ -21,7 +21,7 @@ from gigasynth.io import open_level
 from gigasynth.keyed import Window
 from gigasynth.models import DiffNCA
 from gigasynth.sampling import SampleRequest, denoise_step, initial_noise
-from gigasynth.sampling.step import step_noise
+from gigasynth.sampling.step import round_state, step_noise
 from gigasynth.synth.state import read_region, write_region
 from gigasynth.tiling import Tile
 
@@ -111,13 +111,14 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
 
 def _sampler_step(model: DiffNCA, sampler: Sampler, state: torch.Tensor, t: int, seeds: list[int],
                   tile: Tile) -> torch.Tensor:
-    """x_{t_prev} on a tile from its final cell state (as denoise_step does on a region)."""
+    """x_{t_prev} on a tile from its final cell state (as denoise_step does on a region,
+    rounded alike)."""
     eps_hat = model.readout(state).float()
     x_t = state[:, :3].float()
     noise = None
     if sampler.stochastic and sampler.next_timestep(t) >= 0:
         noise = step_noise(seeds, t, x_t.shape, Window(tile.y0, tile.x0), x_t.device)
-    return sampler.step(eps_hat, t, x_t, noise)
+    return round_state(sampler.step(eps_hat, t, x_t, noise))
 
 
 def to_uint8_chunk(source: Path, slide: Path, rows: slice, cols: slice) -> int:
