@@ -1,9 +1,15 @@
-"""Measure the tiled engine: peak RSS vs slide area, tiled vs whole-image time, throughput.
+"""Measure the tiled engine: peak RSS vs slide area, tiled vs whole-image time, throughput,
+and the cost of one tile task by tile size with and without the workers' allocator
+settings (gigasynth.cluster.worker.steady_allocator).
 
-Each measurement is a fresh `gigasynth synth` process (1 in-process worker, so the
-process's peak RSS covers the workers too), timed and sized with os.wait4.
+Each synth measurement is a fresh `gigasynth synth` process (1 in-process worker, so the
+process's peak RSS covers the workers too), timed and sized with os.wait4. Each tile
+measurement is a fresh process running the real task function (`denoise_tile`, one
+thread) on the centre tile of a 3 x 3 tile state, several times after a warm-up: wall
+and CPU time, minor page faults (ru_minflt) and RSS growth per task.
 
     nice -n 10 python experiments/synth_bench.py [--checkpoint CKPT] [--steps 2]
+    nice -n 10 python experiments/synth_bench.py --only tiles [--reps 4]
 
 Without --checkpoint it uses builtin:tiny-pathology, or a freshly initialised `tiny`
 preset model when that is not installed (speed and memory do not depend on weights).
@@ -18,8 +24,11 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+TILE_SIZES = (256, 512, 1024)
 
 
 def default_checkpoint(tmp: Path) -> str:
@@ -62,10 +71,94 @@ def synth(checkpoint: str, size: int, tile: int, steps: int, tmp: Path,
     rate = re.search(r"([\d.]+) Mpx-steps/s", stdout)
     seconds = re.search(r"in ([\d.]+) s", stdout)
     return {"size": size, "tile": tile, "steps": steps, "workers": workers or "default",
-            "one_thread": one_thread, "wall_s": round(wall, 1),
+            "one_thread": one_thread, "wall_s": round(wall, 1), "minflt": usage.ru_minflt,
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
             "synth_s": float(seconds.group(1)), "peak_rss_mib": round(usage.ru_maxrss / 1024),
             "mpx_steps_per_s": float(rate.group(1))}
+
+
+def tile_probe(checkpoint: str, tile: int, reps: int, tmp: Path) -> dict:
+    """Per-task cost of the centre tile of a 3 x 3 tile slide (this process, one thread)."""
+    from gigasynth.cluster import steady_allocator
+
+    steady = steady_allocator()     # what a worker does at start-up, before any tensor
+    import resource
+
+    import torch
+
+    from gigasynth.checkpoint import load_checkpoint
+    from gigasynth.keyed import Window
+    from gigasynth.sampling.step import initial_noise, round_state
+    from gigasynth.synth import SynthSpec
+    from gigasynth.synth.job import prepare_job
+    from gigasynth.synth.state import WorkDir, write_region
+    from gigasynth.synth.tasks import Exchange, denoise_tile
+
+    torch.set_num_threads(1)
+    side = 3 * tile
+    job = prepare_job(SynthSpec(checkpoint, side, side, seed=1, steps=50, tile=tile),
+                      load_checkpoint(checkpoint))
+    work = WorkDir(tmp / f"probe-{tile}")
+    work.create()
+    for step in (1, 2):
+        work.create_buffer(work.x_buffer(step), 3, side, side, job.plan.chunk)
+    for t in job.plan:      # x_t chunk by chunk, so no slide-sized temporaries
+        rows, cols = t.slices
+        noise = initial_noise([1], job.timesteps[1], 3, t.height, t.width, Window(t.y0, t.x0))
+        write_region(work.x_buffer(1), rows, cols, round_state(noise)[0].numpy())
+    exchange = Exchange(job.timesteps[1], job.exchanges[0], work.x_buffer(1),
+                        False, work.x_buffer(2), True, True)
+    centre = job.plan[4]
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    base = peak = rss()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.005):
+            peak = max(peak, rss())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    denoise_tile(job.ref, exchange, centre, None)   # warm-up: first calls, model load
+    walls, cpus, faults = [], [], []
+    for _ in range(reps):
+        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        denoise_tile(job.ref, exchange, centre, None)
+        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+        walls.append(wall)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        faults.append(after.ru_minflt - before.ru_minflt)
+    done.set()
+    sampler.join()
+    mpx = tile * tile / 1e6
+    return {"tile": tile, "steady_malloc": steady, "reps": reps,
+            "wall_s_per_mpx": round(min(walls) / mpx, 2),
+            "cpu_s_per_mpx": round(min(cpus) / mpx, 2),
+            "minflt_per_task": sorted(faults)[len(faults) // 2],
+            "minflt_per_mpx": round(sorted(faults)[len(faults) // 2] / mpx),
+            "rss_growth_mib": round((peak - base) / 2**20)}
+
+
+def tile_runs(checkpoint: str, reps: int) -> dict[str, dict]:
+    """Tile probes in fresh processes, allocator settings alternating within each size."""
+    runs = {}
+    for tile in TILE_SIZES:
+        for steady in (False, True):
+            env = {**os.environ, "OMP_NUM_THREADS": "1",
+                   **({} if steady else {"GIGASYNTH_STEADY_MALLOC": "0"})}
+            proc = subprocess.run([sys.executable, __file__, "--probe", str(tile), "--reps",
+                                   str(reps), "--checkpoint", checkpoint],
+                                  capture_output=True, text=True, env=env, check=True)
+            runs[f"tile{tile}_{'steady' if steady else 'default'}"] = json.loads(
+                proc.stdout.splitlines()[-1])
+            print(proc.stdout.splitlines()[-1], flush=True)
+    return runs
 
 
 def main() -> None:
@@ -73,11 +166,23 @@ def main() -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--steps", type=int, default=1, help="DDIM steps per run")
     parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--only", choices=["memory", "ratio"], help="run one part only")
+    parser.add_argument("--only", choices=["memory", "ratio", "tiles"],
+                        help="run one part only")
+    parser.add_argument("--reps", type=int, default=4, help="tasks timed per tile probe")
+    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)  # one tile probe
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as tmp_name:
         tmp = Path(tmp_name)
         checkpoint = args.checkpoint or default_checkpoint(tmp)
+        if args.probe:
+            print(json.dumps(tile_probe(checkpoint, args.probe, args.reps, tmp)))
+            return
+        if args.only == "tiles":
+            for name, run in tile_runs(checkpoint, args.reps).items():
+                print(f"{name}: {run['wall_s_per_mpx']} s wall / {run['cpu_s_per_mpx']} s CPU "
+                      f"per Mpx, {run['minflt_per_task']:,} minor faults per task, RSS "
+                      f"+{run['rss_growth_mib']} MiB")
+            return
         plan = []
         if args.only in (None, "memory"):
             plan += [("small", 1024, args.tile, None, False),

@@ -29,15 +29,18 @@ X_BYTES = 3 * 2            # x: 3 channels of float16
 CELL_BYTES = 4             # full cell state: float32 per channel
 SLIDE_CHUNK = 512          # the slide's OME-Zarr chunks (the engine creates it so)
 TIFF_TILE = 512
-# OME-TIFF bytes per pixel of all levels, as written: raw for "none", measured upper
-# bounds for the codecs on tiny-pathology output (BENCHMARKS.md, "Sizing a job").
-TIFF_BYTES_PER_PX = {"none": 3.0, "zlib": 3.0, "jpeg": 0.5}
+# OME-TIFF bytes per pixel of each level, as written: raw for "none" and "zlib" (an upper
+# bound), and for JPEG (quality 90, 4:2:0) what noise-like content measured, its worst
+# case (1.34 B/px for all levels: BENCHMARKS.md, "Sizing a job").
+TIFF_BYTES_PER_PX = {"none": 3.0, "zlib": 3.0, "jpeg": 1.0}
 MARGIN = 64 << 20          # metadata, preview, progress records: per filesystem
 # Memory of one tile task: bytes per read-window pixel per state channel, plus a fixed
-# part (band activations, keyed-noise scratch). Calibrated in BENCHMARKS.md.
-TASK_BYTES_PER_PX_CHANNEL = 24
-TASK_FIXED_BYTES = 96 << 20
-PROCESS_BYTES = 600 << 20  # a worker process: Python, torch, Dask, the model
+# part (band activations, oneDNN scratch). Measured growth of a one-thread task of the
+# tiny model (24 channels): 266 MiB for a 536 px window, 425 MiB for 1048 px; this
+# gives 285 and 532 (BENCHMARKS.md, "Sizing a job").
+TASK_BYTES_PER_PX_CHANNEL = 12
+TASK_FIXED_BYTES = 192 << 20
+PROCESS_BYTES = 500 << 20  # a worker process: Python, torch, zarr, Dask, the model
 
 FreeFn = Callable[[Path], int]
 
