@@ -21,7 +21,6 @@ from gigasynth.keyed import Stream, Window, key_words, keyed_normal
 from gigasynth.models import DiffNCA
 from gigasynth.models.nca import ALL_BORDERS, Borders
 
-
 STATE_DTYPE = torch.float16
 
 
