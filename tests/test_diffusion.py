@@ -1,11 +1,19 @@
 """Schedules and samplers: DDIM generalises DDPM; DDIM with eta 0 is deterministic."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from gigasynth.checkpoint import load_checkpoint
+from gigasynth.config import ModelConfig
 from gigasynth.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, make_sampler
+from gigasynth.diffusion.schedule import TERMINAL_ALPHA_BAR
 from gigasynth.errors import GigasynthError
+from gigasynth.models import build_model
 from gigasynth.sampling import SampleRequest, generate
+
+from .conftest import MICRO
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
@@ -61,3 +69,44 @@ def test_ddpm_runs_every_step(micro_model):
                  progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (50, 50)
     assert torch.isfinite(x).all()
+
+
+def test_zero_terminal_snr_schedule_ends_in_pure_noise():
+    old = NoiseSchedule(300, "linear")
+    z = NoiseSchedule(300, "linear", zero_terminal_snr=True)
+    assert z.alpha_bar(299) == TERMINAL_ALPHA_BAR < 1e-7
+    assert z.alpha_bar(0) == pytest.approx(old.alpha_bar(0), rel=1e-12)
+    assert bool((z.alpha_bars[1:] < z.alpha_bars[:-1]).all())
+    assert bool(((z.betas > 0) & (z.betas <= 1)).all())
+    # alpha_bar is the product of the alphas, as the DDPM sampler's betas assume.
+    assert torch.allclose(torch.cumprod(z.alphas, 0), z.alpha_bars, rtol=1e-9, atol=0)
+    # The default leaves the schedule exactly as before the option existed.
+    linear = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 300, dtype=torch.float64), 0)
+    assert torch.equal(old.alpha_bars, linear)
+
+
+def test_samplers_use_the_config_schedule():
+    old = ModelConfig.from_dict({k: v for k, v in MICRO.to_dict().items()
+                                 if k != "zero_terminal_snr"})
+    assert old == MICRO and not old.zero_terminal_snr
+    model = build_model(replace(MICRO, zero_terminal_snr=True))
+    sampler = SampleRequest("ddim", 5).build(model)
+    assert sampler.schedule.alpha_bar(MICRO.timesteps - 1) == TERMINAL_ALPHA_BAR
+    assert SampleRequest("ddim", 5).build(build_model(MICRO)).schedule.alpha_bar(49) > 0.5
+    x = generate(model, 16, 16, [0], SampleRequest("ddpm", None))
+    assert torch.isfinite(x).all()
+
+
+def test_bundled_model_samples_as_before():
+    """builtin:tiny-pathology (no zero_terminal_snr field) gives the output it gave before
+    the field existed (figures from commit 152da4f)."""
+    model = load_checkpoint("builtin:tiny-pathology").model
+    expected = {
+        SampleRequest("ddim", 4): [0.31679201, -0.09511966, 0.19811580],
+        SampleRequest("ddim", 3, eta=1.0): [0.37994873, -0.14015850, 0.16121924],
+    }
+    for request, means in expected.items():
+        x = generate(model, 16, 16, [7], request)
+        # 1e-4: thread counts change float summation order; a changed schedule moves
+        # these means by more than 1e-2.
+        assert x.mean((0, 2, 3)).tolist() == pytest.approx(means, abs=1e-4)

@@ -1,6 +1,7 @@
 """Training: the loss falls on the sample slide; resume gives identical weights."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,12 +9,20 @@ import torch
 
 from gigasynth.checkpoint import load_checkpoint
 from gigasynth.data import open_source
+from gigasynth.data.loader import PatchBatches, dihedral
 from gigasynth.data.sources import ArraySource
 from gigasynth.diffusion import NoiseSchedule
 from gigasynth.errors import GigasynthError
 from gigasynth.images import to_model_space
 from gigasynth.train import TrainConfig, train
-from gigasynth.train.trainer import METRICS, STATE, diffusion_loss
+from gigasynth.train.trainer import (
+    COSINE_FLOOR,
+    METRICS,
+    STATE,
+    diffusion_loss,
+    loss_weights,
+    lr_factor,
+)
 
 from .conftest import MICRO
 
@@ -130,3 +139,95 @@ def test_train_cli_skips_an_unreadable_slide_or_stops_with_strict(tmp_path, caps
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
     assert main([*args, "--out", str(tmp_path / "none"), "--data", str(slides / "*.ndpi")]) == 2
     assert "no data matches" in capsys.readouterr().err
+
+
+def test_dihedral_augmentation_turns_and_flips_each_patch():
+    image = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(1, 16, 16, 3)
+    source = ArraySource(image, "one")
+    plain = PatchBatches([source], np.ones(1), seed=2, rank=0, batch=32, size=16)
+    turned = PatchBatches([source], np.ones(1), seed=2, rank=0, batch=32, size=16,
+                          augment="dihedral")
+    assert all(torch.equal(p, torch.from_numpy(image[0])) for p in plain[5])
+    group = [dihedral(image[0], k) for k in range(8)]
+    assert len({g.tobytes() for g in group}) == 8
+    seen = {[g.tobytes() for g in group].index(p.numpy().tobytes()) for p in turned[5]}
+    assert len(seen) >= 5  # 32 draws from 8 elements
+    assert torch.equal(turned[5], turned[5])  # keyed by (seed, rank, iteration)
+    with pytest.raises(GigasynthError, match="augmentation"):
+        PatchBatches([source], np.ones(1), 0, 0, 1, 16, augment="mirror")
+
+
+def test_min_snr_weights_favour_high_noise():
+    schedule = NoiseSchedule(300, "linear")
+    cfg = TrainConfig(loss_weighting="min-snr", min_snr_gamma=5.0)
+    t = [0, 50, 150, 299]
+    w = loss_weights(cfg, schedule, t)
+    snr = schedule.snr(t)
+    expected = torch.minimum(snr, torch.tensor(5.0, dtype=torch.float64)) / snr
+    assert torch.allclose(w, expected.float())
+    assert w[0] < 0.01 and w[-1] == 1.0 and bool((w[1:] >= w[:-1]).all())
+    assert loss_weights(TrainConfig(), schedule, t) is None
+
+
+def test_lr_schedules_warm_up_and_decay():
+    cos = TrainConfig(iterations=110, lr_schedule="cosine", warmup=10)
+    assert lr_factor(cos, 0) == pytest.approx(0.1)
+    assert lr_factor(cos, 9) == pytest.approx(1.0)
+    assert lr_factor(cos, 60) == pytest.approx(0.5 * (1 + COSINE_FLOOR))
+    assert lr_factor(cos, 110) == pytest.approx(COSINE_FLOOR)
+    exp = TrainConfig(lr_decay=0.99)
+    assert lr_factor(exp, 7) == pytest.approx(0.99**7)
+
+
+def test_resume_is_exact_with_the_new_recipe(tmp_path, slide_path):
+    source = open_source(slide_path, downsample=4, min_tissue=0.0)
+    cfg = replace(MICRO, zero_terminal_snr=True)
+    base = dict(batch=2, size=24, save_every=4, seed=3, augment="dihedral",
+                loss_weighting="min-snr", lr_schedule="cosine", warmup=3)
+    torch.manual_seed(0)
+    train(cfg, TrainConfig(iterations=12, **base), [source], tmp_path / "r", show_progress=False)
+    # the CPU budget stops early and saves; resuming continues exactly
+    torch.manual_seed(0)
+    train(cfg, TrainConfig(iterations=12, **base), [source], tmp_path / "b",
+          show_progress=False)
+    a = torch.load(tmp_path / "r" / STATE, weights_only=False)
+    b = torch.load(tmp_path / "b" / STATE, weights_only=False)
+    assert all(torch.equal(a["model"][k], v) for k, v in b["model"].items())
+    torch.manual_seed(0)
+    train(cfg, TrainConfig(iterations=12, max_cpu_seconds=1e-9, **base), [source],
+          tmp_path / "s", show_progress=False)
+    assert torch.load(tmp_path / "s" / STATE, weights_only=False)["step"] == 1
+    torch.manual_seed(1)
+    train(cfg, TrainConfig(iterations=12, **base), [source], tmp_path / "s", resume=True,
+          show_progress=False)
+    s = torch.load(tmp_path / "s" / STATE, weights_only=False)
+    assert s["step"] == 12
+    for key, value in a["model"].items():
+        assert torch.equal(s["model"][key], value), key
+    with pytest.raises(GigasynthError, match="another model config"):
+        train(MICRO, TrainConfig(iterations=13, **base), [source], tmp_path / "s",
+              resume=True, show_progress=False)
+
+
+def test_train_cli_passes_region_min_tissue_and_schedule(tmp_path, slide_path, capsys):
+    from gigasynth.cli import main
+
+    args = ["train", "--data", str(slide_path), "--iterations", "1", "--batch", "1",
+            "--size", "16", "--downsample", "4", "--quiet", "--loader-workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "bad"), "--region", "0,0,99999,10"]) == 2
+    assert "lies outside" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "ok"), "--region", "test", "--min-tissue", "0",
+                 "--augment", "dihedral", "--zero-terminal-snr"]) == 0
+    doc = json.loads((tmp_path / "ok" / "checkpoint" / "config.json").read_text())
+    assert doc["model"]["zero_terminal_snr"] is True
+    assert doc["meta"]["train"]["region"] == "test"
+    assert doc["meta"]["train"]["min_tissue"] == 0.0
+    assert doc["meta"]["train"]["augment"] == "dihedral"
+
+
+def test_min_tissue_zero_allows_background_patches(slide_path):
+    tissue = open_source(slide_path, downsample=4)
+    uniform = open_source(slide_path, downsample=4, min_tissue=0.0)
+    assert len(uniform._candidates(64)) > len(tissue._candidates(64))
+    with pytest.raises(GigasynthError, match="min_tissue"):
+        open_source(slide_path, downsample=4, min_tissue=1.5)

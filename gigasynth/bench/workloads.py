@@ -86,7 +86,7 @@ def time_training(
     model = build_model(config, zero_output=False).to(device, memory_format=torch.channels_last)
     model.set_checkpointing(checkpointing)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    schedule = NoiseSchedule(config.timesteps, config.schedule)
+    schedule = NoiseSchedule.for_config(config)
     x0 = torch.rand(batch, 3, size, size, device=device).mul_(2).sub_(1)
     x0 = x0.contiguous(memory_format=torch.channels_last)
     seeds = list(range(batch))

@@ -65,19 +65,21 @@ def open_sources(
     strict: bool = False,
     tissue_cache: Path | None = None,
     region: str | None = None,
+    min_tissue: float = 0.5,
     warn: Callable[[str], None] = _warn,
 ) -> list[PatchSource]:
     """Sources for paths, folders and globs.
 
     An unreadable slide (or one without tissue) is skipped with `warn(message)` unless
     `strict`; when nothing readable is left, the first problem is the error.
+    `region` and `min_tissue` apply to slides (gigasynth.data.sources.open_source).
     """
     sources: list[PatchSource] = []
     problems: list[str] = []
     for path in expand_data(patterns):
         try:
             sources.append(open_source(path, downsample, tissue_cache=tissue_cache,
-                                       region=region))
+                                       region=region, min_tissue=min_tissue))
         except GigasynthError as exc:
             if strict or not is_slide(path):
                 raise

@@ -210,12 +210,16 @@ class SlideSource:
 
 
 def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None = None,
-                tissue_cache: Path | None = None, region: str | None = None):
+                tissue_cache: Path | None = None, region: str | None = None,
+                min_tissue: float = 0.5):
     """A patch source for a slide file, an image folder, a single image or an .npz file.
 
     `region` restricts a slide to part of it (gigasynth.data.regions); other inputs have no
-    regions and refuse one.
+    regions and refuse one. `min_tissue` is the least tissue fraction of a slide patch
+    (0: uniform crops, background included).
     """
+    if not 0.0 <= min_tissue <= 1.0:
+        raise GigasynthError(f"min_tissue must be in [0, 1], not {min_tissue}")
     path = Path(path)
     if not path.exists():
         raise GigasynthError(f"data not found: {path}")
@@ -229,4 +233,5 @@ def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None =
         return ArraySource(load_npz(path, npz_key), str(path))
     if is_array:
         return ArraySource(read_rgb(path)[None], str(path))
-    return SlideSource(path, downsample, tissue_cache=tissue_cache, region=region)
+    return SlideSource(path, downsample, min_tissue=min_tissue, tissue_cache=tissue_cache,
+                       region=region)

@@ -28,7 +28,7 @@ class SampleRequest:
 
     def build(self, model: DiffNCA, start: int | None = None) -> Sampler:
         cfg = model.config
-        sampler = make_sampler(self.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule), self.eta)
+        sampler = make_sampler(self.sampler, NoiseSchedule.for_config(cfg), self.eta)
         steps = self.steps if self.sampler == "ddim" else None
         if steps is not None and steps > cfg.timesteps:
             raise GigasynthError(f"steps={steps} exceeds the model's T={cfg.timesteps}")

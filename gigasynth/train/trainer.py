@@ -1,4 +1,10 @@
-"""The training loop: epsilon prediction, MSE + L1, Adam with exponential decay, EMA.
+"""The training loop: epsilon prediction, MSE + L1, Adam with an LR schedule, EMA.
+
+Recipe options (docs/RESULTS.md, "Training recipe ablation (held-out)", measured them):
+dihedral augmentation of the patches, min-SNR loss weighting (more weight on high noise),
+an exponential or cosine LR schedule with linear warm-up, and a CPU-time budget. The
+noise schedule (e.g. zero terminal SNR) belongs to the model config, since sampling
+needs it too.
 
 Every random draw of an iteration (patches, noise, diffusion steps, fire masks) is
 keyed by (seed, iteration, sample): batches can be made ahead in worker processes,
@@ -11,6 +17,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -60,6 +67,62 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)
     slide_weighting: str = "tissue"
     loader_workers: int = 0
+    region: str | None = None
+    min_tissue: float = 0.5
+    augment: str = "none"
+    loss_weighting: str = "none"
+    min_snr_gamma: float = 5.0
+    lr_schedule: str = "exponential"
+    warmup: int = 0
+    max_cpu_seconds: float = 0.0
+
+
+LOSS_WEIGHTINGS = ("none", "min-snr")
+LR_SCHEDULES = ("exponential", "cosine")
+COSINE_FLOOR = 0.05  # the cosine schedule ends at this fraction of the peak LR
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """One-line errors for settings the loop cannot use."""
+    if cfg.batch < 1 or cfg.iterations < 0 or cfg.size < 8:
+        raise GigasynthError("batch must be >= 1, iterations >= 0 and size >= 8")
+    if cfg.loss_weighting not in LOSS_WEIGHTINGS:
+        raise GigasynthError(f"loss weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, "
+                             f"not {cfg.loss_weighting!r}")
+    if cfg.min_snr_gamma <= 0:
+        raise GigasynthError(f"min-SNR gamma must be positive, not {cfg.min_snr_gamma}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise GigasynthError(f"LR schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"not {cfg.lr_schedule!r}")
+    if cfg.warmup < 0 or cfg.max_cpu_seconds < 0:
+        raise GigasynthError("warmup and the CPU budget must be >= 0")
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """LR multiplier after `step` optimizer steps: linear warm-up, then decay.
+
+    exponential: lr_decay ** step; cosine: from 1 at the end of warm-up to COSINE_FLOOR at
+    `iterations` (a resumed run that changes --iterations changes the remaining curve).
+    """
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    if cfg.lr_schedule == "exponential":
+        return warm * cfg.lr_decay**step
+    span = max(1, cfg.iterations - cfg.warmup)
+    progress = min(1.0, max(0.0, (step - cfg.warmup) / span))
+    return warm * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def loss_weights(cfg: TrainConfig, schedule: NoiseSchedule, t: list[int]) -> torch.Tensor | None:
+    """Per-sample loss weights; None for plain (equal) weighting.
+
+    min-snr (Hang et al. 2023) for epsilon prediction: min(SNR, gamma) / SNR, i.e. 1 at high
+    noise (SNR < gamma) and less at low noise, where the noise is easy to see and the
+    plain loss would spend most of the gradient.
+    """
+    if cfg.loss_weighting == "none":
+        return None
+    snr = schedule.snr(t)
+    return (snr.clamp(max=cfg.min_snr_gamma) / snr).float()
 
 
 def _batch_randomness(
@@ -73,14 +136,18 @@ def _batch_randomness(
 
 def diffusion_loss(
     model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
-    seeds: list[int], t: list[int],
+    seeds: list[int], t: list[int], weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MSE + L1 (1:1) between the true and the predicted noise."""
+    """MSE + L1 (1:1) between the true and the predicted noise; `weights` per sample."""
     b, c, h, w = x0.shape
     eps = keyed_normal(key_words(seeds, Stream.TRAIN_NOISE, t, 0), c, h, w, Window(), x0.device)
     x_t = schedule.add_noise(x0, eps, torch.tensor(t, device=x0.device))
     eps_hat = model(x_t, t, seeds).float()
-    return F.mse_loss(eps_hat, eps) + F.l1_loss(eps_hat, eps)
+    if weights is None:
+        return F.mse_loss(eps_hat, eps) + F.l1_loss(eps_hat, eps)
+    err = eps_hat - eps
+    per_sample = (err.square() + err.abs()).mean(dim=(1, 2, 3))
+    return (weights.to(per_sample.device) * per_sample).mean()
 
 
 def _serialise(obj: Any) -> bytes:
@@ -100,7 +167,13 @@ class _Run:
         self.model.set_checkpointing(cfg.checkpointing)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
-        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
+        self.sched: torch.optim.lr_scheduler.LRScheduler
+        if cfg.lr_schedule == "exponential" and not cfg.warmup:
+            # The original schedule, so run states saved before LambdaLR still load.
+            self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
+        else:
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.opt, lambda step: lr_factor(cfg, step))
         self.step = 0
 
     @torch.no_grad()
@@ -160,15 +233,22 @@ def train(
     if world > 1 and torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if cfg.batch < 1 or cfg.iterations < 0 or cfg.size < 8:
-        raise GigasynthError("batch must be >= 1, iterations >= 0 and size >= 8")
+    check_config(cfg)
+    if world > 1 and cfg.max_cpu_seconds:
+        raise GigasynthError("a CPU-time budget applies to single-process training only")
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE
     if state_path.exists() and not resume:
         raise GigasynthError(f"{out} holds a training run; pass --resume or choose another --out")
-    schedule = NoiseSchedule(model_cfg.timesteps, model_cfg.schedule)
+    schedule = NoiseSchedule.for_config(model_cfg)
     weights = source_weights(sources, cfg.slide_weighting)
     run = _Run(model_cfg, cfg, dev, build)
+    saved = out / "checkpoint" / "config.json"
+    if resume and saved.exists():
+        before = type(model_cfg).from_dict(json.loads(saved.read_text())["model"])
+        if before != model_cfg:
+            raise GigasynthError(f"{out} was trained with another model config (preset or "
+                                 "--zero-terminal-snr); resume it with the same one")
     if resume and state_path.exists():
         run.load(torch.load(state_path, map_location=dev, weights_only=False))
         if rank == 0:
@@ -188,8 +268,9 @@ def train(
     bar = tqdm(total=cfg.iterations, initial=run.step, disable=not show_progress or rank != 0,
                desc="train", unit="it", dynamic_ncols=True)
     metrics = open(out / METRICS, "a") if rank == 0 else None  # noqa: SIM115 (closed below)
-    batches = PatchBatches(sources, weights, cfg.seed, rank, cfg.batch, cfg.size)
+    batches = PatchBatches(sources, weights, cfg.seed, rank, cfg.batch, cfg.size, cfg.augment)
     loader = load_batches(batches, run.step, cfg.iterations, cfg.loader_workers)
+    cpu0 = time.process_time()
     try:
         t0 = time.perf_counter()
         for patches in loader:
@@ -197,7 +278,8 @@ def train(
             x0 = x0.contiguous(memory_format=torch.channels_last)
             seeds, t = _batch_randomness(cfg, run.step, cfg.batch, model_cfg.timesteps, rank)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = diffusion_loss(net, schedule, x0, seeds, t)
+                loss = diffusion_loss(net, schedule, x0, seeds, t,
+                                      loss_weights(cfg, schedule, t))
             if not torch.isfinite(loss):
                 raise GigasynthError(f"loss became {loss.item()} at iteration {run.step}")
             run.opt.zero_grad(set_to_none=True)
@@ -211,7 +293,8 @@ def train(
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{ips:.1f}")
             if metrics and (run.step % cfg.log_every == 0 or run.step == cfg.iterations):
                 record = {"step": run.step, "loss": loss.item(), "images_per_s": ips,
-                          "lr": run.sched.get_last_lr()[0]}
+                          "lr": run.sched.get_last_lr()[0],
+                          "cpu_s": round(time.process_time() - cpu0, 2)}
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
             if run.step % cfg.save_every == 0:
@@ -219,6 +302,8 @@ def train(
             if rank == 0 and cfg.sample_every and run.step % cfg.sample_every == 0:
                 write_sample_grid(run.ema, out / "samples" / f"step{run.step:07d}.png",
                                   cfg.size, cfg.sample_count, dev)
+            if cfg.max_cpu_seconds and time.process_time() - cpu0 >= cfg.max_cpu_seconds:
+                break  # the budget is this process's CPU time (loader workers not counted)
             t0 = time.perf_counter()
         save()
     finally:
