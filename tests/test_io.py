@@ -1,11 +1,15 @@
 """OME-Zarr and OME-TIFF outputs: real files, checked with the validators and readers QuPath-like
-tools use (ome-types, ome-zarr-models, tifffile, large-image)."""
+tools use (ome-types, ome-zarr-models, tifffile, large-image), and read back through
+gigasynth's own reader and DeepZoom generator."""
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import tracemalloc
 import types
+import xml.etree.ElementTree as ET
 from itertools import product
 from pathlib import Path
 
@@ -19,11 +23,13 @@ from PIL import Image
 
 from gigasynth.errors import GigasynthError
 from gigasynth.io import (
+    DeepZoomGenerator,
     SlideMetadata,
     build_pyramid,
     create_ome_zarr,
     level_shapes,
     open_level,
+    open_slide,
     read_metadata,
     read_provenance,
     write_ome_tiff,
@@ -333,3 +339,167 @@ def test_bad_input_is_one_line_error(slide, tmp_path):
     numpy_sized = SlideMetadata(width=np.int64(5), height=np.int32(7), mpp=np.float32(0.5),
                                 provenance={})
     assert (type(numpy_sized.width), type(numpy_sized.mpp)) == (int, float)
+
+
+def write_slide(path: Path, pixels: np.ndarray, pyramid: bool = True) -> Path:
+    """An OME-Zarr of (3, H, W) `pixels` written by gigasynth's writers."""
+    meta = SlideMetadata(width=pixels.shape[2], height=pixels.shape[1], mpp=MPP,
+                         provenance=PROVENANCE)
+    fill_chunk_by_chunk(create_ome_zarr(path, meta, chunk=CHUNK), pixels)
+    if pyramid:
+        build_pyramid(path)
+    return path
+
+
+def continued_pyramid(level: np.ndarray, count: int) -> list[np.ndarray]:
+    """`level` and the `count - 1` levels below it, each the reference 2x2 mean of the last."""
+    levels = [level]
+    while len(levels) < count:
+        levels.append(reference_half(levels[-1]))
+    return levels
+
+
+def deepzoom_levels(slide: Path) -> list[np.ndarray]:
+    """What each DeepZoom level of `slide` must show, (H, W, 3), level 0 (1 x 1) first: the
+    stored levels read with zarr, continued by the reference 2x2 mean below the coarsest."""
+    stored = [open_level(slide, level)[:] for level in range(len(level_shapes(slide)))]
+    count = math.ceil(math.log2(max(stored[0].shape[1:]))) + 1
+    below = continued_pyramid(stored[-1], count - len(stored) + 1)[1:]
+    return [np.moveaxis(a, 0, -1) for a in reversed(stored + below)]
+
+
+def test_reader_reads_both_formats(slide, lossless_tiff, jpeg_tiff, pixels):
+    with open_slide(slide) as zarr_slide, open_slide(lossless_tiff) as tiff_slide, \
+            open_slide(jpeg_tiff) as jpeg_slide:
+        for reader in (zarr_slide, tiff_slide, jpeg_slide):
+            assert reader.levels == tuple(EXPECTED_SHAPES)
+            assert (reader.width, reader.height, reader.mpp) == (WIDTH, HEIGHT, MPP)
+            assert reader.metadata.provenance["seed"] == PROVENANCE["seed"]
+        for level in range(len(EXPECTED_SHAPES)):
+            stored = np.moveaxis(open_level(slide, level)[:], 0, -1)
+            for reader in (zarr_slide, tiff_slide):
+                assert np.array_equal(reader.read_region(level, 0, 0, *EXPECTED_SHAPES[level]),
+                                      stored)
+        region = zarr_slide.read_region(0, 700, 900, 77, 101)       # reaches both far edges
+        assert np.array_equal(region, np.moveaxis(pixels[:, 700:, 900:], 0, -1))
+        assert np.array_equal(tiff_slide.read_region(0, 700, 900, 77, 101), region)
+        lossy = jpeg_slide.read_region(1, 5, 300, 200, 201).astype(int)
+        assert np.abs(lossy - np.moveaxis(open_level(slide, 1)[:, 5:205, 300:501], 0, -1)
+                      ).mean() < 4
+
+
+def test_deepzoom_geometry_and_dzi(slide):
+    dz = DeepZoomGenerator(open_slide(slide))
+    top = math.ceil(math.log2(max(WIDTH, HEIGHT)))
+    assert dz.level_count == top + 1
+    assert dz.level_dimensions == tuple(
+        (math.ceil(WIDTH / 2**(top - lvl)), math.ceil(HEIGHT / 2**(top - lvl)))
+        for lvl in range(top + 1))
+    assert dz.level_dimensions[0] == (1, 1) and dz.level_dimensions[-1] == (WIDTH, HEIGHT)
+    assert dz.level_tiles == tuple((math.ceil(w / 254), math.ceil(h / 254))
+                                   for w, h in dz.level_dimensions)
+    assert dz.tile_count == sum(c * r for c, r in dz.level_tiles)
+    # overlap of 1 px on every side that has a neighbour, clipped at the level's edges
+    assert dz.get_tile_bounds(top, (0, 0)) == (0, 0, 255, 255)
+    assert dz.get_tile_bounds(top, (1, 2)) == (253, 507, 509, 763)
+    assert dz.get_tile_bounds(top, (3, 3)) == (761, 761, WIDTH, HEIGHT)
+    assert dz.get_tile_dimensions(top - 1, (1, 1)) == (501 - 253, 389 - 253)
+    root = ET.fromstring(dz.get_dzi())
+    ns = "{http://schemas.microsoft.com/deepzoom/2008}"
+    assert root.tag == f"{ns}Image"
+    assert (root.get("Format"), root.get("TileSize"), root.get("Overlap")) == ("jpeg", "254", "1")
+    size = root.find(f"{ns}Size")
+    assert (size.get("Width"), size.get("Height")) == (str(WIDTH), str(HEIGHT))
+    assert ET.fromstring(DeepZoomGenerator(open_slide(slide), 510, 0).get_dzi("png")).attrib \
+        == {"Format": "png", "TileSize": "510", "Overlap": "0"}
+
+
+@pytest.mark.parametrize("size, levels", [((1, 1), 1), ((1024, 3), 11), ((1025, 3), 12),
+                                          ((3, 17), 6)])
+def test_deepzoom_level_count_at_powers_of_two(tmp_path, size, levels):
+    width, height = size
+    path = write_slide(tmp_path / "s.ome.zarr", np.full((3, height, width), 9, np.uint8))
+    dz = DeepZoomGenerator(open_slide(path))
+    assert dz.level_count == levels
+    assert dz.level_dimensions[-1] == size and dz.level_dimensions[0] == (1, 1)
+    assert np.array_equal(np.asarray(dz.get_tile(levels - 1, (0, 0))),
+                          np.full((min(height, 255), min(width, 255), 3), 9, np.uint8))
+
+
+def every_tile(dz: DeepZoomGenerator):
+    for level, (cols, rows) in enumerate(dz.level_tiles):
+        for col, row in product(range(cols), range(rows)):
+            yield level, (col, row)
+
+
+def test_deepzoom_tiles_are_slices_of_the_pyramid(slide, lossless_tiff):
+    """Every DeepZoom tile, from the OME-Zarr and from the lossless OME-TIFF, equals its
+    bounds' slice of the matching pyramid level; below the stored levels, of the pyramid
+    continued by 2x2 means."""
+    expected = deepzoom_levels(slide)
+    for path in (slide, lossless_tiff):
+        with open_slide(path) as reader:
+            dz = DeepZoomGenerator(reader)
+            assert dz.level_count == len(expected)
+            for level, address in every_tile(dz):
+                x0, y0, x1, y1 = dz.get_tile_bounds(level, address)
+                tile = np.asarray(dz.get_tile(level, address))
+                assert np.array_equal(tile, expected[level][y0:y1, x0:x1]), (path, level, address)
+            png = dz.get_tile_bytes(9, (1, 0), format="png")
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))),
+                                  np.asarray(dz.get_tile(9, (1, 0))))
+            jpeg = Image.open(io.BytesIO(dz.get_tile_bytes(10, (2, 1))))
+            assert jpeg.format == "JPEG" and jpeg.size == dz.get_tile_dimensions(10, (2, 1))
+            assert np.abs(np.asarray(jpeg).astype(int) - expected[10][253:509, 507:763]
+                          ).mean() < 6
+
+
+def test_deepzoom_without_a_pyramid_continues_from_level_0(tmp_path, pixels):
+    """A slide whose pyramid was never built (one stored level) still gives every DeepZoom
+    level, each the 2x2-mean pyramid of level 0."""
+    path = write_slide(tmp_path / "flat.ome.zarr", pixels[:, :300, :500], pyramid=False)
+    assert level_shapes(path) == [(300, 500)]
+    expected = deepzoom_levels(path)
+    dz = DeepZoomGenerator(open_slide(path))
+    for level, address in every_tile(dz):
+        x0, y0, x1, y1 = dz.get_tile_bounds(level, address)
+        assert np.array_equal(np.asarray(dz.get_tile(level, address)),
+                              expected[level][y0:y1, x0:x1]), (level, address)
+
+
+def test_bad_slide_and_tile_addresses_are_one_line_errors(slide, tmp_path):
+    reader = open_slide(slide)
+    dz = DeepZoomGenerator(reader)
+    (tmp_path / "notes.txt").write_text("not a slide")
+    (tmp_path / "empty.ome.zarr").mkdir()
+    cases = [
+        (lambda: open_slide(tmp_path / "nope.ome.zarr"), "slide not found"),
+        (lambda: open_slide(tmp_path / "notes.txt"), "cannot read TIFF"),
+        (lambda: open_slide(tmp_path / "empty.ome.zarr"), "no pyramid level"),
+        (lambda: reader.read_region(3, 0, 0, 1, 1), "level 3 out of range"),
+        (lambda: reader.read_region(0, 700, 0, 78, 1), "outside level 0 (1001x777 px)"),
+        (lambda: reader.read_region(0, -1, 0, 1, 1), "outside level 0"),
+        (lambda: reader.read_region(0, 0, 0, 1.5, 1), "h must be an integer"),
+        (lambda: dz.get_tile(11, (0, 0)), "DeepZoom level 11 is outside the pyramid (0..10)"),
+        (lambda: dz.get_tile(-1, (0, 0)), "DeepZoom level -1 is outside the pyramid"),
+        (lambda: dz.get_tile(10, (4, 0)), "tile 4_0 is outside level 10 (4 columns x 4 rows)"),
+        (lambda: dz.get_tile(10, (0, 4)), "tile 0_4 is outside level 10"),
+        (lambda: dz.get_tile_bounds(8, (1, 0)), "tile 1_0 is outside level 8 (1 columns x 1"),
+        (lambda: dz.get_tile(10, (0, -1)), "tile 0_-1 is outside level 10"),
+        (lambda: dz.get_tile(10, 3), "address is (column, row)"),
+        (lambda: dz.get_tile(10, (0, 0, 0)), "address is (column, row)"),
+        (lambda: dz.get_tile("10", (0, 0)), "DeepZoom level must be an integer"),
+        (lambda: dz.get_tile(True, (0, 0)), "DeepZoom level must be an integer"),
+        (lambda: dz.get_tile(10, (0.0, 0)), "DeepZoom column must be an integer"),
+        (lambda: dz.get_dzi("gif"), "format must be one of jpeg, png"),
+        (lambda: dz.get_tile_bytes(10, (0, 0), quality=0), "JPEG quality must be"),
+        (lambda: DeepZoomGenerator(reader, dz_tile_size=0), "DeepZoom tile size"),
+        (lambda: DeepZoomGenerator(reader, dz_overlap=-1), "DeepZoom overlap"),
+    ]
+    for call, fragment in cases:
+        with pytest.raises(GigasynthError) as info:
+            call()
+        message = str(info.value)
+        assert fragment in message and "\n" not in message, message
+    # numpy integers are integers
+    assert dz.get_tile_bounds(np.int64(10), (np.int32(1), np.uint8(2))) == (253, 507, 509, 763)

@@ -5,7 +5,8 @@ Bio-Formats decodes it), levels 1.. as its SubIFDs (the layout
 Bio-Formats, hence QuPath, reads as a pyramid); 512 px tiles, interleaved RGB uint8.
 JPEG tiles are YCbCr 4:2:0 (tile sides are multiples of 16); "zlib" (with horizontal
 predictor) and "none" are lossless. tifffile pulls tiles from a generator that reads one
-512 px block of the Zarr level at a time, so no level is ever held in memory.
+512 px block of the level at a time (through `gigasynth.io.reader`), so no level is ever
+held in memory.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ from typing import Any
 
 import numpy as np
 import tifffile
-import zarr
 
 from gigasynth.atomic import atomic_path
 from gigasynth.errors import GigasynthError
-from gigasynth.io.metadata import SlideMetadata
-from gigasynth.io.omexml import build_omexml, parse_metadata
-from gigasynth.io.omezarr import level_shapes, open_level, read_zarr_metadata
+from gigasynth.io.omexml import build_omexml
+from gigasynth.io.reader import SlideReader, open_slide
 
 TILE = 512
 COMPRESSIONS = ("jpeg", "zlib", "none")
@@ -43,56 +42,38 @@ def _codec_options(compression: str, quality: int) -> dict[str, Any]:
     return {"compression": None}
 
 
-def _tiles(level: zarr.Array) -> Iterator[np.ndarray]:
-    """Yield (h, w, 3) tiles in row-major order; tifffile pads the edge tiles."""
-    _, height, width = level.shape
+def _tiles(slide: SlideReader, level: int) -> Iterator[np.ndarray]:
+    """Yield the (h, w, 3) tiles of one level in row-major order; tifffile pads the edge tiles."""
+    height, width = slide.levels[level]
     for y in range(0, height, TILE):
         for x in range(0, width, TILE):
-            yield np.moveaxis(level[:, y:y + TILE, x:x + TILE], 0, -1)
+            yield slide.read_region(level, y, x, min(TILE, height - y), min(TILE, width - x))
 
 
 def write_ome_tiff(zarr_path: Path, tiff_path: Path, compression: str = "jpeg",
                    quality: int = 90) -> Path:
     """Write the whole pyramid of `zarr_path` as one OME-TIFF at `tiff_path` (atomically)."""
     codec = _codec_options(compression, quality)
-    meta = read_zarr_metadata(zarr_path)
-    shapes = level_shapes(zarr_path)
-    pixels_per_cm = 1e4 / meta.mpp
     tiff_path = Path(tiff_path)
-    if tiff_path.is_dir():
-        raise GigasynthError(f"OME-TIFF target is a folder: {tiff_path}")
-    with atomic_path(tiff_path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=False) as tif:
-        for level, (height, width) in enumerate(shapes):
-            scale = 2**level
-            options: dict[str, Any] = {
-                "shape": (height, width, 3), "dtype": np.uint8, "tile": (TILE, TILE),
-                "photometric": "rgb", "planarconfig": "contig", "metadata": None,
-                "resolution": (pixels_per_cm / scale, pixels_per_cm / scale),
-                "resolutionunit": "CENTIMETER", "buffersize": ENCODE_BUFFER_BYTES, **codec,
-            }
-            if level == 0:
-                options.update(subifds=len(shapes) - 1,
-                               description=build_omexml(meta, "tiff"))
-            else:
-                options.update(subfiletype=1)
-            tif.write(_tiles(open_level(zarr_path, level)), **options)
+    with open_slide(zarr_path) as slide:
+        meta, shapes = slide.metadata, slide.levels
+        pixels_per_cm = 1e4 / meta.mpp
+        if tiff_path.is_dir():
+            raise GigasynthError(f"OME-TIFF target is a folder: {tiff_path}")
+        with atomic_path(tiff_path) as tmp, \
+                tifffile.TiffWriter(tmp, bigtiff=True, ome=False) as tif:
+            for level, (height, width) in enumerate(shapes):
+                scale = 2**level
+                options: dict[str, Any] = {
+                    "shape": (height, width, 3), "dtype": np.uint8, "tile": (TILE, TILE),
+                    "photometric": "rgb", "planarconfig": "contig", "metadata": None,
+                    "resolution": (pixels_per_cm / scale, pixels_per_cm / scale),
+                    "resolutionunit": "CENTIMETER", "buffersize": ENCODE_BUFFER_BYTES, **codec,
+                }
+                if level == 0:
+                    options.update(subifds=len(shapes) - 1,
+                                   description=build_omexml(meta, "tiff"))
+                else:
+                    options.update(subfiletype=1)
+                tif.write(_tiles(slide, level), **options)
     return tiff_path
-
-
-def read_tiff_omexml(tiff_path: Path) -> str:
-    """The OME-XML in a TIFF's first ImageDescription."""
-    try:
-        with tifffile.TiffFile(tiff_path) as tif:
-            xml = tif.ome_metadata
-    except FileNotFoundError:
-        raise GigasynthError(f"OME-TIFF not found: {tiff_path}") from None
-    except (tifffile.TiffFileError, OSError) as exc:
-        raise GigasynthError(f"cannot read TIFF {tiff_path}: {exc}") from None
-    if not xml:
-        raise GigasynthError(f"no OME-XML in {tiff_path}")
-    return xml
-
-
-def read_tiff_metadata(tiff_path: Path) -> SlideMetadata:
-    """The slide metadata stored in an OME-TIFF we wrote."""
-    return parse_metadata(read_tiff_omexml(tiff_path), str(tiff_path))

@@ -10,10 +10,13 @@
 Chunks are zlib-compressed (level 1: synthesised tissue texture barely compresses losslessly,
 so a higher level costs time for almost nothing): every Zarr reader (Bio-Formats' JZarr,
 zarr-python, large-image) decodes zlib without native plugins, unlike Blosc.
+
+This module writes the layout; `gigasynth.io.reader` reads it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,39 +115,39 @@ def read_zarr_metadata(path: Path) -> SlideMetadata:
     return parse_metadata(xml, str(path))
 
 
+def listed_levels(attrs: Mapping[str, Any]) -> list[str] | None:
+    """Paths of the levels an image's NGFF multiscales lists, level 0 first; None if it has none.
+
+    A pyramid being built lists level 0 only, so readers never see a half-written level.
+    """
+    try:
+        return [str(dataset["path"]) for dataset in attrs["multiscales"][0]["datasets"]]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
 def level_count(path: Path) -> int:
     """Number of pyramid levels the multiscales metadata lists."""
     path = _require_ome_zarr(path)
     attrs = zarr.open_group(str(path / IMAGE), mode="r", zarr_format=2).attrs.asdict()
-    try:
-        return len(attrs["multiscales"][0]["datasets"])
-    except (KeyError, IndexError, TypeError):
-        raise GigasynthError(f"no NGFF multiscales metadata in {path / IMAGE}") from None
-
-
-def _open_array(path: Path, level: int, mode: Literal["r", "r+"]) -> zarr.Array:
-    try:
-        return zarr.open_array(str(path / IMAGE / str(level)), mode=mode, zarr_format=2)
-    except FileNotFoundError:
-        raise GigasynthError(f"level {level} is listed but missing in {path}") from None
+    listed = listed_levels(attrs)
+    if listed is None:
+        raise GigasynthError(f"no NGFF multiscales metadata in {path / IMAGE}")
+    return len(listed)
 
 
 def open_level(path: Path, level: int, mode: Literal["r", "r+"] = "r") -> zarr.Array:
-    """Open one pyramid level as a (3, H, W) uint8 array; `mode="r+"` to write into it."""
+    """Open one pyramid level as a (3, H, W) uint8 array; `mode="r+"` to write into it.
+
+    The writers' handle on one array; to read a slide, use `gigasynth.io.reader.open_slide`.
+    """
     path = _require_ome_zarr(path)
     count = level_count(path)
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < count:
         raise GigasynthError(f"level {level!r} out of range: {path} has levels 0..{count - 1}")
     if mode not in ("r", "r+"):
         raise GigasynthError(f"mode must be 'r' or 'r+', got {mode!r}")
-    return _open_array(path, level, mode)
-
-
-def level_shapes(path: Path) -> list[tuple[int, int]]:
-    """(H, W) of every pyramid level, level 0 first."""
-    path = _require_ome_zarr(path)
-    shapes = []
-    for level in range(level_count(path)):
-        _, height, width = _open_array(path, level, "r").shape
-        shapes.append((height, width))
-    return shapes
+    try:
+        return zarr.open_array(str(path / IMAGE / str(level)), mode=mode, zarr_format=2)
+    except FileNotFoundError:
+        raise GigasynthError(f"level {level} is listed but missing in {path}") from None

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from gigasynth.atomic import atomic_path
 from gigasynth.errors import GigasynthError
 from gigasynth.io.omexml import DESCRIPTION
-from gigasynth.io.omezarr import level_shapes, open_level, read_zarr_metadata
+from gigasynth.io.reader import open_slide
 
 METRES_PER_INCH = 0.0254  # Pillow takes the pHYs density in dots per inch
 
@@ -39,10 +38,10 @@ def write_preview(zarr_path: Path, png_path: Path, max_side: int = 1024) -> Path
     if isinstance(max_side, bool) or not isinstance(max_side, int) \
             or not 16 <= max_side <= MAX_PREVIEW_SIDE:
         raise GigasynthError(f"preview size must be 16..{MAX_PREVIEW_SIDE} px, got {max_side!r}")
-    meta = read_zarr_metadata(zarr_path)
-    level = preview_level(level_shapes(zarr_path), max_side)
-    rgb = np.moveaxis(open_level(zarr_path, level)[:], 0, -1)
-    image = Image.fromarray(np.ascontiguousarray(rgb))
+    with open_slide(zarr_path) as slide:
+        meta = slide.metadata
+        level = preview_level(list(slide.levels), max_side)
+        image = Image.fromarray(slide.read_region(level, 0, 0, *slide.levels[level]))
     image.thumbnail((max_side, max_side), Image.Resampling.BOX)
     # µm per preview pixel along each axis, from the level-0 size it was shrunk from
     mpp_xy = (meta.mpp * meta.width / image.width, meta.mpp * meta.height / image.height)
