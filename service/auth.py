@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from service.context import Services, Svc
 from service.errors import ApiError
+from service.links import LINK, TILES
 from service.paths import is_job_id
 from service.store import JobRecord, TokenRecord
 from service.tokens import find_token, token_problem
@@ -71,15 +72,18 @@ class ReadAccess:
 
     job: JobRecord
     link: str | None
+    link_exp: int | None = None     # the link's absolute expiry (Unix seconds)
 
     def signed_query(self, svc: Services) -> str:
         """A link for the response: the request's own, or (for a token) a newly signed one."""
         return self.link or svc.signer.query(self.job.id, self.job.token_id)
 
 
-def read_access(request: Request, job_id: str, svc: Services) -> ReadAccess:
+def read_access(request: Request, job_id: str, svc: Services, *,
+                tiles: bool = False) -> ReadAccess:
     """Who may read `job_id`: its owner's token, or a link its owner's token signed and
-    that token is still valid (not revoked, not expired); else 401 or 404."""
+    that token is still valid (not revoked, not expired); else 401 or 404. With `tiles`
+    (the DeepZoom descriptor and tiles) a tile signature serves as well as a link."""
     if not is_job_id(job_id):
         raise _no_such_job(job_id)
     if request.headers.get("authorization") is not None:
@@ -88,7 +92,8 @@ def read_access(request: Request, job_id: str, svc: Services) -> ReadAccess:
     if exp is None or sig is None:
         raise ApiError(401, "missing API token or signed link (exp, sig)", _CHALLENGE)
     job = svc.store.job(job_id)
-    problem = svc.signer.check(job_id, job.token_id if job else "", exp, sig)
+    problem = svc.signer.check(job_id, job.token_id if job else "", exp, sig,
+                               (LINK, TILES) if tiles else (LINK,))
     if problem is not None:
         raise ApiError(401, problem, _CHALLENGE)
     if job is None:
@@ -96,9 +101,11 @@ def read_access(request: Request, job_id: str, svc: Services) -> ReadAccess:
     token_state = token_problem(svc.store.token_by_id(job.token_id))
     if token_state is not None:
         raise ApiError(401, f"signed link's token {token_state}", _CHALLENGE)
-    return ReadAccess(job, f"exp={exp}&sig={sig}")
+    return ReadAccess(job, f"exp={exp}&sig={sig}", int(exp))
 
 
-def readable_job(request: Request, job_id: str, svc: Services) -> JobRecord:
-    """A job the request may read: by its owner's token, or by a link signed for it."""
-    return read_access(request, job_id, svc).job
+def readable_job(request: Request, job_id: str, svc: Services, *,
+                 tiles: bool = False) -> JobRecord:
+    """A job the request may read: by its owner's token, or by a link signed for it (or
+    with `tiles`, a tile signature)."""
+    return read_access(request, job_id, svc, tiles=tiles).job

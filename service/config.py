@@ -35,7 +35,9 @@ class ServiceConfig:
     max_megapixels: float = 10_000.0      # per job, for every token
     max_side: int = 262_144               # px, width or height
     max_steps: int = 1000                 # DDIM steps
-    link_ttl_s: int = 3600                # lifetime of signed viewer links
+    link_ttl_s: int = 3600                # lifetime of signed viewer links, unless asked
+    link_max_ttl_s: int = 7 * 86400       # the longest lifetime a token holder may ask for
+    tile_ttl_s: int = 300                 # lifetime of the viewer's tile signatures
     signing_key: bytes | None = None      # None: generated once, kept in the data dir
     builtin_models: tuple[str, ...] | None = None   # None: every bundled model
     models_dir: Path | None = None        # None: <data_dir>/models
@@ -108,6 +110,11 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
     store_dir = env.get("GIGASYNTH_STORE_DIR")
     work_dir = env.get("GIGASYNTH_WORK_DIR")
     osd_dir = env.get("GIGASYNTH_OPENSEADRAGON_DIR")
+    link_ttl_s = _int(env, "GIGASYNTH_LINK_TTL_S", 3600, minimum=10)
+    link_max_ttl_s = _int(env, "GIGASYNTH_LINK_MAX_TTL_S", 7 * 86400, minimum=10)
+    if link_ttl_s > link_max_ttl_s:
+        raise GigasynthError(f"GIGASYNTH_LINK_TTL_S={link_ttl_s} exceeds "
+                             f"GIGASYNTH_LINK_MAX_TTL_S={link_max_ttl_s}")
     return ServiceConfig(
         data_dir=Path(env.get("GIGASYNTH_DATA_DIR") or "gigasynth-data"),
         store_dir=Path(store_dir) if store_dir else None,
@@ -123,7 +130,9 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         max_megapixels=_float(env, "GIGASYNTH_MAX_MEGAPIXELS", 10_000.0),
         max_side=_int(env, "GIGASYNTH_MAX_SIDE", 262_144, minimum=16),
         max_steps=_int(env, "GIGASYNTH_MAX_STEPS", 1000, minimum=1),
-        link_ttl_s=_int(env, "GIGASYNTH_LINK_TTL_S", 3600, minimum=10),
+        link_ttl_s=link_ttl_s,
+        link_max_ttl_s=link_max_ttl_s,
+        tile_ttl_s=_int(env, "GIGASYNTH_TILE_TTL_S", 300, minimum=2),
         signing_key=key.encode() if key else None,
         builtin_models=_list(env, "GIGASYNTH_BUILTIN_MODELS"),
         models_dir=Path(models_dir) if models_dir else None,

@@ -84,3 +84,31 @@ class ErrorBody(BaseModel):
         json_schema_extra={"examples": [{"error": "no such job: (malformed id)"}]})
 
     error: str = Field(description="what went wrong, in one line")
+
+
+class LinkRequest(BaseModel):
+    """A signed link to mint for one job (POST /v1/jobs/{id}/links, with the owner's token)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ttl_s: int | None = Field(None, ge=1, description="lifetime in seconds (default "
+                              "GIGASYNTH_LINK_TTL_S, at most GIGASYNTH_LINK_MAX_TTL_S)")
+
+
+class SignedLink(BaseModel):
+    """A link granting read access to one job until `expires`, while its token stays valid."""
+
+    viewer: str
+    status: str
+    query: str = Field(description="`exp=...&sig=...`, to append to the job's URLs")
+    expires: int = Field(description="absolute expiry, Unix seconds (never past the "
+                                     "minting token's own)")
+
+
+class TileSignature(BaseModel):
+    """A short-lived signature for the job's DeepZoom descriptor and tiles only."""
+
+    query: str = Field(description="`exp=...&sig=...`, to append to the DZI and tile URLs")
+    expires_in_s: float = Field(description="seconds until it expires")
+    link_expires_in_s: float | None = Field(description="seconds until the link it was "
+                                                        "asked with expires (None: a token)")

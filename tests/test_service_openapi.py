@@ -32,7 +32,7 @@ ERROR_REF = "#/components/schemas/ErrorBody"
 LINK_OPERATIONS = {("get", "/v1/jobs/{job_id}"), ("get", "/v1/jobs/{job_id}/download"),
                    ("get", "/v1/slides/{job_id}.dzi"),
                    ("get", "/v1/slides/{job_id}_files/{level}/{tile_name}"),
-                   ("get", "/view/{job_id}")}
+                   ("get", "/view/{job_id}"), ("get", "/v1/jobs/{job_id}/tile-signature")}
 
 
 @pytest.fixture
@@ -163,6 +163,13 @@ def test_every_status_the_api_answers_is_documented(api):
     check("GET", f"/v1/slides/{done}_files/0/0_0.jpeg", 200, headers=h)
     check("GET", f"/v1/slides/{done}_files/0/5_5.jpeg", 404, headers=h)
     check("GET", f"/view/{queued}", 503, headers=h)
+    link = check("POST", f"/v1/jobs/{done}/links", 201, headers=h, json={"ttl_s": 60})
+    check("POST", f"/v1/jobs/{done}/links", 422, headers=h, json={"ttl_s": 0})
+    check("POST", f"/v1/jobs/{done}/links", 401, json={"ttl_s": 60})
+    check("POST", f"/v1/jobs/{'0' * 32}/links", 404, headers=h)
+    check("GET", f"/v1/jobs/{done}/tile-signature?{link['query']}", 200)
+    check("GET", f"/v1/jobs/{done}/tile-signature", 401)
+    check("GET", f"/v1/jobs/{'0' * 32}/tile-signature", 404, headers=h)
     check("DELETE", f"/v1/jobs/{queued}", 202, headers=h)
     shutil.rmtree(JobPaths.of(data_dir, done).zarr)
     check("GET", f"/v1/slides/{done}.dzi", 410, headers=h)

@@ -39,7 +39,7 @@ _TILE_NAME = re.compile(r"([0-9]{1,9})_([0-9]{1,9})\.jpeg")
 
 
 def _finished_slide(request: Request, job_id: str, svc: Services) -> tuple[JobRecord, JobPaths]:
-    job = readable_job(request, job_id, svc)
+    job = readable_job(request, job_id, svc, tiles=True)
     if job.state != "succeeded":
         raise ApiError(409, f"slide {job.id} is not ready: the job is {job.state}")
     paths = JobPaths.of(svc.config.data_dir, job.id)
