@@ -1,18 +1,19 @@
-"""DeepZoom tiles of finished jobs, rendered from the pyramid and kept in a small LRU cache."""
+"""The service's caching of DeepZoom tiles: generators of open slides and encoded tiles, LRU.
+
+Geometry, reading and encoding are the library's (`gigasynth.io.DeepZoomGenerator`); this
+module only decides what stays in memory, and the ETags of what is served.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from service.deepzoom import DeepZoom
-from service.pyramid import Pyramid
+from gigasynth.io import DeepZoomGenerator, open_slide
 
-JPEG_QUALITY = 90
-_OPEN_PYRAMIDS = 32
+_OPEN_SLIDES = 32
 
 
 class _Lru:
@@ -46,40 +47,32 @@ class _Lru:
 
 
 class SlideTiles:
-    """DZI descriptors and JPEG tiles for slides identified by (job id, version tag)."""
+    """DeepZoom generators and JPEG tiles of finished jobs, by job id."""
 
     def __init__(self, cache_entries: int) -> None:
-        self._pyramids = _Lru(_OPEN_PYRAMIDS)
+        self._generators = _Lru(_OPEN_SLIDES)
         self._tiles = _Lru(cache_entries)
 
-    def pyramid(self, job_id: str, zarr_path: Path) -> Pyramid:
-        found = self._pyramids.get(job_id)
+    def generator(self, job_id: str, zarr_path: Path) -> DeepZoomGenerator:
+        """The job's DeepZoom generator (GigasynthError if its OME-Zarr cannot be read)."""
+        found = self._generators.get(job_id)
         if found is None:
-            found = Pyramid(zarr_path)
-            self._pyramids.put(job_id, found)
+            found = DeepZoomGenerator(open_slide(zarr_path))
+            self._generators.put(job_id, found)
         return found
 
-    def geometry(self, job_id: str, zarr_path: Path) -> DeepZoom:
-        p = self.pyramid(job_id, zarr_path)
-        return DeepZoom(p.width, p.height)
-
     def tile(self, job_id: str, zarr_path: Path, level: int, col: int, row: int) -> bytes:
-        """The JPEG of one tile; the caller has checked that it lies within the grid."""
+        """The JPEG of one DeepZoom tile (GigasynthError if there is no such tile)."""
         key = (job_id, level, col, row)
         data = self._tiles.get(key)
         if data is None:
-            dz = self.geometry(job_id, zarr_path)
-            x0, y0, x1, y1 = dz.tile_bounds(level, col, row)
-            image = self.pyramid(job_id, zarr_path).region(dz.scale(level), x0, y0, x1, y1)
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-            data = buffer.getvalue()
+            data = self.generator(job_id, zarr_path).get_tile_bytes(level, (col, row))
             self._tiles.put(key, data)
         return data
 
     def forget(self, job_id: str) -> None:
         """Drop what is cached of a deleted job."""
-        self._pyramids.drop(lambda k: k == job_id)
+        self._generators.drop(lambda k: k == job_id)
         self._tiles.drop(lambda k: k[0] == job_id)
 
 

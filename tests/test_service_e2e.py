@@ -24,11 +24,11 @@ import zarr
 from PIL import Image
 
 from gigasynth.cli import main as cli_main
+from gigasynth.io import DeepZoomGenerator, open_slide
+from gigasynth.io.deepzoom import JPEG_QUALITY
 from gigasynth.synth import SynthSpec, synthesize
 from service.config import load_config
-from service.deepzoom import DeepZoom
 from service.paths import JobPaths
-from service.slides import JPEG_QUALITY
 from tests.service_fixtures import (
     LONG_MODEL,
     MICRO_MODEL,
@@ -272,10 +272,10 @@ def test_load_tiles_and_submissions(served):
     server, _, data_dir = served
     load_token = add_token(data_dir, "load", max_concurrent=100_000)
     slide = finished_job(data_dir, load_token, 2048, 2048)
-    dz = DeepZoom(2048, 2048)
+    dz = DeepZoomGenerator(open_slide(JobPaths.of(data_dir, slide).zarr))
     urls = [f"/v1/slides/{slide}_files/{level}/{col}_{row}.jpeg"
-            for level in range(dz.max_level - 2, dz.max_level + 1)
-            for col in range(dz.grid(level)[0]) for row in range(dz.grid(level)[1])]
+            for level in range(dz.level_count - 3, dz.level_count)
+            for col in range(dz.level_tiles[level][0]) for row in range(dz.level_tiles[level][1])]
     clients = 32
 
     async def measure(next_request) -> tuple[list[float], float]:

@@ -1,4 +1,5 @@
-"""DeepZoom descriptors, tiles, signed links and downloads from a pyramid written with zarr."""
+"""DeepZoom descriptors, tiles, signed links and downloads over HTTP, from a pyramid written
+with zarr (the DeepZoom geometry itself is tested with the library, in tests/test_io.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import zarr
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from gigasynth.io import DeepZoomGenerator, open_slide
 from service.app import create_app
-from service.deepzoom import DeepZoom
 from service.paths import JobPaths
 from tests.service_fixtures import (
     add_token,
@@ -49,20 +50,6 @@ def jpeg(response) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
 
 
-def test_geometry():
-    dz = DeepZoom(700, 500)
-    assert dz.max_level == 10
-    assert dz.level_size(10) == (700, 500) and dz.level_size(9) == (350, 250)
-    assert dz.level_size(0) == (1, 1)
-    assert dz.grid(10) == (3, 2) and dz.grid(8) == (1, 1)
-    assert dz.tile_bounds(10, 0, 0) == (0, 0, 255, 255)
-    assert dz.tile_bounds(10, 1, 0) == (253, 0, 509, 255)
-    assert dz.tile_bounds(10, 2, 1) == (507, 253, 700, 500)
-    assert not dz.has_tile(10, 3, 0) and not dz.has_tile(11, 0, 0) and dz.has_tile(0, 0, 0)
-    assert DeepZoom(1, 1).max_level == 0 and DeepZoom(1024, 3).max_level == 10
-    assert DeepZoom(1025, 3).max_level == 11
-
-
 def test_dzi_and_tiles_match_the_pyramid(slide):
     client, data_dir, token, job_id = slide
     response = client.get(f"/v1/slides/{job_id}.dzi", headers=auth(token))
@@ -83,6 +70,14 @@ def test_dzi_and_tiles_match_the_pyramid(slide):
     assert abs(coarse.mean() - level0.mean()) < 8      # a shrunken copy of the whole slide
     assert jpeg(client.get(f"/v1/slides/{job_id}_files/0/0_0.jpeg",
                            headers=auth(token))).shape == (1, 1, 3)
+    # the service serves the library's DZI and tiles byte for byte
+    with open_slide(JobPaths.of(data_dir, job_id).zarr) as reader:
+        library = DeepZoomGenerator(reader)
+        assert response.text == library.get_dzi()
+        for level, col, row in [(10, 2, 1), (9, 0, 0), (5, 0, 0), (0, 0, 0)]:
+            served = client.get(f"/v1/slides/{job_id}_files/{level}/{col}_{row}.jpeg",
+                                headers=auth(token))
+            assert served.content == library.get_tile_bytes(level, (col, row))
 
 
 def test_etag_and_cache_headers(slide):

@@ -1,4 +1,8 @@
-"""`/v1/slides`: DeepZoom descriptors and tiles of finished jobs (ETag, Cache-Control)."""
+"""`/v1/slides`: DeepZoom descriptors and tiles of finished jobs (ETag, Cache-Control).
+
+HTTP only: the DZI, the tile grid and the tiles are `gigasynth.io.DeepZoomGenerator`'s;
+`service.slides` caches them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import re
 from fastapi import APIRouter, Request, Response
 
 from gigasynth.errors import GigasynthError
+from gigasynth.io import DeepZoomGenerator
 from service.auth import readable_job
 from service.context import Services, Svc
 from service.errors import ApiError
@@ -48,6 +53,14 @@ def _finished_slide(request: Request, job_id: str, svc: Services) -> tuple[JobRe
     return job, paths
 
 
+def _generator(job: JobRecord, paths: JobPaths, svc: Services) -> DeepZoomGenerator:
+    """The job's DeepZoom generator; 410 when its pyramid can no longer be read."""
+    try:
+        return svc.tiles.generator(job.id, paths.zarr)
+    except GigasynthError as exc:
+        raise ApiError(410, str(exc)) from None
+
+
 def _not_modified(request: Request, tag: str) -> Response | None:
     """A 304 when the client already holds this version."""
     held = (t.strip() for t in request.headers.get("if-none-match", "").split(","))
@@ -67,12 +80,9 @@ def _cached(tag: str, body: bytes, media_type: str) -> Response:
 def dzi(job_id: str, request: Request, svc: Svc) -> Response:
     """The DeepZoom descriptor (size, tile size 254, overlap 1, JPEG)."""
     job, paths = _finished_slide(request, job_id, svc)
-    try:
-        geometry = svc.tiles.geometry(job.id, paths.zarr)
-    except GigasynthError as exc:
-        raise ApiError(410, str(exc)) from None
+    generator = _generator(job, paths, svc)
     tag = etag(job.id, job.finished or 0.0, "dzi")
-    return _not_modified(request, tag) or _cached(tag, geometry.dzi_xml().encode(),
+    return _not_modified(request, tag) or _cached(tag, generator.get_dzi().encode(),
                                                   "application/xml")
 
 
@@ -91,15 +101,9 @@ def tile(job_id: str, level: str, tile_name: str, request: Request,
                             "(expected LEVEL/COL_ROW.jpeg)")
     lvl, col, row = int(level), int(match.group(1)), int(match.group(2))
     try:
-        geometry = svc.tiles.geometry(job.id, paths.zarr)
+        _generator(job, paths, svc).check_tile(lvl, (col, row))
     except GigasynthError as exc:
-        raise ApiError(410, str(exc)) from None
-    if not 0 <= lvl <= geometry.max_level:
-        raise ApiError(404, f"level {lvl} is outside the pyramid (0..{geometry.max_level})")
-    if not geometry.has_tile(lvl, col, row):
-        cols, rows = geometry.grid(lvl)
-        raise ApiError(404, f"tile {col}_{row} is outside level {lvl} ({cols} columns x "
-                            f"{rows} rows)")
+        raise ApiError(404, str(exc)) from None
     tag = etag(job.id, job.finished or 0.0, lvl, col, row)
     unchanged = _not_modified(request, tag)
     if unchanged is not None:
