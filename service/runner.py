@@ -28,6 +28,7 @@ from typing import Any
 
 from distributed import Client
 
+from gigasynth import __version__
 from gigasynth.cluster import connect, default_workers
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import SynthCancelled, SynthDiskFull, SynthProgress, synthesize
@@ -351,6 +352,7 @@ class JobRunner:
             "seconds": round(result.seconds, 3),
             "mpx_steps_per_s": result.mpx_steps_per_s,
             "formats": sorted(formats | {"ome-zarr"}),
+            "gigasynth_version": __version__,
         }}
 
     def _cancel_requested(self, job_id: str) -> bool:

@@ -34,7 +34,9 @@ class JobRequest(BaseModel):
                       description="tile side in px; 0 = the whole image on one device")
     formats: list[Format] = Field(default_factory=lambda: ["ome-zarr", "ome-tiff"],
                                   min_length=1, max_length=3)
-    mpp: float | None = Field(None, ge=0.01, le=1000.0, description="µm per pixel")
+    mpp: float | None = Field(None, ge=0.01, le=1000.0, description=(
+        "µm per pixel: the model's own (GET /v1/models), which is the default; another "
+        "value is refused with 422. Only a model that records none takes it"))
 
 
 class Progress(BaseModel):

@@ -16,10 +16,12 @@ from gigasynth.errors import GigasynthError
 from service.app import create_app
 from service.paths import JobPaths
 from tests.service_fixtures import (
+    LONG_MODEL,
     MICRO_MODEL,
     add_token,
     finished_job,
     service_config,
+    write_long_micro_model,
     write_micro_model,
 )
 
@@ -271,3 +273,23 @@ def test_one_server_per_data_dir(tmp_path):
     finally:
         held.close()
     lock_data_dir(tmp_path).close()                      # free again once released
+
+
+def test_a_resolution_the_model_does_not_make_is_refused(api):
+    """The micro model records 0.5 µm/px: a job asking for 0.25 would label every pixel 2x
+    too small, so it is refused (issue 13); a model that records none takes the request's."""
+    client, data_dir, token_a, _ = api
+    refused = error_of(submit(client, token_a, mpp=0.25), 422)
+    assert "mpp 0.25 µm/px is not the model's resolution" in refused
+    assert "makes 0.5 µm/px (about 20x)" in refused
+    close = submit(client, token_a, mpp=0.502)
+    assert close.status_code == 202, close.text
+    provenance = close.json()["provenance"]                 # shown from submission on
+    assert (provenance["mpp"], provenance["magnification"], provenance["mpp_source"]) == (
+        0.5, 20.0, "model")
+    assert provenance["submitted"] and provenance["gigasynth_version"]
+    write_long_micro_model(data_dir)                        # records no resolution
+    unrecorded = submit(client, token_a, model=LONG_MODEL, tile=0, mpp=0.25)
+    assert unrecorded.status_code == 202, unrecorded.text
+    assert (unrecorded.json()["provenance"]["mpp"],
+            unrecorded.json()["provenance"]["mpp_source"]) == (0.25, "request")

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,12 +35,13 @@ from gigasynth.cluster import connect, steady_allocator, task_resources
 from gigasynth.errors import GigasynthError
 from gigasynth.images import to_uint8
 from gigasynth.io import level_shapes, open_level, read_provenance
+from gigasynth.io.omexml import OME_NS
 from gigasynth.models import build_model
 from gigasynth.sampling import SampleRequest, generate
 from gigasynth.synth import SynthCancelled, SynthProgress, SynthSpec, preflight, synthesize
 from gigasynth.synth import tasks as synth_tasks
 from gigasynth.synth.denoise import denoise
-from gigasynth.synth.job import prepare_job
+from gigasynth.synth.job import DEFAULT_MPP, prepare_job, slide_resolution
 from gigasynth.synth.state import (
     WorkDir,
     allocated_bytes,
@@ -499,3 +501,53 @@ def test_workers_keep_task_memory_between_tasks(monkeypatch):
     assert steady_allocator()
     monkeypatch.setenv("GIGASYNTH_STEADY_MALLOC", "0")
     assert not steady_allocator()
+
+
+# ---- resolution: a property of the model, not a label (issue 13) ----
+
+def test_the_models_resolution_wins_and_another_is_refused():
+    meta = {"mpp": 0.998}
+    assert slide_resolution(None, meta).mpp == 0.998
+    assert slide_resolution(1.0, meta).mpp == 0.998          # within 1 %: the model's value
+    assert slide_resolution(1.0, meta).magnification == 10.0
+    assert slide_resolution(0.5, {"mpp": 0.5}).magnification == 20.0
+    assert slide_resolution(0.25, {"mpp": 0.25}).magnification == 40.0
+    with pytest.raises(GigasynthError, match=r"makes 0\.998 µm/px \(about 10x\)"):
+        slide_resolution(0.25, meta)
+    with pytest.raises(GigasynthError, match="not the model's resolution"):
+        slide_resolution(1.02, meta)                        # 2.2 % off
+    # A model that records no resolution takes the request's, else the default.
+    assert (slide_resolution(0.25, {}).mpp, slide_resolution(0.25, {}).source) == (0.25,
+                                                                                   "request")
+    assert slide_resolution(None, {"mpp": "?"}).mpp == DEFAULT_MPP
+    assert slide_resolution(None, {"mpp": True}).source == "default"
+
+
+@pytest.fixture(scope="module")
+def one_micron_model(tmp_path_factory) -> str:
+    """MICRO recording 1 µm/px, as a model trained on 10x slides would."""
+    torch.manual_seed(0)
+    return str(save_checkpoint(tmp_path_factory.mktemp("mpp") / "micro-1um",
+                               build_model(MICRO, zero_output=False), MICRO, {"mpp": 1.0}))
+
+
+def test_slide_takes_the_models_resolution(one_micron_model, client1, tmp_path):
+    """Asked for nothing, the slide is written at the model's 1 µm/px (10x), not 0.5."""
+    spec = SynthSpec(one_micron_model, width=48, height=40, seed=1, sampler="ddim", steps=1,
+                     tile=32)
+    assert prepare_job(spec, load_checkpoint(one_micron_model)).resolution.mpp == 1.0
+    result = synthesize(spec, tmp_path / "s.ome.zarr", client=client1)
+    root = ET.fromstring((result.zarr_path / "OME" / "METADATA.ome.xml").read_text())
+    assert float(root.find(f".//{{{OME_NS}}}Pixels").get("PhysicalSizeX")) == 1.0
+    assert float(root.find(f".//{{{OME_NS}}}Objective").get("NominalMagnification")) == 10.0
+    assert read_provenance(result.zarr_path)["mpp_source"] == "model"
+
+
+def test_cli_refuses_a_resolution_the_model_does_not_make(one_micron_model, tmp_path):
+    out = tmp_path / "s.ome.zarr"
+    proc = gigasynth_cli("synth", "--checkpoint", one_micron_model, "--size", "48x40",
+                         "--steps", "1", "--mpp", "0.25", "--workers", "1", "--out", str(out))
+    assert_one_line_error(proc, "mpp 0.25 µm/px is not the model's resolution: it makes "
+                                "1 µm/px (about 10x)")
+    assert proc.returncode == 2
+    assert not out.exists() and not work_path(out).exists()

@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", type=Path, help="also write a small PREVIEW.png")
     p.add_argument("--compression", choices=["jpeg", "zlib", "none"], default="jpeg",
                    help="OME-TIFF compression (default jpeg)")
-    p.add_argument("--mpp", type=float, help="µm per pixel (default: the checkpoint's, or 0.5)")
+    p.add_argument("--mpp", type=float,
+                   help="µm per pixel: the checkpoint's own (a different value is refused); "
+                        "only a checkpoint that records none takes it (default 0.5)")
     p.add_argument("--save-every", type=int, default=1,
                    help="diffusion steps between durable saves of the state (default 1; "
                         "more keeps a third state buffer on disk)")

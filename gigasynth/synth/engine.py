@@ -42,7 +42,6 @@ from gigasynth.synth.spec import SynthDiskFull, SynthProgress, SynthResult, Synt
 from gigasynth.synth.state import WorkDir, discard_work, state_path, work_path
 from gigasynth.synth.tasks import to_uint8_chunk
 
-DEFAULT_MPP = 0.5
 SLIDE_IN_WORK = "slide.ome.zarr"
 
 
@@ -119,13 +118,6 @@ def _client(client: Client | None, workers: int) -> Iterator[Client]:
         return
     with connect(None, workers) as own:
         yield own
-
-
-def _mpp(spec: SynthSpec, meta: dict) -> float:
-    if spec.mpp is not None:
-        return spec.mpp
-    value = meta.get("mpp")
-    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_MPP
 
 
 def _disk_full(exc: BaseException) -> OSError | None:
@@ -217,7 +209,8 @@ def synthesize(
     start_step = _begin(work, out, job, resume_step)
     provenance = {"checkpoint": spec.checkpoint, "checkpoint_sha256": checkpoint.sha256,
                   "model": checkpoint.config.kind, "seed": spec.seed, "sampler": spec.sampler,
-                  "steps": job.total_steps, "eta": spec.eta}
+                  "steps": job.total_steps, "eta": spec.eta,
+                  "mpp_source": job.resolution.source}
 
     def report(phase: str, rate: float) -> None:
         if progress is not None:
@@ -231,7 +224,7 @@ def synthesize(
             report("level0", rate)
             slide = work.root / SLIDE_IN_WORK
             shutil.rmtree(slide, ignore_errors=True)
-            _convert_level0(job, cl, final, slide, _mpp(spec, checkpoint.meta), provenance)
+            _convert_level0(job, cl, final, slide, job.resolution.mpp, provenance)
             report("pyramid", rate)
             build_pyramid(slide, client=cl)
         report("tiff", rate)

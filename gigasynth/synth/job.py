@@ -1,20 +1,71 @@
-"""A checked job: the spec against its checkpoint, the tile plan and the exchange schedule."""
+"""A checked job: the spec against its checkpoint, the tile plan and the exchange schedule.
+
+The slide's resolution (µm per pixel) is decided here, for the CLI and the service alike:
+it is a property of the model (the `mpp` its checkpoint metadata records, that of the
+slides it learnt from), not a label a request may choose. A request's mpp must match the
+model's within MPP_TOLERANCE; only a model that records none takes the request's value
+(or DEFAULT_MPP).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gigasynth.checkpoint import Checkpoint
 from gigasynth.cli.common import MAX_PIXELS, MAX_WHOLE_IMAGE_PIXELS
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
+from gigasynth.io.omexml import nominal_magnification
 from gigasynth.sampling import SampleRequest
 from gigasynth.synth.spec import SynthSpec
 from gigasynth.synth.state import X_DTYPE
 from gigasynth.synth.tasks import ModelRef
 from gigasynth.tiling import TilePlan, plan_tiles
+
+DEFAULT_MPP = 0.5           # µm per pixel of a model that records none, when none is asked
+MPP_TOLERANCE = 0.01        # a requested mpp within 1 % of the model's is the model's
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The slide's µm per pixel and where it comes from: the model's metadata, the request
+    (a model that records none) or the default."""
+
+    mpp: float
+    source: Literal["model", "request", "default"]
+
+    @property
+    def magnification(self) -> float:
+        """The objective magnification a scanner would report (the OME-XML's)."""
+        return nominal_magnification(self.mpp)
+
+
+def model_mpp(meta: Mapping[str, Any]) -> float | None:
+    """The µm per pixel a checkpoint's metadata records, or None."""
+    value = meta.get("mpp")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def slide_resolution(requested: float | None, meta: Mapping[str, Any]) -> Resolution:
+    """The resolution of a slide the model with metadata `meta` makes, given a request's
+    mpp (None: not asked); a GigasynthError when the request asks for another one."""
+    made = model_mpp(meta)
+    if made is None:
+        return Resolution(DEFAULT_MPP, "default") if requested is None else \
+            Resolution(float(requested), "request")
+    if requested is not None and abs(requested - made) > MPP_TOLERANCE * made:
+        raise GigasynthError(
+            f"mpp {requested:g} µm/px is not the model's resolution: it makes "
+            f"{made:g} µm/px (about {nominal_magnification(made):g}x), fixed by the slides it "
+            f"was trained on; leave mpp out or give {made:g} (within "
+            f"{MPP_TOLERANCE:.0%})")
+    return Resolution(made, "model")
 
 
 @dataclass(frozen=True)
@@ -27,6 +78,7 @@ class Job:
     plan: TilePlan
     timesteps: tuple[int, ...]
     exchanges: tuple[range, ...]
+    resolution: Resolution
 
     @property
     def total_steps(self) -> int:
@@ -62,6 +114,7 @@ def prepare_job(spec: SynthSpec, checkpoint: Checkpoint) -> Job:
     """Check the spec against the model; every problem is one GigasynthError line."""
     spec.check()
     config = checkpoint.config
+    resolution = slide_resolution(spec.mpp, checkpoint.meta)
     limit = MAX_PIXELS if spec.tile else MAX_WHOLE_IMAGE_PIXELS
     if spec.width * spec.height > limit:
         what = "tiled" if spec.tile else "whole-image (--tile 0)"
@@ -84,4 +137,4 @@ def prepare_job(spec: SynthSpec, checkpoint: Checkpoint) -> Job:
         where = str(Path(where).absolute())
     ref = ModelRef(where, checkpoint.sha256, spec.sampler,
                    spec.steps if spec.sampler == "ddim" else None, spec.eta, spec.seed)
-    return Job(spec, ref, config, plan, tuple(sampler.timesteps), exchanges)
+    return Job(spec, ref, config, plan, tuple(sampler.timesteps), exchanges, resolution)

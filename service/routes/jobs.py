@@ -15,6 +15,7 @@ from service.openapi import errors, signed_link
 from service.paths import JobPaths, new_job_id
 from service.quotas import admit, concurrency_refusal
 from service.schemas import JobList, JobRequest, JobView, Progress
+from service.spec import provenance
 from service.store import RETRYABLE_STATES, ActiveLimit, JobRecord, StateConflict
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -37,12 +38,6 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
         links["dzi"] = f"/v1/slides/{job.id}.dzi?{signed}"
         for fmt in result.get("formats", []):
             links[f"download:{fmt}"] = f"/v1/jobs/{job.id}/download?format={fmt}"
-    provenance = None
-    if job.state == "succeeded":
-        r = job.request
-        provenance = {"synthetic": True, "model": r["model"],
-                      "checkpoint_sha256": result.get("checkpoint_sha256"), "seed": r["seed"],
-                      "sampler": r["sampler"], "steps": r["steps"], "eta": r["eta"]}
     throughput = result.get("mpx_steps_per_s", progress.get("mpx_steps_per_s"))
     return JobView(
         id=job.id, state=job.state, cancel_requested=job.cancel_requested,
@@ -52,7 +47,7 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
         if job.progress else None,
         throughput_mpx_steps_per_s=throughput,
         eta_s=progress.get("eta_s") if job.state == "running" else None,
-        error=job.error, provenance=provenance, links=links,
+        error=job.error, provenance=provenance(job, svc.catalog), links=links,
     )
 
 
@@ -62,7 +57,8 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
                             "required": True}}},
                         **errors(400, 401, 403, 413, 422, 429, 503, notes={
                             422: "invalid job: unknown model or field, a value out of this "
-                                 "service's limits, or a size/tile the model cannot make"})})
+                                 "service's limits, or a size, tile or resolution (mpp) the "
+                                 "model cannot make"})})
 def submit(body: JobRequest, response: Response, token: Token,
            svc: Svc) -> JobView:
     """Accept a job (202) after checking limits, the model and the token's quotas."""
