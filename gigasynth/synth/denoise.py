@@ -25,26 +25,52 @@ StopFn = Callable[[], bool]
 
 
 class RateMeter:
-    """Throughput (useful Mpx-steps/s) and ETA of the work done in this run."""
+    """Throughput (useful Mpx-steps/s) and ETA of the work done in this run.
+
+    The run's first diffusion step also pays for starting up (workers loading the model,
+    first calls), and a tile counts only once it ends while every worker has one under
+    way: an ETA from the first tiles came out several times too long. So the steady rate
+    is measured from the end of the run's first step to the end of its latest one, and
+    there is no ETA until two steps have ended.
+    """
 
     def __init__(self, total_work: float, done_before: float) -> None:
         self.start = time.perf_counter()
         self.total = total_work
         self.base = done_before
         self.done = done_before
+        self._first_step: tuple[float, float] | None = None    # (time, work done)
+        self._last_step: tuple[float, float] | None = None
 
     def add(self, work: float) -> None:
         self.done += work
 
+    def step_ended(self) -> None:
+        """Mark the end of a diffusion step (a point of the steady rate)."""
+        mark = (time.perf_counter(), self.done)
+        if self._first_step is None:
+            self._first_step = mark
+        else:
+            self._last_step = mark
+
     @property
     def rate(self) -> float:
+        """The average over this run so far (start-up included)."""
         elapsed = time.perf_counter() - self.start
         return (self.done - self.base) / elapsed / 1e6 if elapsed > 0 else 0.0
 
     @property
+    def steady_rate(self) -> float | None:
+        """The rate between step ends after the first; None until two steps have ended."""
+        if self._first_step is None or self._last_step is None:
+            return None
+        (t0, w0), (t1, w1) = self._first_step, self._last_step
+        return (w1 - w0) / (t1 - t0) / 1e6 if t1 > t0 and w1 > w0 else None
+
+    @property
     def eta_s(self) -> float | None:
-        rate = self.rate
-        return (self.total - self.done) / (rate * 1e6) if rate > 0 else None
+        rate = self.steady_rate
+        return (self.total - self.done) / (rate * 1e6) if rate else None
 
 
 def _run_exchange(client: Client, job: Job, exchange: Exchange, token: str,
@@ -99,7 +125,7 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
     def report(step: int) -> None:
         if progress is not None:
             progress(SynthProgress("denoise", step, job.total_steps, tiles_done, per_step,
-                                   meter.rate, meter.eta_s))
+                                   meter.steady_rate or meter.rate, meter.eta_s))
 
     def cancelled(step: int) -> SynthCancelled:
         return SynthCancelled(f"cancelled at diffusion step {step}/{job.total_steps}; "
@@ -131,6 +157,7 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
             if j > 0:      # a full cell state is read by the next exchange only
                 work.drop(source)
             source = target
+        meter.step_ended()
         done = step + 1
         if done % spec.save_every == 0 or done == job.total_steps:
             work.save(job.identity(), spec.to_dict(), done)
