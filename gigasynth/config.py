@@ -59,6 +59,18 @@ class ModelConfig(JsonConfig):
     # the default of configs written before the field existed, keeps their schedule.
     zero_terminal_snr: bool = False
     image_channels: int = 3
+    # A conditioned Diff-NCA (a super-resolution stage of a cascade): its cells also
+    # perceive `condition_channels` channels of a conditioning image, held fixed in the
+    # cell state after the image (and coordinates) and never written, so they take part
+    # in the 3x3 perception like the image does and the model stays local. The condition
+    # is given at 1/condition_downsample of the model's grid and upsampled bilinearly to
+    # it (gigasynth.sampling.condition); condition_noise is the std (in [-1, 1] units) of
+    # the keyed Gaussian noise added to it in training and, by default, in sampling.
+    # 0 channels (the default) is the unconditioned model, written and loaded exactly as
+    # before these fields existed (`to_dict` leaves them out).
+    condition_channels: int = 0
+    condition_downsample: int = 1
+    condition_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("diff-nca", "fourier-diff-nca"):
@@ -76,6 +88,46 @@ class ModelConfig(JsonConfig):
             raise GigasynthError(f"unknown schedule {self.schedule!r}")
         if self.kind == "fourier-diff-nca" and self.fourier_hidden < 1:
             raise GigasynthError("a fourier-diff-nca config needs fourier_hidden >= 1")
+        self._check_condition()
+
+    def _check_condition(self) -> None:
+        if self.condition_channels < 0:
+            raise GigasynthError(
+                f"condition_channels={self.condition_channels} must be >= 0")
+        if not self.is_conditioned:
+            if self.condition_downsample != 1 or self.condition_noise != 0.0:
+                raise GigasynthError("condition_downsample and condition_noise apply to "
+                                     "conditioned models only (condition_channels > 0)")
+            return
+        if self.kind != "diff-nca":
+            raise GigasynthError(f"a conditioned model must be a diff-nca, not {self.kind}")
+        if isinstance(self.condition_downsample, bool) or not isinstance(
+                self.condition_downsample, int) or self.condition_downsample < 1:
+            raise GigasynthError(
+                f"condition_downsample={self.condition_downsample!r} must be an integer >= 1")
+        if not self.condition_noise >= 0.0:
+            raise GigasynthError(f"condition_noise={self.condition_noise} must be >= 0")
+        frozen = self.image_channels + self.condition_channels + 2 * self.canvas_coords
+        if self.channels < frozen + self.image_channels + 1:
+            raise GigasynthError(
+                f"channels={self.channels} leaves no hidden channels beside the image, "
+                f"{self.condition_channels} condition channels and the read-out "
+                f"(need more than {frozen + self.image_channels})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields; an unconditioned config leaves the condition fields out, so its
+        JSON (checkpoints, provenance) is byte for byte what it was before they existed."""
+        data = asdict(self)
+        if not self.is_conditioned:
+            for name in ("condition_channels", "condition_downsample", "condition_noise"):
+                del data[name]
+        return data
+
+    @property
+    def is_conditioned(self) -> bool:
+        """A model whose cells perceive a conditioning image (a super-resolution stage)."""
+        return self.condition_channels > 0
 
     @property
     def is_tileable(self) -> bool:

@@ -32,6 +32,7 @@ class Stream(IntEnum):
     TRAIN_NOISE = 4
     TRAIN_TIME = 5
     INPAINT_NOISE = 6
+    CONDITION_NOISE = 7
 
 
 def _mul32(x: torch.Tensor, m: int) -> torch.Tensor:

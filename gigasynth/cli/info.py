@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if config.kind == "fourier-diff-nca":
         report["fourier_steps"] = config.fourier_steps
         report["fourier_block"] = config.fourier_block
+    if config.is_conditioned:
+        report["condition_channels"] = config.condition_channels
+        report["condition_downsample"] = config.condition_downsample
+        report["condition_noise"] = config.condition_noise
     if digest:
         report["sha256"] = digest
     if args.json:

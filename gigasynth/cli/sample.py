@@ -11,9 +11,10 @@ from tqdm import tqdm
 
 from gigasynth.checkpoint import load_checkpoint
 from gigasynth.cli.common import MAX_WHOLE_IMAGE_PIXELS, add_sampler_args, parse_size, pick_device
+from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb, to_model_space, to_uint8, write_png
-from gigasynth.sampling import SampleRequest, generate, inpaint, upscale
+from gigasynth.sampling import SampleRequest, generate, inpaint, super_resolve, upscale
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", type=Path, help="inpainting mask: white = keep, black = fill")
     p.add_argument("--upscale", type=float, help="super-resolution factor")
     p.add_argument("--t-start", type=int, help="super-resolution: noise level to start from")
+    p.add_argument("--condition", type=Path,
+                   help="a conditioned stage's low-resolution input image (PNG, JPEG, TIFF): "
+                        "the output is it times the stage's downsample factor")
+    p.add_argument("--condition-noise", type=float,
+                   help="std of the noise added to the condition (default: the stage's "
+                        "training level)")
     add_sampler_args(p)
     p.set_defaults(func=run)
 
@@ -52,7 +59,21 @@ def run(args: argparse.Namespace) -> int:
     SampleRequest.build(request, ckpt.model)
     model = ckpt.model.to(memory_format=torch.channels_last)
     seeds = [args.seed]
-    if args.mask is not None or args.upscale is not None:
+    cfg = ckpt.config
+    conditioned = getattr(cfg, "condition_channels", 0) > 0
+    if args.condition is None and conditioned:
+        raise GigasynthError(
+            f"{args.checkpoint} is a conditioned stage ({cfg.condition_downsample}x "
+            "super-resolution): give its low-resolution input with --condition IMAGE")
+    if args.condition is not None:
+        if not conditioned:
+            raise GigasynthError(f"{args.checkpoint} takes no condition (it is not a "
+                                 "conditioned stage); drop --condition")
+        if args.size or args.image or args.mask or args.upscale:
+            raise GigasynthError("--condition sets the output size; it does not combine "
+                                 "with --size, --image, --mask or --upscale")
+        x = _sample_conditioned(args, model, cfg, request, device)
+    elif args.mask is not None or args.upscale is not None:
         if args.image is None:
             raise GigasynthError("--mask and --upscale need --image")
         image = to_model_space(read_rgb(args.image)).to(device)
@@ -81,3 +102,22 @@ def run(args: argparse.Namespace) -> int:
     path = write_png(args.out, to_uint8(x)[0])
     print(f"wrote {path} ({x.shape[-1]}x{x.shape[-2]}, {ckpt.config.kind}, seed {args.seed})")
     return 0
+
+
+def _sample_conditioned(
+    args: argparse.Namespace, model: torch.nn.Module, cfg: ModelConfig, request: SampleRequest,
+    device: torch.device,
+) -> torch.Tensor:
+    """The stage's output for the low-resolution image --condition."""
+    rgb = read_rgb(args.condition)
+    low = to_model_space(rgb).to(device)
+    k, f = cfg.condition_channels, cfg.condition_downsample
+    if k == 1:
+        low = low.mean(dim=1, keepdim=True)
+    elif k != low.shape[1]:
+        raise GigasynthError(f"the stage takes a {k}-channel condition; an image file gives "
+                             "1 (grey) or 3 (RGB)")
+    h, w = low.shape[-2:]
+    parse_size(f"{w * f}x{h * f}", MAX_WHOLE_IMAGE_PIXELS)
+    return super_resolve(model, low, [args.seed], request, _progress("super-resolve"),
+                         args.condition_noise)

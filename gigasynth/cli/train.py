@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zero-terminal-snr", action=argparse.BooleanOptionalAction, default=False,
                    help="rescale the noise schedule so x_T is pure noise, as sampling "
                         "assumes (stored in the model config)")
+    p.add_argument("--condition-downsample", type=int, default=0, metavar="F",
+                   help="train a super-resolution stage: each crop's condition is the crop "
+                        "area-downsampled by F and upsampled back bilinearly (0: an "
+                        "unconditioned model); sample it with `gigasynth sample --condition`")
+    p.add_argument("--condition-noise", type=float, default=0.05,
+                   help="std of the Gaussian noise added to the condition, in [-1, 1] units "
+                        "(stage errors then do not compound; sampling adds the same)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--iterations", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=16)
@@ -78,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
     from gigasynth.train import TrainConfig, train
 
     model_cfg = replace(preset(args.preset), zero_terminal_snr=args.zero_terminal_snr)
+    if args.condition_downsample < 0:
+        raise GigasynthError(f"--condition-downsample must be >= 1 (or 0: no condition), "
+                             f"not {args.condition_downsample}")
+    if args.condition_downsample:
+        model_cfg = replace(model_cfg, condition_channels=model_cfg.image_channels,
+                            condition_downsample=args.condition_downsample,
+                            condition_noise=args.condition_noise)
     cfg = TrainConfig(
         iterations=args.iterations, batch=args.batch, size=args.size, lr=args.lr,
         lr_decay=args.lr_decay, ema=args.ema, seed=args.seed, checkpointing=args.checkpointing,

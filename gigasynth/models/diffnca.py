@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gigasynth.config import ModelConfig
+from gigasynth.errors import GigasynthError
 from gigasynth.keyed import Window
 from gigasynth.models.conditioning import Conditioning
 from gigasynth.models.nca import ALL_BORDERS, Borders, NCAUpdate, fire_mask
@@ -78,7 +79,9 @@ class DiffNCA(nn.Module):
         if config.kind != "diff-nca":
             raise ValueError(f"DiffNCA needs kind diff-nca, not {config.kind}")
         self.config = config
-        self.frozen = config.image_channels + (2 if config.canvas_coords else 0)
+        # Frozen (read, never written) channels: image, coordinates, condition.
+        self.condition_at = config.image_channels + (2 if config.canvas_coords else 0)
+        self.frozen = self.condition_at + config.condition_channels
         if config.channels < self.frozen + config.image_channels:
             raise ValueError("too few channels for image, coordinates and read-out")
         self.nca = ImageNCA(config, self.frozen)
@@ -87,12 +90,16 @@ class DiffNCA(nn.Module):
         """Recompute each NCA step in backward: training memory flat in S."""
         self.nca.checkpointing = enabled
 
-    def initial_state(self, x_t: torch.Tensor) -> torch.Tensor:
-        """Image (and coordinates), hidden channels at zero."""
+    def initial_state(
+        self, x_t: torch.Tensor, condition: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Image (and coordinates, and condition), hidden channels at zero."""
         b, _, h, w = x_t.shape
         parts = [x_t]
         if self.config.canvas_coords:
             parts.append(canvas_coordinates(b, h, w, x_t))
+        if condition is not None:
+            parts.append(condition.to(x_t.dtype).expand(b, -1, -1, -1))
         zeros = x_t.new_zeros(b, self.config.channels - self.frozen, h, w)
         return torch.cat([*parts, zeros], dim=1)
 
@@ -106,8 +113,34 @@ class DiffNCA(nn.Module):
         seeds: Sequence[int],
         window: Window = Window(),
         borders: Borders = ALL_BORDERS,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """condition: (B or 1, condition_channels, H, W) on the same region as x_t, already
+        on the model's grid (gigasynth.sampling.condition); required by a conditioned
+        model, refused by an unconditioned one."""
         if self.config.canvas_coords and (borders != ALL_BORDERS or window != Window()):
             raise ValueError("a model with canvas coordinates runs on whole images only")
-        state = self.nca(self.initial_state(x_t), t, seeds, window, borders)
+        check_condition_region(self.config, x_t, condition)
+        state = self.nca(self.initial_state(x_t, condition), t, seeds, window, borders)
         return self.readout(state)
+
+
+def check_condition_region(
+    config: ModelConfig, x_t: torch.Tensor, condition: torch.Tensor | None
+) -> None:
+    """One-line errors for a condition that does not fit the model or the region."""
+    k = config.condition_channels
+    if condition is None:
+        if k:
+            raise GigasynthError(
+                f"this model is conditioned ({k}-channel condition at 1/"
+                f"{config.condition_downsample} of its grid): give it a condition image")
+        return
+    if not k:
+        raise GigasynthError("this model takes no condition (condition_channels = 0)")
+    b, _, h, w = x_t.shape
+    if (condition.dim() != 4 or condition.shape[1] != k
+            or condition.shape[0] not in (1, b) or tuple(condition.shape[-2:]) != (h, w)):
+        raise GigasynthError(
+            f"condition of shape {tuple(condition.shape)} does not fit the region: "
+            f"need ({b} or 1, {k}, {h}, {w})")

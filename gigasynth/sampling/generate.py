@@ -13,6 +13,7 @@ from gigasynth.diffusion.samplers import Sampler
 from gigasynth.errors import GigasynthError
 from gigasynth.keyed import Stream, Window, key_words, keyed_normal
 from gigasynth.models import DiffNCA
+from gigasynth.sampling.condition import check_low_condition, model_condition
 from gigasynth.sampling.step import denoise_step, initial_noise
 
 Progress = Callable[[int, int], None]
@@ -43,16 +44,27 @@ def _run(
     seeds: Sequence[int],
     after_step: Callable[[torch.Tensor, int], torch.Tensor] | None,
     progress: Progress | None,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     total = len(sampler.timesteps)
     with torch.no_grad():
         for i, t in enumerate(sampler.timesteps):
-            x = denoise_step(model, sampler, x, t, seeds)
+            x = denoise_step(model, sampler, x, t, seeds, condition=condition)
             if after_step is not None:
                 x = after_step(x, sampler.next_timestep(t))
             if progress is not None:
                 progress(i + 1, total)
     return x
+
+
+def _condition_of(model: DiffNCA) -> int:
+    return getattr(model.config, "condition_channels", 0)
+
+
+def _refuse_condition(model: DiffNCA, what: str) -> None:
+    if _condition_of(model):
+        raise GigasynthError(f"{what} needs an unconditioned model; a conditioned stage "
+                             "samples with a condition image (super_resolve, --condition)")
 
 
 def _check_size(model: DiffNCA, height: int, width: int) -> None:
@@ -74,12 +86,48 @@ def generate(
     request: SampleRequest = SampleRequest(),
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    condition: torch.Tensor | None = None,
+    condition_noise: float | None = None,
 ) -> torch.Tensor:
-    """Sample len(seeds) images of height x width; returns (B, 3, H, W) in [-1, 1]."""
+    """Sample len(seeds) images of height x width; returns (B, 3, H, W) in [-1, 1].
+
+    A conditioned model needs `condition`: (1 or B, condition_channels, H / f, W / f) in
+    [-1, 1] at 1/f of the output (f = condition_downsample); `condition_noise` overrides
+    the noise added to it (default the model's training level).
+    """
     _check_size(model, height, width)
+    if hasattr(model.config, "condition_channels"):
+        check_low_condition(model.config, condition, len(seeds), height, width)
+    elif condition is not None:
+        raise GigasynthError("this model takes no condition (it is not a conditioned stage)")
+    cond = None
+    if condition is not None:
+        cond = model_condition(model.config, condition.to(device), seeds, height, width,
+                               noise=condition_noise)
     sampler = request.build(model)
     x = initial_noise(seeds, sampler.timesteps[0], 3, height, width, Window(), device)
-    return _run(model, sampler, x, seeds, None, progress)
+    return _run(model, sampler, x, seeds, None, progress, cond)
+
+
+def super_resolve(
+    model: DiffNCA,
+    low: torch.Tensor,
+    seeds: Sequence[int],
+    request: SampleRequest = SampleRequest(),
+    progress: Progress | None = None,
+    condition_noise: float | None = None,
+) -> torch.Tensor:
+    """A conditioned stage's output for a low-resolution image (1 or B, C, h, w) in [-1, 1]:
+    (len(seeds), 3, h * f, w * f), f the model's condition_downsample, from pure noise."""
+    if not _condition_of(model):
+        raise GigasynthError("this model takes no condition (it is not a conditioned stage); "
+                             "use upscale for training-free super-resolution")
+    f = model.config.condition_downsample
+    if low.dim() != 4:
+        raise GigasynthError(f"condition of shape {tuple(low.shape)} is not (B, C, H, W)")
+    height, width = low.shape[-2] * f, low.shape[-1] * f
+    return generate(model, height, width, seeds, request, low.device, progress, low,
+                    condition_noise)
 
 
 def inpaint(
@@ -94,6 +142,7 @@ def inpaint(
 
     known: (B, 3, H, W) in [-1, 1]; mask: (B or 1, 1, H, W) of 0/1.
     """
+    _refuse_condition(model, "inpainting")
     _, _, height, width = known.shape
     _check_size(model, height, width)
     sampler = request.build(model)
@@ -121,6 +170,7 @@ def upscale(
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """Super-resolution: bicubic upsampling, noise to step `start` (default T/10), denoise."""
+    _refuse_condition(model, "training-free upscaling")
     if factor <= 0:
         raise GigasynthError(f"upscale factor must be positive, not {factor}")
     _, _, h, w = image.shape

@@ -53,18 +53,22 @@ def denoise_step(
     seeds: Sequence[int],
     window: Window = Window(),
     borders: Borders = ALL_BORDERS,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x_t on a region (tile plus halo) -> x_{t_prev} on the region's interior.
 
     `window` is the canvas position of x_t's first pixel; `borders` says which sides of
     x_t lie on the canvas border. The interior is x_t less `model.config.halo` pixels
-    on every non-border side. The result is rounded by `round_state`.
+    on every non-border side. The result is rounded by `round_state`. A conditioned
+    model takes `condition` on the same region as x_t, on the model's grid
+    (`gigasynth.sampling.condition.model_condition`).
     """
     halo = model.config.halo
     top, left = (0 if borders.top else halo), (0 if borders.left else halo)
     bottom = x_t.shape[-2] - (0 if borders.bottom else halo)
     right = x_t.shape[-1] - (0 if borders.right else halo)
-    eps_hat = model(x_t, [t] * x_t.shape[0], seeds, window, borders).float()
+    extra = {} if condition is None else {"condition": condition}
+    eps_hat = model(x_t, [t] * x_t.shape[0], seeds, window, borders, **extra).float()
     interior = x_t[..., top:bottom, left:right].float()
     noise = None
     if sampler.stochastic and sampler.next_timestep(t) >= 0:

@@ -6,8 +6,13 @@ an exponential or cosine LR schedule with linear warm-up, and a CPU-time budget.
 noise schedule (e.g. zero terminal SNR) belongs to the model config, since sampling
 needs it too.
 
-Every random draw of an iteration (patches, noise, diffusion steps, fire masks) is
-keyed by (seed, iteration, sample): batches can be made ahead in worker processes,
+A conditioned model (a super-resolution stage, `ModelConfig.condition_channels`) is
+trained on pairs made from each crop: the crop is the target, its condition is the crop
+area-downsampled by the model's `condition_downsample`, upsampled back bilinearly and
+noised (gigasynth.sampling.condition.training_condition).
+
+Every random draw of an iteration (patches, noise, diffusion steps, fire masks, condition
+noise) is keyed by (seed, iteration, sample): batches can be made ahead in worker processes,
 and training N then resuming for M iterations gives the same weights as training
 N + M at once.
 """
@@ -40,6 +45,7 @@ from gigasynth.images import grid, to_model_space, to_uint8, write_png
 from gigasynth.keyed import Stream, Window, key_words, keyed_normal, mix_int
 from gigasynth.models import DiffNCA, build_model
 from gigasynth.sampling import SampleRequest, generate
+from gigasynth.sampling.condition import area_downsample, training_condition
 
 STATE = "train_state.pt"
 METRICS = "metrics.jsonl"
@@ -137,12 +143,16 @@ def _batch_randomness(
 def diffusion_loss(
     model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
     seeds: list[int], t: list[int], weights: torch.Tensor | None = None,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MSE + L1 (1:1) between the true and the predicted noise; `weights` per sample."""
+    """MSE + L1 (1:1) between the true and the predicted noise; `weights` per sample.
+
+    condition: a conditioned model's condition on x0's grid (None for other models)."""
     b, c, h, w = x0.shape
     eps = keyed_normal(key_words(seeds, Stream.TRAIN_NOISE, t, 0), c, h, w, Window(), x0.device)
     x_t = schedule.add_noise(x0, eps, torch.tensor(t, device=x0.device))
-    eps_hat = model(x_t, t, seeds).float()
+    extra = {} if condition is None else {"condition": condition}
+    eps_hat = model(x_t, t, seeds, **extra).float()
     if weights is None:
         return F.mse_loss(eps_hat, eps) + F.l1_loss(eps_hat, eps)
     err = eps_hat - eps
@@ -234,6 +244,14 @@ def train(
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_config(cfg)
+    factor = getattr(model_cfg, "condition_downsample", 1)
+    conditioned = getattr(model_cfg, "condition_channels", 0) > 0
+    if conditioned and cfg.size % factor:
+        raise GigasynthError(f"crop size {cfg.size} is not a multiple of the condition's "
+                             f"downsample factor {factor}")
+    if conditioned and model_cfg.condition_channels != model_cfg.image_channels:
+        raise GigasynthError("a stage trained from slides takes the downsampled image as its "
+                             f"condition: condition_channels must be {model_cfg.image_channels}")
     if world > 1 and cfg.max_cpu_seconds:
         raise GigasynthError("a CPU-time budget applies to single-process training only")
     out.mkdir(parents=True, exist_ok=True)
@@ -247,8 +265,9 @@ def train(
     if resume and saved.exists():
         before = type(model_cfg).from_dict(json.loads(saved.read_text())["model"])
         if before != model_cfg:
-            raise GigasynthError(f"{out} was trained with another model config (preset or "
-                                 "--zero-terminal-snr); resume it with the same one")
+            raise GigasynthError(f"{out} was trained with another model config (preset, "
+                                 "--zero-terminal-snr or --condition-*); resume it with "
+                                 "the same one")
     if resume and state_path.exists():
         run.load(torch.load(state_path, map_location=dev, weights_only=False))
         if rank == 0:
@@ -277,9 +296,12 @@ def train(
             x0 = to_model_space(patches.numpy()).to(dev)
             x0 = x0.contiguous(memory_format=torch.channels_last)
             seeds, t = _batch_randomness(cfg, run.step, cfg.batch, model_cfg.timesteps, rank)
+            cond = training_condition(model_cfg, x0, seeds) if conditioned else None
+            if cond is not None:
+                cond = cond.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = diffusion_loss(net, schedule, x0, seeds, t,
-                                      loss_weights(cfg, schedule, t))
+                                      loss_weights(cfg, schedule, t), cond)
             if not torch.isfinite(loss):
                 raise GigasynthError(f"loss became {loss.item()} at iteration {run.step}")
             run.opt.zero_grad(set_to_none=True)
@@ -300,8 +322,9 @@ def train(
             if run.step % cfg.save_every == 0:
                 save()
             if rank == 0 and cfg.sample_every and run.step % cfg.sample_every == 0:
+                low = area_downsample(x0.float(), factor) if conditioned else None
                 write_sample_grid(run.ema, out / "samples" / f"step{run.step:07d}.png",
-                                  cfg.size, cfg.sample_count, dev)
+                                  cfg.size, cfg.sample_count, dev, low=low)
             if cfg.max_cpu_seconds and time.process_time() - cpu0 >= cfg.max_cpu_seconds:
                 break  # the budget is this process's CPU time (loader workers not counted)
             t0 = time.perf_counter()
@@ -314,9 +337,20 @@ def train(
 
 
 def write_sample_grid(
-    model: DiffNCA, path: Path, size: int, count: int, device: torch.device, steps: int = 50
+    model: DiffNCA, path: Path, size: int, count: int, device: torch.device, steps: int = 50,
+    low: torch.Tensor | None = None,
 ) -> Path:
-    """A grid of `count` samples (DDIM) from the model, as PNG."""
-    x = generate(model, size, size, list(range(count)), SampleRequest("ddim", steps),
-                 device=device)
-    return write_png(path, grid(to_uint8(x), columns=min(count, 8)))
+    """A grid of `count` samples (DDIM) from the model, as PNG.
+
+    A conditioned model samples for the low-resolution crops `low` (one per sample, as
+    many as there are) and the grid shows each real crop's condition above its sample."""
+    if low is None:
+        x = generate(model, size, size, list(range(count)), SampleRequest("ddim", steps),
+                     device=device)
+        return write_png(path, grid(to_uint8(x), columns=min(count, 8)))
+    low = low[:count]
+    n, f = low.shape[0], size // low.shape[-1]
+    x = generate(model, size, size, list(range(n)), SampleRequest("ddim", steps),
+                 device=device, condition=low)
+    shown = F.interpolate(low, scale_factor=f, mode="nearest")
+    return write_png(path, grid(to_uint8(torch.cat([shown, x])), columns=n))
