@@ -13,14 +13,16 @@ an image, a folder of patches or an array) at one pixel size:
 - optical-density colour statistics: haematoxylin and eosin by Ruifrok-Johnston colour
   deconvolution, mean and std in tissue, and the tissue / near-white background fractions.
 
-API (stable): `evaluate_slide(real, fake, ...) -> SlideEvaluation`; `.to_dict()` /
-`.to_json()` give everything measured; `gigasynth.eval.report.write_report` draws it.
+API (stable): `evaluate_slide(real, fake, ...) -> SlideEvaluation` (`evaluate_slides` for
+several fakes against the same real crops); `.to_dict()` / `.to_json()` give everything
+measured, `.lines()` a summary; `gigasynth.eval.report.write_report` draws it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +142,8 @@ class SlideEvaluation:
             "fake_mpp": self.fake_mpp,
             "seed": self.seed, "bootstrap": self.bootstrap, "confidence": self.confidence,
             "scales": [asdict(s) for s in self.scales],
-            "bands": [asdict(b) for b in self.bands],
+            "bands": [{**asdict(b), "ratio": b.ratio if math.isfinite(b.ratio) else None}
+                      for b in self.bands],
             "band_fields": self.band_fields,
             "colour": {"real": asdict(self.colour_real), "fake": asdict(self.colour_fake)},
         }
@@ -350,7 +353,7 @@ def _field_crops(regions: Regions, scale: int, crop: int, n: int, rng: np.random
     chosen = rng.choice(positions, n, replace=False)
     crops = [area_downsample(regions.read(int(i // nx) * step, int(i % nx) * step,
                                           crop * step, crop * step), step)
-             for i in np.sort(chosen)]
+             for i in chosen]
     return np.stack(crops), positions, (ws, hs)
 
 
@@ -364,7 +367,7 @@ def _stack_crops(stack: np.ndarray, scale: int, crop: int, n: int, rng: np.rando
         raise GigasynthError(f"{what}: images are {w}x{h} px at scale {scale}, smaller than a "
                              f"{crop} px crop: lower the scale or the crop")
     crops = []
-    for i in np.sort(rng.permutation(len(stack))[:n]):
+    for i in rng.permutation(len(stack))[:n]:
         small = area_downsample(stack[i], scale)
         y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
         crops.append(small[y:y + crop, x:x + crop])
@@ -444,7 +447,45 @@ def evaluate_slide(
     `examples` crops per side and scale are kept for the report. Raises GigasynthError
     for unreadable inputs, regions outside the slide or empty, a scale the real region
     or the fake is too small for, n above the distinct crops (or images) available, and
-    an unknown pixel size where one is needed.
+    an unknown pixel size where one is needed; all before any Inception work.
+    The same arguments give the same figures (crop positions come from `seed`).
+    """
+    return evaluate_slides(real, [fake], scales=scales, n=n, crop=crop, seed=seed,
+                           real_region=real_region, real_downsample=real_downsample, mpp=mpp,
+                           bootstrap=bootstrap, confidence=confidence, device=device,
+                           examples=examples)[0]
+
+
+@dataclass
+class _RealSide:
+    """The real region at one downsample: crops per scale, features when first needed."""
+
+    slide: SlideRegions
+    pixels: Regions
+    crops: dict[int, tuple[np.ndarray, int, tuple[int, int]]]
+    features: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def evaluate_slides(
+    real: str | Path,
+    fakes: Sequence[str | Path | np.ndarray],
+    *,
+    scales: tuple[int, ...] = DEFAULT_SCALES,
+    n: int = DEFAULT_N,
+    crop: int = DEFAULT_CROP,
+    seed: int = 0,
+    real_region: str = "test",
+    real_downsample: float | None = None,
+    mpp: float | None = None,
+    bootstrap: int = BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+    device: str | torch.device = "cpu",
+    examples: int = 4,
+) -> list[SlideEvaluation]:
+    """`evaluate_slide` of each fake against the same real crops, real features computed once.
+
+    Each result equals `evaluate_slide(real, fake, ...)` with the same arguments; `mpp`
+    applies to every fake. Every input is checked before any Inception work.
     """
     if not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                          for s in scales):
@@ -457,54 +498,77 @@ def evaluate_slide(
         raise GigasynthError(f"crop must be at least 16 px, not {crop}")
     if mpp is not None and not mpp > 0:
         raise GigasynthError(f"the fake's µm/px must be positive, not {mpp}")
+    if bootstrap < 10 or not 0 < confidence < 1:
+        raise GigasynthError(f"the KID bootstrap needs 10+ resamples and 0 < confidence < 1, "
+                             f"not {bootstrap}, {confidence}")
+    if not fakes:
+        raise GigasynthError("no fake to evaluate")
     real_path = Path(real)
     if not real_path.is_file():
         raise GigasynthError(f"real slide not found: {real_path}")
-    fake_input = _open_fake(fake, mpp)
-    downsample = _downsample_for(real_path, fake_input, real_downsample)
-    slide = SlideRegions(real_path, downsample, real_region)
-    common_mpp = slide.level0_mpp * downsample if slide.level0_mpp else fake_input.mpp
-    real_field = _in_memory(slide)
-    fake_field = _in_memory(fake_input.field) if fake_input.field is not None else None
+    order = sorted(scales)
+    reals: dict[float, _RealSide] = {}
+    prepared = []
+    for fake in fakes:
+        fake_input = _open_fake(fake, mpp)
+        downsample = _downsample_for(real_path, fake_input, real_downsample)
+        if downsample not in reals:
+            slide = SlideRegions(real_path, downsample, real_region)
+            real_field = _in_memory(slide)
+            reals[downsample] = _RealSide(slide, real_field, {
+                scale: _field_crops(real_field, scale, crop, n,
+                                    np.random.default_rng([seed, index, 0]),
+                                    f"the real region {slide.region}")
+                for index, scale in enumerate(order)})
+        fake_field = _in_memory(fake_input.field) if fake_input.field is not None else None
+        fake_crops = {}
+        for index, scale in enumerate(order):
+            rng = np.random.default_rng([seed, index, 1])
+            what = f"the fake {fake_input.name}"
+            if fake_field is not None:
+                fake_crops[scale] = _field_crops(fake_field, scale, crop, n, rng, what)
+            else:
+                assert fake_input.stack is not None
+                fake_crops[scale] = (_stack_crops(fake_input.stack, scale, crop, n, rng, what),
+                                     len(fake_input.stack), None)
+        prepared.append((fake_input, fake_field, downsample, fake_crops))
 
-    results, kept = [], {}
-    for index, scale in enumerate(sorted(scales)):
-        rng_real = np.random.default_rng([seed, index, 0])
-        rng_fake = np.random.default_rng([seed, index, 1])
-        real_crops, real_positions, real_size = _field_crops(
-            real_field, scale, crop, n, rng_real, f"the real region {slide.region}")
+    out = []
+    for fake_input, fake_field, downsample, fake_crops in prepared:
+        side = reals[downsample]
+        level0_mpp = side.slide.level0_mpp
+        common_mpp = level0_mpp * downsample if level0_mpp else fake_input.mpp
+        results, kept = [], {}
+        for scale in order:
+            real_crops, real_positions, real_size = side.crops[scale]
+            crops, fake_positions, fake_size = fake_crops[scale]
+            if scale not in side.features:
+                side.features[scale] = inception_features(real_crops, device)
+            feats_real = side.features[scale]
+            feats_fake = inception_features(crops, device)
+            low, high = kid_bootstrap(feats_real, feats_fake, bootstrap, confidence, seed)
+            results.append(ScaleResult(
+                scale=scale, mpp=common_mpp * scale if common_mpp else None, crop=crop, n=n,
+                kid=kernel_inception_distance(feats_real, feats_fake, seed=seed),
+                kid_low=low, kid_high=high, fid=frechet_distance(feats_real, feats_fake),
+                real_field=real_size, fake_field=fake_size, real_crops=real_positions,
+                fake_crops=fake_positions,
+                real_tiles=(real_size[0] // crop) * (real_size[1] // crop)))
+            kept[scale] = (real_crops[:examples], crops[:examples])
+        rng = np.random.default_rng([seed, len(order), 2])
+        real_images = _fields(side.pixels, rng)
         if fake_field is not None:
-            fake_crops, fake_positions, fake_size = _field_crops(
-                fake_field, scale, crop, n, rng_fake, f"the fake {fake_input.name}")
+            fake_images = _fields(fake_field, rng)
         else:
             assert fake_input.stack is not None
-            fake_crops = _stack_crops(fake_input.stack, scale, crop, n, rng_fake,
-                                      f"the fake {fake_input.name}")
-            fake_positions, fake_size = len(fake_input.stack), None
-        feats_real = inception_features(real_crops, device)
-        feats_fake = inception_features(fake_crops, device)
-        low, high = kid_bootstrap(feats_real, feats_fake, bootstrap, confidence, seed)
-        results.append(ScaleResult(
-            scale=scale, mpp=common_mpp * scale if common_mpp else None, crop=crop, n=n,
-            kid=kernel_inception_distance(feats_real, feats_fake, seed=seed),
-            kid_low=low, kid_high=high, fid=frechet_distance(feats_real, feats_fake),
-            real_field=real_size, fake_field=fake_size, real_crops=real_positions,
-            fake_crops=fake_positions,
-            real_tiles=(real_size[0] // crop) * (real_size[1] // crop)))
-        kept[scale] = (real_crops[:examples], fake_crops[:examples])
-
-    rng = np.random.default_rng([seed, len(scales), 2])
-    real_images = _fields(real_field, rng)
-    if fake_field is not None:
-        fake_images = _fields(fake_field, rng)
-    else:
-        assert fake_input.stack is not None
-        stack = fake_input.stack
-        fake_images = list(stack[np.sort(rng.permutation(len(stack))[:STACK_FIELDS])])
-    return SlideEvaluation(
-        real=str(real_path), real_region=str(slide.region), real_downsample=downsample,
-        fake=fake_input.name, mpp=common_mpp, fake_mpp=fake_input.mpp, seed=seed,
-        bootstrap=bootstrap, confidence=confidence, scales=results,
-        bands=_bands(real_images, fake_images),
-        band_fields={"real": _field_summary(real_images), "fake": _field_summary(fake_images)},
-        colour_real=_colour(real_images), colour_fake=_colour(fake_images), examples=kept)
+            stack = fake_input.stack
+            fake_images = list(stack[np.sort(rng.permutation(len(stack))[:STACK_FIELDS])])
+        out.append(SlideEvaluation(
+            real=str(real_path), real_region=str(side.slide.region), real_downsample=downsample,
+            fake=fake_input.name, mpp=common_mpp, fake_mpp=fake_input.mpp, seed=seed,
+            bootstrap=bootstrap, confidence=confidence, scales=results,
+            bands=_bands(real_images, fake_images),
+            band_fields={"real": _field_summary(real_images),
+                         "fake": _field_summary(fake_images)},
+            colour_real=_colour(real_images), colour_fake=_colour(fake_images), examples=kept))
+    return out
