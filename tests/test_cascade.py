@@ -244,3 +244,7 @@ def test_cli_samples_from_a_low_resolution_png(tmp_path, cond_model):
     text.write_text("hello")
     _assert_one_line_error(_gigasynth("sample", "--checkpoint", str(ckpt), "--condition",
                                       str(text), "--out", str(out)), "cannot read image")
+    slide = tmp_path / "s.ome.zarr"
+    _assert_one_line_error(_gigasynth("synth", "--checkpoint", str(ckpt), "--size", "64x48",
+                                      "--out", str(slide)), "conditioned stage")
+    assert not slide.exists() and not (tmp_path / "s.ome.zarr.work").exists()

@@ -125,6 +125,10 @@ def prepare_job(spec: SynthSpec, checkpoint: Checkpoint) -> Job:
     if spec.tile and not config.is_tileable:
         why = "FourierDiff-NCA" if config.kind == "fourier-diff-nca" else "canvas coordinates"
         raise GigasynthError(f"{spec.checkpoint} is a whole-image model ({why}): use --tile 0")
+    if config.is_conditioned:
+        raise GigasynthError(f"{spec.checkpoint} is a conditioned stage: the slide engine "
+                             "does not read a condition yet; sample it whole-image with "
+                             "`gigasynth sample --condition IMAGE`")
     if spec.halo_every is not None and spec.halo_every > config.steps:
         raise GigasynthError(f"halo_every {spec.halo_every} exceeds the model's "
                              f"{config.steps} NCA steps per diffusion step")
