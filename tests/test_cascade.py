@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from distributed import Client, LocalCluster
 from PIL import Image
 
 from gigasynth.checkpoint import load_checkpoint, save_checkpoint
 from gigasynth.config import ModelConfig, preset
 from gigasynth.data import open_source
 from gigasynth.errors import GigasynthError
+from gigasynth.images import to_model_space, to_uint8
+from gigasynth.io import open_level, read_provenance
 from gigasynth.keyed import Window
 from gigasynth.models import build_model
 from gigasynth.models.nca import Borders
@@ -33,6 +36,8 @@ from gigasynth.sampling.condition import (
     training_condition,
     upsample_bilinear,
 )
+from gigasynth.synth import SynthSpec, synthesize
+from gigasynth.synth.job import prepare_job
 from gigasynth.train import TrainConfig, train
 from gigasynth.train.trainer import STATE
 
@@ -240,11 +245,44 @@ def test_cli_samples_from_a_low_resolution_png(tmp_path, cond_model):
     _assert_one_line_error(_gigasynth("sample", "--checkpoint", "builtin:tiny-pathology",
                                       "--condition", str(low), "--out", str(out)),
                            "takes no condition")
-    text = tmp_path / "not-an-image.png"
-    text.write_text("hello")
-    _assert_one_line_error(_gigasynth("sample", "--checkpoint", str(ckpt), "--condition",
-                                      str(text), "--out", str(out)), "cannot read image")
     slide = tmp_path / "s.ome.zarr"
     _assert_one_line_error(_gigasynth("synth", "--checkpoint", str(ckpt), "--size", "64x48",
                                       "--out", str(slide)), "conditioned stage")
+    _assert_one_line_error(_gigasynth("synth", "--checkpoint", str(ckpt), "--size", "64x48",
+                                      "--condition", str(low), "--out", str(slide)),
+                           "needs it at 16x12 px")
     assert not slide.exists() and not (tmp_path / "s.ome.zarr.work").exists()
+
+
+def test_tiled_conditioned_slide_equals_the_whole_image(tmp_path, cond_model):
+    """The engine reads the condition with the tile's halo: tiled (2 workers, whole NCA
+    steps or halo exchanges every 2 NCA steps) == whole image == the library sampler."""
+    ckpt = str(save_checkpoint(tmp_path / "stage", cond_model, COND))
+    rng = np.random.default_rng(1)
+    low = tmp_path / "low.png"
+    Image.fromarray(rng.integers(0, 256, (11, 13, 3), np.uint8)).save(low)
+    base = SynthSpec(ckpt, 52, 44, seed=5, steps=3, eta=0.5, condition=str(low))
+    levels = {}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        for name, spec in {"whole": replace(base, tile=0), "tiles": replace(base, tile=24),
+                           "halo2": replace(base, tile=20, halo_every=2)}.items():
+            result = synthesize(spec, tmp_path / f"{name}.ome.zarr", client=client)
+            levels[name] = np.asarray(open_level(result.zarr_path, 0, mode="r")[:])
+            assert read_provenance(result.zarr_path)["condition_sha256"]
+    library = super_resolve(cond_model, to_model_space(np.array(Image.open(low))), [5],
+                            SampleRequest("ddim", 3, 0.5))
+    expected = to_uint8(library)[0].transpose(2, 0, 1)
+    for name, level in levels.items():
+        assert np.array_equal(level, expected), name
+    # Another condition is another job: a saved state of one does not resume the other.
+    checkpoint = load_checkpoint(ckpt)
+    other = tmp_path / "other.png"
+    Image.fromarray(rng.integers(0, 256, (11, 13, 3), np.uint8)).save(other)
+    assert prepare_job(base, checkpoint).identity() != prepare_job(
+        replace(base, condition=str(other)), checkpoint).identity()
+    plain = prepare_job(replace(base, checkpoint="builtin:tiny-pathology", width=52,
+                                condition=None), load_checkpoint("builtin:tiny-pathology"))
+    assert "condition_sha256" not in plain.identity()
+    assert "condition" not in plain.spec.to_dict()

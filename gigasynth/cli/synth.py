@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last saved step")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--condition", type=Path, metavar="IMAGE",
+                   help="a conditioned stage's low-resolution input (PNG, JPEG, TIFF) at "
+                        "1/F of --size, F the stage's downsample factor")
     p.set_defaults(func=run)
 
 
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     width, height = parse_size(args.size)
     spec = SynthSpec(args.checkpoint, width, height, args.seed, args.sampler, args.steps,
                      args.eta, args.tile, args.halo_every, args.save_every, args.mpp,
-                     args.compression)
+                     args.compression,
+                     None if args.condition is None else str(args.condition.absolute()))
     spec.check()
     bar = ProgressBar()
     workers = default_workers() if args.workers is None else args.workers

@@ -143,7 +143,8 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
             channels = 3 if final else job.config.channels
             work.create_buffer(target, channels, spec.height, spec.width, plan.chunk)
             exchange = Exchange(job.timesteps[step], nca_steps, source, j > 0, target, final,
-                                len(job.exchanges) == 1)
+                                len(job.exchanges) == 1,
+                                None if job.condition is None else work.condition)
 
             def on_tile(pixels: int, n: int = len(nca_steps), s: int = step) -> None:
                 nonlocal tiles_done

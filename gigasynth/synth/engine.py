@@ -107,6 +107,8 @@ def _begin(work: WorkDir, out: Path, job: Job, step: int | None) -> int:
     discard_work(out)
     work.remove()
     work.create()
+    if job.condition is not None:
+        work.write_condition(job.condition)
     work.save(job.identity(), job.spec.to_dict(), 0)
     return 0
 
@@ -211,6 +213,8 @@ def synthesize(
                   "model": checkpoint.config.kind, "seed": spec.seed, "sampler": spec.sampler,
                   "steps": job.total_steps, "eta": spec.eta,
                   "mpp_source": job.resolution.source}
+    if job.condition_sha256 is not None:
+        provenance["condition_sha256"] = job.condition_sha256
 
     def report(phase: str, rate: float) -> None:
         if progress is not None:

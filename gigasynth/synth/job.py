@@ -9,16 +9,20 @@ model's within MPP_TOLERANCE; only a model that records none takes the request's
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from gigasynth.checkpoint import Checkpoint
 from gigasynth.cli.common import MAX_PIXELS, MAX_WHOLE_IMAGE_PIXELS
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
+from gigasynth.images import read_rgb, to_model_space
 from gigasynth.io.omexml import nominal_magnification
 from gigasynth.sampling import SampleRequest
 from gigasynth.synth.spec import SynthSpec
@@ -79,6 +83,9 @@ class Job:
     timesteps: tuple[int, ...]
     exchanges: tuple[range, ...]
     resolution: Resolution
+    # A conditioned stage's input, (channels, h, w) float32 in [-1, 1], and its hash.
+    condition: np.ndarray | None = field(default=None, compare=False, repr=False)
+    condition_sha256: str | None = None
 
     @property
     def total_steps(self) -> int:
@@ -93,9 +100,12 @@ class Job:
         """What a saved state must match to be resumed: pixels, state chunking and the
         precision x is stored in."""
         s = self.spec
-        return {"checkpoint_sha256": self.ref.sha256, "width": s.width, "height": s.height,
-                "seed": s.seed, "sampler": s.sampler, "eta": s.eta,
-                "timesteps": list(self.timesteps), "tile": s.tile, "state": X_DTYPE}
+        identity = {"checkpoint_sha256": self.ref.sha256, "width": s.width,
+                    "height": s.height, "seed": s.seed, "sampler": s.sampler, "eta": s.eta,
+                    "timesteps": list(self.timesteps), "tile": s.tile, "state": X_DTYPE}
+        if self.condition_sha256 is not None:
+            identity["condition_sha256"] = self.condition_sha256
+        return identity
 
 
 def _exchanges(nca_steps: int, every: int | None) -> tuple[range, ...]:
@@ -125,10 +135,7 @@ def prepare_job(spec: SynthSpec, checkpoint: Checkpoint) -> Job:
     if spec.tile and not config.is_tileable:
         why = "FourierDiff-NCA" if config.kind == "fourier-diff-nca" else "canvas coordinates"
         raise GigasynthError(f"{spec.checkpoint} is a whole-image model ({why}): use --tile 0")
-    if config.is_conditioned:
-        raise GigasynthError(f"{spec.checkpoint} is a conditioned stage: the slide engine "
-                             "does not read a condition yet; sample it whole-image with "
-                             "`gigasynth sample --condition IMAGE`")
+    condition, condition_sha256 = read_condition(spec, config)
     if spec.halo_every is not None and spec.halo_every > config.steps:
         raise GigasynthError(f"halo_every {spec.halo_every} exceeds the model's "
                              f"{config.steps} NCA steps per diffusion step")
@@ -141,4 +148,35 @@ def prepare_job(spec: SynthSpec, checkpoint: Checkpoint) -> Job:
         where = str(Path(where).absolute())
     ref = ModelRef(where, checkpoint.sha256, spec.sampler,
                    spec.steps if spec.sampler == "ddim" else None, spec.eta, spec.seed)
-    return Job(spec, ref, config, plan, tuple(sampler.timesteps), exchanges, resolution)
+    return Job(spec, ref, config, plan, tuple(sampler.timesteps), exchanges, resolution,
+               condition, condition_sha256)
+
+
+def read_condition(spec: SynthSpec, config: ModelConfig) -> tuple[np.ndarray | None, str | None]:
+    """A conditioned stage's input image as (channels, h, w) float32 in [-1, 1] and the
+    sha256 of its pixels; (None, None) for an unconditioned model. One-line errors."""
+    if spec.condition is None:
+        if config.is_conditioned:
+            raise GigasynthError(
+                f"{spec.checkpoint} is a conditioned stage ({config.condition_downsample}x "
+                "super-resolution): give its low-resolution input image (--condition)")
+        return None, None
+    if not config.is_conditioned:
+        raise GigasynthError(f"{spec.checkpoint} takes no condition (it is not a conditioned "
+                             "stage): leave the condition out")
+    rgb = read_rgb(spec.condition)
+    k, f = config.condition_channels, config.condition_downsample
+    h, w = rgb.shape[:2]
+    if (w * f, h * f) != (spec.width, spec.height):
+        raise GigasynthError(
+            f"condition is {w}x{h} px; a {spec.width}x{spec.height} slide from this "
+            f"{f}x stage needs it at {spec.width / f:g}x{spec.height / f:g} px")
+    low = to_model_space(np.array(rgb))[0].numpy()  # a writable copy for torch
+    if k == 1:
+        low = low.mean(axis=0, keepdims=True)
+    elif k != 3:
+        raise GigasynthError(f"the stage takes a {k}-channel condition; an image file gives "
+                             "1 (grey) or 3 (RGB)")
+    low = np.ascontiguousarray(low, dtype=np.float32)
+    digest = hashlib.sha256(f"{low.shape}".encode() + low.tobytes()).hexdigest()
+    return low, digest

@@ -28,6 +28,9 @@ class SynthSpec:
     save_every: int = 1      # a save every step keeps two state buffers, not three
     mpp: float | None = None
     tiff_compression: str = "jpeg"
+    # A conditioned stage's low-resolution input: an image file at 1/f of the slide
+    # (f the model's condition_downsample). None for unconditioned models.
+    condition: str | None = None
 
     def check(self) -> None:
         """Checks that need no checkpoint; each failure is one GigasynthError line."""
@@ -51,7 +54,11 @@ class SynthSpec:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; `condition` only where given (records of other jobs unchanged)."""
+        data = asdict(self)
+        if data["condition"] is None:
+            del data["condition"]
+        return data
 
 
 @dataclass(frozen=True)

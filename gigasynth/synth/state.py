@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from gigasynth.atomic import atomic_write_bytes
+from gigasynth.atomic import atomic_path, atomic_write_bytes
 from gigasynth.errors import GigasynthError
 from gigasynth.sampling.step import STATE_DTYPE
 
@@ -102,6 +102,16 @@ class WorkDir:
 
     def cells_buffer(self, step: int, exchange: int) -> Path:
         return self.state / f"cells-{step:06d}-{exchange}.zarr"
+
+    @property
+    def condition(self) -> Path:
+        """A conditioned stage's low-resolution input (.npy, read by every tile task)."""
+        return self.state / "condition.npy"
+
+    def write_condition(self, low: np.ndarray) -> None:
+        """Store the condition (channels, h, w) float32, atomically."""
+        with atomic_path(self.condition) as tmp, open(tmp, "wb") as f:
+            np.save(f, low)
 
     def create_buffer(self, path: Path, channels: int, height: int, width: int,
                       chunk: tuple[int, int]) -> None:

@@ -21,6 +21,7 @@ from gigasynth.io import open_level
 from gigasynth.keyed import Window
 from gigasynth.models import DiffNCA
 from gigasynth.sampling import SampleRequest, denoise_step, initial_noise
+from gigasynth.sampling.condition import model_condition, source_span
 from gigasynth.sampling.step import round_state, step_noise
 from gigasynth.synth.state import read_region, write_region
 from gigasynth.tiling import Tile
@@ -56,6 +57,7 @@ class Exchange:
     target: Path
     final: bool
     whole_step: bool
+    condition: Path | None = None  # a conditioned stage's input (WorkDir.condition)
 
 
 @lru_cache(maxsize=8)
@@ -90,16 +92,21 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
     region = tile.read_window(len(steps))
     rows, cols = region.slices
     with torch.no_grad():
+        # The condition's window, halo included (a full cell state already holds it).
+        cond = None
+        if exchange.condition is not None and (exchange.whole_step
+                                               or not exchange.source_cells):
+            cond = _read_condition(exchange.condition, model, seeds, rows, cols, device)
         if exchange.whole_step:
             x = _read_x(exchange, ref, rows, cols, device)
             out = denoise_step(model, sampler, x, exchange.t, seeds, region.window,
-                               region.borders)
+                               region.borders, condition=cond)
         else:
             if exchange.source_cells:
                 cells = read_region(exchange.source, rows, cols)
                 state = torch.from_numpy(cells)[None].to(device)
             else:
-                state = model.initial_state(_read_x(exchange, ref, rows, cols, device))
+                state = model.initial_state(_read_x(exchange, ref, rows, cols, device), cond)
             out = model.nca(state, [exchange.t], seeds, region.window, region.borders,
                             steps=steps)
         out = out[(..., *tile.crop(region, len(steps)))]
@@ -107,6 +114,22 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
             out = _sampler_step(model, sampler, out, exchange.t, seeds, tile)
     write_region(exchange.target, *tile.slices, out[0].float().cpu().numpy())
     return tile.pixels
+
+
+def _read_condition(path: Path, model: DiffNCA, seeds: list[int], rows: slice, cols: slice,
+                    device: torch.device) -> torch.Tensor:
+    """The condition on a window, from the low-resolution pixels it reads: the same
+    numbers the whole image computes there (gigasynth.sampling.condition)."""
+    config = model.config
+    f = config.condition_downsample
+    low = np.load(path, mmap_mode="r")
+    _, lh, lw = low.shape
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    y0, y1 = source_span(rows.start, h, f, lh)
+    x0, x1 = source_span(cols.start, w, f, lw)
+    crop = torch.from_numpy(np.array(low[:, y0:y1, x0:x1]))[None].to(device)  # a copy
+    return model_condition(config, crop, seeds, h, w, Window(rows.start, cols.start),
+                           Window(y0, x0), (lh, lw))
 
 
 def _sampler_step(model: DiffNCA, sampler: Sampler, state: torch.Tensor, t: int, seeds: list[int],
