@@ -36,7 +36,7 @@ from gigasynth.sampling.condition import (
     training_condition,
     upsample_bilinear,
 )
-from gigasynth.synth import SynthSpec, synthesize
+from gigasynth.synth import SynthCancelled, SynthSpec, synthesize
 from gigasynth.synth.job import prepare_job
 from gigasynth.train import TrainConfig, train
 from gigasynth.train.trainer import STATE
@@ -271,6 +271,16 @@ def test_tiled_conditioned_slide_equals_the_whole_image(tmp_path, cond_model):
             result = synthesize(spec, tmp_path / f"{name}.ome.zarr", client=client)
             levels[name] = np.asarray(open_level(result.zarr_path, 0, mode="r")[:])
             assert read_provenance(result.zarr_path)["condition_sha256"]
+        # Stopped in the second diffusion step, resumed: the condition comes from the
+        # work folder.
+        tiles_seen = []
+        out = tmp_path / "resumed.ome.zarr"
+        with pytest.raises(SynthCancelled):
+            synthesize(replace(base, tile=24), out, client=client,
+                       should_stop=lambda: tiles_seen.append(1) or len(tiles_seen) > 8)
+        assert (tmp_path / "resumed.ome.zarr.work").is_dir()
+        result = synthesize(replace(base, tile=24), out, client=client, resume=True)
+        levels["resumed"] = np.asarray(open_level(result.zarr_path, 0, mode="r")[:])
     library = super_resolve(cond_model, to_model_space(np.array(Image.open(low))), [5],
                             SampleRequest("ddim", 3, 0.5))
     expected = to_uint8(library)[0].transpose(2, 0, 1)
