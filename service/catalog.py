@@ -6,18 +6,22 @@ the models dir); they never send a path. A name is looked up in this catalog or 
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gigasynth.checkpoint import CONFIG, WEIGHTS, Checkpoint, file_sha256, load_checkpoint
+from gigasynth.checkpoint import (
+    BUILTIN,
+    Checkpoint,
+    CheckpointInfo,
+    builtin_names,
+    cached_checkpoint,
+    describe_checkpoint,
+    is_checkpoint_folder,
+)
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
-from gigasynth.models import build_model, count_parameters
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -34,72 +38,47 @@ class ModelEntry:
     meta: dict[str, Any]
 
     def describe(self) -> dict[str, Any]:
-        c = self.config
-        return {
-            "name": self.name,
-            "kind": c.kind,
-            "parameters": self.parameters,
-            "channels": c.channels,
-            "hidden": c.hidden,
-            "nca_steps": c.steps,
-            "timesteps": c.timesteps,
-            "schedule": c.schedule,
-            "tileable": c.is_tileable,
-            "halo_px": c.halo if c.is_tileable else None,
-            "sha256": self.sha256,
-            "mpp": self.meta.get("mpp"),
-        }
+        info = CheckpointInfo(self.ref, self.config, self.sha256, self.meta, self.parameters)
+        return {"name": self.name, **info.describe()}
 
 
 class ModelCatalog:
-    """Bundled checkpoints (optionally filtered) plus the folders of a models dir."""
+    """Bundled checkpoints (optionally filtered) plus the folders of a models dir.
+
+    Which checkpoints exist, what they are and the loaded models are
+    gigasynth.checkpoint's (its description and model cache); the catalog adds only the
+    deployment's policy: which bundled models are offered, and public names.
+    """
 
     def __init__(self, models_dir: Path, builtin_names: tuple[str, ...] | None) -> None:
         self.models_dir = models_dir
         self.builtin_names = builtin_names
-        self._cache: dict[tuple[str, float, int], ModelEntry] = {}
-        self._loaded: dict[tuple[str, str], Checkpoint] = {}
-        self._lock = threading.Lock()
 
-    def _candidates(self) -> dict[str, tuple[str, Path, Path]]:
-        """name -> (checkpoint ref, weights file, config file)."""
-        found: dict[str, tuple[str, Path, Path]] = {}
-        base = Path(str(resources.files("gigasynth") / "builtin"))
-        for weights in sorted(base.glob("*.safetensors")):
-            if self.builtin_names is None or weights.stem in self.builtin_names:
-                ref = f"builtin:{weights.stem}"
-                found[ref] = (ref, weights, weights.with_suffix(".json"))
+    def _candidates(self) -> dict[str, str]:
+        """name -> checkpoint ref."""
+        found: dict[str, str] = {}
+        for name in builtin_names():
+            if self.builtin_names is None or name in self.builtin_names:
+                found[BUILTIN + name] = BUILTIN + name
         if self.models_dir.is_dir():
             for folder in sorted(self.models_dir.iterdir()):
-                if (_FOLDER_NAME.fullmatch(folder.name) and folder.is_dir()
-                        and (folder / WEIGHTS).is_file() and (folder / CONFIG).is_file()):
-                    found[folder.name] = (str(folder), folder / WEIGHTS, folder / CONFIG)
+                if _FOLDER_NAME.fullmatch(folder.name) and is_checkpoint_folder(folder):
+                    found[folder.name] = str(folder)
         return found
 
-    def _entry(self, name: str, ref: str, weights: Path, config_path: Path) -> ModelEntry:
-        stat = weights.stat()
-        key = (str(weights), stat.st_mtime, stat.st_size)
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None and cached.name == name:
-            return cached
+    def _entry(self, name: str, ref: str) -> ModelEntry:
         try:
-            doc = json.loads(config_path.read_text())
-            config = ModelConfig.from_dict(doc["model"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, GigasynthError) as exc:
+            info = describe_checkpoint(ref)
+        except (OSError, GigasynthError) as exc:
             raise GigasynthError(f"model {name!r} has an unreadable config: {exc}") from None
-        entry = ModelEntry(name, ref, config, count_parameters(build_model(config)),
-                           file_sha256(weights), dict(doc.get("meta", {})))
-        with self._lock:
-            self._cache[key] = entry
-        return entry
+        return ModelEntry(name, ref, info.config, info.parameters, info.sha256, info.meta)
 
     def entries(self) -> list[ModelEntry]:
         """Every usable model; a broken checkpoint folder is left out, not fatal."""
         out = []
-        for name, (ref, weights, config_path) in self._candidates().items():
+        for name, ref in self._candidates().items():
             try:
-                out.append(self._entry(name, ref, weights, config_path))
+                out.append(self._entry(name, ref))
             except (GigasynthError, OSError):
                 continue
         return out
@@ -110,16 +89,8 @@ class ModelCatalog:
         if name not in candidates:
             known = ", ".join(candidates) or "none installed"
             raise GigasynthError(f"unknown model {name[:100]!r} (available: {known})")
-        ref, weights, config_path = candidates[name]
-        return self._entry(name, ref, weights, config_path)
+        return self._entry(name, candidates[name])
 
     def checkpoint(self, entry: ModelEntry) -> Checkpoint:
-        """The loaded checkpoint of an entry (kept while its weights stay the same)."""
-        key = (entry.ref, entry.sha256)
-        with self._lock:
-            loaded = self._loaded.get(key)
-        if loaded is None:
-            loaded = load_checkpoint(entry.ref)
-            with self._lock:
-                self._loaded[key] = loaded
-        return loaded
+        """The loaded checkpoint of an entry (kept while its weights keep its hash)."""
+        return cached_checkpoint(entry.ref, entry.sha256)

@@ -3,7 +3,9 @@ and an allocator that keeps the memory of one task for the next.
 
 Tasks carry only the checkpoint reference and its hash (a few bytes), never weights.
 A worker loads the checkpoint on its first task, checks the hash (a checkpoint that
-changed on disk mid-job would break invariant I5) and reuses the model afterwards.
+changed on disk mid-job would break invariant I5) and reuses the model afterwards: the
+process's one model cache, `gigasynth.checkpoint.cached_checkpoint`, on the worker's
+device (`worker_device`).
 
 Start-up (`steady_allocator`; `dask worker --preload gigasynth.cluster.worker` runs it
 in a worker process, `connect` in the process of an embedded cluster): every tile task
@@ -20,18 +22,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import threading
 from typing import Any
 
 import torch
 
-from gigasynth.checkpoint import load_checkpoint
+from gigasynth.checkpoint import HashMismatch, cached_checkpoint
 from gigasynth.errors import GigasynthError
 from gigasynth.models import DiffNCA
-
-_lock = threading.Lock()
-# Keyed by reference and weights hash: equal weights under two configs are two models.
-_models: dict[tuple[str, str], DiffNCA] = {}
 
 
 def worker_device() -> torch.device:
@@ -40,19 +37,14 @@ def worker_device() -> torch.device:
 
 
 def worker_model(checkpoint: str, sha256: str) -> DiffNCA:
-    """The model of `checkpoint`, loaded on the first call per (checkpoint, hash) here."""
-    with _lock:
-        model = _models.get((checkpoint, sha256))
-        if model is None:
-            loaded = load_checkpoint(checkpoint, worker_device())
-            if loaded.sha256 != sha256:
-                raise GigasynthError(
-                    f"checkpoint {checkpoint} changed since the job started "
-                    f"(sha256 {loaded.sha256[:16]}, expected {sha256[:16]})"
-                )
-            model = loaded.model.eval()
-            _models[(checkpoint, sha256)] = model
-        return model
+    """The model of `checkpoint` on this worker's device, loaded once per (checkpoint, hash)."""
+    try:
+        return cached_checkpoint(checkpoint, sha256, worker_device()).model
+    except HashMismatch as exc:
+        raise GigasynthError(
+            f"checkpoint {checkpoint} changed since the job started "
+            f"(sha256 {exc.found[:16]}, expected {sha256[:16]})"
+        ) from None
 
 
 # glibc mallopt parameters (malloc.h) and the values set.

@@ -10,25 +10,27 @@ computed alone.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from gigasynth.checkpoint import CONFIG, Checkpoint, load_checkpoint
+from gigasynth.checkpoint import (
+    Checkpoint,
+    HashMismatch,
+    cached_checkpoint,
+    declared_kind,
+    load_checkpoint,
+)
 from gigasynth.dataset.spec import DatasetSpec
 from gigasynth.errors import GigasynthError
 from gigasynth.images import to_uint8
 from gigasynth.sampling import SampleRequest, generate
 
 NCA_KINDS = ("diff-nca", "fourier-diff-nca")
-
-_LOADED: dict[tuple[str, str, str], Checkpoint] = {}
 
 
 @dataclass
@@ -40,52 +42,36 @@ class Patch:
     metadata: dict[str, Any]
 
 
-def _declared_kind(ref: str) -> str | None:
-    """The model kind a checkpoint folder's config declares, if it is readable."""
-    path = Path(ref)
-    config = path / CONFIG if path.is_dir() else None
-    if config is None or not config.is_file():
-        return None
-    try:
-        return json.loads(config.read_text()).get("model", {}).get("kind")
-    except (json.JSONDecodeError, AttributeError, OSError):
-        return None
-
-
 def load_model(ref: str, device: str = "cpu", sha256: str | None = None) -> Checkpoint:
     """An NCA checkpoint on `device`, in the layout patches are computed in.
 
     Both Diff-NCA and FourierDiff-NCA make fixed-size patches (a patch is a whole
     image); other denoisers (the UNet baseline) and non-checkpoints are refused. With
-    `sha256` the weights must have that hash, and the model is kept for the next call
-    (Dask workers load it once for all their shards).
+    `sha256` the weights must have that hash, and the model comes from the process's
+    model cache (Dask workers load it once for all their shards).
     """
-    cached = _LOADED.get((ref, device, sha256 or ""))
-    if cached is not None:
-        return cached
-    kind = _declared_kind(ref)
+    kind = declared_kind(ref)
     if kind is not None and kind not in NCA_KINDS:
         raise GigasynthError(
             f"checkpoint {ref} is a {kind!r} model; datasets need a Diff-NCA or "
             "FourierDiff-NCA checkpoint"
         )
-    if Path(ref, "checkpoint", CONFIG).is_file():
-        raise GigasynthError(f"{ref} is a training run; use its checkpoint: {ref}/checkpoint")
     if device == "cuda":
         if not torch.cuda.is_available():
             raise GigasynthError("this dataset is generated on cuda, but no GPU is available")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    ckpt = load_checkpoint(ref, device)
-    ckpt.model = ckpt.model.to(memory_format=torch.channels_last)
-    if sha256 is not None:
-        if ckpt.sha256 != sha256:
-            raise GigasynthError(
-                f"checkpoint {ref} has hash {ckpt.short_hash}, the dataset was made with "
-                f"{sha256[:16]}"
-            )
-        _LOADED[(ref, device, sha256)] = ckpt
-    return ckpt
+    if sha256 is None:
+        ckpt = load_checkpoint(ref, device)
+        ckpt.model = ckpt.model.to(memory_format=torch.channels_last)
+        return ckpt
+    try:
+        return cached_checkpoint(ref, sha256, device, channels_last=True)
+    except HashMismatch as exc:
+        raise GigasynthError(
+            f"checkpoint {ref} has hash {exc.found[:16]}, the dataset was made with "
+            f"{sha256[:16]}"
+        ) from None
 
 
 def generate_group(model: torch.nn.Module, spec: DatasetSpec, start: int) -> np.ndarray:
