@@ -9,7 +9,7 @@ import sys
 import torch
 
 from gigasynth.bench import format_report, run_bench
-from gigasynth.cli.common import pick_device
+from gigasynth.cluster.devices import pick_device
 from gigasynth.config import PRESETS
 from gigasynth.errors import GigasynthError
 

@@ -6,8 +6,8 @@ import argparse
 import os
 import re
 
-import torch
-
+# Device choice is gigasynth.cluster's; re-exported for the subcommands that import it here.
+from gigasynth.cluster.devices import pick_device as pick_device
 from gigasynth.errors import GigasynthError
 
 MAX_PIXELS = int(os.environ.get("GIGASYNTH_MAX_PIXELS", str(1 << 36)))
@@ -29,18 +29,6 @@ def parse_size(text: str, limit: int = MAX_PIXELS) -> tuple[int, int]:
             "(GIGASYNTH_MAX_PIXELS)"
         )
     return width, height
-
-
-def pick_device(name: str | None) -> torch.device:
-    """The requested device, or CUDA when present, else CPU; a clear error if unavailable."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GigasynthError("--device cuda requested but no CUDA device is available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise GigasynthError(f"unknown device {name!r}") from None
 
 
 def add_sampler_args(parser: argparse.ArgumentParser, default_steps: int = 50) -> None:

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from gigasynth.cli.common import pick_device
+from gigasynth.cluster.devices import pick_device
 from gigasynth.errors import GigasynthError
 from gigasynth.eval.slide import (
     BOOTSTRAP,

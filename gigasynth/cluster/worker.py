@@ -5,7 +5,7 @@ Tasks carry only the checkpoint reference and its hash (a few bytes), never weig
 A worker loads the checkpoint on its first task, checks the hash (a checkpoint that
 changed on disk mid-job would break invariant I5) and reuses the model afterwards: the
 process's one model cache, `gigasynth.checkpoint.cached_checkpoint`, on the worker's
-device (`worker_device`).
+device (`gigasynth.cluster.devices.worker_device`).
 
 Start-up (`steady_allocator`; `dask worker --preload gigasynth.cluster.worker` runs it
 in a worker process, `connect` in the process of an embedded cluster): every tile task
@@ -24,16 +24,10 @@ import ctypes.util
 import os
 from typing import Any
 
-import torch
-
 from gigasynth.checkpoint import HashMismatch, cached_checkpoint
+from gigasynth.cluster.devices import worker_device
 from gigasynth.errors import GigasynthError
 from gigasynth.models import DiffNCA
-
-
-def worker_device() -> torch.device:
-    """The worker's compute device: its GPU where it has one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def worker_model(checkpoint: str, sha256: str) -> DiffNCA:

@@ -25,6 +25,7 @@ from gigasynth.checkpoint import (
     declared_kind,
     load_checkpoint,
 )
+from gigasynth.cluster import choose_device, gpu_available
 from gigasynth.dataset.spec import DatasetSpec
 from gigasynth.errors import GigasynthError
 from gigasynth.images import to_uint8
@@ -57,7 +58,7 @@ def load_model(ref: str, device: str = "cpu", sha256: str | None = None) -> Chec
             "FourierDiff-NCA checkpoint"
         )
     if device == "cuda":
-        if not torch.cuda.is_available():
+        if not gpu_available():
             raise GigasynthError("this dataset is generated on cuda, but no GPU is available")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
@@ -119,7 +120,7 @@ def iter_patches(
     The same arguments give the same patches as `gigasynth dataset` with those
     settings (on the same kind of device). `size` is a side or (width, height).
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     chosen = range(indices) if isinstance(indices, int) else list(indices)
     if len(chosen) == 0:
         return

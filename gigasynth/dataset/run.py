@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from gigasynth.cluster import choose_device, connect, task_resources
 from gigasynth.dataset.folder import DatasetFolder, read_dataset_json
 from gigasynth.dataset.patches import Patch, generate_patches, load_model
 from gigasynth.dataset.shards import shard_is_whole, write_shard
@@ -57,46 +57,8 @@ def build_shard(checkpoint: str, spec_dict: dict[str, Any], shard: int, out: str
     return shard
 
 
-@contextlib.contextmanager
-def _dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
-    """A client of the given scheduler, or of an embedded LocalCluster of `workers` processes."""
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler is None:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-                Client(cluster) as client:
-            yield client
-        return
-    try:
-        client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as exc:
-        raise GigasynthError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
-    with client:
-        try:
-            client.wait_for_workers(1, timeout=60)
-        except TimeoutError:
-            raise GigasynthError(f"the Dask scheduler {scheduler} has no workers") from None
-        yield client
-
-
-def _has_gpu_workers(client: Any) -> bool:
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers)
-
-
-def _cluster_device(requested: str | None, gpu_workers: bool) -> str:
-    if requested in (None, "auto"):
-        return "cuda" if gpu_workers else "cpu"
-    if requested == "cuda" and not gpu_workers:
-        raise GigasynthError("--device cuda, but no Dask worker advertises the resource GPU")
-    return requested
-
-
-def _local_device(requested: str | None) -> str:
-    if requested in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+# A dataset's device is decided from the workers present: wait this long for a first one.
+WAIT_FOR_WORKER_S = 60
 
 
 def _run_here(model: torch.nn.Module, spec: DatasetSpec, folder: DatasetFolder,
@@ -113,16 +75,16 @@ def _run_here(model: torch.nn.Module, spec: DatasetSpec, folder: DatasetFolder,
 
 
 def _run_on_cluster(client: Any, checkpoint: str, spec: DatasetSpec, folder: DatasetFolder,
-                    pending: list[int], gpu: bool, bar: tqdm) -> None:
+                    pending: list[int], bar: tqdm) -> None:
     from dask.distributed import as_completed
 
-    resources = {"GPU": 1} if gpu and spec.device == "cuda" else None
+    resources = task_resources(client) if spec.device == "cuda" else None
     futures = [client.submit(build_shard, checkpoint, spec.to_dict(), shard, str(folder.out),
                              key=f"gigasynth-dataset-{spec.checkpoint_sha256[:8]}-{shard}",
                              pure=False, resources=resources)
                for shard in pending]
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):  # no default client
             shard = future.result()
             folder.commit(shard)
             bar.update(len(spec.shard_indices(shard)))
@@ -168,13 +130,11 @@ def make_dataset(
     described = {"ref": checkpoint, "sha256": ckpt.sha256, "config": ckpt.config.to_dict()}
     distributed = scheduler is not None or workers > 1
     with contextlib.ExitStack() as stack:
-        client, gpu = None, False
+        client = None
         if distributed:
-            client = stack.enter_context(_dask_client(workers, scheduler))
-            gpu = _has_gpu_workers(client)
-            spec = dataclasses.replace(spec, device=_cluster_device(device, gpu))
-        else:
-            spec = dataclasses.replace(spec, device=_local_device(device))
+            client = stack.enter_context(connect(
+                scheduler, workers, processes=True, wait_for_worker_s=WAIT_FOR_WORKER_S))
+        spec = dataclasses.replace(spec, device=choose_device(device, client))
         text = command(spec) if callable(command) else command
         folder = DatasetFolder(out, spec, described, text)
         done = folder.open(overwrite)
@@ -187,7 +147,7 @@ def make_dataset(
                   disable=not progress, dynamic_ncols=True, smoothing=0.1,
                   bar_format=BAR_FORMAT) as bar:
             if client is not None:
-                _run_on_cluster(client, checkpoint, spec, folder, pending, gpu, bar)
+                _run_on_cluster(client, checkpoint, spec, folder, pending, bar)
             else:
                 model = ckpt.model if spec.device == "cpu" else load_model(
                     checkpoint, spec.device, spec.checkpoint_sha256).model
