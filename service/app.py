@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from gigasynth import __version__
 from service.catalog import ModelCatalog
 from service.config import ServiceConfig
-from service.context import Services
+from service.context import Services, services
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.links import LinkSigner, load_or_create_key
@@ -42,6 +42,14 @@ def build_services(config: ServiceConfig) -> Services:
     )
 
 
+async def _services(request: Request) -> Services:
+    """`service.context.services` as a coroutine: FastAPI runs a plain `def` dependency
+    in its worker-thread pool, so every route paid a thread round trip (a wait for a free
+    thread of 40 and for the GIL) for one attribute lookup. Installed as an override so
+    that every route's `Svc` gets it."""
+    return request.app.state.services
+
+
 def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
     """The service app. With run_jobs=False jobs are accepted and stored but not computed."""
     svc = build_services(config)
@@ -62,6 +70,7 @@ def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
                   description="Synthetic gigapixel pathology slides: jobs, DeepZoom tiles, "
                               "viewer. Every endpoint but /healthz needs a bearer token.")
     app.state.services = svc
+    app.dependency_overrides[services] = _services
     install_error_handlers(app)
     for module in (system, jobs, slides, viewer):
         app.include_router(module.router)

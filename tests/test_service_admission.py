@@ -7,13 +7,16 @@ experiments/admission_bench.py measures the same situation at full scale (45 cli
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio.to_thread
 import httpx
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.routes.system import HEALTH_WAIT_S
 from tests.service_fixtures import (
     MICRO_MODEL,
     add_token,
@@ -89,3 +92,70 @@ def test_concurrency_quota_holds_without_a_global_lock(tmp_path):
         listed = api.get("/v1/jobs", params={"limit": 100}).json()["jobs"]
     assert sorted(statuses) == [202] * 3 + [429] * 21
     assert len(listed) == 3
+
+
+def test_health_needs_no_worker_thread(tmp_path):
+    """/healthz answers while FastAPI's thread pool has no free thread (as when slow
+    requests fill it): it runs on the event loop. On e573c15 it waited for a thread."""
+    data_dir = tmp_path / "data"
+    write_micro_model(data_dir)
+    app = create_app(service_config(data_dir), run_jobs=False)
+    with TestClient(app) as api, ThreadPoolExecutor(1) as pool:
+        limiter = api.portal.call(anyio.to_thread.current_default_thread_limiter)
+        tokens = limiter.total_tokens
+        holder = object()
+
+        def take_every_thread() -> None:
+            limiter.total_tokens = 1
+            limiter.acquire_on_behalf_of_nowait(holder)
+
+        def give_back() -> None:
+            limiter.release_on_behalf_of(holder)
+            limiter.total_tokens = tokens
+
+        api.portal.call(take_every_thread)
+        try:
+            start = time.perf_counter()
+            answer = pool.submit(api.get, "/healthz")
+            try:
+                response = answer.result(timeout=10)
+            except TimeoutError:
+                response = None
+            seconds = time.perf_counter() - start
+        finally:
+            api.portal.call(give_back)
+        if response is None:
+            answer.result(timeout=30)
+    assert response is not None, "/healthz waited for a worker thread"
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    assert seconds < 2.0, f"/healthz took {seconds:.2f} s"
+
+
+def test_health_reports_a_store_that_does_not_answer(tmp_path):
+    """A store held by a stuck writer: /healthz says so (503 JSON) after about
+    HEALTH_WAIT_S instead of waiting with it, and is 200 again once the store is free."""
+    data_dir = tmp_path / "data"
+    write_micro_model(data_dir)
+    app = create_app(service_config(data_dir), run_jobs=False)
+    store = app.state.services.store
+    held, release = threading.Event(), threading.Event()
+
+    def stuck_writer() -> None:              # a write transaction left open for a while
+        with store._immediate():
+            held.set()
+            release.wait(HEALTH_WAIT_S + 5.0)
+
+    with TestClient(app) as api, ThreadPoolExecutor(1) as pool:
+        assert api.get("/healthz").status_code == 200
+        writer = pool.submit(stuck_writer)
+        assert held.wait(10)
+        start = time.perf_counter()
+        stuck = api.get("/healthz")
+        seconds = time.perf_counter() - start
+        release.set()
+        writer.result(timeout=10)
+        again = api.get("/healthz")
+    assert stuck.status_code == 503, stuck.text
+    assert stuck.json() == {"error": "the job store does not answer"}
+    assert HEALTH_WAIT_S <= seconds < HEALTH_WAIT_S + 3.0
+    assert again.status_code == 200
