@@ -6,6 +6,12 @@ token POSTs small valid jobs, each every `--every` s. Prints p50/p99/max latency
 probes, idle (before the burst) and under it, and how the oversized submissions were
 answered. Everything stays on 127.0.0.1 and stops by itself (bounded in time and count).
 
+The burst runs in a process of its own, as another client's would: the probes measure
+the server, not the load generator. With `--same-process` the probes share the burst's
+event loop and HTTP client (this script's method before 2026-12-02): on a loaded 2-core
+machine that loop, busy with 45 clients' requests, delays each probe's own request and
+response by hundreds of ms, which that method counted as server latency.
+
     python experiments/admission_bench.py [--clients 45] [--seconds 10] [--json]
     python experiments/admission_bench.py --root /tmp/old-checkout   # another version
 
@@ -101,26 +107,22 @@ async def probe(call: Callable[[], Awaitable[httpx.Response]], seconds: float, e
     return out
 
 
-async def measure(url: str, tokens: dict[str, str], args: argparse.Namespace) -> dict:
+def oversized_body(args: argparse.Namespace) -> dict:
+    return {"model": MODEL, "width": args.size, "height": args.size, "tile": args.tile,
+            "steps": 2}
+
+
+async def burst(url: str, token: str, args: argparse.Namespace
+                ) -> tuple[list[tuple[float, int]], float]:
+    """`args.clients` clients submitting oversized jobs back to back for `args.seconds`:
+    (latency, status) of every submission, and the wall time."""
     limits = httpx.Limits(max_connections=args.clients + 8)
+    headers = {"Authorization": f"Bearer {token}"}
+    body = oversized_body(args)
     async with httpx.AsyncClient(base_url=url, timeout=args.timeout, limits=limits) as api:
-        greedy = {"Authorization": f"Bearer {tokens['greedy']}"}
-        modest = {"Authorization": f"Bearer {tokens['modest']}"}
-        oversized = {"model": MODEL, "width": args.size, "height": args.size,
-                     "tile": args.tile, "steps": 2}
-
-        def health() -> Awaitable[httpx.Response]:
-            return api.get("/healthz")
-
-        def small() -> Awaitable[httpx.Response]:
-            return api.post("/v1/jobs", json=SMALL, headers=modest)
 
         def big() -> Awaitable[httpx.Response]:
-            return api.post("/v1/jobs", json=oversized, headers=greedy)
-
-        await timed(small, args.timeout)                          # warm-up
-        idle = await asyncio.gather(probe(health, 2, args.every, args.timeout),
-                                    probe(small, 2, args.every, args.timeout))
+            return api.post("/v1/jobs", json=body, headers=headers)
 
         async def client() -> list[tuple[float, int]]:
             out = []
@@ -130,16 +132,96 @@ async def measure(url: str, tokens: dict[str, str], args: argparse.Namespace) ->
             return out
 
         start = time.perf_counter()
-        *clients, loaded_health, loaded_small = await asyncio.gather(
-            *(client() for _ in range(args.clients)),
-            probe(health, args.seconds, args.every, args.timeout),
-            probe(small, args.seconds, args.every, args.timeout))
-        wall = time.perf_counter() - start
-    bursts = [r for c in clients for r in c]
+        clients = await asyncio.gather(*(client() for _ in range(args.clients)))
+        return [r for c in clients for r in c], time.perf_counter() - start
+
+
+def burst_process(url: str, token: str, args: argparse.Namespace) -> subprocess.Popen:
+    """This script in `--burst-of URL` mode: the burst in another process (the token in
+    its environment, its results as JSON on stdout once done)."""
+    argv = [sys.executable, __file__, "--burst-of", url]
+    for name in ("clients", "seconds", "size", "tile", "timeout", "max_requests"):
+        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "BURST_TOKEN": token})
+
+
+async def measure(url: str, tokens: dict[str, str], args: argparse.Namespace) -> dict:
+    async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as api:
+        modest = {"Authorization": f"Bearer {tokens['modest']}"}
+
+        def health() -> Awaitable[httpx.Response]:
+            return api.get("/healthz")
+
+        def small() -> Awaitable[httpx.Response]:
+            return api.post("/v1/jobs", json=SMALL, headers=modest)
+
+        await timed(small, args.timeout)                          # warm-up
+        idle = await asyncio.gather(probe(health, 2, args.every, args.timeout),
+                                    probe(small, 2, args.every, args.timeout))
+        before = await server_buckets(api, modest)
+        if args.same_process:
+            (bursts, wall), loaded_health, loaded_small = await asyncio.gather(
+                burst(url, tokens["greedy"], args),
+                probe(health, args.seconds, args.every, args.timeout),
+                probe(small, args.seconds, args.every, args.timeout))
+            inside = server_side(before, await server_buckets(api, modest))
+        else:
+            proc = burst_process(url, tokens["greedy"], args)
+            await asyncio.sleep(args.ramp)      # the other process starts and connects
+            probes = max(1.0, args.seconds - args.ramp)
+            loaded_health, loaded_small = await asyncio.gather(
+                probe(health, probes, args.every, args.timeout),
+                probe(small, probes, args.every, args.timeout))
+            out, _ = await asyncio.to_thread(proc.communicate)
+            if proc.returncode != 0:
+                raise SystemExit(f"the burst process failed ({proc.returncode})")
+            done = json.loads(out)
+            bursts, wall = [tuple(r) for r in done["results"]], done["wall_s"]
+        inside = server_side(before, await server_buckets(api, modest))
     return {"idle": {"healthz": summary(idle[0]), "small_post": summary(idle[1])},
             "loaded": {"healthz": summary(loaded_health), "small_post": summary(loaded_small),
                        "oversized": summary(bursts)},
+            "loaded_inside_server": inside,
             "oversized_per_s": round(len(bursts) / wall, 1), "wall_s": round(wall, 1)}
+
+
+SERVER_SERIES = {"healthz": ('GET', '/healthz', '200'), "small_post": ('POST', '/v1/jobs', '202')}
+
+
+async def server_buckets(api: httpx.AsyncClient, headers: dict[str, str]
+                         ) -> dict[str, dict[float, float]]:
+    """The server's own latency histogram (gigasynth_http_request_duration_seconds, time
+    inside the app) of each probe's requests: {probe: {le: cumulative count}}."""
+    text = (await api.get("/metrics", headers=headers)).text
+    out: dict[str, dict[float, float]] = {name: {} for name in SERVER_SERIES}
+    for line in text.splitlines():
+        if not line.startswith("gigasynth_http_request_duration_seconds_bucket{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:
+                                                           line.index("}")].split(","))
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        for name, (method, route, status) in SERVER_SERIES.items():
+            if (labels["method"], labels["route"], labels["status"]) == (method, route, status):
+                out[name][float(labels["le"])] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_side(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+                ) -> dict[str, dict]:
+    """Per probe, from the histogram's change over the burst: the number of requests and
+    the bucket bounds (s) that hold its p50 and p99 (the server cannot see a request's
+    wait before the app gets it, so this is a lower bound of what a client sees)."""
+    out = {}
+    for name, now in after.items():
+        counts = sorted((le, n - before[name].get(le, 0.0)) for le, n in now.items())
+        total = counts[-1][1] if counts else 0.0
+
+        def bound(q: float, counts: list = counts, total: float = total) -> float | None:
+            return next((le for le, n in counts if n >= q * total), None) if total else None
+
+        out[name] = {"n": int(total), "p50_le_s": bound(0.5), "p99_le_s": bound(0.99)}
+    return out
 
 
 def summary(results: list[tuple[float, int]]) -> dict:
@@ -162,8 +244,17 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="give a request up after")
     p.add_argument("--max-requests", type=int, default=2000, help="per burst client")
     p.add_argument("--root", type=Path, default=ROOT, help="checkout whose server runs")
+    p.add_argument("--same-process", action="store_true",
+                   help="probe from the burst's own event loop (the old method)")
+    p.add_argument("--ramp", type=float, default=1.0,
+                   help="s the probes wait for the burst process to start")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--burst-of", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.burst_of:        # the burst process: token from the environment, JSON out
+        results, wall = asyncio.run(burst(args.burst_of, os.environ["BURST_TOKEN"], args))
+        print(json.dumps({"results": results, "wall_s": wall}))
+        return
     with tempfile.TemporaryDirectory(prefix="admission-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         tokens = {"greedy": create_token(args.root, data_dir, "greedy"),
@@ -173,6 +264,7 @@ def main() -> None:
             result = asyncio.run(measure(url, tokens, args))
     result["setup"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result["cpus"] = os.cpu_count()
+    result["load_average"] = [round(x, 1) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -180,8 +272,13 @@ def main() -> None:
         for name, s in result[phase].items():
             print(f"{phase:6} {name:10} n={s['n']:5}  p50 {s['p50_ms']:8.1f} ms  "
                   f"p99 {s['p99_ms']:8.1f} ms  max {s['max_ms']:8.1f} ms  {s['statuses']}")
+    for name, s in result["loaded_inside_server"].items():
+        print(f"loaded {name:10} n={s['n']:5}  inside the server: p50 <= {s['p50_le_s']} s, "
+              f"p99 <= {s['p99_le_s']} s (histogram buckets)")
     print(f"oversized submissions answered: {result['oversized_per_s']}/s over "
-          f"{result['wall_s']} s from {args.clients} clients")
+          f"{result['wall_s']} s from {args.clients} clients "
+          f"({'same process as' if args.same_process else 'another process than'} the "
+          f"probes); load average {result['load_average']} on {result['cpus']} CPUs")
 
 
 if __name__ == "__main__":
