@@ -28,11 +28,11 @@ import torch
 from gigasynth.bench.ceiling import matmul_rates
 from gigasynth.bench.timing import time_interleaved
 from gigasynth.config import preset
-from gigasynth.kernels.folded import border_pads, fold
+from gigasynth.geometry import Borders, Window
+from gigasynth.kernels.folded import border_pads
 from gigasynth.kernels.triton_update import update_triton
-from gigasynth.keyed import Window
 from gigasynth.models import build_model, macs_per_pixel
-from gigasynth.models.nca import Borders, fire_mask
+from gigasynth.models.nca import fire_mask
 
 # (block (rows, columns) of output pixels per program, hidden chunk, warps)
 VARIANTS = [
@@ -85,7 +85,7 @@ def correctness(name: str, side: int, device: torch.device, smoke: bool) -> dict
                                  config.fire_probability, h, w, Window(y0, x0), "cpu")
             expected = plain(update, state, cond, mask, borders)
             with torch.no_grad():
-                folded = fold(update, cond)
+                folded = update.folded(cond)
                 pads = border_pads(borders)
                 got32 = update_triton(folded, state, mask, pads, dot_bf16=False, **small)
                 got16 = update_triton(folded, state, mask, pads, dot_bf16=True, **small)
@@ -125,7 +125,7 @@ def time_shape(update, model, config, batch: int, side: int, variants, device, r
         cond = model.nca.cond(torch.full((batch,), 0.5, device=device, dtype=dtype), 0.0)
         mask = fire_mask(list(range(batch)), [150] * batch, 0, config.fire_probability,
                          side, side, Window(), device).to(dtype)
-        folded = fold(update, cond)
+        folded = update.folded(cond)
     pads = border_pads(Borders())
 
     def kernel(block, hidden_block, warps):

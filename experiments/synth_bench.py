@@ -87,7 +87,7 @@ def tile_probe(checkpoint: str, tile: int, reps: int, tmp: Path) -> dict:
     import torch
 
     from gigasynth.checkpoint import load_checkpoint
-    from gigasynth.keyed import Window
+    from gigasynth.geometry import Window
     from gigasynth.sampling.step import initial_noise, round_state
     from gigasynth.synth import SynthSpec
     from gigasynth.synth.job import prepare_job

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import IntEnum
 
 import torch
+
+from gigasynth.geometry import Window
 
 _MASK = 0xFFFFFFFF
 _M1 = 0x7FEB352D
@@ -64,14 +65,6 @@ def mix_int(*words: int) -> int:
     for w in words:
         h = _mix_py(h ^ (int(w) & _MASK))
     return h
-
-
-@dataclass(frozen=True)
-class Window:
-    """Where an array sits on the canvas: global offset of its first row/column."""
-
-    y0: int = 0
-    x0: int = 0
 
 
 def key_words(

@@ -23,11 +23,10 @@ from gigasynth.checkpoint import load_checkpoint, save_checkpoint
 from gigasynth.config import ModelConfig, preset
 from gigasynth.data import open_source
 from gigasynth.errors import GigasynthError
+from gigasynth.geometry import Borders, Window
 from gigasynth.images import to_model_space, to_uint8
 from gigasynth.io import open_level, read_provenance
-from gigasynth.keyed import Window
 from gigasynth.models import build_model
-from gigasynth.models.nca import Borders
 from gigasynth.sampling import SampleRequest, denoise_step, generate, super_resolve, upscale
 from gigasynth.sampling.condition import (
     area_downsample,

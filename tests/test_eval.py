@@ -257,8 +257,7 @@ def test_unet_baseline_trains_samples_and_refuses_tiles(tmp_path):
     pytest.importorskip("diffusers")
     from gigasynth.baselines import UNetConfig, build_unet, load_denoiser
     from gigasynth.data.sources import ArraySource
-    from gigasynth.keyed import Window
-    from gigasynth.models.nca import Borders
+    from gigasynth.geometry import Borders, Window
     from gigasynth.sampling import SampleRequest, generate
     from gigasynth.train import TrainConfig, train
 

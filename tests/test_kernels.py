@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from gigasynth.config import preset
+from gigasynth.geometry import Borders, Window
 from gigasynth.kernels import set_fast_path
 from gigasynth.kernels.cpu import update_cpu
-from gigasynth.kernels.folded import border_pads, fold
-from gigasynth.keyed import Window
+from gigasynth.kernels.folded import border_pads
 from gigasynth.models import build_model
-from gigasynth.models.nca import Borders, NCAUpdate, fire_mask
+from gigasynth.models.nca import NCAUpdate, fire_mask
 
 from .conftest import MICRO
 
@@ -89,7 +89,7 @@ def test_cpu_path_on_a_tile_equals_the_whole_image():
     """Any band size, any tile: the crop of the whole update (paper sizes)."""
     update = _update(96, 396)
     state, cond, mask = _inputs(update, 1, 40, 47, Borders())
-    folded = fold(update, cond)
+    folded = update.folded(cond)
     with torch.no_grad():
         whole = update_cpu(folded, state, mask, border_pads(Borders()))
         for band in (4096, 57):
@@ -147,7 +147,7 @@ def _triton(update, state, cond, mask, borders, dot_bf16, **kw):
     dev = torch.device(DEVICE)
     with torch.no_grad():
         out = triton_update.update_triton(
-            fold(copy.deepcopy(update).to(dev), cond.to(dev)), state.to(dev),
+            copy.deepcopy(update).to(dev).folded(cond.to(dev)), state.to(dev),
             None if mask is None else mask.to(dev), border_pads(borders), dot_bf16, **kw)
     return out.cpu()
 

@@ -2,7 +2,8 @@
 
 import torch
 
-from gigasynth.keyed import Stream, Window, key_words, keyed_bits, keyed_normal, keyed_uniform
+from gigasynth.geometry import Window
+from gigasynth.keyed import Stream, key_words, keyed_bits, keyed_normal, keyed_uniform
 
 
 def test_crop_of_canvas_equals_window():

@@ -5,9 +5,8 @@ import torch
 
 from gigasynth.config import ModelConfig, preset
 from gigasynth.errors import GigasynthError
-from gigasynth.keyed import Window
+from gigasynth.geometry import Borders, Window
 from gigasynth.models import build_model, count_parameters
-from gigasynth.models.nca import Borders
 
 from .conftest import MICRO, MICRO_FOURIER
 

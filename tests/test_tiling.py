@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gigasynth.errors import GigasynthError
-from gigasynth.models.nca import Borders
+from gigasynth.geometry import Borders
 from gigasynth.tiling import plan_tiles
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from gigasynth.config import JsonConfig
 from gigasynth.errors import GigasynthError
-from gigasynth.models.nca import ALL_BORDERS, Borders
+from gigasynth.geometry import ALL_BORDERS, Borders
 
 
 @dataclass(frozen=True)

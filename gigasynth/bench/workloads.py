@@ -10,7 +10,7 @@ from gigasynth.bench.memory import PeakMemory
 from gigasynth.bench.timing import Timing, time_interleaved
 from gigasynth.config import ModelConfig
 from gigasynth.diffusion import NoiseSchedule
-from gigasynth.keyed import Window
+from gigasynth.geometry import Window
 from gigasynth.models import build_model
 from gigasynth.models.nca import fire_mask
 from gigasynth.train.trainer import diffusion_loss

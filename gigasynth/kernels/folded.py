@@ -1,19 +1,17 @@
 """An NCA update's weights for one step, with the conditioning folded into biases.
 
-Both fast paths run the same function as `NCAUpdate`'s plain ops; they take the
-weights through `Perception.folded` and `Rule.folded`, so the conditioning fold is
-the very expression the plain path uses.
+The fast paths take this, never a model: `NCAUpdate.folded` (gigasynth.models.nca)
+builds it from `Perception.folded` and `Rule.folded`, the very expressions the plain
+path uses, so every path runs the same function. Nothing here imports from models.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from gigasynth.models.nca import Borders, NCAUpdate
+from gigasynth.geometry import Borders
 
 
 @dataclass(frozen=True)
@@ -39,26 +37,6 @@ class FoldedUpdate:
     @property
     def hidden(self) -> int:
         return self.fc1_weight.shape[0]
-
-
-def fold(update: NCAUpdate, cond: torch.Tensor) -> FoldedUpdate:
-    """The update's weights for conditioning `cond` (B, cond channels)."""
-    perception_weight, perception_bias = update.perception.folded(cond)
-    fc1_weight, fc1_bias = update.rule.folded(cond)
-    rule = update.rule
-    return FoldedUpdate(
-        perception_weight=perception_weight,
-        perception_bias=perception_bias,
-        fc1_weight=fc1_weight,
-        fc1_bias=fc1_bias,
-        norm_weight=rule.norm.weight,
-        norm_bias=rule.norm.bias,
-        norm_eps=rule.norm.eps,
-        fc2_weight=rule.fc2.weight[:, :, 0, 0],
-        fc2_bias=rule.fc2.bias,
-        frozen=update.frozen,
-        reflect=update.perception.padding_mode == "reflect",
-    )
 
 
 def border_pads(borders: Borders) -> tuple[int, int, int, int]:

@@ -10,9 +10,9 @@ from torch.utils.checkpoint import checkpoint
 
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
-from gigasynth.keyed import Window
+from gigasynth.geometry import ALL_BORDERS, Borders, Window
 from gigasynth.models.conditioning import Conditioning
-from gigasynth.models.nca import ALL_BORDERS, Borders, NCAUpdate, fire_mask
+from gigasynth.models.nca import NCAUpdate, fire_mask
 
 
 def canvas_coordinates(batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:

@@ -17,9 +17,10 @@ from torch import nn
 
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
+from gigasynth.geometry import ALL_BORDERS, Borders
 from gigasynth.models.conditioning import Conditioning
 from gigasynth.models.diffnca import DiffNCA, ImageNCA
-from gigasynth.models.nca import ALL_BORDERS, Borders, NCAUpdate
+from gigasynth.models.nca import NCAUpdate
 
 
 class FourierStage(nn.Module):

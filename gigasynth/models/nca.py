@@ -10,31 +10,13 @@ halo, the 3x3 convolution is "valid" and the array shrinks by one pixel per upda
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gigasynth.kernels import fast_update
-from gigasynth.keyed import Stream, Window, key_words, keyed_uniform
-
-
-@dataclass(frozen=True)
-class Borders:
-    """Which sides of an array lie on the canvas border (reflect-padded there)."""
-
-    top: bool = True
-    bottom: bool = True
-    left: bool = True
-    right: bool = True
-
-    def shrink(self, window: Window) -> Window:
-        """The window of an update's output: one pixel in on every non-border side."""
-        return Window(window.y0 + (not self.top), window.x0 + (not self.left))
-
-
-ALL_BORDERS = Borders()
+from gigasynth.geometry import ALL_BORDERS, Borders, Window
+from gigasynth.kernels import FoldedUpdate, fast_kernel
+from gigasynth.keyed import Stream, key_words, keyed_uniform
 
 
 class PixelNorm(nn.Module):
@@ -145,6 +127,30 @@ class NCAUpdate(nn.Module):
         # False forces these plain PyTorch ops (the naive baseline, reference tests).
         self.fast_path = True
 
+    def folded(self, cond: torch.Tensor) -> FoldedUpdate:
+        """This update's weights for conditioning `cond` (B, cond channels), the
+        conditioning folded into per-sample biases: what the fused kernels take.
+
+        The folds are `Perception.folded` and `Rule.folded`, the very expressions the
+        plain path uses, so both paths run the same function.
+        """
+        perception_weight, perception_bias = self.perception.folded(cond)
+        fc1_weight, fc1_bias = self.rule.folded(cond)
+        rule = self.rule
+        return FoldedUpdate(
+            perception_weight=perception_weight,
+            perception_bias=perception_bias,
+            fc1_weight=fc1_weight,
+            fc1_bias=fc1_bias,
+            norm_weight=rule.norm.weight,
+            norm_bias=rule.norm.bias,
+            norm_eps=rule.norm.eps,
+            fc2_weight=rule.fc2.weight[:, :, 0, 0],
+            fc2_bias=rule.fc2.bias,
+            frozen=self.frozen,
+            reflect=self.perception.padding_mode == "reflect",
+        )
+
     def forward(
         self,
         state: torch.Tensor,
@@ -154,9 +160,9 @@ class NCAUpdate(nn.Module):
     ) -> torch.Tensor:
         """fire_mask: (B, 1, h, w) of 0/1 on the output grid, or None (every cell fires)."""
         if self.fast_path and not torch.is_grad_enabled():
-            fast = fast_update(self, state, cond, fire_mask, borders)
-            if fast is not None:
-                return fast
+            kernel = fast_kernel(state)
+            if kernel is not None:
+                return kernel(self.folded(cond), state, fire_mask, borders)
         perceived = self.perception(state, cond, borders)
         state = crop_to(state, borders)
         dx = self.rule(state, cond, perceived)[:, self.frozen:]

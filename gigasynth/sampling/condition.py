@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
-from gigasynth.keyed import Stream, Window, key_words, keyed_normal
+from gigasynth.geometry import Window
+from gigasynth.keyed import Stream, key_words, keyed_normal
 
 
 def area_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from gigasynth.diffusion import NoiseSchedule, make_sampler
 from gigasynth.diffusion.samplers import Sampler
 from gigasynth.errors import GigasynthError
-from gigasynth.keyed import Stream, Window, key_words, keyed_normal
+from gigasynth.geometry import Window
+from gigasynth.keyed import Stream, key_words, keyed_normal
 from gigasynth.models import DiffNCA
 from gigasynth.sampling.condition import check_low_condition, model_condition
 from gigasynth.sampling.step import denoise_step, initial_noise

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import torch
 
 from gigasynth.diffusion.samplers import Sampler
-from gigasynth.keyed import Stream, Window, key_words, keyed_normal
+from gigasynth.geometry import ALL_BORDERS, Borders, Window
+from gigasynth.keyed import Stream, key_words, keyed_normal
 from gigasynth.models import DiffNCA
-from gigasynth.models.nca import ALL_BORDERS, Borders
 
 STATE_DTYPE = torch.float16
 

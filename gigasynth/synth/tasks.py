@@ -16,9 +16,9 @@ import torch
 
 from gigasynth.cluster import worker_device, worker_model
 from gigasynth.diffusion.samplers import Sampler
+from gigasynth.geometry import Window
 from gigasynth.images import to_uint8
 from gigasynth.io import open_level
-from gigasynth.keyed import Window
 from gigasynth.models import DiffNCA
 from gigasynth.sampling import SampleRequest, denoise_step, initial_noise
 from gigasynth.sampling.condition import model_condition, source_span

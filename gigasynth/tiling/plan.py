@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gigasynth.errors import GigasynthError
-from gigasynth.keyed import Window
-from gigasynth.models.nca import Borders
+from gigasynth.geometry import Borders, Window
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ from gigasynth.config import ModelConfig
 from gigasynth.data import PatchBatches, PatchSource, load_batches, source_weights
 from gigasynth.diffusion import NoiseSchedule
 from gigasynth.errors import GigasynthError
+from gigasynth.geometry import Window
 from gigasynth.images import grid, to_model_space, to_uint8, write_png
-from gigasynth.keyed import Stream, Window, key_words, keyed_normal, mix_int
+from gigasynth.keyed import Stream, key_words, keyed_normal, mix_int
 from gigasynth.models import DiffNCA, build_model
 from gigasynth.sampling import SampleRequest, generate
 from gigasynth.sampling.condition import area_downsample, training_condition
