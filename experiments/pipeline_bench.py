@@ -40,7 +40,7 @@ from gigasynth.synth.state import allocated_bytes, work_path
 from gigasynth.tiling import plan_tiles
 
 # The least Diff-NCA there is: 7 channels (image, read-out, one hidden), no NCA steps.
-ZERO_STEP = ModelConfig(kind="diff-nca", channels=7, hidden=4, steps=0, cond_hidden=4,
+ZERO_STEP = ModelConfig(kind="diff-nca", channels=7, hidden=4, nca_steps=0, cond_hidden=4,
                         timesteps=300)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

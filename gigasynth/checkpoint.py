@@ -212,7 +212,7 @@ class CheckpointInfo:
             "parameters": self.parameters,
             "channels": c.channels,
             "hidden": c.hidden,
-            "nca_steps": c.steps,
+            "nca_steps": c.nca_steps,
             "timesteps": c.timesteps,
             "schedule": c.schedule,
             "tileable": c.is_tileable,

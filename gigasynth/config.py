@@ -12,18 +12,31 @@ ModelKind = Literal["diff-nca", "fourier-diff-nca"]
 
 
 class JsonConfig:
-    """A frozen dataclass config that round-trips through JSON; unknown fields are errors."""
+    """A frozen dataclass config that round-trips through JSON; unknown fields are errors.
+
+    `json_names` maps an attribute to the name its JSON (and `to_dict`) uses where the
+    two differ: a field renamed in Python keeps its name in files, so files written
+    before and after the rename are the same bytes, and `from_dict` reads either name.
+    """
 
     described_as: ClassVar[str] = "config"
+    json_names: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {self.json_names.get(k, k): v for k, v in asdict(self).items()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
+        data = dict(data)
+        for attribute, json_name in cls.json_names.items():
+            if json_name in data:
+                if attribute in data:
+                    raise GigasynthError(f"{cls.described_as} gives both {json_name} and "
+                                         f"{attribute} (one name for the same field)")
+                data[attribute] = data.pop(json_name)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -40,11 +53,15 @@ class ModelConfig(JsonConfig):
     """Everything needed to rebuild a model and its diffusion schedule."""
 
     described_as: ClassVar[str] = "model config"
+    # NCA steps per diffusion step are "steps" in config.json, as before the attribute
+    # was renamed (SynthSpec.steps are diffusion steps): checkpoints keep their bytes.
+    json_names: ClassVar[dict[str, str]] = {"nca_steps": "steps"}
 
     kind: ModelKind = "diff-nca"
     channels: int = 96
     hidden: int = 396
-    steps: int = 48
+    # NCA updates per diffusion step (S): the model's reach, so the halo a tile needs.
+    nca_steps: int = 48
     fire_probability: float = 0.5
     cond_features: int = 16
     cond_hidden: int = 256
@@ -118,7 +135,7 @@ class ModelConfig(JsonConfig):
     def to_dict(self) -> dict[str, Any]:
         """All fields; an unconditioned config leaves the condition fields out, so its
         JSON (checkpoints, provenance) is byte for byte what it was before they existed."""
-        data = asdict(self)
+        data = super().to_dict()
         if not self.is_conditioned:
             for name in ("condition_channels", "condition_downsample", "condition_noise"):
                 del data[name]
@@ -135,30 +152,35 @@ class ModelConfig(JsonConfig):
         return self.kind == "diff-nca" and not self.canvas_coords
 
     @property
+    def steps(self) -> int:
+        """The old name of `nca_steps`, read-only, kept while callers move to the new one."""
+        return self.nca_steps
+
+    @property
     def halo(self) -> int:
-        """Pixels of context one diffusion step needs around a tile (S * r, r = 1)."""
-        return self.steps
+        """Pixels of context one diffusion step needs around an engine tile (S * r, r = 1)."""
+        return self.nca_steps
 
 
 PRESETS: dict[str, ModelConfig] = {
     # Paper pathology Diff-NCA: 208,792 parameters.
-    "paper-pathology": ModelConfig(kind="diff-nca", channels=96, hidden=396, steps=48),
+    "paper-pathology": ModelConfig(kind="diff-nca", channels=96, hidden=396, nca_steps=48),
     # Paper CelebA FourierDiff-NCA: 886,984 parameters in the paper.
     "paper-celeba": ModelConfig(
-        kind="fourier-diff-nca", channels=96, hidden=512, steps=20, fourier_hidden=512
+        kind="fourier-diff-nca", channels=96, hidden=512, nca_steps=20, fourier_hidden=512
     ),
     # Small enough to train and sample on two CPU cores (the bundled model).
     "tiny": ModelConfig(
-        kind="diff-nca", channels=24, hidden=64, steps=12, cond_hidden=64,
+        kind="diff-nca", channels=24, hidden=64, nca_steps=12, cond_hidden=64,
         fire_probability=0.9,
     ),
     # Between tiny and paper-pathology: 2.5x tiny's MACs, 16 px reach; trainable on a CPU.
     "small": ModelConfig(
-        kind="diff-nca", channels=32, hidden=96, steps=16, cond_hidden=64,
+        kind="diff-nca", channels=32, hidden=96, nca_steps=16, cond_hidden=64,
         fire_probability=0.9,
     ),
     "tiny-fourier": ModelConfig(
-        kind="fourier-diff-nca", channels=24, hidden=64, steps=12, cond_hidden=64,
+        kind="fourier-diff-nca", channels=24, hidden=64, nca_steps=12, cond_hidden=64,
         fourier_hidden=64, fire_probability=0.9,
     ),
 }

@@ -61,7 +61,7 @@ def test_bench_unknown_preset_is_refused(capsys):
 
 
 def test_halo_factor_counts_the_shrinking_halo():
-    one_step = ModelConfig(channels=12, hidden=16, steps=1)
-    two_steps = ModelConfig(channels=12, hidden=16, steps=2)
+    one_step = ModelConfig(channels=12, hidden=16, nca_steps=1)
+    two_steps = ModelConfig(channels=12, hidden=16, nca_steps=2)
     assert halo_factor(one_step, 100) == 1.0
     assert halo_factor(two_steps, 100) == pytest.approx((100**2 + 102**2) / (2 * 100**2))

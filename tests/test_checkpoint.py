@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -25,7 +27,9 @@ from gigasynth.checkpoint import (
 )
 from gigasynth.cluster import worker_device, worker_model
 from gigasynth.errors import GigasynthError
+from gigasynth.io import open_level
 from gigasynth.models import build_model, count_parameters
+from gigasynth.synth import SynthCancelled, SynthSpec, synthesize
 
 from .conftest import MICRO
 
@@ -112,7 +116,7 @@ def test_description_follows_the_weights_file(tmp_path):
     assert info.parameters == count_parameters(loaded.model)
     described = info.describe()
     assert described["kind"] == MICRO.kind and described["mpp"] == 0.25
-    assert described["halo_px"] == MICRO.halo and described["nca_steps"] == MICRO.steps
+    assert described["halo_px"] == MICRO.halo and described["nca_steps"] == MICRO.nca_steps
     assert describe_checkpoint(ref) is info          # the same file: not hashed again
     micro_checkpoint(tmp_path / "ckpt", seed=1)      # new weights: a new identity
     again = describe_checkpoint(ref)
@@ -153,3 +157,26 @@ def test_changed_weights_are_refused_by_hash(tmp_path):
     with pytest.raises(GigasynthError, match="changed since the job started"):
         worker_model(ref, sha)
     assert cached_checkpoint(ref, info.value.found).sha256 == info.value.found
+
+
+def test_either_name_of_the_nca_steps_is_the_same_checkpoint_and_job(tmp_path):
+    """config.json keeps "steps" for ModelConfig.nca_steps; a config that says
+    "nca_steps" instead is the same checkpoint (config, hash), so the same job: it resumes
+    the other's work folder (the identity check passes) to the bytes of a whole run."""
+    old = Path(micro_checkpoint(tmp_path / "old", seed=3))
+    doc = json.loads((old / "config.json").read_text())
+    assert doc["model"]["steps"] == MICRO.nca_steps and "nca_steps" not in doc["model"]
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "model.safetensors").write_bytes((old / "model.safetensors").read_bytes())
+    doc["model"]["nca_steps"] = doc["model"].pop("steps")
+    (new / "config.json").write_text(json.dumps(doc))
+    a, b = load_checkpoint(str(old)), load_checkpoint(str(new))
+    assert a.config == b.config == MICRO and a.sha256 == b.sha256
+    spec = SynthSpec(str(old), 40, 30, seed=1, steps=3, tile=0)
+    whole = synthesize(spec, tmp_path / "whole.ome.zarr")
+    out = tmp_path / "resumed.ome.zarr"
+    with pytest.raises(SynthCancelled):
+        synthesize(spec, out, should_stop=lambda: True)
+    resumed = synthesize(replace(spec, checkpoint=str(new)), out, resume=True)
+    assert np.array_equal(open_level(resumed.zarr_path, 0)[:], open_level(whole.zarr_path, 0)[:])

@@ -1,14 +1,20 @@
 """The paper's models: sizes, frozen image channels, locality (invariants I1, I2)."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
+import gigasynth
 from gigasynth.config import ModelConfig, preset
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Borders, Window
 from gigasynth.models import build_model, count_parameters
 
 from .conftest import MICRO, MICRO_FOURIER
+
+BUILTIN = Path(gigasynth.__file__).parent / "builtin"
 
 
 @pytest.mark.parametrize(("name", "paper"), [("paper-pathology", 208_792),
@@ -24,6 +30,25 @@ def test_config_round_trips_as_json():
         assert ModelConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(GigasynthError, match="unknown model config fields"):
         ModelConfig.from_dict({"kind": "diff-nca", "colour": 3})
+
+
+def test_nca_steps_keep_their_name_in_files():
+    """ModelConfig.nca_steps (NCA steps, the halo) is "steps" in config.json, as before
+    the rename: the bundled model's file loads to the preset it was trained from and
+    writes back the same fields; the new name is read too, both at once are refused."""
+    doc = json.loads((BUILTIN / "tiny-pathology.json").read_text())["model"]
+    config = ModelConfig.from_dict(doc)
+    assert config == preset("tiny") and config.nca_steps == doc["steps"] == 12
+    assert config.halo == 12
+    # The same JSON (plus zero_terminal_snr, a field added after the file was written).
+    assert json.loads(config.to_json()) == {**doc, "zero_terminal_snr": False}
+    assert "nca_steps" not in config.to_dict() and config.to_dict()["steps"] == 12
+    renamed = {("nca_steps" if k == "steps" else k): v for k, v in doc.items()}
+    assert ModelConfig.from_dict(renamed) == config
+    assert ModelConfig.from_dict(doc) == config and "steps" in doc  # the input is not changed
+    with pytest.raises(GigasynthError) as err:
+        ModelConfig.from_dict({**doc, "nca_steps": 12})
+    assert "both steps and nca_steps" in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(("h", "w"), [(64, 64), (96, 96), (48, 80)])

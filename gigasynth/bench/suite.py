@@ -49,13 +49,13 @@ def halo_factor(config: ModelConfig, tile: int) -> float:
     NCA step k of S works on the tile grown by the S - 1 - k pixels of halo still
     needed on every side (invariant I4).
     """
-    s = config.steps
+    s = config.nca_steps
     return sum((tile + 2 * k) ** 2 for k in range(s)) / (s * tile * tile)
 
 
 def gigapixel_hours(config: ModelConfig, rate: float, tile: int, diffusion_steps: int) -> float:
     """Hours for one 1-gigapixel sample at `rate` pixel-steps/s in tiles of `tile` px."""
-    pixel_steps = GIGAPIXEL * diffusion_steps * config.steps * halo_factor(config, tile)
+    pixel_steps = GIGAPIXEL * diffusion_steps * config.nca_steps * halo_factor(config, tile)
     return pixel_steps / rate / 3600.0
 
 
@@ -125,7 +125,7 @@ def run_bench(
     result["presets"] = {}
     for name in presets:
         config = preset(name)
-        entry: dict = {"macs_per_pixel": macs_per_pixel(config), "nca_steps": config.steps,
+        entry: dict = {"macs_per_pixel": macs_per_pixel(config), "nca_steps": config.nca_steps,
                        "updates": [], "train": []}
         shapes = [(sizes.crop_batch, sizes.crop)] + [(1, tile) for tile in sizes.tiles]
         for batch, side in shapes:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         "kind": config.kind,
         "parameters": count_parameters(model),
         "macs_per_pixel_per_step": macs_per_pixel(config),
-        "nca_steps": config.steps,
+        "nca_steps": config.nca_steps,
         "channels": config.channels,
         "hidden": config.hidden,
         "timesteps": config.timesteps,

@@ -49,8 +49,8 @@ class ImageNCA(nn.Module):
         """
         cfg = self.config
         t_frac = torch.tensor(t, dtype=state.dtype, device=state.device) / cfg.timesteps
-        for s in range(cfg.steps) if steps is None else steps:
-            cond = self.cond(t_frac, s / cfg.steps)
+        for s in range(cfg.nca_steps) if steps is None else steps:
+            cond = self.cond(t_frac, s / cfg.nca_steps)
             h = state.shape[-2] - (not borders.top) - (not borders.bottom)
             w = state.shape[-1] - (not borders.left) - (not borders.right)
             window = borders.shrink(window)
