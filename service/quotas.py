@@ -1,11 +1,15 @@
-"""Admission of a job: the deployment's limits, the token's quotas, the model's constraints.
+"""Admission of a job: the deployment's limits and the token's quotas, then the engine's
+check of the job (gigasynth.synth.check_job, the one owner of job validity).
 
-Everything that would make the engine refuse a job is checked here, before the job is
+Everything that would make the engine refuse a job is refused here, before the job is
 accepted, so a client learns about it from the POST (4xx) rather than from a failed job.
+The service adds only its own policy (GIGASYNTH_MAX_SIDE, _MAX_MEGAPIXELS, _MAX_STEPS),
+the token's quotas and the disk check; whatever the model or the engine would refuse is
+check_job's to say, in its words (they name the request's fields).
 
 The order keeps refusals cheap: arithmetic limits and the token's quotas first (a few
-comparisons and one indexed count), then the model and the engine's own checks (its
-tile plan is arithmetic too, so their cost does not grow with the slide). No lock is
+comparisons and one indexed count), then the model and check_job (its tile plan is
+arithmetic too, so its cost does not grow with the slide). No lock is
 held here: the concurrency quota is checked again where the job is inserted, in the
 same store transaction (`JobStore.add_job(max_active=...)`).
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from gigasynth.errors import GigasynthError
-from gigasynth.synth.job import Job, prepare_job
+from gigasynth.synth import Job, check_job
 from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
 from service.catalog import ModelCatalog, ModelEntry
 from service.config import ServiceConfig
@@ -54,10 +58,9 @@ def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
         model = catalog.get(request.model)
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
-    _check_model_fit(request, model)
-    try:    # whatever else the engine would refuse (sizes, tile plan), refused now
-        job = prepare_job(synth_spec(request.model_dump(), model.ref, config.save_every),
-                          catalog.checkpoint(model))
+    try:    # whatever the engine would refuse (model fit, sizes, tile plan), refused now
+        job = check_job(synth_spec(request.model_dump(), model.ref, config.save_every),
+                        catalog.checkpoint(model), model=f"model {model.name!r}")
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
     _check_disk(request, job, config)
@@ -83,16 +86,3 @@ def concurrency_refusal(active: int, token: TokenRecord) -> ApiError:
     return ApiError(429, f"quota exceeded: {active} jobs queued or running, this token "
                          f"allows {token.max_concurrent} at a time",
                     headers={"Retry-After": "30"})
-
-
-def _check_model_fit(request: JobRequest, model: ModelEntry) -> None:
-    config = model.config
-    if request.sampler == "ddim" and request.steps is not None and \
-            request.steps > config.timesteps:
-        raise ApiError(422, f"steps {request.steps} exceeds the model's {config.timesteps} "
-                            "diffusion timesteps")
-    if not config.is_tileable and request.tile != 0:
-        raise ApiError(422, f"model {model.name!r} is a whole-image model: use tile 0")
-    if config.is_tileable and request.tile != 0 and request.tile < 2 * config.halo:
-        raise ApiError(422, f"tile {request.tile} is smaller than twice the model's halo "
-                            f"({2 * config.halo} px)")

@@ -41,7 +41,7 @@ from gigasynth.sampling import SampleRequest, generate
 from gigasynth.synth import SynthCancelled, SynthProgress, SynthSpec, preflight, synthesize
 from gigasynth.synth import tasks as synth_tasks
 from gigasynth.synth.denoise import RateMeter, denoise
-from gigasynth.synth.job import DEFAULT_MPP, prepare_job, slide_resolution
+from gigasynth.synth.job import DEFAULT_MPP, check_job, slide_resolution
 from gigasynth.synth.state import (
     WorkDir,
     allocated_bytes,
@@ -96,7 +96,7 @@ def client2():
 
 def run_denoise(spec: SynthSpec, client: Client, root: Path) -> np.ndarray:
     """The engine's diffusion loop alone: the final float32 state (3, H, W)."""
-    job = prepare_job(spec, load_checkpoint(spec.checkpoint))
+    job = check_job(spec, load_checkpoint(spec.checkpoint))
     work = WorkDir(root)
     root.mkdir(parents=True)
     work.save(job.identity(), spec.to_dict(), 0)
@@ -535,7 +535,7 @@ def test_slide_takes_the_models_resolution(one_micron_model, client1, tmp_path):
     """Asked for nothing, the slide is written at the model's 1 µm/px (10x), not 0.5."""
     spec = SynthSpec(one_micron_model, width=48, height=40, seed=1, sampler="ddim", steps=1,
                      tile=32)
-    assert prepare_job(spec, load_checkpoint(one_micron_model)).resolution.mpp == 1.0
+    assert check_job(spec, load_checkpoint(one_micron_model)).resolution.mpp == 1.0
     result = synthesize(spec, tmp_path / "s.ome.zarr", client=client1)
     root = ET.fromstring((result.zarr_path / "OME" / "METADATA.ome.xml").read_text())
     assert float(root.find(f".//{{{OME_NS}}}Pixels").get("PhysicalSizeX")) == 1.0

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 
 # Device choice is gigasynth.cluster's; re-exported for the subcommands that import it here.
 from gigasynth.cluster.devices import pick_device as pick_device
 from gigasynth.errors import GigasynthError
 
-MAX_PIXELS = int(os.environ.get("GIGASYNTH_MAX_PIXELS", str(1 << 36)))
-MAX_WHOLE_IMAGE_PIXELS = int(os.environ.get("GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS", str(1 << 26)))
 
-
-def parse_size(text: str, limit: int = MAX_PIXELS) -> tuple[int, int]:
-    """'WxH' (or 'N' for a square) -> (width, height), checked against a pixel limit."""
+def parse_size(text: str, limit: int | None = None) -> tuple[int, int]:
+    """'WxH' (or 'N' for a square) -> (width, height), checked against a pixel limit when
+    one is given (a slide's limits are gigasynth.synth.check_job's)."""
     m = re.fullmatch(r"\s*(-?\d+)\s*(?:[xX]\s*(-?\d+))?\s*", text)
     if not m:
         raise GigasynthError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 512x384)")
@@ -23,7 +20,7 @@ def parse_size(text: str, limit: int = MAX_PIXELS) -> tuple[int, int]:
     height = int(m.group(2)) if m.group(2) is not None else width
     if width <= 0 or height <= 0:
         raise GigasynthError(f"size {width}x{height} must be positive")
-    if width * height > limit:
+    if limit is not None and width * height > limit:
         raise GigasynthError(
             f"size {width}x{height} exceeds the limit of {limit:,} pixels "
             "(GIGASYNTH_MAX_PIXELS)"

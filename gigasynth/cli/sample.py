@@ -10,11 +10,12 @@ import torch
 from tqdm import tqdm
 
 from gigasynth.checkpoint import load_checkpoint
-from gigasynth.cli.common import MAX_WHOLE_IMAGE_PIXELS, add_sampler_args, parse_size, pick_device
+from gigasynth.cli.common import add_sampler_args, parse_size, pick_device
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb, to_model_space, to_uint8, write_png
 from gigasynth.sampling import SampleRequest, generate, inpaint, super_resolve, upscale
+from gigasynth.synth.job import MAX_WHOLE_IMAGE_PIXELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

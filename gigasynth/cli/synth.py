@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from gigasynth.cli.common import parse_size
 from gigasynth.cluster import connect, default_workers, steady_allocator
-from gigasynth.synth import SynthProgress, SynthSpec, synthesize
+from gigasynth.errors import GigasynthError
+from gigasynth.synth import JobError, SynthProgress, SynthSpec, check_job, synthesize
 from gigasynth.synth.preflight import summary
 
 
@@ -60,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# The spec's fields as this command's flags, for check_job's messages.
+FLAGS = {"checkpoint": "--checkpoint", "width": "--size", "height": "--size",
+         "seed": "--seed", "sampler": "--sampler", "steps": "--steps", "eta": "--eta",
+         "tile": "--tile", "halo_every": "--halo-every", "save_every": "--save-every",
+         "mpp": "--mpp", "tiff_compression": "--compression", "condition": "--condition"}
+
 PHASES = {"level0": "level 0", "pyramid": "pyramid", "tiff": "OME-TIFF and preview"}
 
 
@@ -93,18 +100,21 @@ class ProgressBar:
 
 def run(args: argparse.Namespace) -> int:
     steady_allocator()      # before torch's first allocation (transparent huge pages)
-    width, height = parse_size(args.size)
+    width, height = parse_size(args.size)    # the limits are check_job's
     spec = SynthSpec(args.checkpoint, width, height, args.seed, args.sampler, args.steps,
                      args.eta, args.tile, args.halo_every, args.save_every, args.mpp,
                      args.compression,
                      None if args.condition is None else str(args.condition.absolute()))
-    spec.check()
+    try:    # before a cluster is reached; synthesize runs the checked job as it is
+        job = check_job(spec)
+    except JobError as exc:
+        raise GigasynthError(exc.render(FLAGS)) from None
     bar = ProgressBar()
     workers = default_workers() if args.workers is None else args.workers
     cluster = connect(args.scheduler) if args.scheduler else contextlib.nullcontext()
     try:
         with cluster as client:
-            result = synthesize(spec, args.out, ome_tiff=args.ome_tiff, preview=args.preview,
+            result = synthesize(job, args.out, ome_tiff=args.ome_tiff, preview=args.preview,
                                 client=client, workers=workers, resume=args.resume,
                                 overwrite=args.overwrite, progress=bar, work_dir=args.work_dir,
                                 preflight=not args.no_preflight,

@@ -1,6 +1,7 @@
 """Exact tiled synthesis of gigapixel slides on Dask (the synth contract)."""
 
 from gigasynth.synth.engine import synthesize
+from gigasynth.synth.job import Job, JobError, check_job
 from gigasynth.synth.spec import (
     SynthCancelled,
     SynthDiskFull,
@@ -9,5 +10,5 @@ from gigasynth.synth.spec import (
     SynthSpec,
 )
 
-__all__ = ["SynthCancelled", "SynthDiskFull", "SynthProgress", "SynthResult", "SynthSpec",
-           "synthesize"]
+__all__ = ["Job", "JobError", "SynthCancelled", "SynthDiskFull", "SynthProgress",
+           "SynthResult", "SynthSpec", "check_job", "synthesize"]

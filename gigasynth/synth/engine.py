@@ -25,7 +25,6 @@ from pathlib import Path
 
 from distributed import Client
 
-from gigasynth.checkpoint import load_checkpoint
 from gigasynth.cluster import connect, task_resources, task_threads
 from gigasynth.errors import GigasynthError
 from gigasynth.io import (
@@ -36,7 +35,7 @@ from gigasynth.io import (
     write_preview,
 )
 from gigasynth.synth.denoise import ProgressFn, StopFn, denoise
-from gigasynth.synth.job import Job, prepare_job
+from gigasynth.synth.job import Job, check_job
 from gigasynth.synth.preflight import SLIDE_CHUNK, Needs, check_disk, estimate
 from gigasynth.synth.spec import SynthDiskFull, SynthProgress, SynthResult, SynthSpec
 from gigasynth.synth.state import WorkDir, discard_work, state_path, work_path
@@ -164,7 +163,7 @@ def _move_into_place(slide: Path, out: Path, work: WorkDir) -> None:
 
 
 def synthesize(
-    spec: SynthSpec,
+    spec: SynthSpec | Job,
     out: Path,
     *,
     ome_tiff: Path | None = None,
@@ -181,7 +180,9 @@ def synthesize(
 ) -> SynthResult:
     """Synthesise the slide `spec` describes into the OME-Zarr folder `out`.
 
-    Bad input raises GigasynthError (one line) before any work; a cancel raises
+    `spec` is checked by check_job (a JobError names the field at fault); a Job that
+    check_job returned is run as it is (a front end that checked it already).
+    Other bad input raises GigasynthError (one line) before any work; a cancel raises
     SynthCancelled and a full disk SynthDiskFull (a GigasynthError), both leaving `<out>.work/`
     resumable with resume=True.
 
@@ -194,9 +195,8 @@ def synthesize(
     out = Path(out).absolute()  # tasks may run on other machines, in other working folders
     ome_tiff = None if ome_tiff is None else Path(ome_tiff)
     preview = None if preview is None else Path(preview)
-    spec.check()
-    checkpoint = load_checkpoint(spec.checkpoint)
-    job = prepare_job(spec, checkpoint)
+    job = spec if isinstance(spec, Job) else check_job(spec)
+    spec = job.spec
     _check_targets(out, ome_tiff, preview, overwrite)
     if client is None and workers < 1:
         raise GigasynthError(f"workers must be at least 1, not {workers}")
@@ -209,8 +209,8 @@ def synthesize(
         check_disk(needs, work.state, out, ome_tiff, held)
     out.parent.mkdir(parents=True, exist_ok=True)
     start_step = _begin(work, out, job, resume_step)
-    provenance = {"checkpoint": spec.checkpoint, "checkpoint_sha256": checkpoint.sha256,
-                  "model": checkpoint.config.kind, "seed": spec.seed, "sampler": spec.sampler,
+    provenance = {"checkpoint": spec.checkpoint, "checkpoint_sha256": job.ref.sha256,
+                  "model": job.config.kind, "seed": spec.seed, "sampler": spec.sampler,
                   "steps": job.total_steps, "eta": spec.eta,
                   "mpp_source": job.resolution.source}
     if job.condition_sha256 is not None:
@@ -249,5 +249,5 @@ def synthesize(
         ) from None
     work.remove()
     report("done", rate)
-    return SynthResult(out, ome_tiff, preview, checkpoint.sha256,
+    return SynthResult(out, ome_tiff, preview, job.ref.sha256,
                        time.perf_counter() - started, rate)

@@ -1,4 +1,15 @@
-"""A checked job: the spec against its checkpoint, the tile plan and the exchange schedule.
+"""Job validity: `check_job(spec)` is the one place a synthesis job is checked.
+
+Every refusal the engine makes about a job is here: the spec's fields, the size limits
+(GIGASYNTH_MAX_PIXELS, GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS), the spec against its model,
+the tile plan and the exchange schedule. The CLI and the service call it and add nothing
+of their own but the words (the CLI's flags, via `JobError.render`) and, for the service,
+deployment policy and token quotas. Everything is arithmetic on the spec and the model's
+config (the tile plan is lazy), so checking costs the same at any slide size.
+
+Messages name the spec's fields; a field a front end may want to call otherwise is
+written `[field]` in the template (`use [tile] 0`), which `str()` shows as the field
+name and `render({"tile": "--tile"})` as the front end's.
 
 The slide's resolution (µm per pixel) is decided here, for the CLI and the service alike:
 it is a property of the model (the `mpp` its checkpoint metadata records, that of the
@@ -11,27 +22,49 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from gigasynth.checkpoint import Checkpoint
-from gigasynth.cli.common import MAX_PIXELS, MAX_WHOLE_IMAGE_PIXELS
+from gigasynth.checkpoint import Checkpoint, load_checkpoint
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb, to_model_space
 from gigasynth.io.omexml import nominal_magnification
 from gigasynth.sampling import SampleRequest
-from gigasynth.synth.spec import SynthSpec
+from gigasynth.synth.spec import COMPRESSIONS, SAMPLERS, SynthSpec
 from gigasynth.synth.state import X_DTYPE
 from gigasynth.synth.tasks import ModelRef
 from gigasynth.tiling import TilePlan, plan_tiles
 
 DEFAULT_MPP = 0.5           # µm per pixel of a model that records none, when none is asked
 MPP_TOLERANCE = 0.01        # a requested mpp within 1 % of the model's is the model's
+# Pixels of one slide: tiled, and in one task (tile 0, the whole state in memory).
+MAX_PIXELS = int(os.environ.get("GIGASYNTH_MAX_PIXELS", str(1 << 36)))
+MAX_WHOLE_IMAGE_PIXELS = int(os.environ.get("GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS", str(1 << 26)))
+
+_FIELD = re.compile(r"\[(" + "|".join(f.name for f in fields(SynthSpec)) + r")\]")
+
+
+class JobError(GigasynthError):
+    """A job the engine refuses; the message names the spec's fields.
+
+    The template writes a field a front end words its own way as `[field]`; `str()` is
+    the message with field names, `render(names)` the same with the front end's names.
+    """
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(self.render({}))
+
+    def render(self, names: Mapping[str, str]) -> str:
+        """The message with each `[field]` replaced by names[field] (default: the field)."""
+        return _FIELD.sub(lambda m: names.get(m[1], m[1]), self.template)
 
 
 @dataclass(frozen=True)
@@ -64,10 +97,10 @@ def slide_resolution(requested: float | None, meta: Mapping[str, Any]) -> Resolu
         return Resolution(DEFAULT_MPP, "default") if requested is None else \
             Resolution(float(requested), "request")
     if requested is not None and abs(requested - made) > MPP_TOLERANCE * made:
-        raise GigasynthError(
+        raise JobError(
             f"mpp {requested:g} µm/px is not the model's resolution: it makes "
             f"{made:g} µm/px (about {nominal_magnification(made):g}x), fixed by the slides it "
-            f"was trained on; leave mpp out or give {made:g} (within "
+            f"was trained on; leave [mpp] out or give {made:g} (within "
             f"{MPP_TOLERANCE:.0%})")
     return Resolution(made, "model")
 
@@ -120,27 +153,70 @@ def _exchanges(nca_steps: int, every: int | None) -> tuple[range, ...]:
     return tuple(range(a, min(a + every, nca_steps)) for a in range(0, nca_steps, every))
 
 
-def prepare_job(spec: SynthSpec, checkpoint: Checkpoint) -> Job:
-    """Check the spec against the model; every problem is one GigasynthError line."""
-    spec.check()
-    config = checkpoint.config
-    resolution = slide_resolution(spec.mpp, checkpoint.meta)
+def _check_fields(spec: SynthSpec) -> None:
+    """Checks of the spec alone (no model needed)."""
+    if spec.sampler not in SAMPLERS:
+        raise JobError(f"unknown sampler {spec.sampler!r} (ddpm or ddim)")
+    if spec.width < 1 or spec.height < 1:
+        raise JobError(f"size {spec.width}x{spec.height} must be positive")
+    if spec.tile < 0:
+        raise JobError(f"[tile] must be 0 (whole image) or positive, not {spec.tile}")
+    if spec.halo_every is not None and spec.halo_every < 1:
+        raise JobError(f"[halo_every] must be at least 1, not {spec.halo_every}")
+    if spec.halo_every is not None and spec.tile == 0:
+        raise JobError("[halo_every] needs tiles ([tile] > 0)")
+    if spec.save_every < 1:
+        raise JobError(f"[save_every] must be at least 1, not {spec.save_every}")
+    if spec.mpp is not None and not spec.mpp > 0:
+        raise JobError(f"[mpp] must be positive, not {spec.mpp}")
+    if spec.tiff_compression not in COMPRESSIONS:
+        raise JobError(
+            f"unknown TIFF compression {spec.tiff_compression!r} (jpeg, zlib or none)")
     limit = MAX_PIXELS if spec.tile else MAX_WHOLE_IMAGE_PIXELS
     if spec.width * spec.height > limit:
-        what = "tiled" if spec.tile else "whole-image (--tile 0)"
-        raise GigasynthError(f"size {spec.width}x{spec.height} exceeds the {what} limit of "
-                             f"{limit:,} pixels")
+        what, env = ("", "GIGASYNTH_MAX_PIXELS") if spec.tile else \
+            ("whole-image ([tile] 0) ", "GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS")
+        raise JobError(f"size {spec.width}x{spec.height} exceeds the {what}limit of "
+                       f"{limit:,} pixels ({env})")
     if min(spec.width, spec.height) < 2:
-        raise GigasynthError(f"size {spec.width}x{spec.height} is too small (at least 2x2)")
+        raise JobError(f"size {spec.width}x{spec.height} is too small (at least 2x2)")
+
+
+def check_job(spec: SynthSpec, checkpoint: Checkpoint | None = None, *,
+              model: str | None = None) -> Job:
+    """The checked job of `spec`, or a JobError (one line) naming the field at fault.
+
+    The one place a job is checked: fields, size limits, then the spec against the model
+    (`checkpoint`, loaded from spec.checkpoint when not given): resolution, tiling, the
+    sampler's steps, a stage's condition, halo exchanges and the tile plan. `model` is
+    how messages name the model (default: spec.checkpoint). Cost is independent of the
+    slide's size (the plan is arithmetic); a conditioned stage's input image is read.
+    """
+    _check_fields(spec)
+    if checkpoint is None:
+        checkpoint = load_checkpoint(spec.checkpoint)
+    name = spec.checkpoint if model is None else model
+    config = checkpoint.config
+    resolution = slide_resolution(spec.mpp, checkpoint.meta)
     if spec.tile and not config.is_tileable:
         why = "FourierDiff-NCA" if config.kind == "fourier-diff-nca" else "canvas coordinates"
-        raise GigasynthError(f"{spec.checkpoint} is a whole-image model ({why}): use --tile 0")
-    condition, condition_sha256 = read_condition(spec, config)
+        raise JobError(f"{name} is a whole-image model ({why}): use [tile] 0")
+    if spec.sampler == "ddim" and spec.steps is not None and spec.steps > config.timesteps:
+        raise JobError(f"steps={spec.steps} exceeds the model's T={config.timesteps}: DDIM "
+                       f"steps {spec.steps} exceeds the model's {config.timesteps} diffusion "
+                       f"timesteps; give [steps] {config.timesteps} or fewer")
+    condition, condition_sha256 = read_condition(spec, config, name)
     if spec.halo_every is not None and spec.halo_every > config.steps:
-        raise GigasynthError(f"halo_every {spec.halo_every} exceeds the model's "
-                             f"{config.steps} NCA steps per diffusion step")
+        raise JobError(f"halo_every {spec.halo_every} exceeds the model's "
+                       f"{config.steps} NCA steps per diffusion step")
     exchanges = _exchanges(config.steps, spec.halo_every)
-    plan = plan_tiles(spec.width, spec.height, spec.tile, len(exchanges[0]))
+    halo = len(exchanges[0])
+    if spec.tile and spec.tile < 2 * halo:
+        whose = "the model's halo" if spec.halo_every is None else \
+            f"the halo of [halo_every] {spec.halo_every}"
+        raise JobError(f"tile {spec.tile} px is smaller than twice the halo (2 x {halo} px): "
+                       f"use [tile] {2 * halo} or more, twice {whose}")
+    plan = plan_tiles(spec.width, spec.height, spec.tile, halo)
     sampler = SampleRequest(spec.sampler, spec.steps, spec.eta).build(checkpoint.model)
     # Workers of a remote cluster resolve paths in their own working folder: pass absolute ones.
     where = spec.checkpoint
@@ -152,30 +228,38 @@ def prepare_job(spec: SynthSpec, checkpoint: Checkpoint) -> Job:
                condition, condition_sha256)
 
 
-def read_condition(spec: SynthSpec, config: ModelConfig) -> tuple[np.ndarray | None, str | None]:
+# The former name, for callers not yet moved to check_job (tests/test_cascade.py,
+# experiments/synth_bench.py); remove once they are.
+prepare_job = check_job
+
+
+def read_condition(spec: SynthSpec, config: ModelConfig, name: str | None = None
+                   ) -> tuple[np.ndarray | None, str | None]:
     """A conditioned stage's input image as (channels, h, w) float32 in [-1, 1] and the
-    sha256 of its pixels; (None, None) for an unconditioned model. One-line errors."""
+    sha256 of its pixels; (None, None) for an unconditioned model. One-line JobErrors;
+    `name`: how they name the model (default: spec.checkpoint)."""
+    name = spec.checkpoint if name is None else name
     if spec.condition is None:
         if config.is_conditioned:
-            raise GigasynthError(
-                f"{spec.checkpoint} is a conditioned stage ({config.condition_downsample}x "
-                "super-resolution): give its low-resolution input image (--condition)")
+            raise JobError(
+                f"{name} is a conditioned stage ({config.condition_downsample}x "
+                "super-resolution): give its low-resolution input image ([condition])")
         return None, None
     if not config.is_conditioned:
-        raise GigasynthError(f"{spec.checkpoint} takes no condition (it is not a conditioned "
-                             "stage): leave the condition out")
+        raise JobError(f"{name} takes no condition (it is not a conditioned "
+                       "stage): leave the [condition] out")
     rgb = read_rgb(spec.condition)
     k, f = config.condition_channels, config.condition_downsample
     h, w = rgb.shape[:2]
     if (w * f, h * f) != (spec.width, spec.height):
-        raise GigasynthError(
+        raise JobError(
             f"condition is {w}x{h} px; a {spec.width}x{spec.height} slide from this "
             f"{f}x stage needs it at {spec.width / f:g}x{spec.height / f:g} px")
     low = to_model_space(np.array(rgb))[0].numpy()  # a writable copy for torch
     if k == 1:
         low = low.mean(axis=0, keepdims=True)
     elif k != 3:
-        raise GigasynthError(f"the stage takes a {k}-channel condition; an image file gives "
+        raise JobError(f"the stage takes a {k}-channel condition; an image file gives "
                              "1 (grey) or 3 (RGB)")
     low = np.ascontiguousarray(low, dtype=np.float32)
     digest = hashlib.sha256(f"{low.shape}".encode() + low.tobytes()).hexdigest()

@@ -14,7 +14,10 @@ COMPRESSIONS = ("jpeg", "zlib", "none")
 
 @dataclass(frozen=True)
 class SynthSpec:
-    """One slide to synthesise; its pixels are a pure function of these fields (I5)."""
+    """One slide to synthesise; its pixels are a pure function of these fields (I5).
+
+    Whether it is a valid job is gigasynth.synth.job.check_job's to say (the one place).
+    """
 
     checkpoint: str
     width: int
@@ -31,27 +34,6 @@ class SynthSpec:
     # A conditioned stage's low-resolution input: an image file at 1/f of the slide
     # (f the model's condition_downsample). None for unconditioned models.
     condition: str | None = None
-
-    def check(self) -> None:
-        """Checks that need no checkpoint; each failure is one GigasynthError line."""
-        if self.sampler not in SAMPLERS:
-            raise GigasynthError(f"unknown sampler {self.sampler!r} (ddpm or ddim)")
-        if self.width < 1 or self.height < 1:
-            raise GigasynthError(f"size {self.width}x{self.height} must be positive")
-        if self.tile < 0:
-            raise GigasynthError(f"tile must be 0 (whole image) or positive, not {self.tile}")
-        if self.halo_every is not None and self.halo_every < 1:
-            raise GigasynthError(f"halo_every must be at least 1, not {self.halo_every}")
-        if self.halo_every is not None and self.tile == 0:
-            raise GigasynthError("halo_every needs tiles (tile > 0)")
-        if self.save_every < 1:
-            raise GigasynthError(f"save_every must be at least 1, not {self.save_every}")
-        if self.mpp is not None and not self.mpp > 0:
-            raise GigasynthError(f"mpp must be positive, not {self.mpp}")
-        if self.tiff_compression not in COMPRESSIONS:
-            raise GigasynthError(
-                f"unknown TIFF compression {self.tiff_compression!r} (jpeg, zlib or none)"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields; `condition` only where given (records of other jobs unchanged)."""
