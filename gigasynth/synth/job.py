@@ -127,7 +127,7 @@ class Job:
     @property
     def work_per_step(self) -> int:
         """Useful pixel-NCA-steps of one diffusion step (halo recomputation not counted)."""
-        return self.spec.width * self.spec.height * self.config.steps
+        return self.spec.width * self.spec.height * self.config.nca_steps
 
     def identity(self) -> dict[str, Any]:
         """What a saved state must match to be resumed: pixels, state chunking and the
@@ -206,10 +206,10 @@ def check_job(spec: SynthSpec, checkpoint: Checkpoint | None = None, *,
                        f"steps {spec.steps} exceeds the model's {config.timesteps} diffusion "
                        f"timesteps; give [steps] {config.timesteps} or fewer")
     condition, condition_sha256 = read_condition(spec, config, name)
-    if spec.halo_every is not None and spec.halo_every > config.steps:
+    if spec.halo_every is not None and spec.halo_every > config.nca_steps:
         raise JobError(f"halo_every {spec.halo_every} exceeds the model's "
-                       f"{config.steps} NCA steps per diffusion step")
-    exchanges = _exchanges(config.steps, spec.halo_every)
+                       f"{config.nca_steps} NCA steps per diffusion step")
+    exchanges = _exchanges(config.nca_steps, spec.halo_every)
     halo = len(exchanges[0])
     if spec.tile and spec.tile < 2 * halo:
         whose = "the model's halo" if spec.halo_every is None else \
