@@ -15,10 +15,11 @@ from gigasynth.images import grid
 
 DPI = 100
 WIDTH_IN = 12.0
-ROW_IN = 1.9  # one row of crops per scale
+ROW_IN = 2.6  # one row of crops per scale (two lines of examples per side)
 PLOT_IN = 3.6  # the band-ratio plot
 SHOWN_PX = 128  # each crop is drawn at this size (nearest neighbour)
-GAP_PX = 16
+GAP_PX = 16  # between the real and the synthetic crops
+SPACE_PX = 4  # between crops of one side
 RATIO_CLIP = (1e-3, 1e3)  # band ratios are drawn within these bounds (log axis)
 
 
@@ -28,10 +29,11 @@ def report_size(scales: int) -> tuple[int, int]:
 
 
 def _enlarge(crops: np.ndarray) -> np.ndarray:
-    """Crops side by side, each enlarged to SHOWN_PX by pixel repetition (no smoothing)."""
+    """Crops in two lines, each enlarged to SHOWN_PX by pixel repetition (no smoothing)."""
     factor = max(1, SHOWN_PX // crops.shape[1])
     big = crops.repeat(factor, axis=1).repeat(factor, axis=2)
-    return grid(big, len(big))
+    big = np.pad(big, ((0, 0), (0, SPACE_PX), (0, SPACE_PX), (0, 0)), constant_values=255)
+    return grid(big, max(1, -(-len(big) // 2)))
 
 
 def _row(real: np.ndarray, fake: np.ndarray) -> np.ndarray:

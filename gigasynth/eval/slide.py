@@ -427,7 +427,7 @@ def evaluate_slide(
     bootstrap: int = BOOTSTRAP,
     confidence: float = CONFIDENCE,
     device: str | torch.device = "cpu",
-    examples: int = 4,
+    examples: int = 8,
 ) -> SlideEvaluation:
     """Compare a real slide region with a synthetic field at several zooms.
 
@@ -480,7 +480,7 @@ def evaluate_slides(
     bootstrap: int = BOOTSTRAP,
     confidence: float = CONFIDENCE,
     device: str | torch.device = "cpu",
-    examples: int = 4,
+    examples: int = 8,
 ) -> list[SlideEvaluation]:
     """`evaluate_slide` of each fake against the same real crops, real features computed once.
 
