@@ -90,13 +90,13 @@ def tile_probe(checkpoint: str, tile: int, reps: int, tmp: Path) -> dict:
     from gigasynth.geometry import Window
     from gigasynth.sampling.step import initial_noise, round_state
     from gigasynth.synth import SynthSpec
-    from gigasynth.synth.job import prepare_job
+    from gigasynth.synth.job import check_job
     from gigasynth.synth.state import WorkDir, write_region
     from gigasynth.synth.tasks import Exchange, denoise_tile
 
     torch.set_num_threads(1)
     side = 3 * tile
-    job = prepare_job(SynthSpec(checkpoint, side, side, seed=1, steps=50, tile=tile),
+    job = check_job(SynthSpec(checkpoint, side, side, seed=1, steps=50, tile=tile),
                       load_checkpoint(checkpoint))
     work = WorkDir(tmp / f"probe-{tile}")
     work.create()

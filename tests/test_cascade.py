@@ -36,7 +36,7 @@ from gigasynth.sampling.condition import (
     upsample_bilinear,
 )
 from gigasynth.synth import SynthCancelled, SynthSpec, synthesize
-from gigasynth.synth.job import prepare_job
+from gigasynth.synth.job import check_job
 from gigasynth.train import TrainConfig, train
 from gigasynth.train.trainer import STATE
 
@@ -289,9 +289,9 @@ def test_tiled_conditioned_slide_equals_the_whole_image(tmp_path, cond_model):
     checkpoint = load_checkpoint(ckpt)
     other = tmp_path / "other.png"
     Image.fromarray(rng.integers(0, 256, (11, 13, 3), np.uint8)).save(other)
-    assert prepare_job(base, checkpoint).identity() != prepare_job(
+    assert check_job(base, checkpoint).identity() != check_job(
         replace(base, condition=str(other)), checkpoint).identity()
-    plain = prepare_job(replace(base, checkpoint="builtin:tiny-pathology", width=52,
+    plain = check_job(replace(base, checkpoint="builtin:tiny-pathology", width=52,
                                 condition=None), load_checkpoint("builtin:tiny-pathology"))
     assert "condition_sha256" not in plain.identity()
     assert "condition" not in plain.spec.to_dict()

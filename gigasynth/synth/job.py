@@ -228,11 +228,6 @@ def check_job(spec: SynthSpec, checkpoint: Checkpoint | None = None, *,
                condition, condition_sha256)
 
 
-# The former name, for callers not yet moved to check_job (tests/test_cascade.py,
-# experiments/synth_bench.py); remove once they are.
-prepare_job = check_job
-
-
 def read_condition(spec: SynthSpec, config: ModelConfig, name: str | None = None
                    ) -> tuple[np.ndarray | None, str | None]:
     """A conditioned stage's input image as (channels, h, w) float32 in [-1, 1] and the
