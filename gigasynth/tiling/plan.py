@@ -161,6 +161,6 @@ def plan_tiles(width: int, height: int, tile: int, halo: int) -> TilePlan:
     if tile and tile < 2 * halo:
         raise GigasynthError(
             f"tile {tile} px is smaller than twice the halo (2 x {halo} px); "
-            f"use --tile {2 * halo} or more"
+            f"use tile {2 * halo} or more"
         )
     return TilePlan(width, height, tile, halo)
