@@ -10,7 +10,7 @@ import gigasynth
 from gigasynth.config import ModelConfig, preset
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Borders, Window
-from gigasynth.models import build_model, count_parameters
+from gigasynth.models import Denoiser, build_model, count_parameters
 
 from .conftest import MICRO, MICRO_FOURIER
 
@@ -49,6 +49,19 @@ def test_nca_steps_keep_their_name_in_files():
     with pytest.raises(GigasynthError) as err:
         ModelConfig.from_dict({**doc, "nca_steps": 12})
     assert "both steps and nca_steps" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_nca_models_and_the_unet_are_denoisers():
+    """Samplers, trainer and dataset take a `Denoiser`: both NCAs and the UNet baseline
+    satisfy the protocol (config, call, checkpointing, parameters); a bare layer does not."""
+    for config in (MICRO, MICRO_FOURIER):
+        assert isinstance(build_model(config), Denoiser)
+    pytest.importorskip("diffusers")
+    from gigasynth.baselines.unet import UNetConfig, build_unet
+
+    unet = build_unet(UNetConfig(block_channels=(4, 8), norm_groups=4, timesteps=20))
+    assert isinstance(unet, Denoiser) and not unet.config.is_tileable
+    assert not isinstance(torch.nn.Conv2d(3, 3, 1), Denoiser)
 
 
 @pytest.mark.parametrize(("h", "w"), [(64, 64), (96, 96), (48, 80)])

@@ -29,6 +29,7 @@ from gigasynth.cluster import choose_device, gpu_available
 from gigasynth.dataset.spec import DatasetSpec
 from gigasynth.errors import GigasynthError
 from gigasynth.images import to_uint8
+from gigasynth.models import Denoiser
 from gigasynth.sampling import SampleRequest, generate
 
 NCA_KINDS = ("diff-nca", "fourier-diff-nca")
@@ -75,7 +76,7 @@ def load_model(ref: str, device: str = "cpu", sha256: str | None = None) -> Chec
         ) from None
 
 
-def generate_group(model: torch.nn.Module, spec: DatasetSpec, start: int) -> np.ndarray:
+def generate_group(model: Denoiser, spec: DatasetSpec, start: int) -> np.ndarray:
     """The canonical batch starting at patch `start`: (batch, H, W, 3) uint8."""
     seeds = [spec.patch_seed(i) for i in spec.group_of(start)]
     request = SampleRequest(spec.sampler, spec.steps, spec.eta)
@@ -84,7 +85,7 @@ def generate_group(model: torch.nn.Module, spec: DatasetSpec, start: int) -> np.
 
 
 def generate_patches(
-    model: torch.nn.Module, spec: DatasetSpec, indices: Iterable[int]
+    model: Denoiser, spec: DatasetSpec, indices: Iterable[int]
 ) -> Iterator[Patch]:
     """Patches for `indices` in the given order; a batch is computed once for neighbours."""
     group_start, images = -1, np.empty(0)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from gigasynth.cluster import choose_device, connect, task_resources
@@ -26,6 +25,7 @@ from gigasynth.dataset.patches import Patch, generate_patches, load_model
 from gigasynth.dataset.shards import shard_is_whole, write_shard
 from gigasynth.dataset.spec import DatasetSpec
 from gigasynth.errors import GigasynthError
+from gigasynth.models import Denoiser
 
 # Always patches/s (tqdm would switch to s/patch below one per second), and the ETA.
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
@@ -61,7 +61,7 @@ def build_shard(checkpoint: str, spec_dict: dict[str, Any], shard: int, out: str
 WAIT_FOR_WORKER_S = 60
 
 
-def _run_here(model: torch.nn.Module, spec: DatasetSpec, folder: DatasetFolder,
+def _run_here(model: Denoiser, spec: DatasetSpec, folder: DatasetFolder,
               pending: list[int], bar: tqdm) -> None:
     def counted(patches: Iterator[Patch]) -> Iterator[Patch]:
         for patch in patches:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torch
 
 from gigasynth.errors import GigasynthError
 
-if TYPE_CHECKING:
-    from gigasynth.config import ModelConfig
+
+class ScheduleConfig(Protocol):
+    """The schedule fields of a denoiser's config (ModelConfig, UNetConfig)."""
+
+    @property
+    def timesteps(self) -> int: ...
+
+    @property
+    def schedule(self) -> Literal["linear", "cosine"]: ...
+
+    @property
+    def zero_terminal_snr(self) -> bool: ...
 
 # alpha_bar at the last step of a zero-terminal-SNR schedule. Exactly 0 would make x_T pure
 # noise, where predicting the noise tells nothing about x_0 (x0_hat = (x_T - eps_hat) / 0);
@@ -56,7 +66,7 @@ class NoiseSchedule:
         self.alpha_bars = alpha_bars
 
     @classmethod
-    def for_config(cls, config: ModelConfig) -> NoiseSchedule:
+    def for_config(cls, config: ScheduleConfig) -> NoiseSchedule:
         """The schedule a model was trained with (its config's T, kind and terminal SNR)."""
         return cls(config.timesteps, config.schedule,
                    zero_terminal_snr=config.zero_terminal_snr)

@@ -1,15 +1,18 @@
-"""The paper's denoisers: Diff-NCA (tile-local) and FourierDiff-NCA (whole-image)."""
+"""The paper's denoisers: Diff-NCA (tile-local) and FourierDiff-NCA (whole-image), and the
+`Denoiser` protocol that they and the UNet baseline satisfy."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from gigasynth.config import ModelConfig
+from gigasynth.models.denoiser import Denoiser, DenoiserConfig
 from gigasynth.models.diffnca import DiffNCA
 from gigasynth.models.fourier import FourierDiffNCA
 from gigasynth.models.nca import Rule
 
-__all__ = ["DiffNCA", "FourierDiffNCA", "build_model", "count_parameters", "macs_per_pixel"]
+__all__ = ["Denoiser", "DenoiserConfig", "DiffNCA", "FourierDiffNCA", "build_model",
+           "count_parameters", "macs_per_pixel"]
 
 
 def build_model(config: ModelConfig, zero_output: bool = True) -> DiffNCA:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gigasynth.config import ModelConfig
 from gigasynth.diffusion import NoiseSchedule, make_sampler
 from gigasynth.diffusion.samplers import Sampler
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Window
 from gigasynth.keyed import Stream, key_words, keyed_normal
-from gigasynth.models import DiffNCA
+from gigasynth.models import Denoiser, DiffNCA
 from gigasynth.sampling.condition import check_low_condition, model_condition
 from gigasynth.sampling.step import denoise_step, initial_noise
 
@@ -28,7 +29,7 @@ class SampleRequest:
     steps: int | None = 50
     eta: float = 0.0
 
-    def build(self, model: DiffNCA, start: int | None = None) -> Sampler:
+    def build(self, model: Denoiser, start: int | None = None) -> Sampler:
         cfg = model.config
         sampler = make_sampler(self.sampler, NoiseSchedule.for_config(cfg), self.eta)
         steps = self.steps if self.sampler == "ddim" else None
@@ -39,7 +40,7 @@ class SampleRequest:
 
 
 def _run(
-    model: DiffNCA,
+    model: Denoiser,
     sampler: Sampler,
     x: torch.Tensor,
     seeds: Sequence[int],
@@ -58,21 +59,24 @@ def _run(
     return x
 
 
-def _condition_of(model: DiffNCA) -> int:
-    return getattr(model.config, "condition_channels", 0)
+def _condition_of(model: Denoiser) -> int:
+    """The condition channels of a conditioned stage; 0 for every other denoiser."""
+    config = model.config
+    return config.condition_channels if isinstance(config, ModelConfig) else 0
 
 
-def _refuse_condition(model: DiffNCA, what: str) -> None:
+def _refuse_condition(model: Denoiser, what: str) -> None:
     if _condition_of(model):
         raise GigasynthError(f"{what} needs an unconditioned model; a conditioned stage "
                              "samples with a condition image (super_resolve, --condition)")
 
 
-def _check_size(model: DiffNCA, height: int, width: int) -> None:
+def _check_size(model: Denoiser, height: int, width: int) -> None:
     if height < 2 or width < 2:
         raise GigasynthError(f"image size {width}x{height} is too small (at least 2x2)")
-    if model.config.kind == "fourier-diff-nca":
-        n = model.config.fourier_block
+    config = model.config
+    if isinstance(config, ModelConfig) and config.kind == "fourier-diff-nca":
+        n = config.fourier_block
         if min(height, width) < 2 * n - 1:
             raise GigasynthError(
                 f"FourierDiff-NCA needs at least {2 * n - 1} px per side, not {width}x{height}"
@@ -80,7 +84,7 @@ def _check_size(model: DiffNCA, height: int, width: int) -> None:
 
 
 def generate(
-    model: DiffNCA,
+    model: Denoiser,
     height: int,
     width: int,
     seeds: Sequence[int],
@@ -97,14 +101,15 @@ def generate(
     the noise added to it (default the model's training level).
     """
     _check_size(model, height, width)
-    if hasattr(model.config, "condition_channels"):
-        check_low_condition(model.config, condition, len(seeds), height, width)
+    config = model.config
+    cond = None
+    if isinstance(config, ModelConfig):  # NCAs (conditioned or not); the UNet has no condition
+        check_low_condition(config, condition, len(seeds), height, width)
+        if condition is not None:
+            cond = model_condition(config, condition.to(device), seeds, height, width,
+                                   noise=condition_noise)
     elif condition is not None:
         raise GigasynthError("this model takes no condition (it is not a conditioned stage)")
-    cond = None
-    if condition is not None:
-        cond = model_condition(model.config, condition.to(device), seeds, height, width,
-                               noise=condition_noise)
     sampler = request.build(model)
     x = initial_noise(seeds, sampler.timesteps[0], 3, height, width, Window(), device)
     return _run(model, sampler, x, seeds, None, progress, cond)
@@ -132,7 +137,7 @@ def super_resolve(
 
 
 def inpaint(
-    model: DiffNCA,
+    model: Denoiser,
     known: torch.Tensor,
     mask: torch.Tensor,
     seeds: Sequence[int],
@@ -162,7 +167,7 @@ def inpaint(
 
 
 def upscale(
-    model: DiffNCA,
+    model: Denoiser,
     image: torch.Tensor,
     factor: float,
     seeds: Sequence[int],

@@ -19,7 +19,7 @@ import torch
 from gigasynth.diffusion.samplers import Sampler
 from gigasynth.geometry import ALL_BORDERS, Borders, Window
 from gigasynth.keyed import Stream, key_words, keyed_normal
-from gigasynth.models import DiffNCA
+from gigasynth.models import Denoiser
 
 STATE_DTYPE = torch.float16
 
@@ -46,7 +46,7 @@ def step_noise(
 
 
 def denoise_step(
-    model: DiffNCA,
+    model: Denoiser,
     sampler: Sampler,
     x_t: torch.Tensor,
     t: int,

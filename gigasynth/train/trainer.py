@@ -44,7 +44,7 @@ from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Window
 from gigasynth.images import grid, to_model_space, to_uint8, write_png
 from gigasynth.keyed import Stream, key_words, keyed_normal, mix_int
-from gigasynth.models import DiffNCA, build_model
+from gigasynth.models import Denoiser, build_model
 from gigasynth.sampling import SampleRequest, generate
 from gigasynth.sampling.condition import area_downsample, training_condition
 
@@ -147,6 +147,8 @@ def diffusion_loss(
     condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MSE + L1 (1:1) between the true and the predicted noise; `weights` per sample.
+
+    model: a `Denoiser`, or the DistributedDataParallel wrapper around one.
 
     condition: a conditioned model's condition on x0's grid (None for other models)."""
     b, c, h, w = x0.shape
@@ -338,7 +340,7 @@ def train(
 
 
 def write_sample_grid(
-    model: DiffNCA, path: Path, size: int, count: int, device: torch.device, steps: int = 50,
+    model: Denoiser, path: Path, size: int, count: int, device: torch.device, steps: int = 50,
     low: torch.Tensor | None = None,
 ) -> Path:
     """A grid of `count` samples (DDIM) from the model, as PNG.
