@@ -152,11 +152,6 @@ class ModelConfig(JsonConfig):
         return self.kind == "diff-nca" and not self.canvas_coords
 
     @property
-    def steps(self) -> int:
-        """The old name of `nca_steps`, read-only, kept while callers move to the new one."""
-        return self.nca_steps
-
-    @property
     def halo(self) -> int:
         """Pixels of context one diffusion step needs around an engine tile (S * r, r = 1)."""
         return self.nca_steps
