@@ -1,12 +1,14 @@
-"""Pyramidal OME-TIFF from an OME-Zarr, streamed tile by tile.
+"""Pyramidal OME-TIFF from an OME-Zarr, streamed TIFF tile by TIFF tile.
 
 BigTIFF; level 0 in the first IFD with our OME-XML (UTF-8 bytes in ImageDescription, as
 Bio-Formats decodes it), levels 1.. as its SubIFDs (the layout
-Bio-Formats, hence QuPath, reads as a pyramid); 512 px tiles, interleaved RGB uint8.
-JPEG tiles are YCbCr 4:2:0 (tile sides are multiples of 16); "zlib" (with horizontal
-predictor) and "none" are lossless. tifffile pulls tiles from a generator that reads one
-512 px block of the level at a time (through `gigasynth.io.reader`), so no level is ever
-held in memory.
+Bio-Formats, hence QuPath, reads as a pyramid); TIFF tiles of `TIFF_TILE` (512) px,
+interleaved RGB uint8. A *TIFF tile* is the TIFF format's unit of storage and compression;
+it is neither the engine tile (`--tile`, the unit of synthesis work), the Zarr chunk nor the
+DeepZoom tile. JPEG TIFF tiles are YCbCr 4:2:0 (their sides are multiples of 16); "zlib"
+(with horizontal predictor) and "none" are lossless. tifffile pulls TIFF tiles from a
+generator that reads one 512 px block of the level at a time (through
+`gigasynth.io.reader`), so no level is ever held in memory.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from gigasynth.errors import GigasynthError
 from gigasynth.io.omexml import build_omexml
 from gigasynth.io.reader import SlideReader, open_slide
 
-TILE = 512
+TIFF_TILE = 512  # side of a TIFF tile, px (the preflight sizes the TIFF with it)
 COMPRESSIONS = ("jpeg", "zlib", "none")
-ENCODE_BUFFER_BYTES = 32 * 2**20  # tifffile encodes at most this much of queued tiles at once
+ENCODE_BUFFER_BYTES = 32 * 2**20  # tifffile encodes at most this much of queued TIFF tiles at once
 
 
 def _codec_options(compression: str, quality: int) -> dict[str, Any]:
@@ -42,12 +44,14 @@ def _codec_options(compression: str, quality: int) -> dict[str, Any]:
     return {"compression": None}
 
 
-def _tiles(slide: SlideReader, level: int) -> Iterator[np.ndarray]:
-    """Yield the (h, w, 3) tiles of one level in row-major order; tifffile pads the edge tiles."""
+def _tiff_tiles(slide: SlideReader, level: int) -> Iterator[np.ndarray]:
+    """Yield the (h, w, 3) TIFF tiles of one level in row-major order; tifffile pads the
+    edge ones."""
     height, width = slide.levels[level]
-    for y in range(0, height, TILE):
-        for x in range(0, width, TILE):
-            yield slide.read_region(level, y, x, min(TILE, height - y), min(TILE, width - x))
+    for y in range(0, height, TIFF_TILE):
+        for x in range(0, width, TIFF_TILE):
+            yield slide.read_region(level, y, x, min(TIFF_TILE, height - y),
+                                    min(TIFF_TILE, width - x))
 
 
 def write_ome_tiff(zarr_path: Path, tiff_path: Path, compression: str = "jpeg",
@@ -65,7 +69,7 @@ def write_ome_tiff(zarr_path: Path, tiff_path: Path, compression: str = "jpeg",
             for level, (height, width) in enumerate(shapes):
                 scale = 2**level
                 options: dict[str, Any] = {
-                    "shape": (height, width, 3), "dtype": np.uint8, "tile": (TILE, TILE),
+                    "shape": (height, width, 3), "dtype": np.uint8, "tile": (TIFF_TILE, TIFF_TILE),
                     "photometric": "rgb", "planarconfig": "contig", "metadata": None,
                     "resolution": (pixels_per_cm / scale, pixels_per_cm / scale),
                     "resolutionunit": "CENTIMETER", "buffersize": ENCODE_BUFFER_BYTES, **codec,
@@ -75,5 +79,5 @@ def write_ome_tiff(zarr_path: Path, tiff_path: Path, compression: str = "jpeg",
                                    description=build_omexml(meta, "tiff"))
                 else:
                     options.update(subfiletype=1)
-                tif.write(_tiles(slide, level), **options)
+                tif.write(_tiff_tiles(slide, level), **options)
     return tiff_path

@@ -7,9 +7,13 @@
       0/.zattrs               NGFF multiscales (axes c, y, x in micrometer) + omero channels
       0/0, 0/1, ...           pyramid levels, (3, H_l, W_l) uint8, chunks (3, chunk, chunk)
 
-Chunks are zlib-compressed (level 1: synthesised tissue texture barely compresses losslessly,
-so a higher level costs time for almost nothing): every Zarr reader (Bio-Formats' JZarr,
-zarr-python, large-image) decodes zlib without native plugins, unlike Blosc.
+A *Zarr chunk* is the unit of storage of one level (`SLIDE_CHUNK`, 512 px, for the
+slides the engine writes). It is not the engine tile (`--tile`, the unit of synthesis
+work, whose state buffers in the work folder have one chunk per engine tile), the TIFF
+tile nor the DeepZoom tile. Chunks are zlib-compressed (level 1: synthesised tissue
+texture barely compresses losslessly, so a higher level costs time for almost nothing):
+every Zarr reader (Bio-Formats' JZarr, zarr-python, large-image) decodes zlib without
+native plugins, unlike Blosc.
 
 This module writes the layout; `gigasynth.io.reader` reads it.
 """
@@ -32,12 +36,14 @@ IMAGE = "0"
 OMEXML_PATH = Path("OME") / "METADATA.ome.xml"
 COMPRESSOR = numcodecs.Zlib(level=1)
 CHUNK_KEYS = {"name": "v2", "separator": "/"}
+SLIDE_CHUNK = 512  # side of a slide's Zarr chunks, px, at every level (the preflight's too)
 
 
-def create_ome_zarr(path: Path, meta: SlideMetadata, chunk: int = 512) -> zarr.Array:
+def create_ome_zarr(path: Path, meta: SlideMetadata, chunk: int = SLIDE_CHUNK) -> zarr.Array:
     """Create an empty OME-Zarr for `meta` and return its writable level-0 array.
 
-    The caller fills level 0, one writer per chunk (docs/architecture.md), then calls
+    `chunk` is the side of the Zarr chunks in px. The caller fills level 0, one writer
+    per chunk (docs/architecture.md), then calls
     `build_pyramid`. Until then the file is already valid, with a single level.
     """
     path = Path(path)

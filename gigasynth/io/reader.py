@@ -191,7 +191,8 @@ class ZarrSlide(SlideReader):
 
 
 class TiffSlide(SlideReader):
-    """An OME-TIFF output, held open; its levels read tile by tile through tifffile's Zarr store.
+    """An OME-TIFF output, held open; its levels read TIFF tile by TIFF tile through
+    tifffile's Zarr store.
 
     Reads from several threads are serialised (one file handle).
     """

@@ -5,10 +5,11 @@ Order of events, each step safe to interrupt:
    preflight: the disk the run needs against the disk free (gigasynth.synth.preflight);
 2. open or resume the work folder `<out>.work/` (progress record; the state buffers
    there or in a work dir on another disk);
-3. run the diffusion loop tile by tile, saving every `save_every` steps (phase "denoise");
-4. convert the final float16 state to uint8 level 0 (one task per output chunk:
-   "level0"), build the pyramid ("pyramid"), the OME-TIFF and the preview ("tiff") from
-   a Zarr inside `<out>.work/`, on the output's filesystem;
+3. run the diffusion loop engine tile by engine tile (`SynthSpec.tile`, one state chunk
+   each), saving every `save_every` steps (phase "denoise");
+4. convert the final float16 state to uint8 level 0 (one task per Zarr chunk of the
+   slide, `SLIDE_CHUNK`: "level0"), build the pyramid ("pyramid"), the OME-TIFF and the
+   preview ("tiff") from a Zarr inside `<out>.work/`, on the output's filesystem;
 5. rename that Zarr to `out` (the finished slide appears atomically), drop the work folder.
 """
 
@@ -34,9 +35,10 @@ from gigasynth.io import (
     write_ome_tiff,
     write_preview,
 )
+from gigasynth.io.omezarr import SLIDE_CHUNK
 from gigasynth.synth.denoise import ProgressFn, StopFn, denoise
 from gigasynth.synth.job import Job, check_job
-from gigasynth.synth.preflight import SLIDE_CHUNK, Needs, check_disk, estimate
+from gigasynth.synth.preflight import Needs, check_disk, estimate
 from gigasynth.synth.spec import SynthDiskFull, SynthProgress, SynthResult, SynthSpec
 from gigasynth.synth.state import WorkDir, discard_work, state_path, work_path
 from gigasynth.synth.tasks import to_uint8_chunk
@@ -133,7 +135,8 @@ def _disk_full(exc: BaseException) -> OSError | None:
 
 def _convert_level0(job: Job, client: Client, final: Path, slide: Path, mpp: float,
                     provenance: dict) -> None:
-    """Level 0 of the slide from the final float state, one task per output chunk."""
+    """Level 0 of the slide from the final float state, one task per Zarr chunk of the
+    slide (SLIDE_CHUNK, not the engine tile: the state's chunks are engine tiles)."""
     spec = job.spec
     meta = SlideMetadata(spec.width, spec.height, mpp, provenance, slide_name(spec))
     _, cy, cx = create_ome_zarr(slide, meta, SLIDE_CHUNK).chunks

@@ -1,4 +1,5 @@
-"""Preflight: what a job needs (disk per filesystem, memory per tile task), before any work.
+"""Preflight: what a job needs (disk per filesystem, memory per engine-tile task), before
+any work.
 
 Everything comes from the job's plan by arithmetic, so it costs the same at any size.
 Disk, per phase of the run, on the filesystem each part lands on:
@@ -6,10 +7,11 @@ Disk, per phase of the run, on the filesystem each part lands on:
   step; a third with a longer save interval; full cell states with halo exchanges);
 - assembly: the final x buffer, the slide's OME-Zarr (uint8 level 0 and pyramid,
   assembled beside the output) and the OME-TIFF.
-The state buffers are uncompressed, so their size is exact (chunks padded to the tile
-grid, files to 4 KiB blocks); the OME-Zarr is counted uncompressed (its zlib level 1
-barely shrinks synthetic texture); the TIFF by codec, from measured ratios. A resumed
-run already holds part of the state: that part is not asked for again.
+The state buffers are uncompressed, so their size is exact (their chunks are the engine
+tiles, padded to the tile grid; files to 4 KiB blocks); the OME-Zarr is counted
+uncompressed (its zlib level 1 barely shrinks synthetic texture); the TIFF by codec,
+from measured ratios. A resumed run already holds part of the state: that part is not
+asked for again.
 """
 
 from __future__ import annotations
@@ -21,20 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gigasynth.errors import GigasynthError
+from gigasynth.io.ometiff import TIFF_TILE
+from gigasynth.io.omezarr import SLIDE_CHUNK
 from gigasynth.io.pyramid import pyramid_shapes
 from gigasynth.synth.job import Job
 
 BLOCK = 4096
 X_BYTES = 3 * 2            # x: 3 channels of float16
 CELL_BYTES = 4             # full cell state: float32 per channel
-SLIDE_CHUNK = 512          # the slide's OME-Zarr chunks (the engine creates it so)
-TIFF_TILE = 512
 # OME-TIFF bytes per pixel of each level, as written: raw for "none" and "zlib" (an upper
 # bound), and for JPEG (quality 90, 4:2:0) what noise-like content measured, its worst
 # case (1.34 B/px for all levels: BENCHMARKS.md, "Sizing a job").
 TIFF_BYTES_PER_PX = {"none": 3.0, "zlib": 3.0, "jpeg": 1.0}
 MARGIN = 64 << 20          # metadata, preview, progress records: per filesystem
-# Memory of one tile task: bytes per read-window pixel per state channel, plus a fixed
+# Memory of one engine-tile task: bytes per read-window pixel per state channel, plus a fixed
 # part (band activations, oneDNN scratch). Measured growth of a one-thread task of the
 # tiny model (24 channels): 266 MiB for a 536 px window, 425 MiB for 1048 px; this
 # gives 285 and 532 (BENCHMARKS.md, "Sizing a job").

@@ -26,7 +26,7 @@ class SynthSpec:
     sampler: str = "ddim"
     steps: int | None = 50
     eta: float = 0.0
-    tile: int = 512
+    tile: int = 512          # engine tile side, px (0: the whole image in one task)
     halo_every: int | None = None
     save_every: int = 1      # a save every step keeps two state buffers, not three
     mpp: float | None = None
@@ -45,7 +45,7 @@ class SynthSpec:
 
 @dataclass(frozen=True)
 class SynthProgress:
-    """Where a run stands; tiles count tile tasks of the current diffusion step."""
+    """Where a run stands; tiles count the engine-tile tasks of the current diffusion step."""
 
     phase: str
     step: int

@@ -12,8 +12,9 @@ diffusion steps (float16, STATE_DTYPE: the engine rounds x to it at the end of e
 step, whole image and tiles alike), `cells-000008-1.zarr` the full cell state after
 exchange 1 of step 8 (float32: it is never rounded). Their content is a pure function
 of the job (I3, I5), so a task that runs twice writes the same bytes. One state chunk
-is one tile: one writer per chunk. Chunks are uncompressed, so a buffer's size is
-known before it is written (the preflight).
+is one engine tile (`TilePlan.chunk`): one writer per chunk. (The finished slide's Zarr
+chunks are another size, `gigasynth.io.omezarr.SLIDE_CHUNK`.) Chunks are uncompressed,
+so a buffer's size is known before it is written (the preflight).
 
 `progress.json` names the job and the last saved step. A buffer it names is never
 written again, so a crash at any moment leaves a state that resumes to the same bytes.
@@ -115,7 +116,7 @@ class WorkDir:
 
     def create_buffer(self, path: Path, channels: int, height: int, width: int,
                       chunk: tuple[int, int]) -> None:
-        """An empty (channels, height, width) buffer, one uncompressed chunk per tile:
+        """An empty (channels, height, width) buffer, one uncompressed chunk per engine tile:
         float16 for x (3 channels), float32 for the full cell state."""
         dtype = X_DTYPE if path.name.startswith("x-") else CELLS_DTYPE
         zarr.create_array(str(path), shape=(channels, height, width),

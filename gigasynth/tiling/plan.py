@@ -1,7 +1,9 @@
-"""Tiles of PX x PX over a W x H canvas and the halo-extended window each one reads.
+"""Engine tiles of PX x PX over a W x H canvas and the halo-extended window each one reads.
 
-A tile is a rectangle of the canvas that one task writes (one state chunk, so one
-writer per chunk). To compute n NCA steps on it, a task reads the tile plus a halo of
+An *engine tile* (here simply a tile; `SynthSpec.tile`, `--tile`) is a rectangle of the
+canvas that one task writes (one state chunk, so one writer per chunk): the unit of
+synthesis work. It is not the Zarr chunk of the finished slide, the TIFF tile nor the
+DeepZoom tile (gigasynth.io). To compute n NCA steps on it, a task reads the tile plus a halo of
 n pixels, clipped to the canvas. The sides of that read window that reach the canvas
 edge are canvas-border sides (reflect padding there, invariant I1); on the others the
 window is n pixels wider than the tile and every NCA step eats one of them, so after
