@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from gigasynth.cascade import is_cascade, load_cascade
 from gigasynth.checkpoint import load_checkpoint
 from gigasynth.config import PRESETS, preset
 from gigasynth.models import build_model, count_parameters, macs_per_pixel
@@ -12,12 +13,31 @@ from gigasynth.models import build_model, count_parameters, macs_per_pixel
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="parameters and MACs of a preset or checkpoint")
-    p.add_argument("model", help=f"preset ({', '.join(PRESETS)}), checkpoint path or builtin:NAME")
+    p.add_argument("model", help=f"preset ({', '.join(PRESETS)}), checkpoint path, builtin:NAME "
+                                 "or a cascade (cascade.json or its folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
+def show_cascade(args: argparse.Namespace) -> int:
+    """The stages of a cascade, coarse to fine, with their resolutions and samplers."""
+    cascade = load_cascade(args.model)
+    if args.json:
+        print(json.dumps(cascade.describe(), indent=2))
+        return 0
+    print(f"cascade  {cascade.path}")
+    print(f"layout   {cascade.layout} (--layout), read at {cascade.layout_mpp:.4g} µm/px")
+    print(f"output   {cascade.mpp:.4g} µm/px, {cascade.factor}x the layout's size")
+    for k, s in enumerate(cascade.stages, start=1):
+        steps = "all T" if s.steps is None else f"{s.steps} steps"
+        print(f"stage {k}  {s.checkpoint}: {s.condition_downsample}x to {s.mpp:.4g} µm/px, "
+              f"{s.sampler} {steps}, sha256 {s.sha256[:16]}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.model not in PRESETS and is_cascade(args.model):
+        return show_cascade(args)
     if args.model in PRESETS:
         config = preset(args.model)
         model = build_model(config)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gigasynth.cascade import is_cascade, load_cascade
+from gigasynth.cascade.synth import CascadeProgress, CascadeSettings, synthesize_cascade
 from gigasynth.cli.common import parse_size
 from gigasynth.cluster import connect, default_workers, steady_allocator
 from gigasynth.errors import GigasynthError
@@ -17,8 +19,11 @@ from gigasynth.synth.preflight import summary
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="synthesise a slide tile by tile (OME-Zarr, OME-TIFF)")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or builtin:NAME")
-    p.add_argument("--size", required=True, help="WIDTHxHEIGHT of the slide in px")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint folder or builtin:NAME, or a cascade (cascade.json or "
+                        "its folder: give --layout)")
+    p.add_argument("--size", help="WIDTHxHEIGHT of the slide in px (a cascade: the "
+                                  "layout's size times its factors)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
                    help="ddim (deterministic, --steps K) or ddpm (ancestral, all T steps)")
@@ -58,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--condition", type=Path, metavar="IMAGE",
                    help="a conditioned stage's low-resolution input (PNG, JPEG, TIFF) at "
                         "1/F of --size, F the stage's downsample factor")
+    p.add_argument("--layout", type=Path, metavar="IMAGE|SLIDE",
+                   help="a cascade's layout: an image at the first stage's input resolution, "
+                        "or a slide (read at it through OpenSlide); the stages' own sampler "
+                        "and steps apply")
     p.set_defaults(func=run)
 
 
@@ -73,8 +82,9 @@ PHASES = {"level0": "level 0", "pyramid": "pyramid", "tiff": "OME-TIFF and previ
 class ProgressBar:
     """A tqdm bar over all tile tasks of the run, fed by SynthProgress reports."""
 
-    def __init__(self) -> None:
+    def __init__(self, desc: str = "denoise") -> None:
         self.bar: tqdm | None = None
+        self.desc = desc
 
     def __call__(self, p: SynthProgress) -> None:
         if p.phase != "denoise":
@@ -84,7 +94,7 @@ class ProgressBar:
             return
         if self.bar is None:
             self.bar = tqdm(total=p.total_steps * p.tiles_total, unit="tile",
-                            dynamic_ncols=True, desc="denoise", mininterval=0.5)
+                            dynamic_ncols=True, desc=self.desc, mininterval=0.5)
         eta = "?" if p.eta_s is None else f"{p.eta_s:.0f}s"
         self.bar.set_postfix_str(f"step {min(p.step + 1, p.total_steps)}/{p.total_steps}, "
                                  f"tiles {p.tiles_done}/{p.tiles_total}, "
@@ -100,6 +110,13 @@ class ProgressBar:
 
 def run(args: argparse.Namespace) -> int:
     steady_allocator()      # before torch's first allocation (transparent huge pages)
+    if is_cascade(args.checkpoint):
+        return run_cascade(args)
+    if args.layout is not None:
+        raise GigasynthError(f"--layout needs a cascade (cascade.json); {args.checkpoint} "
+                             "is a single model")
+    if args.size is None:
+        raise GigasynthError("--size WIDTHxHEIGHT is required (except for a cascade)")
     width, height = parse_size(args.size)    # the limits are check_job's
     spec = SynthSpec(args.checkpoint, width, height, args.seed, args.sampler, args.steps,
                      args.eta, args.tile, args.halo_every, args.save_every, args.mpp,
@@ -126,6 +143,62 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.zarr_path} ({width}x{height}, seed {args.seed}, checkpoint "
           f"{result.checkpoint_sha256[:16]}) in {result.seconds:.1f} s, "
           f"{result.mpx_steps_per_s:.2f} Mpx-steps/s")
+    for path in (result.ome_tiff_path, result.preview_path):
+        if path is not None:
+            print(f"wrote {path}")
+    return 0
+
+
+class CascadeBar:
+    """Names each stage when it starts, then a ProgressBar of its tile tasks."""
+
+    def __init__(self) -> None:
+        self.stage = 0
+        self.bar = ProgressBar()
+
+    def __call__(self, p: CascadeProgress) -> None:
+        if p.stage != self.stage:
+            self.bar.close()
+            self.stage = p.stage
+            self.bar = ProgressBar(f"stage {p.stage}/{p.stages}")
+            print(f"stage {p.stage}/{p.stages}: {p.checkpoint}, {p.width}x{p.height} px at "
+                  f"{p.mpp:.4g} µm/px", flush=True)
+        self.bar(p.progress)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_cascade(args: argparse.Namespace) -> int:
+    """`gigasynth synth --checkpoint CASCADE --layout IMAGE|SLIDE`."""
+    for flag, value in (("--size", args.size), ("--condition", args.condition),
+                        ("--mpp", args.mpp)):
+        if value is not None:
+            raise GigasynthError(f"{flag} does not apply to a cascade: the layout and the "
+                                 "stages fix the slide's size, inputs and µm/px")
+    if args.layout is None:
+        raise GigasynthError(f"{args.checkpoint} is a cascade: give its layout "
+                             "(--layout IMAGE|SLIDE)")
+    cascade = load_cascade(args.checkpoint)
+    settings = CascadeSettings(args.seed, args.eta, args.tile, args.halo_every,
+                               args.save_every, args.compression)
+    bar = CascadeBar()
+    workers = default_workers() if args.workers is None else args.workers
+    cluster = connect(args.scheduler) if args.scheduler else contextlib.nullcontext()
+    try:
+        with cluster as client:
+            result = synthesize_cascade(cascade, args.layout, args.out, settings,
+                                        ome_tiff=args.ome_tiff, preview=args.preview,
+                                        client=client, workers=workers, resume=args.resume,
+                                        overwrite=args.overwrite, progress=bar,
+                                        work_dir=args.work_dir,
+                                        preflight=not args.no_preflight)
+    except JobError as exc:
+        raise GigasynthError(exc.render(FLAGS)) from None
+    finally:
+        bar.close()
+    print(f"wrote {result.zarr_path} ({len(cascade.stages)} stages, {cascade.mpp:.4g} µm/px, "
+          f"seed {args.seed}) in {result.seconds:.1f} s (last stage)")
     for path in (result.ome_tiff_path, result.preview_path):
         if path is not None:
             print(f"wrote {path}")
