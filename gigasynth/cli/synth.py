@@ -198,7 +198,7 @@ def run_cascade(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(f"wrote {result.zarr_path} ({len(cascade.stages)} stages, {cascade.mpp:.4g} µm/px, "
-          f"seed {args.seed}) in {result.seconds:.1f} s (last stage)")
+          f"seed {args.seed}) in {result.seconds:.1f} s")
     for path in (result.ome_tiff_path, result.preview_path):
         if path is not None:
             print(f"wrote {path}")
