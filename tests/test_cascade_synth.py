@@ -105,6 +105,8 @@ def test_definition_is_checked_and_shown(cascade, tmp_path):
         with pytest.raises(GigasynthError) as err:
             load_cascade(path)
         assert fragment in str(err.value) and "\n" not in str(err.value), (name, err.value)
+    with pytest.raises(GigasynthError, match="checkpoint's config"):
+        load_cascade(root / "s1" / "config.json")
     (tmp_path / "broken.json").write_text("{stages")
     with pytest.raises(GigasynthError, match="unreadable JSON"):
         load_cascade(tmp_path / "broken.json")
@@ -143,6 +145,7 @@ def test_tiled_equals_whole_and_resumes_inside_stage_2(cascade, tmp_path):
                                and len([s for s in where if s == 2]) > 4)
         work = cascade_work(out)
         assert (work / "stage-1.png").is_file() and not out.exists()
+        assert Path(f"{out}.work").is_dir()      # stopped inside stage 2 (the engine's)
         with pytest.raises(GigasynthError, match="--resume"):
             synthesize_cascade(c, layout, out, base, client=client)
         with pytest.raises(GigasynthError, match="another job"):

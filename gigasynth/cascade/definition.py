@@ -190,6 +190,9 @@ def load_cascade(ref: str | Path) -> Cascade:
         raise GigasynthError(f"{where} unreadable JSON ({reason})") from None
     if not isinstance(doc, dict):
         raise GigasynthError(f"{where} must be a JSON object with \"stages\"")
+    if "model" in doc and "stages" not in doc:
+        raise GigasynthError(f"{path} is a checkpoint's config, not a cascade: give the "
+                             "checkpoint's folder")
     unknown = sorted(set(doc) - _CASCADE_KEYS)
     if unknown:
         raise GigasynthError(f"{where} unknown field {unknown[0]!r} "
