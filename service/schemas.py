@@ -31,7 +31,9 @@ class JobRequest(BaseModel):
                               description="DDIM steps (ignored by ddpm, which runs all T)")
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM noise scale")
     tile: int = Field(512, ge=0, le=65_536,
-                      description="tile side in px; 0 = the whole image on one device")
+                      description="engine tile side in px, the unit of synthesis work (not "
+                                  "the DeepZoom tile a viewer reads); 0 = the whole image "
+                                  "on one device")
     formats: list[Format] = Field(default_factory=lambda: ["ome-zarr", "ome-tiff"],
                                   min_length=1, max_length=3)
     mpp: float | None = Field(None, ge=0.01, le=1000.0, description=(
@@ -45,8 +47,8 @@ class Progress(BaseModel):
     start_step: int = Field(description="step this attempt started from (a resumed job: "
                                          "its last saved step)")
     total_steps: int
-    tiles_done: int
-    tiles_total: int
+    tiles_done: int = Field(description="engine tiles of the current diffusion step done")
+    tiles_total: int = Field(description="engine tiles per diffusion step")
     fraction: float
 
 
