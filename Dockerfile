@@ -25,7 +25,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     GIGASYNTH_OPENSEADRAGON_DIR=/app/node_modules/openseadragon/build/openseadragon
 WORKDIR /app
 # Dependencies first (the CUDA build of torch comes from PyPI's Linux wheels).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY gigasynth ./gigasynth
 COPY service ./service
 RUN pip install --no-cache-dir .

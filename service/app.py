@@ -11,19 +11,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from gigasynth import __version__
-from service.catalog import ModelCatalog
-from service.config import ServiceConfig
-from service.context import Services, services
-from service.errors import install_error_handlers
-from service.limits import BodyLimitMiddleware
-from service.links import LinkSigner, load_or_create_key
-from service.metrics import LatencyMiddleware, Metrics
-from service.openapi import install_openapi
-from service.paths import private_dir
-from service.routes import jobs, slides, system, viewer
-from service.runner import JobRunner
-from service.slides import SlideTiles
-from service.store import JobStore
+from gigasynth_service.catalog import ModelCatalog
+from gigasynth_service.config import ServiceConfig
+from gigasynth_service.context import Services, services
+from gigasynth_service.errors import install_error_handlers
+from gigasynth_service.limits import BodyLimitMiddleware
+from gigasynth_service.links import LinkSigner, load_or_create_key
+from gigasynth_service.metrics import LatencyMiddleware, Metrics
+from gigasynth_service.openapi import install_openapi
+from gigasynth_service.paths import private_dir
+from gigasynth_service.routes import jobs, slides, system, viewer
+from gigasynth_service.runner import JobRunner
+from gigasynth_service.slides import SlideTiles
+from gigasynth_service.store import JobStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -43,7 +43,7 @@ def build_services(config: ServiceConfig) -> Services:
 
 
 async def _services(request: Request) -> Services:
-    """`service.context.services` as a coroutine: FastAPI runs a plain `def` dependency
+    """`gigasynth_service.context.services` as a coroutine: FastAPI runs a plain `def` dependency
     in its worker-thread pool, so every route paid a thread round trip (a wait for a free
     thread of 40 and for the GIL) for one attribute lookup. Installed as an override so
     that every route's `Svc` gets it."""
@@ -76,7 +76,7 @@ def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
         app.include_router(module.router)
     install_openapi(app)
     app.mount("/static/viewer", StaticFiles(directory=STATIC), name="viewer-static")
-    app.mount("/static/openseadragon", viewer.OpenSeadragonFiles(config.openseadragon_dir),
+    app.mount("/static/openseadragon", viewer.OpenSeadragonFiles(config),
               name="openseadragon")
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.cors_origins:

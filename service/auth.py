@@ -13,12 +13,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.context import Services, Svc
-from service.errors import ApiError
-from service.links import LINK, TILES
-from service.paths import is_job_id
-from service.store import JobRecord, TokenRecord
-from service.tokens import find_token, token_problem
+from gigasynth_service.context import Services, Svc
+from gigasynth_service.errors import ApiError
+from gigasynth_service.links import LINK, TILES
+from gigasynth_service.paths import is_job_id
+from gigasynth_service.store import JobRecord, TokenRecord
+from gigasynth_service.tokens import find_token, token_problem
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gigasynth"'}
 

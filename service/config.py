@@ -13,8 +13,14 @@ from pathlib import Path
 
 from gigasynth.errors import GigasynthError
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OPENSEADRAGON_DIR = _REPO_ROOT / "node_modules/openseadragon/build/openseadragon"
+_HERE = Path(__file__).resolve()
+# OpenSeadragon's build folder where `npm ci` puts it in a source checkout (this file is
+# then service/config.py beside pyproject.toml). An installed package has no checkout
+# around it: there GIGASYNTH_OPENSEADRAGON_DIR must name the folder, or the viewer is off.
+_IN_CHECKOUT = _HERE.parent.name == "service" and (_HERE.parents[1] / "pyproject.toml").is_file()
+DEFAULT_OPENSEADRAGON_DIR: Path | None = (
+    _HERE.parents[1] / "node_modules/openseadragon/build/openseadragon" if _IN_CHECKOUT else None)
+OPENSEADRAGON_SCRIPT = "openseadragon.min.js"
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class ServiceConfig:
     signing_key: bytes | None = None      # None: generated once, kept in the data dir
     builtin_models: tuple[str, ...] | None = None   # None: every bundled model
     models_dir: Path | None = None        # None: <data_dir>/models
-    openseadragon_dir: Path = field(default=DEFAULT_OPENSEADRAGON_DIR)
+    openseadragon_dir: Path | None = field(default=DEFAULT_OPENSEADRAGON_DIR)  # None: no viewer
     progress_interval_s: float = 0.5      # least time between progress writes to the store
     tile_cache_entries: int = 1024        # encoded DeepZoom tiles kept in memory
 
@@ -61,6 +67,25 @@ class ServiceConfig:
     @property
     def models_path(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def has_openseadragon(self) -> bool:
+        """Whether the viewer's OpenSeadragon is there to serve (its script in its folder)."""
+        return (self.openseadragon_dir is not None
+                and (self.openseadragon_dir / OPENSEADRAGON_SCRIPT).is_file())
+
+    def openseadragon_origin(self) -> str:
+        """One line for the start-up log: where the viewer's OpenSeadragon comes from, or
+        that it is missing and how to provide it."""
+        where = self.openseadragon_dir
+        if where is not None and self.has_openseadragon:
+            return f"viewer: serving OpenSeadragon from {where}"
+        found = ("not installed" if where is None
+                 else f"{where} has no {OPENSEADRAGON_SCRIPT}")
+        return (f"viewer: OpenSeadragon is missing ({found}); /view/ and /static/openseadragon/ "
+                f"answer 503 until GIGASYNTH_OPENSEADRAGON_DIR names its build folder "
+                f"(node_modules/openseadragon/build/openseadragon after `npm ci` with the "
+                f"repository's package.json)")
 
     def with_overrides(self, **values: object) -> ServiceConfig:
         """A copy with the given fields replaced where the value is not None."""

@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.catalog import ModelCatalog
-from service.config import ServiceConfig
-from service.links import LinkSigner
-from service.metrics import Metrics
-from service.runner import JobRunner
-from service.slides import SlideTiles
-from service.store import JobStore
+from gigasynth_service.catalog import ModelCatalog
+from gigasynth_service.config import ServiceConfig
+from gigasynth_service.links import LinkSigner
+from gigasynth_service.metrics import Metrics
+from gigasynth_service.runner import JobRunner
+from gigasynth_service.slides import SlideTiles
+from gigasynth_service.store import JobStore
 
 
 @dataclass

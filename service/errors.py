@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gigasynth.errors import GigasynthError
-from service.store import StoreUnavailable
+from gigasynth_service.store import StoreUnavailable
 
 log = logging.getLogger("gigasynth.service")
 

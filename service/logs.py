@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
-from service.tokens import PREFIX
+from gigasynth_service.tokens import PREFIX
 
 REDACTED = "REDACTED"
 SECRET_PARAMS = frozenset({"sig", "signature", "token", "access_token", "api_key", "apikey",

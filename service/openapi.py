@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.schemas import ErrorBody
+from gigasynth_service.schemas import ErrorBody
 
 # What each error status means, as the API uses it (the README's "Service" section).
 MEANINGS: dict[int, str] = {

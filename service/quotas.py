@@ -21,12 +21,12 @@ from collections.abc import Collection
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import Job, check_job
 from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
-from service.catalog import ModelCatalog, ModelEntry
-from service.config import ServiceConfig
-from service.errors import ApiError
-from service.schemas import JobRequest
-from service.spec import synth_spec
-from service.store import JobStore, TokenRecord
+from gigasynth_service.catalog import ModelCatalog, ModelEntry
+from gigasynth_service.config import ServiceConfig
+from gigasynth_service.errors import ApiError
+from gigasynth_service.schemas import JobRequest
+from gigasynth_service.spec import synth_spec
+from gigasynth_service.store import JobStore, TokenRecord
 
 
 def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,

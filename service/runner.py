@@ -33,11 +33,11 @@ from gigasynth.cluster import connect, default_workers
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import SynthCancelled, SynthDiskFull, SynthProgress, synthesize
 from gigasynth.synth.preflight import DiskShortage, gb
-from service.catalog import ModelCatalog
-from service.config import ServiceConfig
-from service.paths import JobPaths
-from service.spec import synth_spec
-from service.store import JobRecord, JobStore, StoreUnavailable
+from gigasynth_service.catalog import ModelCatalog
+from gigasynth_service.config import ServiceConfig
+from gigasynth_service.paths import JobPaths
+from gigasynth_service.spec import synth_spec
+from gigasynth_service.store import JobRecord, JobStore, StoreUnavailable
 
 log = logging.getLogger("gigasynth.service")
 

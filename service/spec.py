@@ -15,8 +15,8 @@ from gigasynth import __version__
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import SynthSpec
 from gigasynth.synth.job import Resolution, slide_resolution
-from service.catalog import ModelCatalog, ModelEntry
-from service.store import JobRecord
+from gigasynth_service.catalog import ModelCatalog, ModelEntry
+from gigasynth_service.store import JobRecord
 
 
 def synth_spec(request: dict[str, Any], checkpoint_ref: str, save_every: int) -> SynthSpec:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gigasynth.errors import GigasynthError
-from service.paths import private_dir, private_file
+from gigasynth_service.paths import private_dir, private_file
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")

@@ -14,7 +14,7 @@ import secrets
 import time
 
 from gigasynth.errors import GigasynthError
-from service.store import JobStore, TokenRecord
+from gigasynth_service.store import JobStore, TokenRecord
 
 PREFIX = "gst_"
 DEFAULT_MAX_MEGAPIXELS = 1000.0

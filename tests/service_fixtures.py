@@ -20,10 +20,10 @@ import zarr
 
 from gigasynth.checkpoint import save_checkpoint
 from gigasynth.models import build_model
-from service.config import ServiceConfig
-from service.paths import JobPaths, new_job_id
-from service.store import JobStore
-from service.tokens import create_token, hash_token
+from gigasynth_service.config import ServiceConfig
+from gigasynth_service.paths import JobPaths, new_job_id
+from gigasynth_service.store import JobStore
+from gigasynth_service.tokens import create_token, hash_token
 from tests.conftest import MICRO, ROOT
 
 MICRO_MODEL = "micro"

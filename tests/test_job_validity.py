@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from gigasynth.cli import main
 from gigasynth.cli.synth import FLAGS
 from gigasynth.synth import JobError, SynthSpec, check_job
-from service.app import create_app
+from gigasynth_service.app import create_app
 from tests.service_fixtures import MICRO_MODEL, add_token, service_config, write_micro_model
 
 # request changes -> (fragment of the library's message, the same in the CLI's words)
@@ -74,8 +74,9 @@ def test_one_message_from_library_service_and_cli(case, served, tmp_path, capfd)
 def test_the_engine_imports_no_front_end():
     """The limits live in the engine: importing it loads neither the CLI nor the service."""
     code = ("import sys, gigasynth.synth; "
-            "bad = sorted(m for m in sys.modules if m.startswith(('gigasynth.cli', 'service')));"
-            " print(bad); sys.exit(1 if bad else 0)")
+            "bad = sorted(m for m in sys.modules "
+            "if m.startswith(('gigasynth.cli', 'gigasynth_service'))); "
+            "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

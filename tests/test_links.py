@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gigasynth.errors import GigasynthError
-from service.app import create_app
-from service.config import load_config
+from gigasynth_service.app import create_app
+from gigasynth_service.config import load_config
 from tests.service_fixtures import (
     add_token,
     finished_job,

@@ -15,8 +15,8 @@ import anyio.to_thread
 import httpx
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.routes.system import HEALTH_WAIT_S
+from gigasynth_service.app import create_app
+from gigasynth_service.routes.system import HEALTH_WAIT_S
 from tests.service_fixtures import (
     MICRO_MODEL,
     add_token,

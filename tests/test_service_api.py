@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from gigasynth.cli.serve import lock_data_dir
 from gigasynth.errors import GigasynthError
-from service.app import create_app
-from service.paths import JobPaths
+from gigasynth_service.app import create_app
+from gigasynth_service.paths import JobPaths
 from tests.service_fixtures import (
     LONG_MODEL,
     MICRO_MODEL,

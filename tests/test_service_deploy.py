@@ -20,9 +20,9 @@ import yaml
 
 from gigasynth.cli import main
 from gigasynth.errors import GigasynthError
-from service.app import build_services
-from service.config import ServiceConfig, load_config
-from service.tokens import find_token
+from gigasynth_service.app import build_services
+from gigasynth_service.config import ServiceConfig, load_config
+from gigasynth_service.tokens import find_token
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -27,8 +27,8 @@ from gigasynth.cli import main as cli_main
 from gigasynth.io import DeepZoomGenerator, open_slide
 from gigasynth.io.deepzoom import JPEG_QUALITY
 from gigasynth.synth import SynthSpec, synthesize
-from service.config import load_config
-from service.paths import JobPaths
+from gigasynth_service.config import load_config
+from gigasynth_service.paths import JobPaths
 from tests.service_fixtures import (
     LONG_MODEL,
     MICRO_MODEL,

@@ -30,8 +30,8 @@ from fastapi.testclient import TestClient
 from gigasynth.io import open_level
 from gigasynth.synth import SynthSpec, synthesize
 from gigasynth.synth import tasks as synth_tasks
-from service.app import create_app
-from service.paths import JobPaths
+from gigasynth_service.app import create_app
+from gigasynth_service.paths import JobPaths
 from tests.service_fixtures import (
     LONG_MODEL,
     MICRO_MODEL,

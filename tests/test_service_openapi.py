@@ -15,8 +15,8 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.paths import JobPaths
+from gigasynth_service.app import create_app
+from gigasynth_service.paths import JobPaths
 from tests.conftest import ROOT
 from tests.service_fixtures import (
     MICRO_MODEL,

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from gigasynth.checkpoint import save_checkpoint
 from gigasynth.models import build_model
-from service.app import create_app
-from service.paths import JobPaths
+from gigasynth_service.app import create_app
+from gigasynth_service.paths import JobPaths
 from tests.conftest import MICRO
 from tests.service_fixtures import (
     LONG_MODEL,

@@ -22,10 +22,10 @@ from fastapi.testclient import TestClient
 
 from gigasynth.cli import main as cli
 from gigasynth.errors import GigasynthError
-from service.app import create_app
-from service.config import load_config
-from service.store import JobStore
-from service.tokens import create_token
+from gigasynth_service.app import create_app
+from gigasynth_service.config import load_config
+from gigasynth_service.store import JobStore
+from gigasynth_service.tokens import create_token
 from tests.service_fixtures import (
     MICRO_MODEL,
     add_token,

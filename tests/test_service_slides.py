@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from gigasynth.io import DeepZoomGenerator, open_slide
-from service.app import create_app
-from service.paths import JobPaths
+from gigasynth_service.app import create_app
+from gigasynth_service.paths import JobPaths
 from tests.service_fixtures import (
     add_token,
     finished_job,

@@ -461,9 +461,9 @@ def test_service_refuses_at_admission_what_the_disk_cannot_hold(tmp_path):
     disk; a deleted job's state goes from the work dir too."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.config import load_config
-    from service.paths import JobPaths
+    from gigasynth_service.app import create_app
+    from gigasynth_service.config import load_config
+    from gigasynth_service.paths import JobPaths
     from tests.service_fixtures import MICRO_MODEL, add_token, write_micro_model
 
     data_dir, scratch = tmp_path / "data", tmp_path / "scratch"

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from gigasynth.io.omexml import OME_NS
-from service.config import load_config
-from service.paths import JobPaths
+from gigasynth_service.config import load_config
+from gigasynth_service.paths import JobPaths
 from tests.service_fixtures import (
     MICRO_MODEL,
     add_token,

@@ -45,11 +45,13 @@ def run(args: argparse.Namespace) -> int:
     """Serve until stopped. The umask 0o077 keeps every file the server, its embedded Dask
     workers and the engine create private to the service's user (the data dir holds
     every token's slides)."""
+    import logging
+
     import uvicorn
 
-    from service.app import create_app
-    from service.config import load_config
-    from service.logs import configure_logging
+    from gigasynth_service.app import create_app
+    from gigasynth_service.config import load_config
+    from gigasynth_service.logs import configure_logging
 
     os.umask(0o077)
 
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     lock = lock_data_dir(config.store_path)
     try:
         log_config = configure_logging(args.log_level)    # access log without sig= or tokens
+        logging.getLogger("gigasynth.service").log(
+            logging.INFO if config.has_openseadragon else logging.WARNING,
+            config.openseadragon_origin())
         app = create_app(config)
         uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level,
                     log_config=log_config, proxy_headers=True, server_header=False)

@@ -83,15 +83,19 @@ def _when(seconds: float | None) -> str:
 
 
 def _open_store(args: argparse.Namespace):
-    from service.config import load_config
-    from service.store import JobStore
+    from gigasynth_service.config import load_config
+    from gigasynth_service.store import JobStore
 
     config = load_config().with_overrides(data_dir=args.data_dir)
     return config, JobStore(config.store_file)
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from service.tokens import DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_MEGAPIXELS, create_token
+    from gigasynth_service.tokens import (
+        DEFAULT_MAX_CONCURRENT,
+        DEFAULT_MAX_MEGAPIXELS,
+        create_token,
+    )
 
     expires = expiry(args.expires_in, args.expires, time.time())
     config, store = _open_store(args)
@@ -114,7 +118,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from service.tokens import token_problem
+    from gigasynth_service.tokens import token_problem
 
     _, store = _open_store(args)
     try:
@@ -135,7 +139,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    from service.tokens import revoke_token
+    from gigasynth_service.tokens import revoke_token
 
     _, store = _open_store(args)
     try:

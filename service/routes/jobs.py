@@ -7,16 +7,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from service.auth import ReadAccess, Token, owned_job, read_access, readable_job
-from service.context import Services, Svc
-from service.download import zip_stream
-from service.errors import ApiError
-from service.openapi import errors, signed_link
-from service.paths import JobPaths, new_job_id
-from service.quotas import admit, concurrency_refusal
-from service.schemas import JobList, JobRequest, JobView, Progress
-from service.spec import provenance
-from service.store import RETRYABLE_STATES, ActiveLimit, JobRecord, StateConflict
+from gigasynth_service.auth import ReadAccess, Token, owned_job, read_access, readable_job
+from gigasynth_service.context import Services, Svc
+from gigasynth_service.download import zip_stream
+from gigasynth_service.errors import ApiError
+from gigasynth_service.openapi import errors, signed_link
+from gigasynth_service.paths import JobPaths, new_job_id
+from gigasynth_service.quotas import admit, concurrency_refusal
+from gigasynth_service.schemas import JobList, JobRequest, JobView, Progress
+from gigasynth_service.spec import provenance
+from gigasynth_service.store import RETRYABLE_STATES, ActiveLimit, JobRecord, StateConflict
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -1,7 +1,7 @@
 """`/v1/slides`: DeepZoom descriptors and tiles of finished jobs (ETag, Cache-Control).
 
 HTTP only: the DZI, the tile grid and the tiles are `gigasynth.io.DeepZoomGenerator`'s;
-`service.slides` caches them.
+`gigasynth_service.slides` caches them.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from fastapi import APIRouter, Request, Response
 
 from gigasynth.errors import GigasynthError
 from gigasynth.io import DeepZoomGenerator
-from service.auth import readable_job
-from service.context import Services, Svc
-from service.errors import ApiError
-from service.openapi import errors, signed_link
-from service.paths import JobPaths
-from service.slides import etag
-from service.store import JobRecord
+from gigasynth_service.auth import readable_job
+from gigasynth_service.context import Services, Svc
+from gigasynth_service.errors import ApiError
+from gigasynth_service.openapi import errors, signed_link
+from gigasynth_service.paths import JobPaths
+from gigasynth_service.slides import etag
+from gigasynth_service.store import JobRecord
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
 

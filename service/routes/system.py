@@ -10,11 +10,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gigasynth import __version__
-from service.auth import Token
-from service.context import Svc
-from service.errors import ApiError
-from service.openapi import PUBLIC, errors
-from service.schemas import ModelList
+from gigasynth_service.auth import Token
+from gigasynth_service.context import Svc
+from gigasynth_service.errors import ApiError
+from gigasynth_service.openapi import PUBLIC, errors
+from gigasynth_service.schemas import ModelList
 
 router = APIRouter()
 

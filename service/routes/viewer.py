@@ -8,31 +8,35 @@ link is newly signed when the page is asked for with the owner's token, the same
 it is opened through one. A token holder mints a link of a chosen lifetime with
 `POST /v1/jobs/{id}/links`; the page renews its short tile signature until that link
 expires, then says so. OpenSeadragon itself comes from the npm package installed with
-`npm ci` and is served from /static/openseadragon/ (503 JSON while it is missing).
+`npm ci` (in a source checkout, or wherever GIGASYNTH_OPENSEADRAGON_DIR points) and is
+served from /static/openseadragon/ (503 JSON while it is missing).
 """
 
 from __future__ import annotations
 
 import html
 import time
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from service.auth import Token, owned_job, read_access
-from service.context import Svc
-from service.errors import ApiError, error_response
-from service.links import TILES
-from service.openapi import errors, signed_link
-from service.schemas import LinkRequest, SignedLink, TileSignature
+from gigasynth_service.auth import Token, owned_job, read_access
+from gigasynth_service.config import ServiceConfig
+from gigasynth_service.context import Svc
+from gigasynth_service.errors import ApiError, error_response
+from gigasynth_service.links import TILES
+from gigasynth_service.openapi import errors, signed_link
+from gigasynth_service.schemas import LinkRequest, SignedLink, TileSignature
 
 router = APIRouter(tags=["viewer"])
 
-OSD_MISSING = ("the viewer is unavailable: OpenSeadragon is not installed (run `npm ci` in "
-               "the repository root)")
+# No server path in it: the static route answers without a token.
+OSD_MISSING = ("the viewer is unavailable: OpenSeadragon is not installed (set "
+               "GIGASYNTH_OPENSEADRAGON_DIR to its build folder, "
+               "node_modules/openseadragon/build/openseadragon after `npm ci` with the "
+               "repository's package.json; in a source checkout `npm ci` in its root is enough)")
 
 # OpenSeadragon sets inline styles on its elements, hence 'unsafe-inline' for styles only.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
@@ -93,7 +97,7 @@ _PAGE = """<!doctype html>
 def view(job_id: str, request: Request, svc: Svc) -> HTMLResponse:
     """The viewer page for one job (by token or by the job's signed link)."""
     access = read_access(request, job_id, svc)
-    if not (svc.config.openseadragon_dir / "openseadragon.min.js").is_file():
+    if not svc.config.has_openseadragon:
         raise ApiError(503, OSD_MISSING)
     page = _PAGE.format(job_id=html.escape(access.job.id),
                         query=html.escape(access.signed_query(svc)))
@@ -102,15 +106,15 @@ def view(job_id: str, request: Request, svc: Svc) -> HTMLResponse:
 
 
 class OpenSeadragonFiles(StaticFiles):
-    """OpenSeadragon's build folder as static files; 503 JSON while the folder is missing
-    (StaticFiles itself raises, a 500, when its folder does not exist)."""
+    """OpenSeadragon's build folder as static files; 503 JSON while it is missing, as for
+    the page (StaticFiles itself raises, a 500, when its folder does not exist)."""
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory=directory, check_dir=False)
-        self.folder = directory
+    def __init__(self, config: ServiceConfig) -> None:
+        super().__init__(directory=config.openseadragon_dir, check_dir=False)
+        self.config = config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self.folder.is_dir():
+        if scope["type"] == "http" and not self.config.has_openseadragon:
             await error_response(503, OSD_MISSING)(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
