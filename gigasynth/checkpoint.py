@@ -282,6 +282,6 @@ def cached_checkpoint(ref: str, sha256: str, device: str | torch.device = "cpu",
             if ckpt.sha256 != sha256:
                 raise HashMismatch(ref, ckpt.sha256, sha256)
             if channels_last:
-                ckpt.model = ckpt.model.to(memory_format=torch.channels_last)
+                ckpt.model = ckpt.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             _loaded[key] = ckpt
         return ckpt

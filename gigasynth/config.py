@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from gigasynth.errors import GigasynthError
 
@@ -21,6 +21,8 @@ class JsonConfig:
 
     described_as: ClassVar[str] = "config"
     json_names: ClassVar[dict[str, str]] = {}
+    if TYPE_CHECKING:  # every subclass is a dataclass (asdict and fields need one)
+        __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
         return {self.json_names.get(k, k): v for k, v in asdict(self).items()}

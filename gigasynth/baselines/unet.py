@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from torch import nn
 from gigasynth.config import JsonConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import ALL_BORDERS, Borders
+
+if TYPE_CHECKING:
+    from diffusers.models.unets.unet_2d import UNet2DModel
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ UNET_PRESETS: dict[str, UNetConfig] = {
 }
 
 
-def _unet_class() -> type[nn.Module]:
+def _unet_class() -> type[UNet2DModel]:
     """diffusers' UNet2DModel, imported late (a heavy import) with a clear error if absent."""
     try:
         from diffusers.models.unets.unet_2d import UNet2DModel

@@ -7,6 +7,7 @@ import os
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -74,7 +75,8 @@ def device_name(device: torch.device) -> str:
 
 def _update_record(config: ModelConfig, timing: UpdateTiming, ceiling: float) -> dict:
     flops_per_pixel_step = 2 * macs_per_pixel(config)
-    record = {"batch": timing.batch, "height": timing.height, "width": timing.width}
+    record: dict[str, Any] = {"batch": timing.batch, "height": timing.height,
+                              "width": timing.width}
     for name, t in (("fast", timing.fast), ("naive", timing.naive)):
         rate = timing.pixels / t.best_s
         record[name] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +25,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_interleaved(
-    calls: dict[str, Callable[[], object]], device: torch.device, reps: int, warmup: int = 1
+    calls: Mapping[str, Callable[[], object]], device: torch.device, reps: int, warmup: int = 1
 ) -> dict[str, Timing]:
     """Time each call `reps` times, round-robin, after `warmup` untimed calls each.
 

@@ -83,7 +83,7 @@ def time_training(
 ) -> TrainTiming:
     """Time training iterations as gigasynth.train runs them (bf16 autocast on a GPU)."""
     torch.manual_seed(0)
-    model = build_model(config, zero_output=False).to(device, memory_format=torch.channels_last)
+    model = build_model(config, zero_output=False).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.set_checkpointing(checkpointing)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     schedule = NoiseSchedule.for_config(config)

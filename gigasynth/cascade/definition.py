@@ -25,7 +25,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from gigasynth.checkpoint import BUILTIN, describe_checkpoint
 from gigasynth.errors import GigasynthError
@@ -120,7 +120,7 @@ def _stage_ref(ref: str, base: Path) -> str:
     return str((base / ref).absolute())
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and \
         math.isfinite(value)
 
@@ -162,14 +162,16 @@ def _load_stage(raw: Any, k: int, base: Path, where: str) -> Stage:
                              "diffusion timesteps")
     meta_mpp = info.meta.get("mpp")
     meta_mpp = float(meta_mpp) if _is_number(meta_mpp) and meta_mpp > 0 else None
-    if meta_mpp is None and given is None:
+    if meta_mpp is not None:
+        if given is not None and abs(given - meta_mpp) > MPP_TOLERANCE * meta_mpp:
+            raise GigasynthError(f"{at}: mpp {given:g} is not {ref}'s resolution "
+                                 f"({meta_mpp:g} µm/px in its metadata)")
+        mpp = meta_mpp
+    elif given is not None:
+        mpp = float(given)
+    else:
         raise GigasynthError(f"{at}: {ref} records no µm per pixel (checkpoint metadata "
                              "\"mpp\"); state the stage's \"mpp\" in the cascade")
-    if meta_mpp is not None and given is not None and \
-            abs(given - meta_mpp) > MPP_TOLERANCE * meta_mpp:
-        raise GigasynthError(f"{at}: mpp {given:g} is not {ref}'s resolution "
-                             f"({meta_mpp:g} µm/px in its metadata)")
-    mpp = meta_mpp if meta_mpp is not None else float(given)
     return Stage(resolved, info.sha256, mpp, sampler, steps, config.condition_downsample,
                  config.condition_channels)
 

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
                             overwrite=True, progress=bar)
     finally:
         bar.close()
+    assert result.ome_tiff_path is not None and result.preview_path is not None  # both asked
     print(f"done in {result.seconds:.0f} s ({result.mpx_steps_per_s:.2f} Mpx-steps/s):")
     print(f"  {result.ome_tiff_path.resolve()}  QuPath: File > Open..., pick this file")
     print(f"  {result.zarr_path.resolve()}  OME-Zarr (NGFF 0.4): QuPath, napari, large-image")

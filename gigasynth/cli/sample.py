@@ -14,6 +14,7 @@ from gigasynth.cli.common import add_sampler_args, parse_size, pick_device
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb, to_model_space, to_uint8, write_png
+from gigasynth.models import DiffNCA
 from gigasynth.sampling import SampleRequest, generate, inpaint, super_resolve, upscale
 from gigasynth.synth.job import MAX_WHOLE_IMAGE_PIXELS
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint, device)
     request = SampleRequest(args.sampler, args.steps, args.eta)
     SampleRequest.build(request, ckpt.model)
-    model = ckpt.model.to(memory_format=torch.channels_last)
+    model = ckpt.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     seeds = [args.seed]
     cfg = ckpt.config
     conditioned = getattr(cfg, "condition_channels", 0) > 0
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample_conditioned(
-    args: argparse.Namespace, model: torch.nn.Module, cfg: ModelConfig, request: SampleRequest,
+    args: argparse.Namespace, model: DiffNCA, cfg: ModelConfig, request: SampleRequest,
     device: torch.device,
 ) -> torch.Tensor:
     """The stage's output for the low-resolution image --condition."""

@@ -65,7 +65,7 @@ def load_model(ref: str, device: str = "cpu", sha256: str | None = None) -> Chec
         torch.backends.cudnn.benchmark = False
     if sha256 is None:
         ckpt = load_checkpoint(ref, device)
-        ckpt.model = ckpt.model.to(memory_format=torch.channels_last)
+        ckpt.model = ckpt.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return ckpt
     try:
         return cached_checkpoint(ref, sha256, device, channels_last=True)

@@ -29,8 +29,15 @@ IMAGE_FILES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 class Regions(Protocol):
     """A large RGB image read region by region."""
 
-    height: int
-    width: int
+    @property
+    def height(self) -> int:
+        """Rows, px."""
+        ...
+
+    @property
+    def width(self) -> int:
+        """Columns, px."""
+        ...
 
     def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """(h, w, 3) uint8 pixels of the region starting at (y, x)."""

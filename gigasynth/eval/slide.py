@@ -521,7 +521,8 @@ def evaluate_slides(
                                     f"the real region {slide.region}")
                 for index, scale in enumerate(order)})
         fake_field = _in_memory(fake_input.field) if fake_input.field is not None else None
-        fake_crops = {}
+        # per scale: the crops, the count of positions, the field size (None for a stack)
+        fake_crops: dict[int, tuple[np.ndarray, int, tuple[int, int] | None]] = {}
         for index, scale in enumerate(order):
             rng = np.random.default_rng([seed, index, 1])
             what = f"the fake {fake_input.name}"

@@ -113,9 +113,11 @@ def parse_metadata(xml: str, source: str) -> SlideMetadata:
     try:
         root = ET.fromstring(xml)
         image = root.find(_tag("Image"))
-        pixels = image.find(_tag("Pixels"))
-        width, height = int(pixels.get("SizeX")), int(pixels.get("SizeY"))
-        mpp = float(pixels.get("PhysicalSizeX"))
+        pixels = image.find(_tag("Pixels")) if image is not None else None
+        if image is None or pixels is None:
+            raise ValueError("no Image/Pixels element")
+        width, height = int(pixels.get("SizeX", "")), int(pixels.get("SizeY", ""))
+        mpp = float(pixels.get("PhysicalSizeX", ""))
         name = image.get("Name") or SlideMetadata.name
     except (ET.ParseError, AttributeError, TypeError, ValueError):
         raise GigasynthError(f"no usable OME-XML image description in {source}") from None

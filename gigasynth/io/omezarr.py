@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numcodecs
 import zarr
@@ -32,10 +32,13 @@ from gigasynth.errors import GigasynthError
 from gigasynth.io.metadata import SlideMetadata
 from gigasynth.io.omexml import CHANNELS, build_omexml, parse_metadata
 
+if TYPE_CHECKING:
+    from zarr.core.common import JSON
+
 IMAGE = "0"
 OMEXML_PATH = Path("OME") / "METADATA.ome.xml"
 COMPRESSOR = numcodecs.Zlib(level=1)
-CHUNK_KEYS = {"name": "v2", "separator": "/"}
+CHUNK_KEYS: dict[str, JSON] = {"name": "v2", "separator": "/"}
 SLIDE_CHUNK = 512  # side of a slide's Zarr chunks, px, at every level (the preflight's too)
 
 
@@ -90,7 +93,7 @@ def write_multiscales(path: Path, meta: SlideMetadata, shapes: list[tuple[int, i
         "metadata": {"description": "each level is the 2x2 mean of the level above, rounded "
                                     "half up; at odd edges the mean of the pixels that exist"},
     }
-    omero = {
+    omero: dict[str, Any] = {
         "name": meta.name,
         "version": "0.4",
         "rdefs": {"model": "color", "defaultZ": 0, "defaultT": 0},

@@ -148,7 +148,7 @@ class ZarrSlide(SlideReader):
         if not names:
             raise GigasynthError(f"not an OME-Zarr output (no pyramid level at "
                                  f"{IMAGE}/0): {self.path}")
-        self._attrs = attrs
+        self._attrs: dict[str, Any] = attrs  # NGFF JSON, read defensively in `mpp`
         self._arrays = [self._open(name) for name in names]
         self.levels = tuple((int(a.shape[1]), int(a.shape[2])) for a in self._arrays)
 
@@ -186,7 +186,7 @@ class ZarrSlide(SlideReader):
         """Nothing to release: Zarr opens a chunk's file only while reading it."""
 
     def _read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
-        block = self._arrays[level][:, y:y + h, x:x + w]
+        block = np.asarray(self._arrays[level][:, y:y + h, x:x + w])
         return np.ascontiguousarray(np.moveaxis(block, 0, -1))
 
 

@@ -10,6 +10,7 @@ import importlib.util
 import os
 from collections.abc import Callable
 from functools import cache
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -83,8 +84,15 @@ def fast_update(
     return None if kernel is None else kernel(folded, state, fire_mask, borders)
 
 
+@runtime_checkable
+class _HasFastPath(Protocol):
+    """A module with a fused inference path it can switch (an NCA update)."""
+
+    fast_path: bool
+
+
 def set_fast_path(model: nn.Module, enabled: bool) -> None:
     """Turn the fused inference path on or off for every NCA update in `model`."""
     for module in model.modules():
-        if hasattr(module, "fast_path"):
+        if isinstance(module, _HasFastPath):
             module.fast_path = enabled

@@ -9,7 +9,7 @@ from gigasynth.config import ModelConfig
 from gigasynth.models.denoiser import Denoiser, DenoiserConfig
 from gigasynth.models.diffnca import DiffNCA
 from gigasynth.models.fourier import FourierDiffNCA
-from gigasynth.models.nca import Rule
+from gigasynth.models.nca import Rule, conv_bias
 
 __all__ = ["Denoiser", "DenoiserConfig", "DiffNCA", "FourierDiffNCA", "build_model",
            "count_parameters", "macs_per_pixel"]
@@ -32,7 +32,7 @@ def build_model(config: ModelConfig, zero_output: bool = True) -> DiffNCA:
         for module in model.modules():
             if isinstance(module, Rule):
                 nn.init.zeros_(module.fc2.weight)
-                nn.init.zeros_(module.fc2.bias)
+                nn.init.zeros_(conv_bias(module.fc2))
     return model
 
 

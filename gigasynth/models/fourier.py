@@ -17,7 +17,7 @@ from torch import nn
 
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
-from gigasynth.geometry import ALL_BORDERS, Borders
+from gigasynth.geometry import ALL_BORDERS, Borders, Window
 from gigasynth.models.conditioning import Conditioning
 from gigasynth.models.diffnca import DiffNCA, ImageNCA
 from gigasynth.models.nca import NCAUpdate
@@ -88,11 +88,14 @@ class FourierDiffNCA(DiffNCA):
         x_t: torch.Tensor,
         t: Sequence[int],
         seeds: Sequence[int],
-        window=None,
+        window: Window | None = None,
         borders: Borders = ALL_BORDERS,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if borders != ALL_BORDERS or (window is not None and (window.y0, window.x0) != (0, 0)):
             raise GigasynthError("FourierDiff-NCA is a whole-image model: it cannot run on tiles")
+        if condition is not None:
+            raise GigasynthError("FourierDiff-NCA is unconditioned: it takes no condition")
         state = self.fourier(self.initial_state(x_t), t)
         state = self.nca(state, t, seeds)
         return self.readout(state)

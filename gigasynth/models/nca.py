@@ -19,6 +19,12 @@ from gigasynth.kernels import FoldedUpdate, fast_kernel
 from gigasynth.keyed import Stream, key_words, keyed_uniform
 
 
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a convolution built with one (`nn.Conv2d.bias` is typed Optional)."""
+    assert conv.bias is not None, "convolution built without a bias"
+    return conv.bias
+
+
 class PixelNorm(nn.Module):
     """Layer norm over channels at each pixel, with a per-channel affine."""
 
@@ -52,7 +58,7 @@ class Perception(nn.Module):
     def folded(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(C, C, 3, 3) weight over the state, (B, C) bias with the conditioning folded in."""
         c, weight = self.channels, self.conv.weight
-        return weight[:, :c], self.conv.bias + cond @ weight[:, c:].sum(dim=(2, 3)).T
+        return weight[:, :c], conv_bias(self.conv) + cond @ weight[:, c:].sum(dim=(2, 3)).T
 
     def forward(
         self, state: torch.Tensor, cond: torch.Tensor, borders: Borders = ALL_BORDERS
@@ -81,7 +87,7 @@ class Rule(nn.Module):
         c, k = self.channels, self.cond
         w = self.fc1.weight[:, :, 0, 0]
         w_main = torch.cat([w[:, :c], w[:, c + k:]], dim=1)
-        return w_main, self.fc1.bias + cond @ w[:, c:c + k].T
+        return w_main, conv_bias(self.fc1) + cond @ w[:, c:c + k].T
 
     def forward(self, state: torch.Tensor, cond: torch.Tensor, perceived: torch.Tensor):
         # The 1x1 convolutions are products over the channel axis of the NHWC view:
@@ -146,7 +152,7 @@ class NCAUpdate(nn.Module):
             norm_bias=rule.norm.bias,
             norm_eps=rule.norm.eps,
             fc2_weight=rule.fc2.weight[:, :, 0, 0],
-            fc2_bias=rule.fc2.bias,
+            fc2_bias=conv_bias(rule.fc2),
             frozen=self.frozen,
             reflect=self.perception.padding_mode == "reflect",
         )

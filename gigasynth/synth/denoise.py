@@ -156,6 +156,7 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
                                  threads, on_tile, should_stop):
                 raise cancelled(step)
             if j > 0:      # a full cell state is read by the next exchange only
+                assert source is not None  # the previous exchange's target
                 work.drop(source)
             source = target
         meter.step_ended()

@@ -64,7 +64,8 @@ def state_path(out: Path, work_dir: Path | None) -> Path:
 
 def read_region(path: Path, rows: slice, cols: slice) -> np.ndarray:
     """(C, h, w) float32 from a state buffer (float16 buffers widen exactly)."""
-    return zarr.open_array(str(path), mode="r")[:, rows, cols].astype(np.float32, copy=False)
+    block = np.asarray(zarr.open_array(str(path), mode="r")[:, rows, cols])
+    return block.astype(np.float32, copy=False)
 
 
 def write_region(path: Path, rows: slice, cols: slice, values: np.ndarray) -> None:

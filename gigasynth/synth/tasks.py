@@ -103,6 +103,7 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
                                region.borders, condition=cond)
         else:
             if exchange.source_cells:
+                assert exchange.source is not None  # cells come from an earlier exchange
                 cells = read_region(exchange.source, rows, cols)
                 state = torch.from_numpy(cells)[None].to(device)
             else:

@@ -176,7 +176,7 @@ class _Run:
         self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device,
         build: Callable[[Any], torch.nn.Module],
     ) -> None:
-        self.model = build(model_cfg).to(device, memory_format=torch.channels_last)
+        self.model = build(model_cfg).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model.set_checkpointing(cfg.checkpointing)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
