@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import Any
 
 import torch
 
@@ -104,7 +105,7 @@ def _to_unit(bits: torch.Tensor) -> torch.Tensor:
     return ((bits >> 8).to(torch.float64) + 0.5) / float(1 << 24)
 
 
-def keyed_uniform(*args, **kwargs) -> torch.Tensor:
+def keyed_uniform(*args: Any, **kwargs: Any) -> torch.Tensor:
     """Uniform floats in (0, 1), float32, keyed as in `keyed_bits`."""
     return _to_unit(keyed_bits(*args, **kwargs)).to(torch.float32)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +56,7 @@ def time_update(
         mask = fire_mask(seeds, t, 0, config.fire_probability, height, width, Window(), device)
         mask = None if mask is None else mask.to(dtype)
 
-        def run(fast: bool):
+        def run(fast: bool) -> Callable[[], torch.Tensor]:
             def call() -> torch.Tensor:
                 update.fast_path = fast
                 return update(state, cond, mask)

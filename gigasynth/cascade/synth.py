@@ -33,7 +33,7 @@ import numpy as np
 from distributed import Client
 
 from gigasynth.atomic import atomic_write_bytes
-from gigasynth.cascade.definition import Cascade
+from gigasynth.cascade.definition import Cascade, Stage
 from gigasynth.cascade.layout import read_layout
 from gigasynth.checkpoint import load_checkpoint
 from gigasynth.errors import GigasynthError
@@ -217,7 +217,8 @@ def synthesize_cascade(
             _level0_png(stage_out, _stage_png(work, k))     # done, but not yet converted
             continue
 
-        def report(p: SynthProgress, k: int = k, stage=stage, spec=spec) -> None:
+        def report(p: SynthProgress, k: int = k, stage: Stage = stage,
+                   spec: SynthSpec = spec) -> None:
             if progress is not None:
                 progress(CascadeProgress(k, n, stage.checkpoint, stage.mpp, spec.width,
                                          spec.height, p))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from gigasynth import __version__
 from gigasynth.errors import GigasynthError
@@ -18,7 +19,7 @@ COMMANDS = [
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump)."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

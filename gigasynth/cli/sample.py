@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _progress(total_desc: str):
+def _progress(total_desc: str) -> Callable[[int, int], None]:
     bar = tqdm(desc=total_desc, unit="step", dynamic_ncols=True)
 
     def update(done: int, total: int) -> None:

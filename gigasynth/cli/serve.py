@@ -6,6 +6,7 @@ import argparse
 import fcntl
 import os
 from pathlib import Path
+from typing import TextIO
 
 from gigasynth.errors import GigasynthError
 
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def lock_data_dir(store_dir: Path):
+def lock_data_dir(store_dir: Path) -> TextIO:
     """Hold an exclusive lock on the store dir for this process's life: one server per store.
 
     flock is reliable on a local filesystem only, hence GIGASYNTH_STORE_DIR.

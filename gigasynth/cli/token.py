@@ -13,8 +13,13 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gigasynth.errors import GigasynthError
+
+if TYPE_CHECKING:
+    from gigasynth_service.config import ServiceConfig
+    from gigasynth_service.store import JobStore
 
 _DURATION = re.compile(r"([0-9]{1,7})([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -82,7 +87,7 @@ def _when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _open_store(args: argparse.Namespace):
+def _open_store(args: argparse.Namespace) -> tuple[ServiceConfig, JobStore]:
     from gigasynth_service.config import load_config
     from gigasynth_service.store import JobStore
 

@@ -211,7 +211,7 @@ class SlideSource:
 
 def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None = None,
                 tissue_cache: Path | None = None, region: str | None = None,
-                min_tissue: float = 0.5):
+                min_tissue: float = 0.5) -> PatchSource:
     """A patch source for a slide file, an image folder, a single image or an .npz file.
 
     `region` restricts a slide to part of it (gigasynth.data.regions); other inputs have no

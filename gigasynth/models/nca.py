@@ -89,7 +89,9 @@ class Rule(nn.Module):
         w_main = torch.cat([w[:, :c], w[:, c + k:]], dim=1)
         return w_main, conv_bias(self.fc1) + cond @ w[:, c:c + k].T
 
-    def forward(self, state: torch.Tensor, cond: torch.Tensor, perceived: torch.Tensor):
+    def forward(
+        self, state: torch.Tensor, cond: torch.Tensor, perceived: torch.Tensor
+    ) -> torch.Tensor:
         # The 1x1 convolutions are products over the channel axis of the NHWC view:
         # plain GEMMs forward and backward, where a convolution backend may copy
         # channels-last activations to NCHW and back (a third of a CPU training step).
