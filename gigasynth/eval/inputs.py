@@ -20,6 +20,7 @@ from gigasynth.data.regions import resolve_region
 from gigasynth.data.sources import load_folder, load_npz
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb
+from gigasynth.io.reader import is_ome_zarr, open_slide
 
 DEFAULT_CROP = 64
 # Single image files (as gigasynth.data reads them); other files are opened as slides.
@@ -63,23 +64,20 @@ class ArrayRegions:
 
 
 class ZarrRegions:
-    """Level 0 of an OME-Zarr output: the (3, H, W) uint8 array at OUT/0/0."""
+    """Level 0 of an OME-Zarr output, read through gigasynth.io's reader (the one owner of
+    the layout)."""
 
     def __init__(self, root: Path) -> None:
-        import zarr
+        self.slide = open_slide(root)
+        self.height, self.width = self.slide.levels[0]
 
-        path = root / "0" / "0"
-        try:
-            self.array = zarr.open_array(str(path), mode="r")
-        except Exception as exc:  # zarr raises several unrelated types for a bad store
-            raise GigasynthError(f"cannot open OME-Zarr level 0 at {path}: {exc}") from None
-        shape, dtype = tuple(self.array.shape), self.array.dtype
-        if len(shape) != 3 or shape[0] != 3 or dtype != np.uint8:
-            raise GigasynthError(f"{path}: expected a (3, H, W) uint8 array, got {shape} {dtype}")
-        _, self.height, self.width = shape
+    @property
+    def mpp(self) -> float | None:
+        """µm per pixel the output records (OME-XML, else the NGFF scale), or None."""
+        return self.slide.mpp
 
     def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
-        return np.moveaxis(np.asarray(self.array[:, y:y + h, x:x + w]), 0, -1)
+        return self.slide.read_region(0, y, x, h, w)
 
 
 class SlideRegions:
@@ -135,12 +133,6 @@ def slide_mpp(slide: Any) -> float | None:
     except ValueError:
         return None
     return value if np.isfinite(value) and value > 0 else None
-
-
-def is_ome_zarr(path: Path) -> bool:
-    """A folder holding a level-0 array at 0/0 (Zarr format 2 or 3 metadata)."""
-    level0 = path / "0" / "0"
-    return path.is_dir() and ((level0 / ".zarray").is_file() or (level0 / "zarr.json").is_file())
 
 
 def split_spec(spec: str) -> tuple[Path, str | None]:

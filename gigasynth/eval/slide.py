@@ -251,23 +251,6 @@ class _Fake:
     stack: np.ndarray | None = None
 
 
-def _zarr_mpp(path: Path) -> float | None:
-    """µm per pixel of an OME-Zarr: gigasynth's OME-XML, else the NGFF level-0 scale."""
-    from gigasynth.io.omezarr import read_zarr_metadata
-
-    try:
-        return read_zarr_metadata(path).mpp
-    except GigasynthError:
-        pass
-    try:
-        attrs = json.loads((path / "0" / ".zattrs").read_text(encoding="utf-8"))
-        scale = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
-        value = float(scale[-1])
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
-    return value if math.isfinite(value) and value > 0 else None
-
-
 def _check_images(images: np.ndarray, name: str) -> np.ndarray:
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
         raise GigasynthError(f"{name}: expected (H, W, 3) or (N, H, W, 3) uint8 images, got "
@@ -286,7 +269,8 @@ def _open_fake(fake: str | Path | np.ndarray, mpp: float | None) -> _Fake:
     if not path.exists():
         raise GigasynthError(f"fake not found: {path}")
     if is_ome_zarr(path):
-        return _Fake(str(path), mpp or _zarr_mpp(path), field=ZarrRegions(path))
+        field = ZarrRegions(path)
+        return _Fake(str(path), mpp or field.mpp, field=field)
     if path.is_dir():
         return _Fake(str(path), mpp, stack=load_folder(path))
     if path.suffix == ".npz":
