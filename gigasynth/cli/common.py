@@ -6,7 +6,6 @@ import argparse
 import re
 
 # Device choice is gigasynth.cluster's; re-exported for the subcommands that import it here.
-from gigasynth.cluster.devices import pick_device as pick_device
 from gigasynth.errors import GigasynthError
 
 

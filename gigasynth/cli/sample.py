@@ -11,7 +11,8 @@ import torch
 from tqdm import tqdm
 
 from gigasynth.checkpoint import load_checkpoint
-from gigasynth.cli.common import add_sampler_args, parse_size, pick_device
+from gigasynth.cli.common import add_sampler_args, parse_size
+from gigasynth.cluster.devices import pick_device
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb, to_model_space, to_uint8, write_png

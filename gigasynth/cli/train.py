@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from gigasynth.cli.common import pick_device
+from gigasynth.cluster.devices import pick_device
 from gigasynth.config import PRESETS, preset
 from gigasynth.errors import GigasynthError
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from gigasynth.atomic import atomic_write_bytes
 from gigasynth.checkpoint import save_checkpoint
+from gigasynth.cluster.devices import gpu_available, pick_device
 from gigasynth.config import ModelConfig
 from gigasynth.data import PatchBatches, PatchSource, load_batches, source_weights
 from gigasynth.diffusion import NoiseSchedule
@@ -223,7 +224,7 @@ def _ddp_rank() -> tuple[int, int]:
     """(rank, world size); starts the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if gpu_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -243,9 +244,9 @@ def train(
     ((x_t, t, seeds) -> eps_hat, set_checkpointing) trains here, e.g. the UNet baseline.
     """
     rank, world = _ddp_rank()
-    if world > 1 and torch.cuda.is_available():
+    if world > 1 and gpu_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     check_config(cfg)
     factor = getattr(model_cfg, "condition_downsample", 1)
     conditioned = getattr(model_cfg, "condition_channels", 0) > 0
