@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from gigasynth.baselines import UNET_PRESETS, build_unet, load_denoiser
+from gigasynth.checkpoint import read_document
 from gigasynth.config import preset
 from gigasynth.data import open_source
 from gigasynth.eval import load_images
@@ -156,8 +157,7 @@ def train_model(
 
 def checkpoint_step(task: str, label: str) -> int:
     """The training iteration a run's checkpoint was saved at."""
-    doc = json.loads((run_folder(task, label) / "checkpoint" / "config.json").read_text())
-    return int(doc["meta"]["step"])
+    return int(read_document(str(run_folder(task, label) / "checkpoint"))["meta"]["step"])
 
 
 def load_model(task: str, label: str, device: str = "cpu") -> torch.nn.Module:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from gigasynth.atomic import atomic_write_bytes
-from gigasynth.checkpoint import save_checkpoint
+from gigasynth.checkpoint import is_checkpoint_folder, read_document, save_checkpoint
 from gigasynth.cluster.devices import gpu_available, pick_device
 from gigasynth.config import ModelConfig
 from gigasynth.data import PatchBatches, PatchSource, load_batches, source_weights
@@ -265,9 +265,9 @@ def train(
     schedule = NoiseSchedule.for_config(model_cfg)
     weights = source_weights(sources, cfg.slide_weighting)
     run = _Run(model_cfg, cfg, dev, build)
-    saved = out / "checkpoint" / "config.json"
-    if resume and saved.exists():
-        before = type(model_cfg).from_dict(json.loads(saved.read_text())["model"])
+    saved = out / "checkpoint"
+    if resume and is_checkpoint_folder(saved):
+        before = type(model_cfg).from_dict(read_document(str(saved))["model"])
         if before != model_cfg:
             raise GigasynthError(f"{out} was trained with another model config (preset, "
                                  "--zero-terminal-snr or --condition-*); resume it with "
