@@ -17,8 +17,7 @@ _SERVICE_SUBPACKAGES = [
 
 setup(
     packages=[
-        *find_namespace_packages(include=["gigasynth", "gigasynth.*"],
-                                 exclude=["*__pycache__"]),
+        *find_namespace_packages(include=["gigasynth", "gigasynth.*"], exclude=["*__pycache__"]),
         SERVICE,
         *_SERVICE_SUBPACKAGES,
     ],

@@ -35,10 +35,28 @@ DOWNSAMPLE = 2.0
 CROP = 64  # KID crop side at native scale
 MPP = 0.998  # the models' pixel size (level 0 at downsample 2)
 
-_OLD = ["--size", "32", "--min-tissue", "0.5", "--augment", "none", "--loss-weighting", "none",
-        "--no-zero-terminal-snr"]
-_NEW = ["--size", "64", "--min-tissue", "0", "--augment", "dihedral",
-        "--loss-weighting", "min-snr", "--zero-terminal-snr"]
+_OLD = [
+    "--size",
+    "32",
+    "--min-tissue",
+    "0.5",
+    "--augment",
+    "none",
+    "--loss-weighting",
+    "none",
+    "--no-zero-terminal-snr",
+]
+_NEW = [
+    "--size",
+    "64",
+    "--min-tissue",
+    "0",
+    "--augment",
+    "dihedral",
+    "--loss-weighting",
+    "min-snr",
+    "--zero-terminal-snr",
+]
 
 
 def _with(base: list[str], **changes: str) -> list[str]:
@@ -57,15 +75,20 @@ def _with(base: list[str], **changes: str) -> list[str]:
 # Rows: the old bundled recipe, the colleague's hint, then one change at a time.
 ROWS: dict[str, tuple[str, list[str]]] = {
     "old": ("bundled recipe: 32 px, tissue patches, no aug/weighting, linear T", _OLD),
-    "hint": ("64 px + dihedral + min-SNR 5 (tissue patches)",
-             _with(_OLD, size="64", augment="dihedral", loss_weighting="min-snr")),
-    "hint+bg": ("hint + uniform crops (--min-tissue 0)",
-                _with(_OLD, size="64", augment="dihedral", loss_weighting="min-snr",
-                      min_tissue="0")),
+    "hint": (
+        "64 px + dihedral + min-SNR 5 (tissue patches)",
+        _with(_OLD, size="64", augment="dihedral", loss_weighting="min-snr"),
+    ),
+    "hint+bg": (
+        "hint + uniform crops (--min-tissue 0)",
+        _with(_OLD, size="64", augment="dihedral", loss_weighting="min-snr", min_tissue="0"),
+    ),
     "new": ("hint + uniform crops + zero terminal SNR", _NEW),
     "new-32px": ("new with 32 px crops", _with(_NEW, size="32")),
-    "new-cosine": ("new with cosine LR, 20 warm-up", _with(_NEW, lr_schedule="cosine",
-                                                          warmup="20")),
+    "new-cosine": (
+        "new with cosine LR, 20 warm-up",
+        _with(_NEW, lr_schedule="cosine", warmup="20"),
+    ),
     "new-small": ("new with the small preset", _with(_NEW, preset="small")),
     "new-noaug": ("new without augmentation", _with(_NEW, augment="none")),
     "new-noweight": ("new without min-SNR weighting", _with(_NEW, loss_weighting="none")),
@@ -76,10 +99,34 @@ def train_command(row: str, budget: float, iterations: int) -> list[str]:
     flags = ROWS[row][1]
     if "--preset" not in flags:
         flags = [*flags, "--preset", "tiny"]
-    return [sys.executable, "-m", "gigasynth", "train", "--data", str(SLIDE),
-            "--out", str(RUNS / row), "--region", "train", "--downsample", str(DOWNSAMPLE),
-            "--batch", "8", "--iterations", str(iterations), "--max-cpu-seconds", str(budget),
-            "--save-every", "50", "--seed", "0", "--loader-workers", "0", "--quiet", *flags]
+    return [
+        sys.executable,
+        "-m",
+        "gigasynth",
+        "train",
+        "--data",
+        str(SLIDE),
+        "--out",
+        str(RUNS / row),
+        "--region",
+        "train",
+        "--downsample",
+        str(DOWNSAMPLE),
+        "--batch",
+        "8",
+        "--iterations",
+        str(iterations),
+        "--max-cpu-seconds",
+        str(budget),
+        "--save-every",
+        "50",
+        "--seed",
+        "0",
+        "--loader-workers",
+        "0",
+        "--quiet",
+        *flags,
+    ]
 
 
 def train_rows(rows: list[str], budget: float, parallel: int, cosine_iterations: int) -> None:
@@ -104,17 +151,27 @@ def train_rows(rows: list[str], budget: float, parallel: int, cosine_iterations:
             continue
         row, proc, started = running.pop(pid)
         cpu = usage.ru_utime + usage.ru_stime
-        steps = [json.loads(line)["step"] for line in
-                 (RUNS / row / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        record = {"row": row, "flags": ROWS[row][1], "exit": os.waitstatus_to_exitcode(status),
-                  "cpu_s": round(cpu, 1), "wall_s": round(time.time() - started, 1),
-                  "budget_s": budget, "iterations": max(steps, default=0),
-                  "command": " ".join(train_command(row, budget, 0)[1:])}
+        steps = [
+            json.loads(line)["step"]
+            for line in (RUNS / row / "metrics.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        record = {
+            "row": row,
+            "flags": ROWS[row][1],
+            "exit": os.waitstatus_to_exitcode(status),
+            "cpu_s": round(cpu, 1),
+            "wall_s": round(time.time() - started, 1),
+            "budget_s": budget,
+            "iterations": max(steps, default=0),
+            "command": " ".join(train_command(row, budget, 0)[1:]),
+        }
         (RUNS / row / "row.json").write_text(json.dumps(record, indent=2))
         print(f"finished {row}: {record}", flush=True)
 
 
 # --- scoring -----------------------------------------------------------------------------
+
 
 def sample_field(ref: str, side: int, ddim: int, seed: int = 0) -> np.ndarray:
     """One side x side sample (DDIM eta 0, this seed) at the model's native scale."""
@@ -133,14 +190,21 @@ def score(ref: str, side: int, ddim: int, n: int) -> dict[str, Any]:
 
     t0 = time.process_time()
     field = sample_field(ref, side, ddim)
-    result = evaluate_slide(SLIDE, field, scales=(1,), n=n, crop=CROP, mpp=MPP,
-                            real_region="test", bootstrap=200)
+    result = evaluate_slide(
+        SLIDE, field, scales=(1,), n=n, crop=CROP, mpp=MPP, real_region="test", bootstrap=200
+    )
     s = result.scales[0]
-    return {"kid": s.kid, "kid_low": s.kid_low, "kid_high": s.kid_high, "fid": s.fid, "n": s.n,
-            "band_ratio": {f"{b.low_px}-{b.high_px}": round(b.ratio, 3) for b in result.bands},
-            "background": round(result.colour_fake.background_fraction, 3),
-            "background_real": round(result.colour_real.background_fraction, 3),
-            "score_cpu_s": round(time.process_time() - t0, 1)}
+    return {
+        "kid": s.kid,
+        "kid_low": s.kid_low,
+        "kid_high": s.kid_high,
+        "fid": s.fid,
+        "n": s.n,
+        "band_ratio": {f"{b.low_px}-{b.high_px}": round(b.ratio, 3) for b in result.bands},
+        "background": round(result.colour_fake.background_fraction, 3),
+        "background_real": round(result.colour_real.background_fraction, 3),
+        "score_cpu_s": round(time.process_time() - t0, 1),
+    }
 
 
 def score_rows(refs: dict[str, str], side: int, ddim: int, n: int, out: Path) -> None:
@@ -149,9 +213,19 @@ def score_rows(refs: dict[str, str], side: int, ddim: int, n: int, out: Path) ->
         figures = score(ref, side, ddim, n)
         row_file = RUNS / name / "row.json"
         train_info = json.loads(row_file.read_text()) if row_file.exists() else {}
-        results[name] = {**train_info, **figures, "checkpoint": ref,
-                         "protocol": {"field_px": side, "ddim": ddim, "seed": 0, "crop": CROP,
-                                      "region": "test", "mpp": MPP}}
+        results[name] = {
+            **train_info,
+            **figures,
+            "checkpoint": ref,
+            "protocol": {
+                "field_px": side,
+                "ddim": ddim,
+                "seed": 0,
+                "crop": CROP,
+                "region": "test",
+                "mpp": MPP,
+            },
+        }
         print(name, json.dumps(results[name]), flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
@@ -160,15 +234,20 @@ def score_rows(refs: dict[str, str], side: int, ddim: int, n: int, out: Path) ->
 def table(results: dict[str, Any]) -> str:
     """The markdown table of docs/RESULTS.md."""
     bands = list(next(iter(results.values()))["band_ratio"])
-    head = ("| row | recipe | iterations | CPU s | KID [95 % CI] (n) | "
-            + " | ".join(f"{b} px" for b in bands) + " | background (real) |")
+    head = (
+        "| row | recipe | iterations | CPU s | KID [95 % CI] (n) | "
+        + " | ".join(f"{b} px" for b in bands)
+        + " | background (real) |"
+    )
     lines = [head, "|" + "---|" * (6 + len(bands))]
     for name, r in results.items():
         ratios = " | ".join(f"{r['band_ratio'].get(b, float('nan')):.2f}" for b in bands)
         recipe = ROWS[name][0] if name in ROWS else r.get("checkpoint", "")
-        lines.append(f"| {name} | {recipe} | {r.get('iterations', '')} | {r.get('cpu_s', '')} | "
-                     f"{r['kid']:.4f} [{r['kid_low']:.4f}, {r['kid_high']:.4f}] ({r['n']}) | "
-                     f"{ratios} | {r['background']:.2f} ({r['background_real']:.2f}) |")
+        lines.append(
+            f"| {name} | {recipe} | {r.get('iterations', '')} | {r.get('cpu_s', '')} | "
+            f"{r['kid']:.4f} [{r['kid_low']:.4f}, {r['kid_high']:.4f}] ({r['n']}) | "
+            f"{ratios} | {r['background']:.2f} ({r['background_real']:.2f}) |"
+        )
     return "\n".join(lines)
 
 
@@ -179,12 +258,21 @@ def main() -> None:
     t.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
     t.add_argument("--budget", type=float, default=360.0, help="CPU seconds per row")
     t.add_argument("--parallel", type=int, default=2)
-    t.add_argument("--cosine-iterations", type=int, default=200,
-                   help="where a cosine row's LR ends (its expected iterations in the budget)")
+    t.add_argument(
+        "--cosine-iterations",
+        type=int,
+        default=200,
+        help="where a cosine row's LR ends (its expected iterations in the budget)",
+    )
     s = sub.add_parser("score", help="score rows (or other checkpoints) on the test region")
     s.add_argument("--rows", nargs="*", default=[])
-    s.add_argument("--checkpoint", nargs="*", default=[], metavar="NAME=REF",
-                   help="extra checkpoints to score, e.g. builtin=builtin:tiny-pathology")
+    s.add_argument(
+        "--checkpoint",
+        nargs="*",
+        default=[],
+        metavar="NAME=REF",
+        help="extra checkpoints to score, e.g. builtin=builtin:tiny-pathology",
+    )
     s.add_argument("--field", type=int, default=384, help="field side in px")
     s.add_argument("--ddim", type=int, default=25)
     s.add_argument("--n", type=int, default=64, help="KID crops per side")

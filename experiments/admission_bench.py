@@ -41,8 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "builtin:tiny-pathology"
-SMALL = {"model": MODEL, "width": 16, "height": 16, "steps": 1, "tile": 0,
-         "formats": ["ome-zarr"]}
+SMALL = {"model": MODEL, "width": 16, "height": 16, "steps": 1, "tile": 0, "formats": ["ome-zarr"]}
 
 
 def free_port() -> int:
@@ -52,9 +51,24 @@ def free_port() -> int:
 
 
 def create_token(root: Path, data_dir: Path, name: str, *quota: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "gigasynth", "token", "create", "--name", name,
-                          "--data-dir", str(data_dir), *quota],
-                         cwd=root, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gigasynth",
+            "token",
+            "create",
+            "--name",
+            name,
+            "--data-dir",
+            str(data_dir),
+            *quota,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.strip().splitlines()[-1]
 
 
@@ -63,9 +77,24 @@ def server(root: Path, data_dir: Path):
     port = free_port()
     log = open(data_dir.parent / "server.log", "ab")  # noqa: SIM115
     env = {**os.environ, "GIGASYNTH_RUNNER_THREADS": "1", "GIGASYNTH_DASK_WORKERS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gigasynth", "serve", "--port", str(port),
-                             "--data-dir", str(data_dir), "--log-level", "warning"],
-                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gigasynth",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "warning",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -86,8 +115,7 @@ def server(root: Path, data_dir: Path):
         log.close()
 
 
-async def timed(call: Callable[[], Awaitable[httpx.Response]], timeout: float
-                ) -> tuple[float, int]:
+async def timed(call: Callable[[], Awaitable[httpx.Response]], timeout: float) -> tuple[float, int]:
     """(seconds, status) of one request; a request given up after `timeout` is status 0."""
     start = time.perf_counter()
     try:
@@ -97,8 +125,9 @@ async def timed(call: Callable[[], Awaitable[httpx.Response]], timeout: float
     return time.perf_counter() - start, status
 
 
-async def probe(call: Callable[[], Awaitable[httpx.Response]], seconds: float, every: float,
-                timeout: float) -> list[tuple[float, int]]:
+async def probe(
+    call: Callable[[], Awaitable[httpx.Response]], seconds: float, every: float, timeout: float
+) -> list[tuple[float, int]]:
     out = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -108,12 +137,12 @@ async def probe(call: Callable[[], Awaitable[httpx.Response]], seconds: float, e
 
 
 def oversized_body(args: argparse.Namespace) -> dict:
-    return {"model": MODEL, "width": args.size, "height": args.size, "tile": args.tile,
-            "steps": 2}
+    return {"model": MODEL, "width": args.size, "height": args.size, "tile": args.tile, "steps": 2}
 
 
-async def burst(url: str, token: str, args: argparse.Namespace
-                ) -> tuple[list[tuple[float, int]], float]:
+async def burst(
+    url: str, token: str, args: argparse.Namespace
+) -> tuple[list[tuple[float, int]], float]:
     """`args.clients` clients submitting oversized jobs back to back for `args.seconds`:
     (latency, status) of every submission, and the wall time."""
     limits = httpx.Limits(max_connections=args.clients + 8)
@@ -142,8 +171,9 @@ def burst_process(url: str, token: str, args: argparse.Namespace) -> subprocess.
     argv = [sys.executable, __file__, "--burst-of", url]
     for name in ("clients", "seconds", "size", "tile", "timeout", "max_requests"):
         argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "BURST_TOKEN": token})
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, text=True, env={**os.environ, "BURST_TOKEN": token}
+    )
 
 
 async def measure(url: str, tokens: dict[str, str], args: argparse.Namespace) -> dict:
@@ -156,41 +186,51 @@ async def measure(url: str, tokens: dict[str, str], args: argparse.Namespace) ->
         def small() -> Awaitable[httpx.Response]:
             return api.post("/v1/jobs", json=SMALL, headers=modest)
 
-        await timed(small, args.timeout)                          # warm-up
-        idle = await asyncio.gather(probe(health, 2, args.every, args.timeout),
-                                    probe(small, 2, args.every, args.timeout))
+        await timed(small, args.timeout)  # warm-up
+        idle = await asyncio.gather(
+            probe(health, 2, args.every, args.timeout), probe(small, 2, args.every, args.timeout)
+        )
         before = await server_buckets(api, modest)
         if args.same_process:
             (bursts, wall), loaded_health, loaded_small = await asyncio.gather(
                 burst(url, tokens["greedy"], args),
                 probe(health, args.seconds, args.every, args.timeout),
-                probe(small, args.seconds, args.every, args.timeout))
+                probe(small, args.seconds, args.every, args.timeout),
+            )
             inside = server_side(before, await server_buckets(api, modest))
         else:
             proc = burst_process(url, tokens["greedy"], args)
-            await asyncio.sleep(args.ramp)      # the other process starts and connects
+            await asyncio.sleep(args.ramp)  # the other process starts and connects
             probes = max(1.0, args.seconds - args.ramp)
             loaded_health, loaded_small = await asyncio.gather(
                 probe(health, probes, args.every, args.timeout),
-                probe(small, probes, args.every, args.timeout))
+                probe(small, probes, args.every, args.timeout),
+            )
             out, _ = await asyncio.to_thread(proc.communicate)
             if proc.returncode != 0:
                 raise SystemExit(f"the burst process failed ({proc.returncode})")
             done = json.loads(out)
             bursts, wall = [tuple(r) for r in done["results"]], done["wall_s"]
         inside = server_side(before, await server_buckets(api, modest))
-    return {"idle": {"healthz": summary(idle[0]), "small_post": summary(idle[1])},
-            "loaded": {"healthz": summary(loaded_health), "small_post": summary(loaded_small),
-                       "oversized": summary(bursts)},
-            "loaded_inside_server": inside,
-            "oversized_per_s": round(len(bursts) / wall, 1), "wall_s": round(wall, 1)}
+    return {
+        "idle": {"healthz": summary(idle[0]), "small_post": summary(idle[1])},
+        "loaded": {
+            "healthz": summary(loaded_health),
+            "small_post": summary(loaded_small),
+            "oversized": summary(bursts),
+        },
+        "loaded_inside_server": inside,
+        "oversized_per_s": round(len(bursts) / wall, 1),
+        "wall_s": round(wall, 1),
+    }
 
 
-SERVER_SERIES = {"healthz": ('GET', '/healthz', '200'), "small_post": ('POST', '/v1/jobs', '202')}
+SERVER_SERIES = {"healthz": ("GET", "/healthz", "200"), "small_post": ("POST", "/v1/jobs", "202")}
 
 
-async def server_buckets(api: httpx.AsyncClient, headers: dict[str, str]
-                         ) -> dict[str, dict[float, float]]:
+async def server_buckets(
+    api: httpx.AsyncClient, headers: dict[str, str]
+) -> dict[str, dict[float, float]]:
     """The server's own latency histogram (gigasynth_http_request_duration_seconds, time
     inside the app) of each probe's requests: {probe: {le: cumulative count}}."""
     text = (await api.get("/metrics", headers=headers)).text
@@ -198,8 +238,9 @@ async def server_buckets(api: httpx.AsyncClient, headers: dict[str, str]
     for line in text.splitlines():
         if not line.startswith("gigasynth_http_request_duration_seconds_bucket{"):
             continue
-        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:
-                                                           line.index("}")].split(","))
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(",")
+        )
         labels = {k: v.strip('"') for k, v in labels.items()}
         for name, (method, route, status) in SERVER_SERIES.items():
             if (labels["method"], labels["route"], labels["status"]) == (method, route, status):
@@ -207,8 +248,9 @@ async def server_buckets(api: httpx.AsyncClient, headers: dict[str, str]
     return out
 
 
-def server_side(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
-                ) -> dict[str, dict]:
+def server_side(
+    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+) -> dict[str, dict]:
     """Per probe, from the histogram's change over the burst: the number of requests and
     the bucket bounds (s) that hold its p50 and p99 (the server cannot see a request's
     wait before the app gets it, so this is a lower bound of what a client sees)."""
@@ -229,9 +271,13 @@ def summary(results: list[tuple[float, int]]) -> dict:
     statuses: dict[str, int] = {}
     for _, status in results:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
-    return {"n": len(results), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "max_ms": round(float(ms.max()), 1), "statuses": statuses}
+    return {
+        "n": len(results),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "max_ms": round(float(ms.max()), 1),
+        "statuses": statuses,
+    }
 
 
 def main() -> None:
@@ -244,22 +290,27 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="give a request up after")
     p.add_argument("--max-requests", type=int, default=2000, help="per burst client")
     p.add_argument("--root", type=Path, default=ROOT, help="checkout whose server runs")
-    p.add_argument("--same-process", action="store_true",
-                   help="probe from the burst's own event loop (the old method)")
-    p.add_argument("--ramp", type=float, default=1.0,
-                   help="s the probes wait for the burst process to start")
+    p.add_argument(
+        "--same-process",
+        action="store_true",
+        help="probe from the burst's own event loop (the old method)",
+    )
+    p.add_argument(
+        "--ramp", type=float, default=1.0, help="s the probes wait for the burst process to start"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--burst-of", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.burst_of:        # the burst process: token from the environment, JSON out
+    if args.burst_of:  # the burst process: token from the environment, JSON out
         results, wall = asyncio.run(burst(args.burst_of, os.environ["BURST_TOKEN"], args))
         print(json.dumps({"results": results, "wall_s": wall}))
         return
     with tempfile.TemporaryDirectory(prefix="admission-bench-") as tmp:
         data_dir = Path(tmp) / "data"
-        tokens = {"greedy": create_token(args.root, data_dir, "greedy"),
-                  "modest": create_token(args.root, data_dir, "modest",
-                                         "--max-concurrent", "100000")}
+        tokens = {
+            "greedy": create_token(args.root, data_dir, "greedy"),
+            "modest": create_token(args.root, data_dir, "modest", "--max-concurrent", "100000"),
+        }
         with server(args.root, data_dir) as url:
             result = asyncio.run(measure(url, tokens, args))
     result["setup"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -270,15 +321,21 @@ def main() -> None:
         return
     for phase in ("idle", "loaded"):
         for name, s in result[phase].items():
-            print(f"{phase:6} {name:10} n={s['n']:5}  p50 {s['p50_ms']:8.1f} ms  "
-                  f"p99 {s['p99_ms']:8.1f} ms  max {s['max_ms']:8.1f} ms  {s['statuses']}")
+            print(
+                f"{phase:6} {name:10} n={s['n']:5}  p50 {s['p50_ms']:8.1f} ms  "
+                f"p99 {s['p99_ms']:8.1f} ms  max {s['max_ms']:8.1f} ms  {s['statuses']}"
+            )
     for name, s in result["loaded_inside_server"].items():
-        print(f"loaded {name:10} n={s['n']:5}  inside the server: p50 <= {s['p50_le_s']} s, "
-              f"p99 <= {s['p99_le_s']} s (histogram buckets)")
-    print(f"oversized submissions answered: {result['oversized_per_s']}/s over "
-          f"{result['wall_s']} s from {args.clients} clients "
-          f"({'same process as' if args.same_process else 'another process than'} the "
-          f"probes); load average {result['load_average']} on {result['cpus']} CPUs")
+        print(
+            f"loaded {name:10} n={s['n']:5}  inside the server: p50 <= {s['p50_le_s']} s, "
+            f"p99 <= {s['p99_le_s']} s (histogram buckets)"
+        )
+    print(
+        f"oversized submissions answered: {result['oversized_per_s']}/s over "
+        f"{result['wall_s']} s from {args.clients} clients "
+        f"({'same process as' if args.same_process else 'another process than'} the "
+        f"probes); load average {result['load_average']} on {result['cpus']} CPUs"
+    )
 
 
 if __name__ == "__main__":

@@ -55,24 +55,40 @@ class Task:
 
 TASKS = {
     "pathology": Task(
-        "pathology", str(SLIDE), str(SLIDE),
-        {"tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
-         "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"}},
+        "pathology",
+        str(SLIDE),
+        str(SLIDE),
+        {
+            "tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
+            "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"},
+        },
     ),
     # The same slide at half the magnification (about 10x), 32 px crops: the setting of
     # the bundled tiny-pathology model (4000 iterations x 8), so that longer Diff-NCA run
     # can face a UNet trained alike.
     "pathology-10x": Task(
-        "pathology-10x", str(SLIDE), str(SLIDE),
-        {"tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
-         "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"}},
-        downsample=2.0, size=32,
+        "pathology-10x",
+        str(SLIDE),
+        str(SLIDE),
+        {
+            "tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
+            "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"},
+        },
+        downsample=2.0,
+        size=32,
     ),
     "faces": Task(
-        "faces", f"{FACES}", f"{FACES}:test",
-        {"tiny": {"fourier-diff-nca": "tiny-fourier", "diff-nca": "tiny", "unet": "unet-small"},
-         "paper": {"fourier-diff-nca": "paper-celeba", "diff-nca": "paper-pathology",
-                   "unet": "unet-celeba"}},
+        "faces",
+        f"{FACES}",
+        f"{FACES}:test",
+        {
+            "tiny": {"fourier-diff-nca": "tiny-fourier", "diff-nca": "tiny", "unet": "unet-small"},
+            "paper": {
+                "fourier-diff-nca": "paper-celeba",
+                "diff-nca": "paper-pathology",
+                "unet": "unet-celeba",
+            },
+        },
     ),
 }
 
@@ -83,14 +99,16 @@ REFERENCE_SEED = 20_240_113
 
 def reference_images(task: Task, count: int) -> np.ndarray:
     """Held-out real images of the task's size: the faces test split, or slide tissue crops."""
-    return load_images(task.reference, count, task.size, np.random.default_rng(REFERENCE_SEED),
-                       task.downsample)
+    return load_images(
+        task.reference, count, task.size, np.random.default_rng(REFERENCE_SEED), task.downsample
+    )
 
 
 def second_real_set(task: Task, count: int) -> np.ndarray:
     """Another real set (training images, other crop positions): the metric's floor at this n."""
-    return load_images(task.data, count, task.size, np.random.default_rng(REFERENCE_SEED + 1),
-                       task.downsample)
+    return load_images(
+        task.data, count, task.size, np.random.default_rng(REFERENCE_SEED + 1), task.downsample
+    )
 
 
 def training_budget(task: Task, label: str) -> dict[str, Any]:
@@ -114,8 +132,12 @@ def experiment_parser(doc: str | None) -> argparse.ArgumentParser:
     """The arguments every evaluation script shares: task, scale, models, threads, device."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--scale", choices=["tiny", "paper"], default="tiny",
-                        help="tiny presets (CPU budget) or the paper's sizes (GPU)")
+    parser.add_argument(
+        "--scale",
+        choices=["tiny", "paper"],
+        default="tiny",
+        help="tiny presets (CPU budget) or the paper's sizes (GPU)",
+    )
     parser.add_argument("--models", nargs="*", help="labels (default: all of the task)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -135,22 +157,41 @@ def run_folder(task: str, label: str) -> Path:
 
 
 def train_model(
-    task: Task, label: str, preset_name: str, iterations: int, batch: int, seed: int,
+    task: Task,
+    label: str,
+    preset_name: str,
+    iterations: int,
+    batch: int,
+    seed: int,
     device: str | None = None,
 ) -> Path:
     """Train (or resume) one model of a task; identical data, schedule and budget for all."""
     config, build = model_config(preset_name)
     out = run_folder(task.name, label)
-    cfg = TrainConfig(iterations=iterations, batch=batch, size=task.size, seed=seed,
-                      save_every=max(50, iterations // 4), data=[task.data],
-                      downsample=task.downsample)
+    cfg = TrainConfig(
+        iterations=iterations,
+        batch=batch,
+        size=task.size,
+        seed=seed,
+        save_every=max(50, iterations // 4),
+        data=[task.data],
+        downsample=task.downsample,
+    )
     sources = [open_source(task.data, task.downsample)]
     started = time.perf_counter()
-    folder = train(config, cfg, sources, out, resume=True, device=device,
-                   show_progress=False, build=build)
-    record = {"task": task.name, "model": label, "preset": preset_name,
-              "parameters": count_parameters(build(config)), "iterations": iterations,
-              "batch": batch, "seed": seed, "seconds_this_call": time.perf_counter() - started}
+    folder = train(
+        config, cfg, sources, out, resume=True, device=device, show_progress=False, build=build
+    )
+    record = {
+        "task": task.name,
+        "model": label,
+        "preset": preset_name,
+        "parameters": count_parameters(build(config)),
+        "iterations": iterations,
+        "batch": batch,
+        "seed": seed,
+        "seconds_this_call": time.perf_counter() - started,
+    }
     (out / "experiment.json").write_text(json.dumps(record, indent=2))
     return folder
 
@@ -165,8 +206,13 @@ def load_model(task: str, label: str, device: str = "cpu") -> torch.nn.Module:
 
 
 def sample_images(
-    model: torch.nn.Module, count: int, size: int, request: SampleRequest, batch: int = 16,
-    first_seed: int = 1_000_000, device: str = "cpu",
+    model: torch.nn.Module,
+    count: int,
+    size: int,
+    request: SampleRequest,
+    batch: int = 16,
+    first_seed: int = 1_000_000,
+    device: str = "cpu",
 ) -> np.ndarray:
     """`count` samples (N, size, size, 3) uint8, seeds first_seed.. in batches."""
     parts = []

@@ -31,8 +31,11 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 def plot(record: dict, path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    panels = [("fid", f"FID (n={record['n']})"), ("kid", f"KID (n={record['n']})"),
-              ("seconds_per_image", f"seconds per {record['size']} px image")]
+    panels = [
+        ("fid", f"FID (n={record['n']})"),
+        ("kid", f"KID (n={record['n']})"),
+        ("seconds_per_image", f"seconds per {record['size']} px image"),
+    ]
     for label, rows in record["models"].items():
         steps = [r["steps"] for r in rows]
         for ax, (key, _) in zip(axes, panels, strict=True):
@@ -58,9 +61,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100, 300])
     args, task, labels = parse_experiment(parser)
     real = reference_images(task, args.n)
-    record = {"task": task.name, "n": args.n, "size": task.size, "sampler": "ddim (eta 0)",
-              "device": args.device, "models": {},
-              "train": {}}
+    record = {
+        "task": task.name,
+        "n": args.n,
+        "size": task.size,
+        "sampler": "ddim (eta 0)",
+        "device": args.device,
+        "models": {},
+        "train": {},
+    }
     for label in labels:
         model = load_model(task.name, label, args.device)
         record["train"][label] = training_budget(task, label)
@@ -68,15 +77,22 @@ def main() -> None:
         for steps in sorted(args.steps):
             request = SampleRequest("ddim", steps)
             fake, seconds = cached_samples(
-                task.name, label, f"ddim{steps}-n{args.n}",
+                task.name,
+                label,
+                f"ddim{steps}-n{args.n}",
                 lambda model=model, request=request: sample_images(
-                    model, args.n, task.size, request, device=args.device),
+                    model, args.n, task.size, request, device=args.device
+                ),
             )
             metrics = compare_sets(real, fake, device=args.device)
             record["models"][label].append(
-                {"steps": steps, **metrics, "seconds_per_image": seconds / args.n})
-            print(f"{task.name}/{label} K={steps}: FID {metrics['fid']:.1f} "
-                  f"(n={metrics['n']}), {seconds / args.n:.2f} s/image", flush=True)
+                {"steps": steps, **metrics, "seconds_per_image": seconds / args.n}
+            )
+            print(
+                f"{task.name}/{label} K={steps}: FID {metrics['fid']:.1f} "
+                f"(n={metrics['n']}), {seconds / args.n:.2f} s/image",
+                flush=True,
+            )
             save_results(f"ddim-steps-{task.name}", record)
             plot(record, FIGURES / f"ddim-steps-{task.name}.png")
 

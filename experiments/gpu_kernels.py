@@ -36,8 +36,13 @@ from gigasynth.models.nca import fire_mask
 
 # (block (rows, columns) of output pixels per program, hidden chunk, warps)
 VARIANTS = [
-    ((2, 32), 32, 4), ((1, 64), 32, 4), ((1, 64), 64, 4), ((2, 64), 32, 8),
-    ((4, 32), 32, 8), ((1, 128), 32, 8), ((4, 64), 64, 8),
+    ((2, 32), 32, 4),
+    ((1, 64), 32, 4),
+    ((1, 64), 64, 4),
+    ((2, 64), 32, 8),
+    ((4, 32), 32, 8),
+    ((1, 128), 32, 8),
+    ((4, 64), 64, 8),
 ]
 CASES = {
     "whole": (Borders(), (0, 0)),
@@ -79,18 +84,35 @@ def correctness(name: str, side: int, device: torch.device, smoke: bool) -> dict
         for case, (borders, (y0, x0)) in CASES.items():
             h = side - (not borders.top) - (not borders.bottom)
             w = side - (not borders.left) - (not borders.right)
-            mask = fire_mask(list(range(batch)), [150] * batch, 3, config.fire_probability,
-                             h, w, Window(y0, x0), device)
-            mask_cpu = fire_mask(list(range(batch)), [150] * batch, 3,
-                                 config.fire_probability, h, w, Window(y0, x0), "cpu")
+            mask = fire_mask(
+                list(range(batch)),
+                [150] * batch,
+                3,
+                config.fire_probability,
+                h,
+                w,
+                Window(y0, x0),
+                device,
+            )
+            mask_cpu = fire_mask(
+                list(range(batch)),
+                [150] * batch,
+                3,
+                config.fire_probability,
+                h,
+                w,
+                Window(y0, x0),
+                "cpu",
+            )
             expected = plain(update, state, cond, mask, borders)
             with torch.no_grad():
                 folded = update.folded(cond)
                 pads = border_pads(borders)
                 got32 = update_triton(folded, state, mask, pads, dot_bf16=False, **small)
                 got16 = update_triton(folded, state, mask, pads, dot_bf16=True, **small)
-                got16_state = update_triton(folded, state.bfloat16(), mask, pads,
-                                            dot_bf16=True, **small)
+                got16_state = update_triton(
+                    folded, state.bfloat16(), mask, pads, dot_bf16=True, **small
+                )
             entry = {
                 "fire_mask_identical_to_cpu": bool(torch.equal(mask.cpu(), mask_cpu)),
                 "fp32_rel_err": rel_err(got32, expected),
@@ -102,35 +124,57 @@ def correctness(name: str, side: int, device: torch.device, smoke: bool) -> dict
                 whole_out = got32
             else:
                 # Window (y0, x0) of the canvas: the crop of the whole-image update.
-                crop = whole_out[..., y0:y0 + h, x0:x0 + w]
+                crop = whole_out[..., y0 : y0 + h, x0 : x0 + w]
                 entry["tile_vs_whole_max_abs"] = (got32 - crop).abs().max().item()
-            entry["ok"] = (entry["fire_mask_identical_to_cpu"] and entry["fp32_rel_err"] < 1e-5
-                           and entry["bf16_products_rel_err"] < 1e-2
-                           and entry["bf16_state_rel_err"] < 1e-2
-                           and entry["frozen_channels_exact"]
-                           and entry.get("tile_vs_whole_max_abs", 0.0) < 1e-5)
+            entry["ok"] = (
+                entry["fire_mask_identical_to_cpu"]
+                and entry["fp32_rel_err"] < 1e-5
+                and entry["bf16_products_rel_err"] < 1e-2
+                and entry["bf16_state_rel_err"] < 1e-2
+                and entry["frozen_channels_exact"]
+                and entry.get("tile_vs_whole_max_abs", 0.0) < 1e-5
+            )
             report[case] = entry
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return report
 
 
-def time_shape(update, model, config, batch: int, side: int, variants, device, reps: int,
-               compile_naive: bool, ceiling: float) -> dict:
+def time_shape(
+    update,
+    model,
+    config,
+    batch: int,
+    side: int,
+    variants,
+    device,
+    reps: int,
+    compile_naive: bool,
+    ceiling: float,
+) -> dict:
     """Every variant, the plain ops (and compiled plain ops) on one bf16 state, interleaved."""
     dtype = torch.bfloat16
     state = torch.randn(batch, config.channels, side, side, device=device, dtype=dtype)
     state = state.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         cond = model.nca.cond(torch.full((batch,), 0.5, device=device, dtype=dtype), 0.0)
-        mask = fire_mask(list(range(batch)), [150] * batch, 0, config.fire_probability,
-                         side, side, Window(), device).to(dtype)
+        mask = fire_mask(
+            list(range(batch)),
+            [150] * batch,
+            0,
+            config.fire_probability,
+            side,
+            side,
+            Window(),
+            device,
+        ).to(dtype)
         folded = update.folded(cond)
     pads = border_pads(Borders())
 
     def kernel(block, hidden_block, warps):
-        return lambda: update_triton(folded, state, mask, pads, True, block=block,
-                                     hidden_block=hidden_block, num_warps=warps)
+        return lambda: update_triton(
+            folded, state, mask, pads, True, block=block, hidden_block=hidden_block, num_warps=warps
+        )
 
     calls = {variant_key(v): kernel(*v) for v in variants}
     calls["naive"] = lambda: plain(update, state, cond, mask, Borders())
@@ -154,14 +198,22 @@ def time_shape(update, model, config, batch: int, side: int, variants, device, r
     rates = {}
     for key, t in timings.items():
         rate = pixels / t.best_s
-        rates[key] = {"mpx_steps_per_s": rate / 1e6,
-                      "mpx_steps_per_s_median": pixels / t.median_s / 1e6,
-                      "efficiency": flops * rate / ceiling}
-    best = max((r["mpx_steps_per_s"] for k, r in rates.items() if k.startswith("kernel")),
-               default=None)
+        rates[key] = {
+            "mpx_steps_per_s": rate / 1e6,
+            "mpx_steps_per_s_median": pixels / t.median_s / 1e6,
+            "efficiency": flops * rate / ceiling,
+        }
+    best = max(
+        (r["mpx_steps_per_s"] for k, r in rates.items() if k.startswith("kernel")), default=None
+    )
     naive_rate = rates.get("naive", {}).get("mpx_steps_per_s")
-    return {"batch": batch, "side": side, "rates": rates, "failures": failures,
-            "best_kernel_over_naive": best / naive_rate if best and naive_rate else None}
+    return {
+        "batch": batch,
+        "side": side,
+        "rates": rates,
+        "failures": failures,
+        "best_kernel_over_naive": best / naive_rate if best and naive_rate else None,
+    }
 
 
 def variant_key(variant) -> str:
@@ -169,8 +221,9 @@ def variant_key(variant) -> str:
     return f"kernel block={rows}x{cols} hb={hidden_block} warps={warps}"
 
 
-def timing(name: str, device: torch.device, smoke: bool, compile_naive: bool,
-           ceiling: float) -> dict:
+def timing(
+    name: str, device: torch.device, smoke: bool, compile_naive: bool, ceiling: float
+) -> dict:
     """All variants at the largest tile; the fastest of them at the other shapes."""
     config = preset(name)
     torch.manual_seed(0)
@@ -181,10 +234,25 @@ def timing(name: str, device: torch.device, smoke: bool, compile_naive: bool,
     variants = VARIANTS[:2] if smoke else VARIANTS
     results = []
     for batch, side in shapes:
-        results.append(time_shape(update, model, config, batch, side, variants, device, reps,
-                                  compile_naive and not smoke, ceiling))
-        kernel_rates = {k: r["mpx_steps_per_s"] for k, r in results[-1]["rates"].items()
-                        if k.startswith("kernel")}
+        results.append(
+            time_shape(
+                update,
+                model,
+                config,
+                batch,
+                side,
+                variants,
+                device,
+                reps,
+                compile_naive and not smoke,
+                ceiling,
+            )
+        )
+        kernel_rates = {
+            k: r["mpx_steps_per_s"]
+            for k, r in results[-1]["rates"].items()
+            if k.startswith("kernel")
+        }
         if kernel_rates:
             fastest = max(kernel_rates, key=kernel_rates.get)
             variants = [v for v in variants if variant_key(v) == fastest]
@@ -197,10 +265,16 @@ def timing(name: str, device: torch.device, smoke: bool, compile_naive: bool,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")))
-    parser.add_argument("--smoke", action="store_true",
-                        help="toy sizes on whatever device (CPU: set TRITON_INTERPRET=1)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time the plain ops under torch.compile (slow to compile)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="toy sizes on whatever device (CPU: set TRITON_INTERPRET=1)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the plain ops under torch.compile (slow to compile)",
+    )
     parser.add_argument("--preset", default="paper-pathology")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -217,8 +291,9 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rates = matmul_rates(device, dtype, 256 if args.smoke else 8192, 2 if args.smoke else 10)
     result["ceiling_flops"] = max(rates.values())
-    result["timing"] = timing(args.preset, device, args.smoke, args.compile,
-                              result["ceiling_flops"])
+    result["timing"] = timing(
+        args.preset, device, args.smoke, args.compile, result["ceiling_flops"]
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_kernels.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -34,11 +34,13 @@ def harmonic_fill(images: np.ndarray, hole: np.ndarray, iterations: int = 2000) 
     m = torch.from_numpy(hole).double()[None, None]
     known = x.clone()
     x = x * (1 - m) + m * (x * (1 - m)).sum(dim=(2, 3), keepdim=True) / (1 - m).sum()
-    kernel = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]],
-                          dtype=torch.float64).expand(3, 1, 3, 3)
+    kernel = torch.tensor(
+        [[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]], dtype=torch.float64
+    ).expand(3, 1, 3, 3)
     for _ in range(iterations):
-        avg = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), "replicate"),
-                                         kernel, groups=3)
+        avg = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x, (1, 1, 1, 1), "replicate"), kernel, groups=3
+        )
         x = known * (1 - m) + avg * m
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
@@ -52,27 +54,40 @@ def main() -> None:
     truth = reference_images(task, args.n)
     hole = np.zeros((task.size, task.size))
     lo = (task.size - args.hole) // 2
-    hole[lo:lo + args.hole, lo:lo + args.hole] = 1
+    hole[lo : lo + args.hole, lo : lo + args.hole] = 1
     known = torch.from_numpy(1 - hole).float()[None, None]
     masked = truth.copy()
     masked[:, hole == 1] = 128
     request = SampleRequest("ddim", args.steps)
     seeds = list(range(2_000_000, 2_000_000 + args.n))
     fills = {"harmonic fill": harmonic_fill(truth, hole)}
-    record = {"task": task.name, "n": args.n, "hole_px": args.hole, "steps": args.steps,
-              "metric_region": "inside the hole", "results": {}, "train": {}}
+    record = {
+        "task": task.name,
+        "n": args.n,
+        "hole_px": args.hole,
+        "steps": args.steps,
+        "metric_region": "inside the hole",
+        "results": {},
+        "train": {},
+    }
     for label in labels:
         model = load_model(task.name, label, args.device)
         record["train"][label] = training_budget(task, label)
         with torch.no_grad():
-            out = inpaint(model, to_model_space(truth).to(args.device), known.to(args.device),
-                          seeds, request)
+            out = inpaint(
+                model, to_model_space(truth).to(args.device), known.to(args.device), seeds, request
+            )
         fills[label] = to_uint8(out)
     for label, images in fills.items():
-        record["results"][label] = {"psnr_db": psnr(truth, images, hole[None]),
-                                    "ssim": ssim(truth, images, hole[None])}
-        print(f"{task.name} inpaint {label}: PSNR {record['results'][label]['psnr_db']:.2f} dB "
-              f"SSIM {record['results'][label]['ssim']:.3f} (n={args.n})", flush=True)
+        record["results"][label] = {
+            "psnr_db": psnr(truth, images, hole[None]),
+            "ssim": ssim(truth, images, hole[None]),
+        }
+        print(
+            f"{task.name} inpaint {label}: PSNR {record['results'][label]['psnr_db']:.2f} dB "
+            f"SSIM {record['results'][label]['ssim']:.3f} (n={args.n})",
+            flush=True,
+        )
     columns = min(8, args.n)
     rows = [truth[:columns], masked[:columns], *(images[:columns] for images in fills.values())]
     save_grid(np.concatenate(rows), f"inpaint-{task.name}.png", columns=columns)

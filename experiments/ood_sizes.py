@@ -44,9 +44,14 @@ def main() -> None:
     args, task, labels = parse_experiment(parser)
     real = reference_images(task, args.n)
     request = SampleRequest("ddim", args.steps)
-    record = {"task": task.name, "n_crops": args.n, "crop": task.size, "steps": args.steps,
-              "models": {},
-              "train": {}}
+    record = {
+        "task": task.name,
+        "n_crops": args.n,
+        "crop": task.size,
+        "steps": args.steps,
+        "models": {},
+        "train": {},
+    }
     for label in labels:
         model = load_model(task.name, label, args.device)
         record["train"][label] = training_budget(task, label)
@@ -56,19 +61,33 @@ def main() -> None:
             batch = max(1, 16 // scale**2)
             tag = f"ddim{args.steps}-n{count}" + ("" if scale == 1 else f"-{size}px")
             images, seconds = cached_samples(
-                task.name, label, tag,
-                lambda model=model, size=size, count=count, batch=batch:
-                    sample_images(model, count, size, request, batch=batch, device=args.device),
+                task.name,
+                label,
+                tag,
+                lambda model=model, size=size, count=count, batch=batch: sample_images(
+                    model, count, size, request, batch=batch, device=args.device
+                ),
             )
-            save_grid(images[:max(1, 8 // scale)], f"ood-{task.name}-{label}-{scale}x.png",
-                      columns=max(1, 8 // scale))
+            save_grid(
+                images[: max(1, 8 // scale)],
+                f"ood-{task.name}-{label}-{scale}x.png",
+                columns=max(1, 8 // scale),
+            )
             metrics = compare_sets(real, tiles(images, task.size), device=args.device)
             record["models"][label].append(
-                {"scale": scale, "size": size, "images": count, **metrics,
-                 "sampling_seconds": seconds})
-            print(f"{task.name}/{label} {scale}x ({size} px, {count} images): "
-                  f"FID {metrics['fid']:.1f} SWD {metrics['swd']:.1f} (n={metrics['n']} crops)",
-                  flush=True)
+                {
+                    "scale": scale,
+                    "size": size,
+                    "images": count,
+                    **metrics,
+                    "sampling_seconds": seconds,
+                }
+            )
+            print(
+                f"{task.name}/{label} {scale}x ({size} px, {count} images): "
+                f"FID {metrics['fid']:.1f} SWD {metrics['swd']:.1f} (n={metrics['n']} crops)",
+                flush=True,
+            )
             save_results(f"ood-sizes-{task.name}", record)
 
 

@@ -40,16 +40,20 @@ from gigasynth.synth.state import allocated_bytes, work_path
 from gigasynth.tiling import plan_tiles
 
 # The least Diff-NCA there is: 7 channels (image, read-out, one hidden), no NCA steps.
-ZERO_STEP = ModelConfig(kind="diff-nca", channels=7, hidden=4, nca_steps=0, cond_hidden=4,
-                        timesteps=300)
+ZERO_STEP = ModelConfig(
+    kind="diff-nca", channels=7, hidden=4, nca_steps=0, cond_hidden=4, timesteps=300
+)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def zero_step_checkpoint(folder: Path) -> str:
     """A checkpoint whose model predicts zero noise (0 NCA steps, so halo 0)."""
     model = build_model(ZERO_STEP).eval()
-    return str(save_checkpoint(folder, model, ZERO_STEP,
-                               {"mpp": 0.5, "name": "zero-step (pipeline benchmark)"}))
+    return str(
+        save_checkpoint(
+            folder, model, ZERO_STEP, {"mpp": 0.5, "name": "zero-step (pipeline benchmark)"}
+        )
+    )
 
 
 def rss_bytes() -> int:
@@ -62,7 +66,7 @@ class Sampler:
 
     def __init__(self, folders: list[Path], interval_s: float) -> None:
         self.folders, self.interval_s = folders, interval_s
-        self.samples: list[tuple[float, int, int]] = []   # (t, rss, work folder)
+        self.samples: list[tuple[float, int, int]] = []  # (t, rss, work folder)
         self.phase_marks: list[tuple[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -103,8 +107,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = out_dir / "slide.ome.zarr"
     tiff = out_dir / "slide.ome.tif"
     work_dir = Path(args.work_dir).absolute() if args.work_dir else None
-    spec = SynthSpec(checkpoint, args.size, args.size, seed=1, steps=args.steps,
-                     tile=args.tile, tiff_compression="jpeg")
+    spec = SynthSpec(
+        checkpoint,
+        args.size,
+        args.size,
+        seed=1,
+        steps=args.steps,
+        tile=args.tile,
+        tiff_compression="jpeg",
+    )
     workers = args.workers or default_workers()
     needs: list[Needs] = []
     folders = [work_path(out)] + ([work_dir] if work_dir is not None else [])
@@ -115,17 +126,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             marks.append((p.phase, time.perf_counter() - sampler.start))
 
         with get_task_stream(client) as stream:
-            result = synthesize(spec, out, ome_tiff=tiff, preview=out_dir / "preview.png",
-                                client=client, overwrite=True, progress=progress,
-                                work_dir=work_dir, on_needs=needs.append)
+            result = synthesize(
+                spec,
+                out,
+                ome_tiff=tiff,
+                preview=out_dir / "preview.png",
+                client=client,
+                overwrite=True,
+                progress=progress,
+                work_dir=work_dir,
+                on_needs=needs.append,
+            )
         end = time.perf_counter() - sampler.start
         tasks = stream.data
     phases = phase_times(marks, end)
     plan = plan_tiles(args.size, args.size, args.tile, 0)
-    tile_tasks = [t for t in tasks if str(t.get("key", "")).startswith("gigasynth-")
-                  and "uint8" not in str(t.get("key", ""))]
-    compute = [sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
-               for t in tile_tasks]
+    tile_tasks = [
+        t
+        for t in tasks
+        if str(t.get("key", "")).startswith("gigasynth-") and "uint8" not in str(t.get("key", ""))
+    ]
+    compute = [
+        sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
+        for t in tile_tasks
+    ]
     n_tasks = len(plan) * args.steps
     pixels = args.size * args.size
     denoise_s = phases.get("denoise", 0.0)
@@ -136,9 +160,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     state_bytes = pixels * 6
     need = needs[0]
     report = {
-        "size": args.size, "tile": args.tile, "steps": args.steps, "workers": workers,
-        "cpus": os.cpu_count(), "load_avg_1m_end": os.getloadavg()[0],
-        "tiles_per_step": len(plan), "tile_tasks": n_tasks,
+        "size": args.size,
+        "tile": args.tile,
+        "steps": args.steps,
+        "workers": workers,
+        "cpus": os.cpu_count(),
+        "load_avg_1m_end": os.getloadavg()[0],
+        "tiles_per_step": len(plan),
+        "tile_tasks": n_tasks,
         "tile_tasks_in_stream": len(tile_tasks),
         "phases_s": {k: round(v, 1) for k, v in phases.items()},
         "total_s": round(result.seconds, 1),
@@ -146,27 +175,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "driver_ms_per_task": round(denoise_s / n_tasks * 1e3, 2),
             "task_compute_ms_mean": round(sum(compute) / max(1, len(compute)) * 1e3, 2),
             "scheduler_overhead_ms_per_task": round(
-                (denoise_s * workers - sum(compute)) / n_tasks * 1e3, 2),
+                (denoise_s * workers - sum(compute)) / n_tasks * 1e3, 2
+            ),
             "state_read_mb_s": round(plan.read_pixels * 6 * args.steps / denoise_s / 1e6, 1),
             "state_write_mb_s": round(state_bytes * args.steps / denoise_s / 1e6, 1),
             "mpx_per_s_per_step": round(pixels * args.steps / denoise_s / 1e6, 2),
         },
-        "level0": {"read_mb_s": round(state_bytes / phases["level0"] / 1e6, 1),
-                   "written_mb_s": round(level0_bytes / phases["level0"] / 1e6, 1),
-                   "mpx_s": round(pixels / phases["level0"] / 1e6, 1)},
+        "level0": {
+            "read_mb_s": round(state_bytes / phases["level0"] / 1e6, 1),
+            "written_mb_s": round(level0_bytes / phases["level0"] / 1e6, 1),
+            "mpx_s": round(pixels / phases["level0"] / 1e6, 1),
+        },
         "pyramid": {"mpx_s_of_level0": round(pixels / phases["pyramid"] / 1e6, 1)},
-        "tiff": {"bytes": tiff.stat().st_size,
-                 "bytes_per_px": round(tiff.stat().st_size / pixels, 3),
-                 "mpx_s_of_level0": round(pixels / phases["tiff"] / 1e6, 1)},
+        "tiff": {
+            "bytes": tiff.stat().st_size,
+            "bytes_per_px": round(tiff.stat().st_size / pixels, 3),
+            "mpx_s_of_level0": round(pixels / phases["tiff"] / 1e6, 1),
+        },
         "slide_bytes_per_px": round(slide_bytes / pixels, 3),
         "peak_rss_mib": round(peak_rss / 2**20),
         "rss_mib_by_phase_end": rss_by_phase(marks, sampler.samples),
         "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         "work_folder_peak_bytes_per_px": round(peak_work / pixels, 2),
-        "preflight": {"state_peak_b_px": round(need.per_pixel(need.state_peak), 2),
-                      "slide_b_px": round(need.per_pixel(need.slide), 2),
-                      "tiff_b_px": round(need.per_pixel(need.tiff), 2),
-                      "task_memory_mib": round(need.task_memory / 2**20)},
+        "preflight": {
+            "state_peak_b_px": round(need.per_pixel(need.state_peak), 2),
+            "slide_b_px": round(need.per_pixel(need.slide), 2),
+            "tiff_b_px": round(need.per_pixel(need.tiff), 2),
+            "task_memory_mib": round(need.task_memory / 2**20),
+        },
         "work_folders": [str(f) for f in folders],
     }
     report["projection"] = project(report, args.project, args.project_steps)
@@ -175,8 +211,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def rss_by_phase(marks: list[tuple[str, float]], samples: list[tuple[float, int, int]]
-                 ) -> dict[str, int]:
+def rss_by_phase(
+    marks: list[tuple[str, float]], samples: list[tuple[float, int, int]]
+) -> dict[str, int]:
     """The largest RSS sampled during each phase, MiB."""
     bounds = phase_times(marks, samples[-1][0] if samples else 0.0)
     out = {}
@@ -202,12 +239,18 @@ def project(report: dict[str, Any], size: int, steps: int) -> dict[str, Any]:
     p = report["phases_s"]
     denoise_h = tasks * d["driver_ms_per_task"] / 1e3 / 3600
     rest_h = (p["level0"] + p["pyramid"] + p["tiff"]) * scale / 3600
-    return {"size": size, "steps": steps, "tiles_per_step": tiles, "tile_tasks": tasks,
-            "denoise_plumbing_h": round(denoise_h, 2), "level0_pyramid_tiff_h": round(rest_h, 2),
-            "total_plumbing_h": round(denoise_h + rest_h, 2),
-            "work_folder_gb": round(12 * size * size / 1e9, 1),
-            "slide_gb": round(report["slide_bytes_per_px"] * size * size / 1e9, 1),
-            "tiff_gb": round(report["tiff"]["bytes_per_px"] * size * size / 1e9, 1)}
+    return {
+        "size": size,
+        "steps": steps,
+        "tiles_per_step": tiles,
+        "tile_tasks": tasks,
+        "denoise_plumbing_h": round(denoise_h, 2),
+        "level0_pyramid_tiff_h": round(rest_h, 2),
+        "total_plumbing_h": round(denoise_h + rest_h, 2),
+        "work_folder_gb": round(12 * size * size / 1e9, 1),
+        "slide_gb": round(report["slide_bytes_per_px"] * size * size / 1e9, 1),
+        "tiff_gb": round(report["tiff"]["bytes_per_px"] * size * size / 1e9, 1),
+    }
 
 
 def main() -> None:

@@ -33,25 +33,43 @@ def main() -> None:
     request = SampleRequest(args.sampler, args.steps if args.sampler == "ddim" else None)
     real = reference_images(task, args.n)
     save_grid(real[:16], f"quality-{task.name}-real.png")
-    record = {"task": task.name, "n": args.n, "size": task.size, "sampler": args.sampler,
-              "steps": args.steps if args.sampler == "ddim" else "all", "models": {}}
+    record = {
+        "task": task.name,
+        "n": args.n,
+        "size": task.size,
+        "sampler": args.sampler,
+        "steps": args.steps if args.sampler == "ddim" else "all",
+        "models": {},
+    }
     floor = compare_sets(real, second_real_set(task, args.n), device=args.device)
     record["real_vs_real"] = floor
-    print(f"{task.name}/real vs real: FID {floor['fid']:.1f} KID {floor['kid']:.4f} "
-          f"SWD {floor['swd']:.1f} (n={floor['n']})", flush=True)
+    print(
+        f"{task.name}/real vs real: FID {floor['fid']:.1f} KID {floor['kid']:.4f} "
+        f"SWD {floor['swd']:.1f} (n={floor['n']})",
+        flush=True,
+    )
     for label in labels:
         model = load_model(task.name, label, args.device)
         fake, seconds = cached_samples(
-            task.name, label, f"{args.sampler}{args.steps}-n{args.n}",
-            lambda model=model: sample_images(model, args.n, task.size, request,
-                                              device=args.device),
+            task.name,
+            label,
+            f"{args.sampler}{args.steps}-n{args.n}",
+            lambda model=model: sample_images(
+                model, args.n, task.size, request, device=args.device
+            ),
         )
         save_grid(fake[:16], f"quality-{task.name}-{label}.png")
         metrics = compare_sets(real, fake, device=args.device)
-        record["models"][label] = {**metrics, "train": training_budget(task, label),
-                                   "sampling_seconds": seconds}
-        print(f"{task.name}/{label}: FID {metrics['fid']:.1f} KID {metrics['kid']:.4f} "
-              f"SWD {metrics['swd']:.1f} (n={metrics['n']})", flush=True)
+        record["models"][label] = {
+            **metrics,
+            "train": training_budget(task, label),
+            "sampling_seconds": seconds,
+        }
+        print(
+            f"{task.name}/{label}: FID {metrics['fid']:.1f} KID {metrics['kid']:.4f} "
+            f"SWD {metrics['swd']:.1f} (n={metrics['n']})",
+            flush=True,
+        )
         save_results(f"quality-{task.name}", record)
 
 

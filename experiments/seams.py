@@ -31,7 +31,7 @@ def with_seams(image: np.ndarray, tile: int, level: int) -> np.ndarray:
     for ty in range(0, image.shape[0], tile):
         for tx in range(0, image.shape[1], tile):
             if (ty // tile + tx // tile) % 2:
-                out[ty:ty + tile, tx:tx + tile] += level
+                out[ty : ty + tile, tx : tx + tile] += level
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -39,29 +39,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("zarr", help="OME-Zarr output of gigasynth synth")
     parser.add_argument("--tile", type=int, required=True, help="the tile size it was made with")
-    parser.add_argument("--levels", type=int, nargs="+", default=[0, 1, 2, 4],
-                        help="injected seam sizes in grey levels (0: the output as written)")
+    parser.add_argument(
+        "--levels",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 4],
+        help="injected seam sizes in grey levels (0: the output as written)",
+    )
     parser.add_argument("--windows", type=int, default=64)
     parser.add_argument("--whole", help="PNG of the same seed sampled as one image")
     args = parser.parse_args()
     regions = open_regions(args.zarr)
     image = regions.read(0, 0, regions.height, regions.width)
-    record = {"output": args.zarr, "size": [regions.width, regions.height], "tile": args.tile,
-              "checks": []}
+    record = {
+        "output": args.zarr,
+        "size": [regions.width, regions.height],
+        "tile": args.tile,
+        "checks": [],
+    }
     for level in args.levels:
         source = regions if level == 0 else ArrayRegions(with_seams(image, args.tile, level))
         stats = seam_check(source, args.tile, args.windows)
         record["checks"].append({"injected_levels": level, "stats": [s.to_dict() for s in stats]})
         for s in stats:
-            print(f"+{level} levels, {s.direction}: border {s.border_mean:.2f} inside "
-                  f"{s.inside_mean:.2f} ratio {s.ratio:.3f} z {s.z:.1f} (n={s.pairs} pairs)",
-                  flush=True)
+            print(
+                f"+{level} levels, {s.direction}: border {s.border_mean:.2f} inside "
+                f"{s.inside_mean:.2f} ratio {s.ratio:.3f} z {s.z:.1f} (n={s.pairs} pairs)",
+                flush=True,
+            )
     if args.whole:
         diff = np.abs(read_rgb(args.whole).astype(np.int16) - image)
-        record["whole_image"] = {"png": args.whole, "max_abs_diff": int(diff.max()),
-                                 "pixels_differing": float((diff > 0).any(-1).mean())}
-        print(f"tiled vs whole image: max |diff| {diff.max()}, "
-              f"{(diff > 0).any(-1).mean():.6f} of pixels differ", flush=True)
+        record["whole_image"] = {
+            "png": args.whole,
+            "max_abs_diff": int(diff.max()),
+            "pixels_differing": float((diff > 0).any(-1).mean()),
+        }
+        print(
+            f"tiled vs whole image: max |diff| {diff.max()}, "
+            f"{(diff > 0).any(-1).mean():.6f} of pixels differ",
+            flush=True,
+        )
     save_results("seams", record)
 
 

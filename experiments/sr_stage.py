@@ -33,8 +33,10 @@ def _figures(real: np.ndarray, image: np.ndarray, bands: int) -> dict:
     sums = _ColourSums()
     sums.add(image)
     ratio = band_energies(image, bands) / band_energies(real, bands)
-    return {"band_ratios": [round(float(r), 3) for r in ratio],
-            "background": round(sums.stats().background_fraction, 4)}
+    return {
+        "band_ratios": [round(float(r), 3) for r in ratio],
+        "background": round(sums.stats().background_fraction, 4),
+    }
 
 
 def main() -> None:
@@ -54,24 +56,35 @@ def main() -> None:
     real = np.asarray(regions.read(0, 0, h, w))
     low = to_model_space(area_downsample(real, f))
     t0 = time.perf_counter()
-    fake = to_uint8(super_resolve(ckpt.model, low, [args.seed],
-                                  SampleRequest("ddim", args.steps)))[0]
+    fake = to_uint8(super_resolve(ckpt.model, low, [args.seed], SampleRequest("ddim", args.steps)))[
+        0
+    ]
     seconds = time.perf_counter() - t0
     bilinear = to_uint8(upsample_bilinear(low, f, h, w))[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, image in (("real", real), ("stage", fake), ("bilinear", bilinear),
-                        ("low", area_downsample(real, f))):
+    for name, image in (
+        ("real", real),
+        ("stage", fake),
+        ("bilinear", bilinear),
+        ("low", area_downsample(real, f)),
+    ):
         write_png(args.out / f"{name}.png", image)
     bands = band_count(min(h, w))
     real_sums = _ColourSums()
     real_sums.add(real)
     report = {
-        "checkpoint": args.checkpoint, "sha256": ckpt.sha256, "step": ckpt.meta.get("step"),
-        "size": [w, h], "downsample": args.downsample, "factor": f,
-        "bands_px": [[2**k, 2**(k + 1)] for k in range(bands)],
+        "checkpoint": args.checkpoint,
+        "sha256": ckpt.sha256,
+        "step": ckpt.meta.get("step"),
+        "size": [w, h],
+        "downsample": args.downsample,
+        "factor": f,
+        "bands_px": [[2**k, 2 ** (k + 1)] for k in range(bands)],
         "real_background": round(real_sums.stats().background_fraction, 4),
-        "stage": _figures(real, fake, bands), "bilinear": _figures(real, bilinear, bands),
-        "sampling_seconds": round(seconds, 1), "ddim_steps": args.steps,
+        "stage": _figures(real, fake, bands),
+        "bilinear": _figures(real, bilinear, bands),
+        "sampling_seconds": round(seconds, 1),
+        "ddim_steps": args.steps,
         "threads": torch.get_num_threads(),
     }
     (args.out / "figures.json").write_text(json.dumps(report, indent=2))

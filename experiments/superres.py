@@ -40,29 +40,52 @@ def main() -> None:
     x = to_model_space(truth)
     seeds = list(range(3_000_000, 3_000_000 + args.n))
     models = {label: load_model(task.name, label, args.device) for label in labels}
-    record = {"task": task.name, "n": args.n, "steps": args.steps, "t_start": args.t_start,
-              "results": {}, "train": {label: training_budget(task, label) for label in labels}}
+    record = {
+        "task": task.name,
+        "n": args.n,
+        "steps": args.steps,
+        "t_start": args.t_start,
+        "results": {},
+        "train": {label: training_budget(task, label) for label in labels},
+    }
     for factor in args.factors:
         low = F.avg_pool2d(x, factor)
-        outputs = {"bicubic": to_uint8(F.interpolate(low, scale_factor=factor, mode="bicubic",
-                                                     align_corners=False).clamp(-1, 1))}
+        outputs = {
+            "bicubic": to_uint8(
+                F.interpolate(low, scale_factor=factor, mode="bicubic", align_corners=False).clamp(
+                    -1, 1
+                )
+            )
+        }
         for label, model in models.items():
             with torch.no_grad():
-                outputs[label] = to_uint8(upscale(model, low.to(args.device), factor, seeds,
-                                                  args.t_start,
-                                                  SampleRequest("ddim", args.steps)))
+                outputs[label] = to_uint8(
+                    upscale(
+                        model,
+                        low.to(args.device),
+                        factor,
+                        seeds,
+                        args.t_start,
+                        SampleRequest("ddim", args.steps),
+                    )
+                )
         rows = {}
         for label, images in outputs.items():
             rows[label] = {"psnr_db": psnr(truth, images), "ssim": ssim(truth, images)}
-            print(f"{task.name} x{factor} {label}: PSNR {rows[label]['psnr_db']:.2f} dB "
-                  f"SSIM {rows[label]['ssim']:.3f} (n={args.n})", flush=True)
+            print(
+                f"{task.name} x{factor} {label}: PSNR {rows[label]['psnr_db']:.2f} dB "
+                f"SSIM {rows[label]['ssim']:.3f} (n={args.n})",
+                flush=True,
+            )
         record["results"][f"x{factor}"] = rows
         nearest = to_uint8(F.interpolate(low, scale_factor=factor, mode="nearest"))
         columns = min(8, args.n)
-        grid_rows = [truth[:columns], nearest[:columns],
-                     *(images[:columns] for images in outputs.values())]
-        save_grid(np.concatenate(grid_rows), f"superres-{task.name}-x{factor}.png",
-                  columns=columns)
+        grid_rows = [
+            truth[:columns],
+            nearest[:columns],
+            *(images[:columns] for images in outputs.values()),
+        ]
+        save_grid(np.concatenate(grid_rows), f"superres-{task.name}-x{factor}.png", columns=columns)
         record["grid_rows"] = ["truth", "low-res (nearest)", *outputs]
         save_results(f"superres-{task.name}", record)
 

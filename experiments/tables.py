@@ -1,6 +1,6 @@
 """Markdown tables of docs/results/*.json, for docs/RESULTS.md (no number typed by hand).
 
-    python experiments/tables.py > docs/results/tables.md
+python experiments/tables.py > docs/results/tables.md
 """
 
 from __future__ import annotations
@@ -16,25 +16,34 @@ def _load(name: str) -> dict | None:
 
 
 def _budget(train: dict) -> str:
-    return (f"{train['preset']}, {train['parameters']:,} params, {train['iterations']} it x "
-            f"batch {train['batch']}, final loss {train['final_loss_mean_last_logs']:.3f}")
+    return (
+        f"{train['preset']}, {train['parameters']:,} params, {train['iterations']} it x "
+        f"batch {train['batch']}, final loss {train['final_loss_mean_last_logs']:.3f}"
+    )
 
 
 def quality(task: str) -> list[str]:
     rec = _load(f"quality-{task}")
     if not rec:
         return []
-    out = [f"### quality-{task} (n={rec['n']} per side, {rec.get('size', 64)} px, "
-           f"{rec['sampler']} {rec['steps']} steps)",
-           "", "| model | FID | KID | SWD x1e3 | training | sampling s/image |",
-           "| --- | ---: | ---: | ---: | --- | ---: |"]
+    out = [
+        f"### quality-{task} (n={rec['n']} per side, {rec.get('size', 64)} px, "
+        f"{rec['sampler']} {rec['steps']} steps)",
+        "",
+        "| model | FID | KID | SWD x1e3 | training | sampling s/image |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
     floor = rec.get("real_vs_real")
     if floor:
-        out.append(f"| real vs real (floor) | {floor['fid']:.1f} | {floor['kid']:.4f} | "
-                   f"{floor['swd']:.1f} | - | - |")
+        out.append(
+            f"| real vs real (floor) | {floor['fid']:.1f} | {floor['kid']:.4f} | "
+            f"{floor['swd']:.1f} | - | - |"
+        )
     for label, r in rec["models"].items():
-        out.append(f"| {label} | {r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} | "
-                   f"{_budget(r['train'])} | {r['sampling_seconds'] / r['n']:.2f} |")
+        out.append(
+            f"| {label} | {r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} | "
+            f"{_budget(r['train'])} | {r['sampling_seconds'] / r['n']:.2f} |"
+        )
     return out
 
 
@@ -42,13 +51,18 @@ def ddim_steps(task: str) -> list[str]:
     rec = _load(f"ddim-steps-{task}")
     if not rec:
         return []
-    out = [f"### ddim-steps-{task} (n={rec['n']} per side, {rec['sampler']})", "",
-           "| model | DDIM steps | FID | KID | SWD x1e3 | s/image |",
-           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    out = [
+        f"### ddim-steps-{task} (n={rec['n']} per side, {rec['sampler']})",
+        "",
+        "| model | DDIM steps | FID | KID | SWD x1e3 | s/image |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for label, rows in rec["models"].items():
         for r in rows:
-            out.append(f"| {label} | {r['steps']} | {r['fid']:.1f} | {r['kid']:.4f} | "
-                       f"{r['swd']:.1f} | {r['seconds_per_image']:.2f} |")
+            out.append(
+                f"| {label} | {r['steps']} | {r['fid']:.1f} | {r['kid']:.4f} | "
+                f"{r['swd']:.1f} | {r['seconds_per_image']:.2f} |"
+            )
     return out
 
 
@@ -56,15 +70,20 @@ def ood(task: str) -> list[str]:
     rec = _load(f"ood-sizes-{task}")
     if not rec:
         return []
-    out = [f"### ood-sizes-{task} ({rec['n_crops']} crops of {rec.get('crop', 64)} px per "
-           f"scale, DDIM "
-           f"{rec['steps']} steps)", "",
-           "| model | scale | image size | images | FID | KID | SWD x1e3 |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out = [
+        f"### ood-sizes-{task} ({rec['n_crops']} crops of {rec.get('crop', 64)} px per "
+        f"scale, DDIM "
+        f"{rec['steps']} steps)",
+        "",
+        "| model | scale | image size | images | FID | KID | SWD x1e3 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for label, rows in rec["models"].items():
         for r in rows:
-            out.append(f"| {label} | {r['scale']}x | {r['size']} | {r['images']} | "
-                       f"{r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} |")
+            out.append(
+                f"| {label} | {r['scale']}x | {r['size']} | {r['images']} | "
+                f"{r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} |"
+            )
     return out
 
 
@@ -72,9 +91,13 @@ def inpaint(task: str) -> list[str]:
     rec = _load(f"inpaint-{task}")
     if not rec:
         return []
-    out = [f"### inpaint-{task} (n={rec['n']}, {rec['hole_px']} px hole, DDIM {rec['steps']} "
-           "steps; PSNR/SSIM inside the hole)", "", "| fill | PSNR dB | SSIM |",
-           "| --- | ---: | ---: |"]
+    out = [
+        f"### inpaint-{task} (n={rec['n']}, {rec['hole_px']} px hole, DDIM {rec['steps']} "
+        "steps; PSNR/SSIM inside the hole)",
+        "",
+        "| fill | PSNR dB | SSIM |",
+        "| --- | ---: | ---: |",
+    ]
     for label, r in rec["results"].items():
         out.append(f"| {label} | {r['psnr_db']:.2f} | {r['ssim']:.3f} |")
     return out
@@ -85,9 +108,13 @@ def superres(task: str) -> list[str]:
     if not rec:
         return []
     start = rec["t_start"] if rec["t_start"] is not None else "T/10"
-    out = [f"### superres-{task} (n={rec['n']}, from t={start}, DDIM up to {rec['steps']} "
-           "steps; whole image)", "", "| factor | method | PSNR dB | SSIM |",
-           "| --- | --- | ---: | ---: |"]
+    out = [
+        f"### superres-{task} (n={rec['n']}, from t={start}, DDIM up to {rec['steps']} "
+        "steps; whole image)",
+        "",
+        "| factor | method | PSNR dB | SSIM |",
+        "| --- | --- | ---: | ---: |",
+    ]
     for factor, rows in rec["results"].items():
         for label, r in rows.items():
             out.append(f"| {factor} | {label} | {r['psnr_db']:.2f} | {r['ssim']:.3f} |")

@@ -33,7 +33,7 @@ from gigasynth.models import DiffNCA, build_model, count_parameters
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 BUILTIN = "builtin:"
-BUILTIN_DIR = "builtin"      # the package folder of bundled models: NAME.safetensors + NAME.json
+BUILTIN_DIR = "builtin"  # the package folder of bundled models: NAME.safetensors + NAME.json
 
 
 @dataclass
@@ -94,7 +94,8 @@ def checkpoint_files(ref: str) -> CheckpointFiles:
         weights, config = base / f"{name}.safetensors", base / f"{name}.json"
         if not weights.exists():
             raise GigasynthError(
-                f"unknown builtin model {name!r} (known: {', '.join(builtin_names())})")
+                f"unknown builtin model {name!r} (known: {', '.join(builtin_names())})"
+            )
         return CheckpointFiles(weights, config)
     path = Path(ref)
     if path.is_dir():
@@ -134,9 +135,9 @@ def _read_document(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GigasynthError(f"unreadable checkpoint config {path}: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
-        raise GigasynthError(f"unreadable checkpoint config {path}: no \"model\" object")
+        raise GigasynthError(f'unreadable checkpoint config {path}: no "model" object')
     if not isinstance(doc.get("meta", {}), dict):
-        raise GigasynthError(f"unreadable checkpoint config {path}: \"meta\" is not an object")
+        raise GigasynthError(f'unreadable checkpoint config {path}: "meta" is not an object')
     return doc
 
 
@@ -242,8 +243,13 @@ def describe_checkpoint(ref: str) -> CheckpointInfo:
         config = ModelConfig.from_dict(doc["model"])
     except (KeyError, TypeError) as exc:
         raise GigasynthError(f"unreadable checkpoint config of {ref}: {exc}") from None
-    info = CheckpointInfo(ref, config, file_sha256(weights), dict(doc.get("meta", {})),
-                          count_parameters(build_model(config)))
+    info = CheckpointInfo(
+        ref,
+        config,
+        file_sha256(weights),
+        dict(doc.get("meta", {})),
+        count_parameters(build_model(config)),
+    )
     with _lock:
         _described[key] = info
     return info
@@ -266,8 +272,9 @@ _loaded: dict[tuple[str, str, str, bool], Checkpoint] = {}
 _load_lock = threading.Lock()
 
 
-def cached_checkpoint(ref: str, sha256: str, device: str | torch.device = "cpu", *,
-                      channels_last: bool = False) -> Checkpoint:
+def cached_checkpoint(
+    ref: str, sha256: str, device: str | torch.device = "cpu", *, channels_last: bool = False
+) -> Checkpoint:
     """The checkpoint `ref` on `device`, loaded on the first call per key in this process.
 
     Its weights must have hash `sha256` (HashMismatch otherwise: a checkpoint that changed

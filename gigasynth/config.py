@@ -36,8 +36,10 @@ class JsonConfig:
         for attribute, json_name in cls.json_names.items():
             if json_name in data:
                 if attribute in data:
-                    raise GigasynthError(f"{cls.described_as} gives both {json_name} and "
-                                         f"{attribute} (one name for the same field)")
+                    raise GigasynthError(
+                        f"{cls.described_as} gives both {json_name} and "
+                        f"{attribute} (one name for the same field)"
+                    )
                 data[attribute] = data.pop(json_name)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -100,9 +102,7 @@ class ModelConfig(JsonConfig):
                 f"(need more than {2 * self.image_channels})"
             )
         if not 0.0 < self.fire_probability <= 1.0:
-            raise GigasynthError(
-                f"fire_probability={self.fire_probability} must be in (0, 1]"
-            )
+            raise GigasynthError(f"fire_probability={self.fire_probability} must be in (0, 1]")
         if self.schedule not in ("linear", "cosine"):
             raise GigasynthError(f"unknown schedule {self.schedule!r}")
         if self.kind == "fourier-diff-nca" and self.fourier_hidden < 1:
@@ -111,19 +111,24 @@ class ModelConfig(JsonConfig):
 
     def _check_condition(self) -> None:
         if self.condition_channels < 0:
-            raise GigasynthError(
-                f"condition_channels={self.condition_channels} must be >= 0")
+            raise GigasynthError(f"condition_channels={self.condition_channels} must be >= 0")
         if not self.is_conditioned:
             if self.condition_downsample != 1 or self.condition_noise != 0.0:
-                raise GigasynthError("condition_downsample and condition_noise apply to "
-                                     "conditioned models only (condition_channels > 0)")
+                raise GigasynthError(
+                    "condition_downsample and condition_noise apply to "
+                    "conditioned models only (condition_channels > 0)"
+                )
             return
         if self.kind != "diff-nca":
             raise GigasynthError(f"a conditioned model must be a diff-nca, not {self.kind}")
-        if isinstance(self.condition_downsample, bool) or not isinstance(
-                self.condition_downsample, int) or self.condition_downsample < 1:
+        if (
+            isinstance(self.condition_downsample, bool)
+            or not isinstance(self.condition_downsample, int)
+            or self.condition_downsample < 1
+        ):
             raise GigasynthError(
-                f"condition_downsample={self.condition_downsample!r} must be an integer >= 1")
+                f"condition_downsample={self.condition_downsample!r} must be an integer >= 1"
+            )
         if not self.condition_noise >= 0.0:
             raise GigasynthError(f"condition_noise={self.condition_noise} must be >= 0")
         frozen = self.image_channels + self.condition_channels + 2 * self.canvas_coords
@@ -168,17 +173,30 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     # Small enough to train and sample on two CPU cores (the bundled model).
     "tiny": ModelConfig(
-        kind="diff-nca", channels=24, hidden=64, nca_steps=12, cond_hidden=64,
+        kind="diff-nca",
+        channels=24,
+        hidden=64,
+        nca_steps=12,
+        cond_hidden=64,
         fire_probability=0.9,
     ),
     # Between tiny and paper-pathology: 2.5x tiny's MACs, 16 px reach; trainable on a CPU.
     "small": ModelConfig(
-        kind="diff-nca", channels=32, hidden=96, nca_steps=16, cond_hidden=64,
+        kind="diff-nca",
+        channels=32,
+        hidden=96,
+        nca_steps=16,
+        cond_hidden=64,
         fire_probability=0.9,
     ),
     "tiny-fourier": ModelConfig(
-        kind="fourier-diff-nca", channels=24, hidden=64, nca_steps=12, cond_hidden=64,
-        fourier_hidden=64, fire_probability=0.9,
+        kind="fourier-diff-nca",
+        channels=24,
+        hidden=64,
+        nca_steps=12,
+        cond_hidden=64,
+        fourier_hidden=64,
+        fire_probability=0.9,
     ),
 }
 

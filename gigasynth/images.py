@@ -52,5 +52,5 @@ def grid(images: np.ndarray, columns: int) -> np.ndarray:
     out = np.full((rows * h, columns * w, c), 255, dtype=images.dtype)
     for i, img in enumerate(images):
         r, col = divmod(i, columns)
-        out[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
+        out[r * h : (r + 1) * h, col * w : (col + 1) * w] = img
     return out

@@ -35,10 +35,13 @@ def build_services(config: ServiceConfig) -> Services:
     catalog = ModelCatalog(config.models_path, config.builtin_models)
     key = config.signing_key or load_or_create_key(config.store_path)
     return Services(
-        config=config, store=store, catalog=catalog,
+        config=config,
+        store=store,
+        catalog=catalog,
         runner=JobRunner(store, config, catalog),
         signer=LinkSigner(key, config.link_ttl_s),
-        tiles=SlideTiles(config.tile_cache_entries), metrics=Metrics(store),
+        tiles=SlideTiles(config.tile_cache_entries),
+        metrics=Metrics(store),
     )
 
 
@@ -65,10 +68,16 @@ def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
                 svc.runner.shutdown()
             svc.store.close()
 
-    app = FastAPI(title="gigasynth", version=__version__, lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None,
-                  description="Synthetic gigapixel pathology slides: jobs, DeepZoom tiles, "
-                              "viewer. Every endpoint but /healthz needs a bearer token.")
+    app = FastAPI(
+        title="gigasynth",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        description="Synthetic gigapixel pathology slides: jobs, DeepZoom tiles, "
+        "viewer. Every endpoint but /healthz needs a bearer token.",
+    )
     app.state.services = svc
     app.dependency_overrides[services] = _services
     install_error_handlers(app)
@@ -76,12 +85,14 @@ def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
         app.include_router(module.router)
     install_openapi(app)
     app.mount("/static/viewer", StaticFiles(directory=STATIC), name="viewer-static")
-    app.mount("/static/openseadragon", viewer.OpenSeadragonFiles(config),
-              name="openseadragon")
+    app.mount("/static/openseadragon", viewer.OpenSeadragonFiles(config), name="openseadragon")
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
-                           allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(LatencyMiddleware, metrics=svc.metrics)
     return app

@@ -72,15 +72,14 @@ class ReadAccess:
 
     job: JobRecord
     link: str | None
-    link_exp: int | None = None     # the link's absolute expiry (Unix seconds)
+    link_exp: int | None = None  # the link's absolute expiry (Unix seconds)
 
     def signed_query(self, svc: Services) -> str:
         """A link for the response: the request's own, or (for a token) a newly signed one."""
         return self.link or svc.signer.query(self.job.id, self.job.token_id)
 
 
-def read_access(request: Request, job_id: str, svc: Services, *,
-                tiles: bool = False) -> ReadAccess:
+def read_access(request: Request, job_id: str, svc: Services, *, tiles: bool = False) -> ReadAccess:
     """Who may read `job_id`: its owner's token, or a link its owner's token signed and
     that token is still valid (not revoked, not expired); else 401 or 404. With `tiles`
     (the DeepZoom descriptor and tiles) a tile signature serves as well as a link."""
@@ -92,8 +91,9 @@ def read_access(request: Request, job_id: str, svc: Services, *,
     if exp is None or sig is None:
         raise ApiError(401, "missing API token or signed link (exp, sig)", _CHALLENGE)
     job = svc.store.job(job_id)
-    problem = svc.signer.check(job_id, job.token_id if job else "", exp, sig,
-                               (LINK, TILES) if tiles else (LINK,))
+    problem = svc.signer.check(
+        job_id, job.token_id if job else "", exp, sig, (LINK, TILES) if tiles else (LINK,)
+    )
     if problem is not None:
         raise ApiError(401, problem, _CHALLENGE)
     if job is None:
@@ -104,8 +104,7 @@ def read_access(request: Request, job_id: str, svc: Services, *,
     return ReadAccess(job, f"exp={exp}&sig={sig}", int(exp))
 
 
-def readable_job(request: Request, job_id: str, svc: Services, *,
-                 tiles: bool = False) -> JobRecord:
+def readable_job(request: Request, job_id: str, svc: Services, *, tiles: bool = False) -> JobRecord:
     """A job the request may read: by its owner's token, or by a link signed for it (or
     with `tiles`, a tile signature)."""
     return read_access(request, job_id, svc, tiles=tiles).job

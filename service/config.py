@@ -19,7 +19,8 @@ _HERE = Path(__file__).resolve()
 # around it: there GIGASYNTH_OPENSEADRAGON_DIR must name the folder, or the viewer is off.
 _IN_CHECKOUT = _HERE.parent.name == "service" and (_HERE.parents[1] / "pyproject.toml").is_file()
 DEFAULT_OPENSEADRAGON_DIR: Path | None = (
-    _HERE.parents[1] / "node_modules/openseadragon/build/openseadragon" if _IN_CHECKOUT else None)
+    _HERE.parents[1] / "node_modules/openseadragon/build/openseadragon" if _IN_CHECKOUT else None
+)
 OPENSEADRAGON_SCRIPT = "openseadragon.min.js"
 
 
@@ -28,28 +29,28 @@ class ServiceConfig:
     """Everything the app, the job runner and the CLI need to know about one deployment."""
 
     data_dir: Path = Path("gigasynth-data")
-    store_dir: Path | None = None         # None: the data dir (see store_path)
+    store_dir: Path | None = None  # None: the data dir (see store_path)
     host: str = "127.0.0.1"
     port: int = 8000
-    scheduler: str | None = None          # None: an embedded dask LocalCluster
-    dask_workers: int | None = None       # parallel tiles of the embedded cluster (None: default)
-    runner_threads: int = 1               # jobs computed at the same time
-    save_every: int = 1                   # diffusion steps between durable saves of a job
-    work_dir: Path | None = None          # None: job state beside its outputs in the data dir
-    cors_origins: tuple[str, ...] = ()    # empty: no cross-origin access
+    scheduler: str | None = None  # None: an embedded dask LocalCluster
+    dask_workers: int | None = None  # parallel tiles of the embedded cluster (None: default)
+    runner_threads: int = 1  # jobs computed at the same time
+    save_every: int = 1  # diffusion steps between durable saves of a job
+    work_dir: Path | None = None  # None: job state beside its outputs in the data dir
+    cors_origins: tuple[str, ...] = ()  # empty: no cross-origin access
     max_body_bytes: int = 64 * 1024
-    max_megapixels: float = 10_000.0      # per job, for every token
-    max_side: int = 262_144               # px, width or height
-    max_steps: int = 1000                 # DDIM steps
-    link_ttl_s: int = 3600                # lifetime of signed viewer links, unless asked
-    link_max_ttl_s: int = 7 * 86400       # the longest lifetime a token holder may ask for
-    tile_ttl_s: int = 300                 # lifetime of the viewer's tile signatures
-    signing_key: bytes | None = None      # None: generated once, kept in the data dir
-    builtin_models: tuple[str, ...] | None = None   # None: every bundled model
-    models_dir: Path | None = None        # None: <data_dir>/models
+    max_megapixels: float = 10_000.0  # per job, for every token
+    max_side: int = 262_144  # px, width or height
+    max_steps: int = 1000  # DDIM steps
+    link_ttl_s: int = 3600  # lifetime of signed viewer links, unless asked
+    link_max_ttl_s: int = 7 * 86400  # the longest lifetime a token holder may ask for
+    tile_ttl_s: int = 300  # lifetime of the viewer's tile signatures
+    signing_key: bytes | None = None  # None: generated once, kept in the data dir
+    builtin_models: tuple[str, ...] | None = None  # None: every bundled model
+    models_dir: Path | None = None  # None: <data_dir>/models
     openseadragon_dir: Path | None = field(default=DEFAULT_OPENSEADRAGON_DIR)  # None: no viewer
-    progress_interval_s: float = 0.5      # least time between progress writes to the store
-    tile_cache_entries: int = 1024        # encoded DeepZoom tiles kept in memory
+    progress_interval_s: float = 0.5  # least time between progress writes to the store
+    tile_cache_entries: int = 1024  # encoded DeepZoom tiles kept in memory
 
     @property
     def store_path(self) -> Path:
@@ -71,8 +72,10 @@ class ServiceConfig:
     @property
     def has_openseadragon(self) -> bool:
         """Whether the viewer's OpenSeadragon is there to serve (its script in its folder)."""
-        return (self.openseadragon_dir is not None
-                and (self.openseadragon_dir / OPENSEADRAGON_SCRIPT).is_file())
+        return (
+            self.openseadragon_dir is not None
+            and (self.openseadragon_dir / OPENSEADRAGON_SCRIPT).is_file()
+        )
 
     def openseadragon_origin(self) -> str:
         """One line for the start-up log: where the viewer's OpenSeadragon comes from, or
@@ -80,12 +83,13 @@ class ServiceConfig:
         where = self.openseadragon_dir
         if where is not None and self.has_openseadragon:
             return f"viewer: serving OpenSeadragon from {where}"
-        found = ("not installed" if where is None
-                 else f"{where} has no {OPENSEADRAGON_SCRIPT}")
-        return (f"viewer: OpenSeadragon is missing ({found}); /view/ and /static/openseadragon/ "
-                f"answer 503 until GIGASYNTH_OPENSEADRAGON_DIR names its build folder "
-                f"(node_modules/openseadragon/build/openseadragon after `npm ci` with the "
-                f"repository's package.json)")
+        found = "not installed" if where is None else f"{where} has no {OPENSEADRAGON_SCRIPT}"
+        return (
+            f"viewer: OpenSeadragon is missing ({found}); /view/ and /static/openseadragon/ "
+            f"answer 503 until GIGASYNTH_OPENSEADRAGON_DIR names its build folder "
+            f"(node_modules/openseadragon/build/openseadragon after `npm ci` with the "
+            f"repository's package.json)"
+        )
 
     def with_overrides(self, **values: object) -> ServiceConfig:
         """A copy with the given fields replaced where the value is not None."""
@@ -138,8 +142,9 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
     link_ttl_s = _int(env, "GIGASYNTH_LINK_TTL_S", 3600, minimum=10)
     link_max_ttl_s = _int(env, "GIGASYNTH_LINK_MAX_TTL_S", 7 * 86400, minimum=10)
     if link_ttl_s > link_max_ttl_s:
-        raise GigasynthError(f"GIGASYNTH_LINK_TTL_S={link_ttl_s} exceeds "
-                             f"GIGASYNTH_LINK_MAX_TTL_S={link_max_ttl_s}")
+        raise GigasynthError(
+            f"GIGASYNTH_LINK_TTL_S={link_ttl_s} exceeds GIGASYNTH_LINK_MAX_TTL_S={link_max_ttl_s}"
+        )
     return ServiceConfig(
         data_dir=Path(env.get("GIGASYNTH_DATA_DIR") or "gigasynth-data"),
         store_dir=Path(store_dir) if store_dir else None,

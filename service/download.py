@@ -48,11 +48,11 @@ def zip_stream(folder: Path, top: str) -> Iterator[bytes]:
             with open(path, "rb") as src, archive.open(arcname, "w", force_zip64=True) as dst:
                 while block := src.read(CHUNK):
                     dst.write(block)
-                    if (data := pipe.take()):
+                    if data := pipe.take():
                         yield data
-            if (data := pipe.take()):
+            if data := pipe.take():
                 yield data
-    if (data := pipe.take()):
+    if data := pipe.take():
         yield data
 
 

@@ -32,8 +32,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None
-                   ) -> JSONResponse:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -93,9 +94,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
         log.error("%s", exc)
-        return error_response(503, "the server cannot record changes right now (its job "
-                                   "store is not writable); try again later",
-                              {"Retry-After": "30"})
+        return error_response(
+            503,
+            "the server cannot record changes right now (its job "
+            "store is not writable); try again later",
+            {"Retry-After": "30"},
+        )
 
     @app.exception_handler(GigasynthError)
     async def _gigasynth(_: Request, exc: GigasynthError) -> JSONResponse:

@@ -34,17 +34,19 @@ from gigasynth.errors import GigasynthError
 
 MIN_KEY_BYTES = 32
 KEY_FILE = "signing.key"
-_EXP = re.compile(r"[0-9]{1,12}")        # ASCII digits only: '²'.isdigit() but int('²') fails
+_EXP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: '²'.isdigit() but int('²') fails
 _SIG = re.compile(r"[0-9a-f]{64}")
-LINK = "gigasynth-link/1"                # the viewer, status, downloads, tiles
-TILES = "gigasynth-tiles/1"              # the DeepZoom descriptor and tiles only
+LINK = "gigasynth-link/1"  # the viewer, status, downloads, tiles
+TILES = "gigasynth-tiles/1"  # the DeepZoom descriptor and tiles only
 
 
 def checked_key(key: bytes, source: str, remedy: str = "") -> bytes:
     """`key` if it is long enough to sign with, else a one-line GigasynthError naming `source`."""
     if len(key) < MIN_KEY_BYTES:
-        raise GigasynthError(f"the signing key from {source} is {len(key)} bytes; at least "
-                             f"{MIN_KEY_BYTES} are needed{remedy}")
+        raise GigasynthError(
+            f"the signing key from {source} is {len(key)} bytes; at least "
+            f"{MIN_KEY_BYTES} are needed{remedy}"
+        )
     return key
 
 
@@ -55,8 +57,9 @@ def load_or_create_key(key_dir: Path) -> bytes:
         atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
     elif path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
-    return checked_key(path.read_bytes().strip(), str(path),
-                       " (delete the file to have a new one generated)")
+    return checked_key(
+        path.read_bytes().strip(), str(path), " (delete the file to have a new one generated)"
+    )
 
 
 class LinkSigner:
@@ -71,12 +74,14 @@ class LinkSigner:
         message = f"{kind} {job_id} {token_id} {exp}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest().encode()
 
-    def expiry(self, now: float | None = None, ttl_s: int | None = None,
-               not_after: float | None = None) -> int:
+    def expiry(
+        self, now: float | None = None, ttl_s: int | None = None, not_after: float | None = None
+    ) -> int:
         """`ttl_s` (default: the configured lifetime) from `now`, rounded up to a whole
         second, but never past `not_after`."""
-        exp = math.ceil((time.time() if now is None else now)
-                        + (self.ttl_s if ttl_s is None else ttl_s))
+        exp = math.ceil(
+            (time.time() if now is None else now) + (self.ttl_s if ttl_s is None else ttl_s)
+        )
         return exp if not_after is None else min(exp, int(not_after))
 
     def signed(self, job_id: str, token_id: str, exp: int, kind: str = LINK) -> str:
@@ -87,16 +92,19 @@ class LinkSigner:
         """The query string (without '?') granting access to `job_id` for ttl_s seconds."""
         return self.signed(job_id, token_id, self.expiry(now))
 
-    def check(self, job_id: str, token_id: str, exp: str, sig: str,
-              kinds: tuple[str, ...] = (LINK,)) -> str | None:
+    def check(
+        self, job_id: str, token_id: str, exp: str, sig: str, kinds: tuple[str, ...] = (LINK,)
+    ) -> str | None:
         """None when the link (or, where `kinds` has TILES, the tile signature) is valid
         for the job of token `token_id`, else why it is not."""
         if _EXP.fullmatch(exp) is None:
             return "signed link has a malformed expiry"
         if _SIG.fullmatch(sig) is None:
             return "signed link has a malformed signature"
-        if not any(hmac.compare_digest(self._signature(job_id, token_id, int(exp), kind),
-                                       sig.encode()) for kind in kinds):
+        if not any(
+            hmac.compare_digest(self._signature(job_id, token_id, int(exp), kind), sig.encode())
+            for kind in kinds
+        ):
             return "signed link signature does not match"
         if int(exp) < time.time():
             return "signed link has expired"

@@ -18,8 +18,21 @@ from urllib.parse import unquote_plus
 from gigasynth_service.tokens import PREFIX
 
 REDACTED = "REDACTED"
-SECRET_PARAMS = frozenset({"sig", "signature", "token", "access_token", "api_key", "apikey",
-                           "key", "secret", "password", "auth", "authorization"})
+SECRET_PARAMS = frozenset(
+    {
+        "sig",
+        "signature",
+        "token",
+        "access_token",
+        "api_key",
+        "apikey",
+        "key",
+        "secret",
+        "password",
+        "auth",
+        "authorization",
+    }
+)
 _TOKEN = re.compile(re.escape(PREFIX) + r"[A-Za-z0-9_\-]+")
 
 
@@ -32,8 +45,9 @@ def redact(text: str) -> str:
     parts = []
     for part in query.split("&"):
         name, eq, value = part.partition("=")
-        if eq and (unquote_plus(name).strip().lower() in SECRET_PARAMS
-                   or PREFIX in unquote_plus(value)):
+        if eq and (
+            unquote_plus(name).strip().lower() in SECRET_PARAMS or PREFIX in unquote_plus(value)
+        ):
             part = f"{name}={REDACTED}"
         parts.append(part)
     return f"{path}?{'&'.join(parts)}"

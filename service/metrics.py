@@ -21,8 +21,9 @@ from gigasynth_service.store import JobStore
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-STATUSES = frozenset({200, 202, 204, 206, 304, 400, 401, 403, 404, 405, 409, 410, 413, 416,
-                      422, 429, 500, 503})
+STATUSES = frozenset(
+    {200, 202, 204, 206, 304, 400, 401, 403, 404, 405, 409, 410, 413, 416, 422, 429, 500, 503}
+)
 
 
 def method_label(method: str) -> str:
@@ -60,13 +61,18 @@ class Metrics:
     def __init__(self, store: JobStore) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_JobsByState(store))
-        self.tiles_served = Counter("gigasynth_tiles_served", "DeepZoom tiles served",
-                                    registry=self.registry)
-        self.jobs_submitted = Counter("gigasynth_jobs_submitted", "Jobs accepted",
-                                      registry=self.registry)
+        self.tiles_served = Counter(
+            "gigasynth_tiles_served", "DeepZoom tiles served", registry=self.registry
+        )
+        self.jobs_submitted = Counter(
+            "gigasynth_jobs_submitted", "Jobs accepted", registry=self.registry
+        )
         self.request_seconds = Histogram(
-            "gigasynth_http_request_duration_seconds", "HTTP request latency",
-            ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "gigasynth_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
 
     def render(self) -> bytes:
@@ -96,5 +102,7 @@ class LatencyMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             self.metrics.request_seconds.labels(
-                method_label(scope["method"]), route_label(scope), status_label(status[0]),
+                method_label(scope["method"]),
+                route_label(scope),
+                status_label(status[0]),
             ).observe(time.perf_counter() - start)

@@ -34,32 +34,63 @@ MEANINGS: dict[int, str] = {
 
 _STRING = {"type": "string"}
 _HEADERS: dict[int, dict[str, Any]] = {
-    401: {"WWW-Authenticate": {"description": "`Bearer realm=\"gigasynth\"`",
-                               "schema": _STRING, "required": True}},
-    429: {"Retry-After": {"description": "seconds to wait before submitting again",
-                          "schema": _STRING, "required": True}},
-    503: {"Retry-After": {"description": "seconds to wait (when the job store is full)",
-                          "schema": _STRING}},
+    401: {
+        "WWW-Authenticate": {
+            "description": '`Bearer realm="gigasynth"`',
+            "schema": _STRING,
+            "required": True,
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "seconds to wait before submitting again",
+            "schema": _STRING,
+            "required": True,
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "seconds to wait (when the job store is full)",
+            "schema": _STRING,
+        }
+    },
 }
 
 BEARER = "bearerToken"
 LINK = "signedLink"
 SECURITY_SCHEMES: dict[str, Any] = {
-    BEARER: {"type": "http", "scheme": "bearer",
-             "description": "an API token from `gigasynth token create` "
-                            "(`Authorization: Bearer gst_...`)"},
-    LINK: {"type": "apiKey", "in": "query", "name": "sig",
-           "description": "a job's signed link, `?exp=...&sig=...`, as found in the job's "
-                          "`links` (viewer, dzi): read access to that one job until `exp`, "
-                          "while the token that signed it stays valid"},
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API token from `gigasynth token create` "
+        "(`Authorization: Bearer gst_...`)",
+    },
+    LINK: {
+        "type": "apiKey",
+        "in": "query",
+        "name": "sig",
+        "description": "a job's signed link, `?exp=...&sig=...`, as found in the job's "
+        "`links` (viewer, dzi): read access to that one job until `exp`, "
+        "while the token that signed it stays valid",
+    },
 }
 
 LINK_PARAMETERS: list[dict[str, Any]] = [
-    {"name": "exp", "in": "query", "required": False, "schema": _STRING,
-     "description": "signed link: expiry, Unix seconds (up to 12 ASCII digits); with `sig`, "
-                    "instead of a bearer token, and ignored when a token is sent"},
-    {"name": "sig", "in": "query", "required": False, "schema": _STRING,
-     "description": "signed link: HMAC-SHA256 signature, 64 lowercase hex digits; with `exp`"},
+    {
+        "name": "exp",
+        "in": "query",
+        "required": False,
+        "schema": _STRING,
+        "description": "signed link: expiry, Unix seconds (up to 12 ASCII digits); with `sig`, "
+        "instead of a bearer token, and ignored when a token is sent",
+    },
+    {
+        "name": "sig",
+        "in": "query",
+        "required": False,
+        "schema": _STRING,
+        "description": "signed link: HMAC-SHA256 signature, 64 lowercase hex digits; with `exp`",
+    },
 ]
 
 
@@ -71,8 +102,10 @@ def errors(*statuses: int, notes: dict[int, str] | None = None) -> dict[int | st
     notes = notes or {}
     out: dict[int | str, Any] = {}
     for status in statuses:
-        entry: dict[str, Any] = {"model": ErrorBody,
-                                 "description": notes.get(status, MEANINGS[status])}
+        entry: dict[str, Any] = {
+            "model": ErrorBody,
+            "description": notes.get(status, MEANINGS[status]),
+        }
         if status in _HEADERS:
             entry["headers"] = _HEADERS[status]
         out[status] = entry
@@ -82,11 +115,10 @@ def errors(*statuses: int, notes: dict[int, str] | None = None) -> dict[int | st
 def signed_link(*parameters: dict[str, Any]) -> dict[str, Any]:
     """`openapi_extra=` of an operation that a job's signed link may call instead of a
     token: the link's query parameters (plus `parameters`) and either credential."""
-    return {"parameters": [*LINK_PARAMETERS, *parameters],
-            "security": [{BEARER: []}, {LINK: []}]}
+    return {"parameters": [*LINK_PARAMETERS, *parameters], "security": [{BEARER: []}, {LINK: []}]}
 
 
-PUBLIC: dict[str, Any] = {"security": []}    # `openapi_extra=` of an operation without auth
+PUBLIC: dict[str, Any] = {"security": []}  # `openapi_extra=` of an operation without auth
 _REF = "#/components/schemas/"
 
 
@@ -113,12 +145,14 @@ def _error_bodies(schema: dict[str, Any]) -> None:
 
 
 # What a client (or a stateful fuzzer) can do with the id of a job it submitted.
-_JOB_OPERATIONS = (("GetJob", "/v1/jobs/{job_id}", "get"),
-                   ("CancelOrDeleteJob", "/v1/jobs/{job_id}", "delete"),
-                   ("RetryJob", "/v1/jobs/{job_id}/retry", "post"),
-                   ("DownloadJob", "/v1/jobs/{job_id}/download", "get"),
-                   ("SlideDescriptor", "/v1/slides/{job_id}.dzi", "get"),
-                   ("ViewJob", "/view/{job_id}", "get"))
+_JOB_OPERATIONS = (
+    ("GetJob", "/v1/jobs/{job_id}", "get"),
+    ("CancelOrDeleteJob", "/v1/jobs/{job_id}", "delete"),
+    ("RetryJob", "/v1/jobs/{job_id}/retry", "post"),
+    ("DownloadJob", "/v1/jobs/{job_id}/download", "get"),
+    ("SlideDescriptor", "/v1/slides/{job_id}.dzi", "get"),
+    ("ViewJob", "/view/{job_id}", "get"),
+)
 
 
 def _job_links(schema: dict[str, Any]) -> None:
@@ -128,9 +162,13 @@ def _job_links(schema: dict[str, Any]) -> None:
     if submitted is None:
         return
     submitted["links"] = {
-        name: {"operationId": paths[path][method]["operationId"],
-               "parameters": {"job_id": "$response.body#/id"}}
-        for name, path, method in _JOB_OPERATIONS if method in paths.get(path, {})}
+        name: {
+            "operationId": paths[path][method]["operationId"],
+            "parameters": {"job_id": "$response.body#/id"},
+        }
+        for name, path, method in _JOB_OPERATIONS
+        if method in paths.get(path, {})
+    }
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -138,8 +176,9 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             _error_bodies(schema)
             _job_links(schema)
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES

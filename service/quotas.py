@@ -29,9 +29,14 @@ from gigasynth_service.spec import synth_spec
 from gigasynth_service.store import JobStore, TokenRecord
 
 
-def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
-          catalog: ModelCatalog, store: JobStore, uncounted: Collection[str] = ()
-          ) -> ModelEntry:
+def admit(
+    request: JobRequest,
+    token: TokenRecord,
+    config: ServiceConfig,
+    catalog: ModelCatalog,
+    store: JobStore,
+    uncounted: Collection[str] = (),
+) -> ModelEntry:
     """The model the job will use, or an ApiError saying why the job is refused.
 
     `uncounted`: ids of the token's jobs that ended but whose end the store has not
@@ -39,18 +44,26 @@ def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
     """
     for side, value in (("width", request.width), ("height", request.height)):
         if value > config.max_side:
-            raise ApiError(422, f"{side} {value} exceeds this service's limit of "
-                                f"{config.max_side} px")
+            raise ApiError(
+                422, f"{side} {value} exceeds this service's limit of {config.max_side} px"
+            )
     megapixels = request.width * request.height / 1e6
     if megapixels > config.max_megapixels:
-        raise ApiError(422, f"{request.width}x{request.height} is {megapixels:,.2f} megapixels, "
-                            f"over this service's limit of {config.max_megapixels:,g}")
+        raise ApiError(
+            422,
+            f"{request.width}x{request.height} is {megapixels:,.2f} megapixels, "
+            f"over this service's limit of {config.max_megapixels:,g}",
+        )
     if request.steps is not None and request.steps > config.max_steps:
-        raise ApiError(422, f"steps {request.steps} exceeds this service's limit of "
-                            f"{config.max_steps}")
+        raise ApiError(
+            422, f"steps {request.steps} exceeds this service's limit of {config.max_steps}"
+        )
     if megapixels > token.max_megapixels:
-        raise ApiError(403, f"quota exceeded: {megapixels:,.2f} megapixels per job requested, "
-                            f"this token allows {token.max_megapixels:,g}")
+        raise ApiError(
+            403,
+            f"quota exceeded: {megapixels:,.2f} megapixels per job requested, "
+            f"this token allows {token.max_megapixels:,g}",
+        )
     active = store.active_count(token.id, uncounted)
     if active >= token.max_concurrent:
         raise concurrency_refusal(active, token)
@@ -58,9 +71,12 @@ def admit(request: JobRequest, token: TokenRecord, config: ServiceConfig,
         model = catalog.get(request.model)
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
-    try:    # whatever the engine would refuse (model fit, sizes, tile plan), refused now
-        job = check_job(synth_spec(request.model_dump(), model.ref, config.save_every),
-                        catalog.checkpoint(model), model=f"model {model.name!r}")
+    try:  # whatever the engine would refuse (model fit, sizes, tile plan), refused now
+        job = check_job(
+            synth_spec(request.model_dump(), model.ref, config.save_every),
+            catalog.checkpoint(model),
+            model=f"model {model.name!r}",
+        )
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
     _check_disk(request, job, config)
@@ -76,13 +92,19 @@ def _check_disk(request: JobRequest, job: Job, config: ServiceConfig) -> None:
     try:
         check_disk(needs, config.work_dir or jobs, jobs, tiff)
     except DiskShortage as short:
-        raise ApiError(507, f"not enough disk space on the server for a "
-                            f"{request.width}x{request.height} slide: it needs "
-                            f"{gb(short.needed)}, {gb(short.free)} free") from None
+        raise ApiError(
+            507,
+            f"not enough disk space on the server for a "
+            f"{request.width}x{request.height} slide: it needs "
+            f"{gb(short.needed)}, {gb(short.free)} free",
+        ) from None
 
 
 def concurrency_refusal(active: int, token: TokenRecord) -> ApiError:
     """The 429 for a token that has `active` jobs queued or running, its limit."""
-    return ApiError(429, f"quota exceeded: {active} jobs queued or running, this token "
-                         f"allows {token.max_concurrent} at a time",
-                    headers={"Retry-After": "30"})
+    return ApiError(
+        429,
+        f"quota exceeded: {active} jobs queued or running, this token "
+        f"allows {token.max_concurrent} at a time",
+        headers={"Retry-After": "30"},
+    )

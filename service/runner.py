@@ -48,16 +48,22 @@ def public_error(message: str) -> str:
     """An engine error as a client may see it: paths cut to their last part, and no
     command-line advice (a clause naming a flag such as --resume)."""
     clauses = [c for c in message.split("; ") if " --" not in c and not c.startswith("--")]
-    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "a server folder",
-                              "; ".join(clauses) or message)
+    return _ABSOLUTE_PATH.sub(
+        lambda m: m.group(1) or "a server folder", "; ".join(clauses) or message
+    )
 
 
 def disk_full_error(saved_step: int | None, total_steps: int | None) -> str:
     """What a client sees of a job a full disk stopped: no path, and how to continue."""
-    kept = ("its saved state is kept" if saved_step is None else
-            f"the state saved at diffusion step {saved_step} of {total_steps} is kept")
-    return (f"the server ran out of disk space; {kept}: retry the job "
-            "(POST its retry endpoint) to continue from there")
+    kept = (
+        "its saved state is kept"
+        if saved_step is None
+        else f"the state saved at diffusion step {saved_step} of {total_steps} is kept"
+    )
+    return (
+        f"the server ran out of disk space; {kept}: retry the job "
+        "(POST its retry endpoint) to continue from there"
+    )
 
 
 def progress_record(p: SynthProgress, start_step: int) -> dict[str, Any]:
@@ -68,11 +74,17 @@ def progress_record(p: SynthProgress, start_step: int) -> dict[str, Any]:
         fraction = min(0.99, (p.step + within) / p.total_steps)
     else:
         fraction = 1.0 if p.phase == "done" else 0.99
-    return {"phase": p.phase, "step": p.step, "start_step": start_step,
-            "total_steps": p.total_steps,
-            "tiles_done": p.tiles_done, "tiles_total": p.tiles_total,
-            "mpx_steps_per_s": p.mpx_steps_per_s, "eta_s": p.eta_s,
-            "fraction": round(fraction, 4)}
+    return {
+        "phase": p.phase,
+        "step": p.step,
+        "start_step": start_step,
+        "total_steps": p.total_steps,
+        "tiles_done": p.tiles_done,
+        "tiles_total": p.tiles_total,
+        "mpx_steps_per_s": p.mpx_steps_per_s,
+        "eta_s": p.eta_s,
+        "fraction": round(fraction, 4),
+    }
 
 
 class ProgressWriter:
@@ -87,7 +99,7 @@ class ProgressWriter:
         self._start_step: int | None = None
 
     def __call__(self, p: SynthProgress) -> None:
-        if self._start_step is None:          # the engine reports where it starts first
+        if self._start_step is None:  # the engine reports where it starts first
             self._start_step = p.step
         record = progress_record(p, self._start_step)
         now = time.monotonic()
@@ -99,8 +111,17 @@ class ProgressWriter:
 
     def finish(self) -> None:
         """Record the final state of a finished run."""
-        done = dict(self._last or {"step": 0, "start_step": 0, "total_steps": 0,
-                                   "tiles_done": 0, "tiles_total": 0, "mpx_steps_per_s": 0.0})
+        done = dict(
+            self._last
+            or {
+                "step": 0,
+                "start_step": 0,
+                "total_steps": 0,
+                "tiles_done": 0,
+                "tiles_total": 0,
+                "mpx_steps_per_s": 0.0,
+            }
+        )
         done.update(phase="done", fraction=1.0, eta_s=0.0)
         self._write(done)
 
@@ -130,7 +151,7 @@ class JobRunner:
         self._stop_flags: dict[str, threading.Event] = {}
         # Jobs whose run ended but whose end the store refused: id -> (token, state, fields).
         self._unrecorded: dict[str, tuple[str, str, dict[str, Any]]] = {}
-        self._unclaimed: set[str] = set()     # queued jobs the store refused to mark running
+        self._unclaimed: set[str] = set()  # queued jobs the store refused to mark running
         self._shutting_down = threading.Event()
         self._threads: list[threading.Thread] = []
         self._client_lock = threading.Lock()
@@ -154,12 +175,10 @@ class JobRunner:
             requeued.append(job.id)
             self._queue.put(job.id)
         for i in range(self.config.runner_threads):
-            thread = threading.Thread(target=self._work, name=f"gigasynth-runner-{i}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._work, name=f"gigasynth-runner-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        settler = threading.Thread(target=self._settle_loop, name="gigasynth-settle",
-                                   daemon=True)
+        settler = threading.Thread(target=self._settle_loop, name="gigasynth-settle", daemon=True)
         settler.start()
         self._threads.append(settler)
         return requeued
@@ -204,8 +223,9 @@ class JobRunner:
             elif job_id in self._stop_flags:
                 self._stop_flags[job_id].set()
             else:
-                self.store.set_state(job_id, "cancelled",
-                                     message="cancelled; no run of it was in progress")
+                self.store.set_state(
+                    job_id, "cancelled", message="cancelled; no run of it was in progress"
+                )
 
     def is_running_here(self, job_id: str) -> bool:
         with self._lock:
@@ -235,8 +255,10 @@ class JobRunner:
         with self._client_lock:
             if self._client is None:
                 self._client = self._client_stack.enter_context(
-                    connect(self.config.scheduler,
-                            workers=self.config.dask_workers or default_workers()))
+                    connect(
+                        self.config.scheduler, workers=self.config.dask_workers or default_workers()
+                    )
+                )
             return self._client
 
     def _work(self) -> None:
@@ -283,7 +305,7 @@ class JobRunner:
             state, fields = self._execute(job, stop)
         finally:
             recorded = self._record(job_id, state, fields)
-            with self._lock:       # the job leaves _stop_flags only once its end is known
+            with self._lock:  # the job leaves _stop_flags only once its end is known
                 self._stop_flags.pop(job_id, None)
                 if not recorded:
                     self._unrecorded[job_id] = (job.token_id, state, fields)
@@ -317,13 +339,18 @@ class JobRunner:
             model = self.catalog.get(job.request["model"])
             paths.root.mkdir(parents=True, exist_ok=True)
             result = synthesize(
-                synth_spec(job.request, model.ref, self.config.save_every), paths.zarr,
+                synth_spec(job.request, model.ref, self.config.save_every),
+                paths.zarr,
                 ome_tiff=paths.ome_tiff if "ome-tiff" in formats else None,
                 preview=paths.preview if "preview" in formats else None,
                 # resume=True continues a saved state and starts afresh where there is
                 # none; overwrite=True replaces outputs an interrupted attempt left behind.
-                client=self._dask_client(), resume=True, overwrite=True,
-                progress=progress, should_stop=stop.is_set, work_dir=self.config.work_dir,
+                client=self._dask_client(),
+                resume=True,
+                overwrite=True,
+                progress=progress,
+                should_stop=stop.is_set,
+                work_dir=self.config.work_dir,
             )
         except SynthCancelled:
             if self._shutting_down.is_set() and not self._cancel_requested(job.id):
@@ -332,10 +359,12 @@ class JobRunner:
         except SynthDiskFull as exc:
             log.error("job %s: %s", job.id, exc)
             return "failed", {"error": disk_full_error(exc.saved_step, exc.total_steps)}
-        except DiskShortage as exc:     # the preflight, when the disk filled since admission
-            return "failed", {"error": f"not enough disk space on the server: the job needs "
-                                       f"{gb(exc.needed)}, {gb(exc.free)} free; retry it "
-                                       "when space is free"}
+        except DiskShortage as exc:  # the preflight, when the disk filled since admission
+            return "failed", {
+                "error": f"not enough disk space on the server: the job needs "
+                f"{gb(exc.needed)}, {gb(exc.free)} free; retry it "
+                "when space is free"
+            }
         except GigasynthError as exc:
             return "failed", {"error": public_error(str(exc))}
         except OSError as exc:
@@ -347,13 +376,15 @@ class JobRunner:
             log.exception("job %s failed", job.id)
             return "failed", {"error": f"internal error: {type(exc).__name__}"}
         progress.finish()
-        return "succeeded", {"result": {
-            "checkpoint_sha256": result.checkpoint_sha256,
-            "seconds": round(result.seconds, 3),
-            "mpx_steps_per_s": result.mpx_steps_per_s,
-            "formats": sorted(formats | {"ome-zarr"}),
-            "gigasynth_version": __version__,
-        }}
+        return "succeeded", {
+            "result": {
+                "checkpoint_sha256": result.checkpoint_sha256,
+                "seconds": round(result.seconds, 3),
+                "mpx_steps_per_s": result.mpx_steps_per_s,
+                "formats": sorted(formats | {"ome-zarr"}),
+                "gigasynth_version": __version__,
+            }
+        }
 
     def _cancel_requested(self, job_id: str) -> bool:
         job = self.store.job(job_id)

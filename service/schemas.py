@@ -17,35 +17,59 @@ HARD_MAX_STEPS = 100_000
 class JobRequest(BaseModel):
     """A synthesis job: which model, what size, which seed and sampler."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
-        {"model": "builtin:tiny-pathology", "width": 256, "height": 256, "seed": 7,
-         "steps": 10}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "builtin:tiny-pathology",
+                    "width": 256,
+                    "height": 256,
+                    "seed": 7,
+                    "steps": 10,
+                }
+            ]
+        },
+    )
 
-    model: str = Field(min_length=1, max_length=200,
-                       description="a name from GET /v1/models")
+    model: str = Field(min_length=1, max_length=200, description="a name from GET /v1/models")
     width: int = Field(ge=1, le=HARD_MAX_SIDE, description="pixels")
     height: int = Field(ge=1, le=HARD_MAX_SIDE, description="pixels")
     seed: int = Field(0, ge=0, le=(1 << 63) - 1)
     sampler: Literal["ddim", "ddpm"] = "ddim"
-    steps: int | None = Field(50, ge=1, le=HARD_MAX_STEPS,
-                              description="DDIM steps (ignored by ddpm, which runs all T)")
+    steps: int | None = Field(
+        50, ge=1, le=HARD_MAX_STEPS, description="DDIM steps (ignored by ddpm, which runs all T)"
+    )
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM noise scale")
-    tile: int = Field(512, ge=0, le=65_536,
-                      description="engine tile side in px, the unit of synthesis work (not "
-                                  "the DeepZoom tile a viewer reads); 0 = the whole image "
-                                  "on one device")
-    formats: list[Format] = Field(default_factory=lambda: ["ome-zarr", "ome-tiff"],
-                                  min_length=1, max_length=3)
-    mpp: float | None = Field(None, ge=0.01, le=1000.0, description=(
-        "µm per pixel: the model's own (GET /v1/models), which is the default; another "
-        "value is refused with 422. Only a model that records none takes it"))
+    tile: int = Field(
+        512,
+        ge=0,
+        le=65_536,
+        description="engine tile side in px, the unit of synthesis work (not "
+        "the DeepZoom tile a viewer reads); 0 = the whole image "
+        "on one device",
+    )
+    formats: list[Format] = Field(
+        default_factory=lambda: ["ome-zarr", "ome-tiff"], min_length=1, max_length=3
+    )
+    mpp: float | None = Field(
+        None,
+        ge=0.01,
+        le=1000.0,
+        description=(
+            "µm per pixel: the model's own (GET /v1/models), which is the default; another "
+            "value is refused with 422. Only a model that records none takes it"
+        ),
+    )
 
 
 class Progress(BaseModel):
     phase: str
     step: int
-    start_step: int = Field(description="step this attempt started from (a resumed job: "
-                                         "its last saved step)")
+    start_step: int = Field(
+        description="step this attempt started from (a resumed job: its last saved step)"
+    )
     total_steps: int
     tiles_done: int = Field(description="engine tiles of the current diffusion step done")
     tiles_total: int = Field(description="engine tiles per diffusion step")
@@ -84,8 +108,8 @@ class ErrorBody(BaseModel):
     """Every error the API answers (4xx, 503): one line naming the problem, nothing else."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"error": "no such job: (malformed id)"}]})
+        extra="forbid", json_schema_extra={"examples": [{"error": "no such job: (malformed id)"}]}
+    )
 
     error: str = Field(description="what went wrong, in one line")
 
@@ -95,8 +119,12 @@ class LinkRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    ttl_s: int | None = Field(None, ge=1, description="lifetime in seconds (default "
-                              "GIGASYNTH_LINK_TTL_S, at most GIGASYNTH_LINK_MAX_TTL_S)")
+    ttl_s: int | None = Field(
+        None,
+        ge=1,
+        description="lifetime in seconds (default "
+        "GIGASYNTH_LINK_TTL_S, at most GIGASYNTH_LINK_MAX_TTL_S)",
+    )
 
 
 class SignedLink(BaseModel):
@@ -105,8 +133,9 @@ class SignedLink(BaseModel):
     viewer: str
     status: str
     query: str = Field(description="`exp=...&sig=...`, to append to the job's URLs")
-    expires: int = Field(description="absolute expiry, Unix seconds (never past the "
-                                     "minting token's own)")
+    expires: int = Field(
+        description="absolute expiry, Unix seconds (never past the minting token's own)"
+    )
 
 
 class TileSignature(BaseModel):
@@ -114,5 +143,6 @@ class TileSignature(BaseModel):
 
     query: str = Field(description="`exp=...&sig=...`, to append to the DZI and tile URLs")
     expires_in_s: float = Field(description="seconds until it expires")
-    link_expires_in_s: float | None = Field(description="seconds until the link it was "
-                                                        "asked with expires (None: a token)")
+    link_expires_in_s: float | None = Field(
+        description="seconds until the link it was asked with expires (None: a token)"
+    )

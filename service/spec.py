@@ -21,16 +21,24 @@ from gigasynth_service.store import JobRecord
 
 def synth_spec(request: dict[str, Any], checkpoint_ref: str, save_every: int) -> SynthSpec:
     """The engine's spec for a stored job request and the checkpoint its model names."""
-    return SynthSpec(checkpoint=checkpoint_ref, width=request["width"], height=request["height"],
-                     seed=request["seed"], sampler=request["sampler"], steps=request["steps"],
-                     eta=request["eta"], tile=request["tile"], mpp=request["mpp"],
-                     save_every=save_every)
+    return SynthSpec(
+        checkpoint=checkpoint_ref,
+        width=request["width"],
+        height=request["height"],
+        seed=request["seed"],
+        sampler=request["sampler"],
+        steps=request["steps"],
+        eta=request["eta"],
+        tile=request["tile"],
+        mpp=request["mpp"],
+        save_every=save_every,
+    )
 
 
 def _model(name: str, catalog: ModelCatalog) -> ModelEntry | None:
     try:
         return catalog.get(name)
-    except (GigasynthError, OSError):      # no longer offered: what the request says
+    except (GigasynthError, OSError):  # no longer offered: what the request says
         return None
 
 
@@ -54,15 +62,24 @@ def provenance(job: JobRecord, catalog: ModelCatalog) -> dict[str, Any]:
     res = resolution(r, model)
     ended = job.finished if job.state == "succeeded" else None
     return {
-        "synthetic": True, "model": r["model"],
+        "synthetic": True,
+        "model": r["model"],
         "checkpoint_sha256": result.get("checkpoint_sha256") or (model and model.sha256),
-        "seed": r["seed"], "sampler": r["sampler"], "steps": r["steps"], "eta": r["eta"],
-        "width": r["width"], "height": r["height"], "tile": r["tile"],
+        "seed": r["seed"],
+        "sampler": r["sampler"],
+        "steps": r["steps"],
+        "eta": r["eta"],
+        "width": r["width"],
+        "height": r["height"],
+        "tile": r["tile"],
         "mpp": res.mpp if res else None,
         "magnification": res.magnification if res else None,
         "mpp_source": res.source if res else None,
-        "gigasynth_version": result.get("gigasynth_version",
-                                        None if job.state == "succeeded" else __version__),
-        "submitted": job.created, "started": job.started, "finished": ended,
+        "gigasynth_version": result.get(
+            "gigasynth_version", None if job.state == "succeeded" else __version__
+        ),
+        "submitted": job.created,
+        "started": job.started,
+        "finished": ended,
         "duration_s": round(ended - job.started, 3) if ended and job.started else None,
     }

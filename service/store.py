@@ -71,8 +71,8 @@ class TokenRecord:
     max_megapixels: float
     max_concurrent: int
     created: float
-    expires: float | None = None      # Unix seconds; None: never
-    revoked: float | None = None      # when it was revoked; None: it was not
+    expires: float | None = None  # Unix seconds; None: never
+    revoked: float | None = None  # when it was revoked; None: it was not
 
 
 @dataclass(frozen=True)
@@ -103,17 +103,32 @@ def _job(row: sqlite3.Row) -> JobRecord:
         return json.loads(text) if text else None
 
     return JobRecord(
-        seq=row["seq"], id=row["id"], token_id=row["token_id"], state=row["state"],
-        request=json.loads(row["request"]), created=row["created"], started=row["started"],
-        finished=row["finished"], cancel_requested=bool(row["cancel_requested"]),
-        attempts=row["attempts"], progress=doc(row["progress"]), result=doc(row["result"]),
+        seq=row["seq"],
+        id=row["id"],
+        token_id=row["token_id"],
+        state=row["state"],
+        request=json.loads(row["request"]),
+        created=row["created"],
+        started=row["started"],
+        finished=row["finished"],
+        cancel_requested=bool(row["cancel_requested"]),
+        attempts=row["attempts"],
+        progress=doc(row["progress"]),
+        result=doc(row["result"]),
         error=row["error"],
     )
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:
-    return TokenRecord(row["id"], row["name"], row["max_megapixels"], row["max_concurrent"],
-                       row["created"], row["expires"], row["revoked"])
+    return TokenRecord(
+        row["id"],
+        row["name"],
+        row["max_megapixels"],
+        row["max_concurrent"],
+        row["created"],
+        row["expires"],
+        row["revoked"],
+    )
 
 
 class StoreUnavailable(Exception):
@@ -143,13 +158,15 @@ def _writable() -> Iterator[None]:
 
 def _active_count(db: sqlite3.Connection, token_id: str, uncounted: Collection[str]) -> int:
     ids = sorted(uncounted)
-    sql = ("SELECT COUNT(*) FROM jobs WHERE token_id = ? AND state IN ('queued', 'running')"
-           + (f" AND id NOT IN ({', '.join('?' * len(ids))})" if ids else ""))
+    sql = "SELECT COUNT(*) FROM jobs WHERE token_id = ? AND state IN ('queued', 'running')" + (
+        f" AND id NOT IN ({', '.join('?' * len(ids))})" if ids else ""
+    )
     return int(db.execute(sql, (token_id, *ids)).fetchone()[0])
 
 
-def _check_active(db: sqlite3.Connection, token_id: str, max_active: int | None,
-                  uncounted: Collection[str]) -> None:
+def _check_active(
+    db: sqlite3.Connection, token_id: str, max_active: int | None, uncounted: Collection[str]
+) -> None:
     if max_active is not None:
         active = _active_count(db, token_id, uncounted)
         if active >= max_active:
@@ -164,9 +181,10 @@ class JobStore:
         self.path = path
         self._lock = threading.Lock()
         try:
-            private_file(path)        # 0600 before SQLite opens it; its WAL files copy the mode
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                       timeout=30.0)
+            private_file(path)  # 0600 before SQLite opens it; its WAL files copy the mode
+            self._db = sqlite3.connect(
+                path, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -215,14 +233,20 @@ class JobStore:
 
     # --- tokens ---------------------------------------------------------------------
 
-    def add_token(self, token_id: str, name: str, token_hash: str, max_megapixels: float,
-                  max_concurrent: int, expires: float | None = None) -> TokenRecord:
+    def add_token(
+        self,
+        token_id: str,
+        name: str,
+        token_hash: str,
+        max_megapixels: float,
+        max_concurrent: int,
+        expires: float | None = None,
+    ) -> TokenRecord:
         try:
             self._write(
                 "INSERT INTO tokens (id, name, hash, max_megapixels, max_concurrent, created, "
                 "expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (token_id, name, token_hash, max_megapixels, max_concurrent, time.time(),
-                 expires),
+                (token_id, name, token_hash, max_megapixels, max_concurrent, time.time(), expires),
             )
         except sqlite3.IntegrityError:
             raise GigasynthError(f"a token named {name!r} already exists") from None
@@ -241,13 +265,20 @@ class JobStore:
 
     def revoke_token(self, token_id: str) -> None:
         """Mark a token revoked (once: a second revocation keeps the first time)."""
-        self._write("UPDATE tokens SET revoked = COALESCE(revoked, ?) WHERE id = ?",
-                    (time.time(), token_id))
+        self._write(
+            "UPDATE tokens SET revoked = COALESCE(revoked, ?) WHERE id = ?", (time.time(), token_id)
+        )
 
     # --- jobs -----------------------------------------------------------------------
 
-    def add_job(self, job_id: str, token_id: str, request: dict[str, Any],
-                max_active: int | None = None, uncounted: Collection[str] = ()) -> JobRecord:
+    def add_job(
+        self,
+        job_id: str,
+        token_id: str,
+        request: dict[str, Any],
+        max_active: int | None = None,
+        uncounted: Collection[str] = (),
+    ) -> JobRecord:
         """Insert a queued job; with `max_active`, only while the token has fewer jobs
         queued or running (else ActiveLimit), checked and inserted in one transaction.
 
@@ -256,32 +287,39 @@ class JobStore:
         now = time.time()
         with self._immediate() as db:
             _check_active(db, token_id, max_active, uncounted)
-            db.execute("INSERT INTO jobs (id, token_id, state, request, created) "
-                       "VALUES (?, ?, ?, ?, ?)",
-                       (job_id, token_id, "queued", json.dumps(request, sort_keys=True), now))
-            db.execute("INSERT INTO events (job_id, at, state) VALUES (?, ?, ?)",
-                       (job_id, now, "queued"))
+            db.execute(
+                "INSERT INTO jobs (id, token_id, state, request, created) VALUES (?, ?, ?, ?, ?)",
+                (job_id, token_id, "queued", json.dumps(request, sort_keys=True), now),
+            )
+            db.execute(
+                "INSERT INTO events (job_id, at, state) VALUES (?, ?, ?)", (job_id, now, "queued")
+            )
         job = self.job(job_id)
         assert job is not None
         return job
 
-    def requeue(self, job_id: str, max_active: int | None = None,
-                uncounted: Collection[str] = ()) -> JobRecord:
+    def requeue(
+        self, job_id: str, max_active: int | None = None, uncounted: Collection[str] = ()
+    ) -> JobRecord:
         """Queue a failed or cancelled job again (a retry), under the same limit as add_job.
 
         Raises StateConflict when the job is in another state by now.
         """
         now = time.time()
         with self._immediate() as db:
-            row = db.execute("SELECT token_id, state FROM jobs WHERE id = ?",
-                             (job_id,)).fetchone()
+            row = db.execute("SELECT token_id, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or row["state"] not in RETRYABLE_STATES:
                 raise StateConflict(row["state"] if row is not None else "deleted")
             _check_active(db, row["token_id"], max_active, uncounted)
-            db.execute("UPDATE jobs SET state = 'queued', cancel_requested = 0, finished = NULL, "
-                       "progress = NULL, result = NULL, error = NULL WHERE id = ?", (job_id,))
-            db.execute("INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
-                       (job_id, now, "queued", "retry"))
+            db.execute(
+                "UPDATE jobs SET state = 'queued', cancel_requested = 0, finished = NULL, "
+                "progress = NULL, result = NULL, error = NULL WHERE id = ?",
+                (job_id,),
+            )
+            db.execute(
+                "INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
+                (job_id, now, "queued", "retry"),
+            )
         job = self.job(job_id)
         assert job is not None
         return job
@@ -290,8 +328,7 @@ class JobStore:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
-    def jobs_of(self, token_id: str, limit: int, before_seq: int | None = None
-                ) -> list[JobRecord]:
+    def jobs_of(self, token_id: str, limit: int, before_seq: int | None = None) -> list[JobRecord]:
         """A token's jobs, newest first, `limit` of them from below `before_seq`."""
         rows = self._read(
             "SELECT * FROM jobs WHERE token_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
@@ -306,9 +343,7 @@ class JobStore:
 
     def unfinished(self) -> list[JobRecord]:
         """Jobs left queued or running (by a crash or a stop), oldest first."""
-        rows = self._read(
-            "SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq"
-        )
+        rows = self._read("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq")
         return [_job(r) for r in rows]
 
     def answers(self) -> bool | None:
@@ -332,17 +367,23 @@ class JobStore:
             counts[row[0]] = int(row[1])
         return counts
 
-    def set_state(self, job_id: str, state: str, *, message: str | None = None,
-                  result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    def set_state(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        message: str | None = None,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
         """Record a state change (and its event) in one transaction."""
         if state not in STATES:
             raise ValueError(f"unknown job state {state!r}")
         now = time.time()
         sets = ["state = ?"]
         args: list[Any] = [state]
-        if state == "running":       # a new attempt: its progress starts afresh
-            sets += ["started = COALESCE(started, ?)", "attempts = attempts + 1",
-                     "progress = NULL"]
+        if state == "running":  # a new attempt: its progress starts afresh
+            sets += ["started = COALESCE(started, ?)", "attempts = attempts + 1", "progress = NULL"]
             args.append(now)
         if state in ("succeeded", "failed", "cancelled"):
             sets.append("finished = ?")
@@ -353,32 +394,47 @@ class JobStore:
         if error is not None:
             sets.append("error = ?")
             args.append(error)
-        self._transaction([
-            (f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id)),
-            ("INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
-             (job_id, now, state, message or error)),
-        ])
+        self._transaction(
+            [
+                (f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id)),
+                (
+                    "INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
+                    (job_id, now, state, message or error),
+                ),
+            ]
+        )
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        self._write("UPDATE jobs SET progress = ? WHERE id = ?",
-                    (json.dumps(progress, sort_keys=True), job_id))
+        self._write(
+            "UPDATE jobs SET progress = ? WHERE id = ?",
+            (json.dumps(progress, sort_keys=True), job_id),
+        )
 
     def request_cancel(self, job_id: str) -> None:
-        self._transaction([
-            ("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,)),
-            ("INSERT INTO events (job_id, at, state, message) "
-             "SELECT id, ?, state, 'cancel requested' FROM jobs WHERE id = ?",
-             (time.time(), job_id)),
-        ])
+        self._transaction(
+            [
+                ("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,)),
+                (
+                    "INSERT INTO events (job_id, at, state, message) "
+                    "SELECT id, ?, state, 'cancel requested' FROM jobs WHERE id = ?",
+                    (time.time(), job_id),
+                ),
+            ]
+        )
 
     def delete_job(self, job_id: str) -> None:
-        self._transaction([
-            ("DELETE FROM jobs WHERE id = ?", (job_id,)),
-            ("INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
-             (job_id, time.time(), "deleted", None)),
-        ])
+        self._transaction(
+            [
+                ("DELETE FROM jobs WHERE id = ?", (job_id,)),
+                (
+                    "INSERT INTO events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
+                    (job_id, time.time(), "deleted", None),
+                ),
+            ]
+        )
 
     def events(self, job_id: str) -> list[tuple[float, str, str | None]]:
-        rows = self._read("SELECT at, state, message FROM events WHERE job_id = ? ORDER BY seq",
-                          (job_id,))
+        rows = self._read(
+            "SELECT at, state, message FROM events WHERE job_id = ? ORDER BY seq", (job_id,)
+        )
         return [(r[0], r[1], r[2]) for r in rows]

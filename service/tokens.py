@@ -25,9 +25,13 @@ def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(store: JobStore, name: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-                 max_concurrent: int = DEFAULT_MAX_CONCURRENT, expires: float | None = None,
-                 ) -> tuple[str, TokenRecord]:
+def create_token(
+    store: JobStore,
+    name: str,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    expires: float | None = None,
+) -> tuple[str, TokenRecord]:
     """A new token named `name` with its quotas and optional expiry (Unix seconds).
 
     Returns (the secret, the stored record).
@@ -42,8 +46,9 @@ def create_token(store: JobStore, name: str, max_megapixels: float = DEFAULT_MAX
     if expires is not None and expires <= time.time():
         raise GigasynthError("a token's expiry must lie in the future")
     secret = PREFIX + secrets.token_urlsafe(32)
-    record = store.add_token(secrets.token_hex(8), name, hash_token(secret), max_megapixels,
-                             max_concurrent, expires)
+    record = store.add_token(
+        secrets.token_hex(8), name, hash_token(secret), max_megapixels, max_concurrent, expires
+    )
     return secret, record
 
 

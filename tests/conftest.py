@@ -17,10 +17,25 @@ FACES = SHARED_DATA / "emoji_faces_64.npz"
 
 torch.set_num_threads(2)
 
-MICRO = ModelConfig(kind="diff-nca", channels=12, hidden=16, nca_steps=4, cond_hidden=16,
-                    fire_probability=0.5, timesteps=50)
-MICRO_FOURIER = ModelConfig(kind="fourier-diff-nca", channels=12, hidden=16, nca_steps=3,
-                            cond_hidden=16, fourier_hidden=16, fourier_steps=4, timesteps=50)
+MICRO = ModelConfig(
+    kind="diff-nca",
+    channels=12,
+    hidden=16,
+    nca_steps=4,
+    cond_hidden=16,
+    fire_probability=0.5,
+    timesteps=50,
+)
+MICRO_FOURIER = ModelConfig(
+    kind="fourier-diff-nca",
+    channels=12,
+    hidden=16,
+    nca_steps=3,
+    cond_hidden=16,
+    fourier_hidden=16,
+    fourier_steps=4,
+    timesteps=50,
+)
 
 
 @pytest.fixture

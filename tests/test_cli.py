@@ -17,8 +17,9 @@ from .conftest import MICRO
 
 
 def gigasynth(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gigasynth", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gigasynth", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
@@ -46,31 +47,72 @@ def test_info_preset_json():
 
 def test_sample_writes_png(tmp_path, micro_checkpoint):
     out = tmp_path / "s.png"
-    proc = gigasynth("sample", "--checkpoint", str(micro_checkpoint), "--size", "40x24",
-                     "--seed", "1", "--steps", "4", "--out", str(out))
+    proc = gigasynth(
+        "sample",
+        "--checkpoint",
+        str(micro_checkpoint),
+        "--size",
+        "40x24",
+        "--seed",
+        "1",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     from PIL import Image
+
     assert Image.open(out).size == (40, 24)
 
 
-@pytest.mark.parametrize(("size", "fragment"), [
-    ("0x10", "must be positive"), ("-5x10", "must be positive"), ("abc", "not WIDTHxHEIGHT"),
-    ("100000x100000", "exceeds the limit"),
-])
+@pytest.mark.parametrize(
+    ("size", "fragment"),
+    [
+        ("0x10", "must be positive"),
+        ("-5x10", "must be positive"),
+        ("abc", "not WIDTHxHEIGHT"),
+        ("100000x100000", "exceeds the limit"),
+    ],
+)
 def test_sample_bad_sizes(tmp_path, micro_checkpoint, size, fragment):
-    proc = gigasynth("sample", "--checkpoint", str(micro_checkpoint), f"--size={size}",
-                     "--out", str(tmp_path / "x.png"))
+    proc = gigasynth(
+        "sample",
+        "--checkpoint",
+        str(micro_checkpoint),
+        f"--size={size}",
+        "--out",
+        str(tmp_path / "x.png"),
+    )
     assert_one_line_error(proc, fragment)
     assert not (tmp_path / "x.png").exists()
 
 
 def test_sample_bad_sampler_and_steps(tmp_path, micro_checkpoint):
     out = str(tmp_path / "x.png")
-    proc = gigasynth("sample", "--checkpoint", str(micro_checkpoint), "--size", "8x8",
-                     "--sampler", "euler", "--out", out)
+    proc = gigasynth(
+        "sample",
+        "--checkpoint",
+        str(micro_checkpoint),
+        "--size",
+        "8x8",
+        "--sampler",
+        "euler",
+        "--out",
+        out,
+    )
     assert_one_line_error(proc, "invalid choice: 'euler'")
-    proc = gigasynth("sample", "--checkpoint", str(micro_checkpoint), "--size", "8x8",
-                     "--steps", "51", "--out", out)
+    proc = gigasynth(
+        "sample",
+        "--checkpoint",
+        str(micro_checkpoint),
+        "--size",
+        "8x8",
+        "--steps",
+        "51",
+        "--out",
+        out,
+    )
     assert_one_line_error(proc, "exceeds the model's T=50")
 
 
@@ -90,14 +132,22 @@ def test_bad_checkpoints(tmp_path, micro_checkpoint):
     assert_one_line_error(proc, "non-finite weights")
     proc = gigasynth("info", str(tmp_path / "nowhere"))
     assert_one_line_error(proc, "not a preset or checkpoint")
-    proc = gigasynth("sample", "--checkpoint", "builtin:nope", "--size", "8", "--out",
-                     str(tmp_path / "x.png"))
+    proc = gigasynth(
+        "sample", "--checkpoint", "builtin:nope", "--size", "8", "--out", str(tmp_path / "x.png")
+    )
     assert_one_line_error(proc, "unknown builtin model 'nope'")
 
 
 def test_train_missing_slide(tmp_path):
-    proc = gigasynth("train", "--data", str(tmp_path / "missing.svs"), "--out",
-                     str(tmp_path / "run"), "--iterations", "1")
+    proc = gigasynth(
+        "train",
+        "--data",
+        str(tmp_path / "missing.svs"),
+        "--out",
+        str(tmp_path / "run"),
+        "--iterations",
+        "1",
+    )
     assert_one_line_error(proc, "data not found")
 
 
@@ -106,11 +156,21 @@ def test_builtin_model_ships_and_samples(tmp_path):
     assert ckpt.config.is_tileable
     assert ckpt.meta["mpp"] == pytest.approx(0.998)
     out = tmp_path / "b.png"
-    proc = gigasynth("sample", "--checkpoint", "builtin:tiny-pathology", "--size", "48x40",
-                     "--steps", "3", "--out", str(out))
+    proc = gigasynth(
+        "sample",
+        "--checkpoint",
+        "builtin:tiny-pathology",
+        "--size",
+        "48x40",
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     import numpy as np
     from PIL import Image
+
     rgb = np.asarray(Image.open(out))
     assert rgb.shape == (40, 48, 3)
     # H&E-like: red and blue above green on average (pink/purple), not grey noise.

@@ -31,8 +31,9 @@ def test_downsampled_patches(slide_path):
 
 def test_blank_slide_has_no_tissue(tmp_path):
     path = tmp_path / "blank.tif"
-    tifffile.imwrite(path, np.full((512, 512, 3), 245, np.uint8), tile=(256, 256),
-                     photometric="rgb")
+    tifffile.imwrite(
+        path, np.full((512, 512, 3), 245, np.uint8), tile=(256, 256), photometric="rgb"
+    )
     with pytest.raises(GigasynthError, match="no tissue"):
         open_source(path)
 
@@ -54,6 +55,7 @@ def test_npz_and_folder(tmp_path):
     source = open_source(FACES)
     assert source.sample(np.random.default_rng(0), 3, 64).shape == (3, 64, 64, 3)
     from PIL import Image
+
     for i in range(3):
         Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
     folder = open_source(tmp_path)
@@ -97,8 +99,9 @@ def test_slide_folders_globs_weights_and_the_tissue_cache(tmp_path):
     with pytest.raises(GigasynthError, match="no data matches"):
         open_sources([str(slides / "*.ndpi")])
     # Masks are computed once: a second opening reads the cache (here, an edited one).
-    (cached,) = [p for p in cache.glob("*.npz") if str(slides / "a.tif") in str(
-        np.load(p)["slide"])]
+    (cached,) = [
+        p for p in cache.glob("*.npz") if str(slides / "a.tif") in str(np.load(p)["slide"])
+    ]
     assert len(list(cache.glob("*.npz"))) == 2
     np.savez(cached, mask=np.ones((64, 64), bool), slide=str(slides / "a.tif"))
     again = open_sources([str(slides / "a.tif")], tissue_cache=cache)

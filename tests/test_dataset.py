@@ -44,8 +44,9 @@ def png_dataset(checkpoint, tmp_path_factory) -> Path:
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def shard_files(folder: Path) -> dict[str, bytes]:
@@ -59,12 +60,10 @@ def test_same_settings_twice_give_identical_files(checkpoint, png_dataset, tmp_p
     assert tree_bytes(again) == tree_bytes(png_dataset)
     records = read_manifest(again)
     assert [r["index"] for r in records] == list(range(5))
-    assert all(r["synthetic"] and r["checkpoint"] == result.spec.checkpoint_sha256
-               for r in records)
+    assert all(r["synthetic"] and r["checkpoint"] == result.spec.checkpoint_sha256 for r in records)
     assert len({r["seed"] for r in records}) == 5
     doc = json.loads((again / DATASET_JSON).read_text())
-    assert doc["complete"] and doc["totals"] == {"patches": 5, "shards": 3,
-                                                 "patches_per_shard": 2}
+    assert doc["complete"] and doc["totals"] == {"patches": 5, "shards": 3, "patches_per_shard": 2}
 
 
 def test_a_patch_regenerated_alone_has_the_same_bytes(png_dataset):
@@ -88,34 +87,59 @@ def test_canonical_batches_make_the_batch_size_part_of_the_identity(checkpoint, 
         make_dataset(checkpoint, tmp_path / "x", **{**SETTINGS, "batch": 3})
 
 
-def test_one_and_two_dask_workers_give_the_same_dataset(checkpoint, png_dataset, tmp_path,
-                                                         capsys):
+def test_one_and_two_dask_workers_give_the_same_dataset(checkpoint, png_dataset, tmp_path, capsys):
     import logging
 
     from dask.distributed import LocalCluster
 
     # Two workers: the embedded LocalCluster of `--workers 2`.
     two = tmp_path / "two"
-    args = ["dataset", "--quiet", "--checkpoint", checkpoint, "--out", str(two), "--count", "5",
-            "--size", "32", "--seed", "7", "--steps", "2", "--shard-size", "2", "--workers", "2"]
+    args = [
+        "dataset",
+        "--quiet",
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        str(two),
+        "--count",
+        "5",
+        "--size",
+        "32",
+        "--seed",
+        "7",
+        "--steps",
+        "2",
+        "--shard-size",
+        "2",
+        "--workers",
+        "2",
+    ]
     assert main(args) == 0
     assert "on cpu" in capsys.readouterr().out
     # One worker: an existing cluster reached through its scheduler address.
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
-        one = make_dataset(checkpoint, tmp_path / "one", **SETTINGS,
-                           scheduler=cluster.scheduler_address)
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        one = make_dataset(
+            checkpoint, tmp_path / "one", **SETTINGS, scheduler=cluster.scheduler_address
+        )
     assert one.made_shards == 3
     assert shard_files(two) == shard_files(tmp_path / "one") == shard_files(png_dataset)
     assert read_manifest(two) == read_manifest(tmp_path / "one") == read_manifest(png_dataset)
 
 
-def test_reader_yields_tensors_and_metadata_for_both_formats(checkpoint, png_dataset,
-                                                              tmp_path):
+def test_reader_yields_tensors_and_metadata_for_both_formats(checkpoint, png_dataset, tmp_path):
     tar_out = tmp_path / "tar"
     make_dataset(checkpoint, tar_out, **{**SETTINGS, "format": "tar"})
     assert sorted(p.name for p in tar_out.glob("shard-*")) == [
-        "shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+        "shard-000000.tar",
+        "shard-000001.tar",
+        "shard-000002.tar",
+    ]
     with tarfile.open(tar_out / "shard-000001.tar") as tar:
         assert tar.getnames() == ["000002.png", "000002.json", "000003.png", "000003.json"]
         meta = json.loads(tar.extractfile("000003.json").read())
@@ -136,16 +160,25 @@ def test_reader_yields_tensors_and_metadata_for_both_formats(checkpoint, png_dat
 
 
 def gigasynth_args(checkpoint: str, out: Path, **overrides: str) -> list[str]:
-    opts = {"--checkpoint": checkpoint, "--count": "8", "--size": "32", "--steps": "2",
-            "--shard-size": "2", "--seed": "3", "--out": str(out), **overrides}
+    opts = {
+        "--checkpoint": checkpoint,
+        "--count": "8",
+        "--size": "32",
+        "--steps": "2",
+        "--shard-size": "2",
+        "--seed": "3",
+        "--out": str(out),
+        **overrides,
+    }
     return ["dataset", "--quiet", *(w for kv in opts.items() for w in kv)]
 
 
 def test_killed_run_resumes_to_exactly_n_patches(checkpoint, tmp_path):
     out = tmp_path / "killed"
     args = gigasynth_args(checkpoint, out)
-    proc = subprocess.Popen([sys.executable, "-m", "gigasynth", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gigasynth", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     first = out / "shard-000000"
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -160,7 +193,8 @@ def test_killed_run_resumes_to_exactly_n_patches(checkpoint, tmp_path):
     for name in visible:  # every visible shard is whole; the manifest lists only those
         shard = int(name.removeprefix("shard-"))
         assert sorted(p.name for p in (out / name).iterdir()) == [
-            f"{i:06d}.png" for i in spec.shard_indices(shard)]
+            f"{i:06d}.png" for i in spec.shard_indices(shard)
+        ]
     assert all((out / r["file"]).is_file() for r in records)
     assert {r["shard"] for r in records} <= {int(n.removeprefix("shard-")) for n in visible}
     assert not json.loads((out / DATASET_JSON).read_text())["complete"]
@@ -185,22 +219,28 @@ def one_line_error(capsys, args: list[str]) -> str:
     return err[0]
 
 
-def test_bad_input_is_one_line_and_loses_nothing(checkpoint, png_dataset, tmp_path, capsys,
-                                                 monkeypatch):
+def test_bad_input_is_one_line_and_loses_nothing(
+    checkpoint, png_dataset, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "out"
     assert "count 0 must be in 1.." in one_line_error(
-        capsys, gigasynth_args(checkpoint, out, **{"--count": "0"}))
+        capsys, gigasynth_args(checkpoint, out, **{"--count": "0"})
+    )
     monkeypatch.setattr("gigasynth.dataset.spec.MAX_COUNT", 5)
     assert "count 8 must be in 1..5" in one_line_error(capsys, gigasynth_args(checkpoint, out))
     monkeypatch.undo()
     assert "--workers must be at least 1" in one_line_error(
-        capsys, gigasynth_args(checkpoint, out, **{"--workers": "0"}))
+        capsys, gigasynth_args(checkpoint, out, **{"--workers": "0"})
+    )
     assert "must be positive" in one_line_error(
-        capsys, gigasynth_args(checkpoint, out, **{"--size": "0"}))
+        capsys, gigasynth_args(checkpoint, out, **{"--size": "0"})
+    )
     assert "exceeds the limit" in one_line_error(
-        capsys, gigasynth_args(checkpoint, out, **{"--size": "70000"}))
+        capsys, gigasynth_args(checkpoint, out, **{"--size": "70000"})
+    )
     assert "not a preset or checkpoint" in one_line_error(
-        capsys, gigasynth_args(str(tmp_path / "nothing"), out))
+        capsys, gigasynth_args(str(tmp_path / "nothing"), out)
+    )
     not_ckpt = tmp_path / "notes.txt"
     not_ckpt.write_text("hello")
     assert "not a checkpoint" in one_line_error(capsys, gigasynth_args(str(not_ckpt), out))
@@ -221,7 +261,8 @@ def test_bad_input_is_one_line_and_loses_nothing(checkpoint, png_dataset, tmp_pa
     stranger.mkdir()
     (stranger / "thesis.tex").write_text("keep me")
     assert "holds no gigasynth dataset" in one_line_error(
-        capsys, gigasynth_args(checkpoint, stranger, **{"--count": "1"}))
+        capsys, gigasynth_args(checkpoint, stranger, **{"--count": "1"})
+    )
     assert [p.name for p in stranger.iterdir()] == ["thesis.tex"]
 
 

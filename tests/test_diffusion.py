@@ -65,8 +65,14 @@ def test_ddim_eta0_deterministic_per_seed(micro_model):
 
 def test_ddpm_runs_every_step(micro_model):
     seen = []
-    x = generate(micro_model, 16, 16, [0], SampleRequest("ddpm", None),
-                 progress=lambda done, total: seen.append((done, total)))
+    x = generate(
+        micro_model,
+        16,
+        16,
+        [0],
+        SampleRequest("ddpm", None),
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen[-1] == (50, 50)
     assert torch.isfinite(x).all()
 
@@ -86,8 +92,9 @@ def test_zero_terminal_snr_schedule_ends_in_pure_noise():
 
 
 def test_samplers_use_the_config_schedule():
-    old = ModelConfig.from_dict({k: v for k, v in MICRO.to_dict().items()
-                                 if k != "zero_terminal_snr"})
+    old = ModelConfig.from_dict(
+        {k: v for k, v in MICRO.to_dict().items() if k != "zero_terminal_snr"}
+    )
     assert old == MICRO and not old.zero_terminal_snr
     model = build_model(replace(MICRO, zero_terminal_snr=True))
     sampler = SampleRequest("ddim", 5).build(model)

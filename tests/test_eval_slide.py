@@ -43,8 +43,7 @@ def _halves() -> tuple[Region, Region]:
     slide = openslide.OpenSlide(str(SLIDE))
     test = held_out_split(*slide.dimensions, slide_mpp(slide))["test"]
     middle = (test.y0 + test.y1) // 2
-    return (Region(test.x0, test.y0, test.x1, middle),
-            Region(test.x0, middle, test.x1, test.y1))
+    return (Region(test.x0, test.y0, test.x1, middle), Region(test.x0, middle, test.x1, test.y1))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +71,7 @@ def inception() -> None:
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     r = int(3 * sigma)
-    k = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / (2 * sigma**2))
+    k = torch.exp(-(torch.arange(-r, r + 1.0) ** 2) / (2 * sigma**2))
     k = k / k.sum()
     kernel = (k[:, None] * k[None, :]).expand(3, 1, 2 * r + 1, 2 * r + 1)
     x = F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), kernel, groups=3)
@@ -96,13 +95,28 @@ def test_kid_ranks_real_below_blurred_below_noise_at_each_scale(halves, bottom, 
     """
     top = str(halves[0])
     fakes = {"real": bottom, "blurred": _blur(bottom, 8.0), "noise": _noise(bottom, 1)}
-    results = dict(zip(fakes, evaluate_slides(
-        SLIDE, list(fakes.values()), scales=SCALES, n=N, crop=CROP, seed=0, real_region=top,
-        real_downsample=DOWNSAMPLE, bootstrap=100), strict=True))
+    results = dict(
+        zip(
+            fakes,
+            evaluate_slides(
+                SLIDE,
+                list(fakes.values()),
+                scales=SCALES,
+                n=N,
+                crop=CROP,
+                seed=0,
+                real_region=top,
+                real_downsample=DOWNSAMPLE,
+                bootstrap=100,
+            ),
+            strict=True,
+        )
+    )
     for index, scale in enumerate(SCALES):
         kid = {name: r.scales[index].kid for name, r in results.items()}
-        assert all(r.scales[index].scale == scale and r.scales[index].n == N
-                   for r in results.values())
+        assert all(
+            r.scales[index].scale == scale and r.scales[index].n == N for r in results.values()
+        )
         assert kid["real"] < kid["blurred"] < kid["noise"], (scale, kid)
         s = results["real"].scales[index]
         assert s.kid_low <= s.kid <= s.kid_high, s
@@ -129,8 +143,12 @@ def _write_zarr(path: Path, image: np.ndarray, mpp: float) -> Path:
     from gigasynth.io.metadata import SlideMetadata
     from gigasynth.io.omezarr import create_ome_zarr
 
-    meta = SlideMetadata(width=image.shape[1], height=image.shape[0], mpp=mpp,
-                         provenance={"test": "bottom half of the test region"})
+    meta = SlideMetadata(
+        width=image.shape[1],
+        height=image.shape[0],
+        mpp=mpp,
+        provenance={"test": "bottom half of the test region"},
+    )
     level0 = create_ome_zarr(path, meta, chunk=128)
     level0[:] = np.moveaxis(image, -1, 0)
     return path
@@ -139,30 +157,65 @@ def _write_zarr(path: Path, image: np.ndarray, mpp: float) -> Path:
 def test_cli_slide_vs_ome_zarr_writes_report_and_json(tmp_path, halves, bottom, inception):
     """`gigasynth eval` in a real process: slide vs an OME-Zarr (µm/px from its metadata)."""
     slide = openslide.OpenSlide(str(SLIDE))
-    zarr_path = _write_zarr(tmp_path / "fake.ome.zarr", bottom,
-                            slide_mpp(slide) * DOWNSAMPLE)
+    zarr_path = _write_zarr(tmp_path / "fake.ome.zarr", bottom, slide_mpp(slide) * DOWNSAMPLE)
     report = tmp_path / "report.png"
     scales = (1, 4)
     proc = subprocess.run(
-        [sys.executable, "-m", "gigasynth", "eval", "--real", str(SLIDE), "--fake",
-         str(zarr_path), "--real-region", str(halves[0]), "--scales",
-         ",".join(map(str, scales)), "--n", "8", "--crop", str(CROP), "--bootstrap", "50",
-         "--report", str(report), "--json"],
-        capture_output=True, text=True, timeout=300, env={**os.environ})
+        [
+            sys.executable,
+            "-m",
+            "gigasynth",
+            "eval",
+            "--real",
+            str(SLIDE),
+            "--fake",
+            str(zarr_path),
+            "--real-region",
+            str(halves[0]),
+            "--scales",
+            ",".join(map(str, scales)),
+            "--n",
+            "8",
+            "--crop",
+            str(CROP),
+            "--bootstrap",
+            "50",
+            "--report",
+            str(report),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["real_downsample"] == DOWNSAMPLE  # from the Zarr's µm/px over the slide's
     assert out["fake"] == str(zarr_path) and out["report"] == str(report)
     assert [s["scale"] for s in out["scales"]] == list(scales)
     for s in out["scales"]:
-        assert {"kid", "kid_low", "kid_high", "fid", "n", "crop", "mpp", "real_field",
-                "fake_field", "real_crops", "fake_crops", "real_tiles"} <= set(s)
+        assert {
+            "kid",
+            "kid_low",
+            "kid_high",
+            "fid",
+            "n",
+            "crop",
+            "mpp",
+            "real_field",
+            "fake_field",
+            "real_crops",
+            "fake_crops",
+            "real_tiles",
+        } <= set(s)
         assert s["n"] == 8 and s["crop"] == CROP
         assert s["kid_low"] <= s["kid"] <= s["kid_high"]
         assert s["mpp"] == pytest.approx(slide_mpp(slide) * DOWNSAMPLE * s["scale"])
         assert s["fake_field"] == [bottom.shape[1] // s["scale"], bottom.shape[0] // s["scale"]]
-    assert out["bands"] and all({"low_px", "high_px", "real", "fake", "ratio"} <= set(b)
-                                for b in out["bands"])
+    assert out["bands"] and all(
+        {"low_px", "high_px", "real", "fake", "ratio"} <= set(b) for b in out["bands"]
+    )
     for side in ("real", "fake"):
         colour = out["colour"][side]
         assert colour["tissue_fraction"] + colour["background_fraction"] == pytest.approx(1)
@@ -200,9 +253,22 @@ def test_bad_input_gives_one_line_errors(tmp_path, halves, bottom, capsys):
     folder = tmp_path / "patches"
     folder.mkdir()
     for i in range(5):
-        write_png(folder / f"{i}.png", bottom[:64, 64 * i:64 * (i + 1)])
-    err = _fail(["--real", str(SLIDE), "--fake", str(folder), "--fake-mpp", "0.998",
-                 "--n", "8", "--crop", "32"], capsys)
+        write_png(folder / f"{i}.png", bottom[:64, 64 * i : 64 * (i + 1)])
+    err = _fail(
+        [
+            "--real",
+            str(SLIDE),
+            "--fake",
+            str(folder),
+            "--fake-mpp",
+            "0.998",
+            "--n",
+            "8",
+            "--crop",
+            "32",
+        ],
+        capsys,
+    )
     assert "holds 5 images, fewer than n=8" in err
     err = _fail(["--real", str(SLIDE), "--fake", str(folder), "--scales", "1"], capsys)
     assert "pixel size" in err and "--fake-mpp" in err

@@ -36,8 +36,14 @@ def test_experiment_scripts_run_and_tabulate(tmp_path):
         pytest.skip(str(err))
     env = {**os.environ, "EXPERIMENTS_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
     for script, *args in STEPS:
-        done = subprocess.run([sys.executable, script, *args], cwd=EXPERIMENTS, env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, script, *args],
+            cwd=EXPERIMENTS,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, (script, done.stderr[-2000:])
 
     results = tmp_path / "results"
@@ -53,10 +59,21 @@ def test_experiment_scripts_run_and_tabulate(tmp_path):
     superres = json.loads((results / "superres-pathology-10x.json").read_text())
     assert list(superres["results"]) == ["x2"]
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
-    assert {"quality-pathology-10x-real.png", "inpaint-pathology-10x.png",
-            "superres-pathology-10x-x2.png", "ddim-steps-pathology-10x.png"} <= figures
+    assert {
+        "quality-pathology-10x-real.png",
+        "inpaint-pathology-10x.png",
+        "superres-pathology-10x-x2.png",
+        "ddim-steps-pathology-10x.png",
+    } <= figures
 
-    tables = subprocess.run([sys.executable, "tables.py"], cwd=EXPERIMENTS, env=env,
-                            capture_output=True, text=True, timeout=120, check=True).stdout
+    tables = subprocess.run(
+        [sys.executable, "tables.py"],
+        cwd=EXPERIMENTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     for name in ("quality", "ood-sizes", "inpaint", "superres", "ddim-steps"):
         assert f"### {name}-pathology-10x" in tables, name

@@ -38,16 +38,22 @@ from gigasynth.io import (
 from gigasynth.io.omexml import nominal_magnification
 
 WIDTH, HEIGHT, CHUNK, MPP = 1001, 777, 256, 0.25  # odd sizes, not chunk multiples
-PROVENANCE = {"checkpoint_sha256": "5e" * 32, "seed": 1234, "sampler": "ddim", "steps": 50,
-              "eta": 0.0}
+PROVENANCE = {
+    "checkpoint_sha256": "5e" * 32,
+    "seed": 1234,
+    "sampler": "ddim",
+    "steps": 50,
+    "eta": 0.0,
+}
 EXPECTED_SHAPES = [(777, 1001), (389, 501), (195, 251)]
 
 
 def slide_pixels() -> np.ndarray:
     """A smooth colour pattern with mild noise: (3, H, W) uint8, JPEG-friendly but not flat."""
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    channels = [128 + 90 * np.sin(x / (31 + 7 * c) + c) * np.cos(y / (23 + 5 * c))
-                for c in range(3)]
+    channels = [
+        128 + 90 * np.sin(x / (31 + 7 * c) + c) * np.cos(y / (23 + 5 * c)) for c in range(3)
+    ]
     noise = np.random.default_rng(7).integers(-3, 4, (3, HEIGHT, WIDTH))
     return np.clip(np.stack(channels) + noise, 0, 255).astype(np.uint8)
 
@@ -114,8 +120,12 @@ def test_pyramid_with_dask_tasks_matches_in_process(slide, tmp_path, pixels):
     path = tmp_path / "dask.ome.zarr"
     meta = SlideMetadata(width=WIDTH, height=HEIGHT, mpp=MPP, provenance=PROVENANCE)
     fill_chunk_by_chunk(create_ome_zarr(path, meta, chunk=CHUNK), pixels)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         assert build_pyramid(path, client=client) == EXPECTED_SHAPES
     for level in range(len(EXPECTED_SHAPES)):
         assert np.array_equal(open_level(path, level)[:], open_level(slide, level)[:])
@@ -126,11 +136,17 @@ def test_ome_zarr_validates_as_ngff_04_bioformats2raw(slide):
     assert model.image_paths == ["0"]
     multiscale = model.images["0"].attributes.multiscales[0]
     assert [(a.name, a.type, a.unit) for a in multiscale.axes] == [
-        ("c", "channel", None), ("y", "space", "micrometer"), ("x", "space", "micrometer")]
+        ("c", "channel", None),
+        ("y", "space", "micrometer"),
+        ("x", "space", "micrometer"),
+    ]
     scales = [d.coordinateTransformations[0].scale for d in multiscale.datasets]
     assert scales == [[1.0, MPP * 2**lvl, MPP * 2**lvl] for lvl in range(len(EXPECTED_SHAPES))]
     assert [c.label for c in model.images["0"].attributes.omero.channels] == [
-        "Red", "Green", "Blue"]
+        "Red",
+        "Green",
+        "Blue",
+    ]
 
     for meta_file in [".zgroup", "0/.zgroup", "OME/.zgroup", "0/0/.zarray", "0/2/.zarray"]:
         assert json.loads((slide / meta_file).read_text())["zarr_format"] == 2
@@ -143,10 +159,16 @@ def test_ome_zarr_validates_as_ngff_04_bioformats2raw(slide):
     px = ome.images[0].pixels
     assert (px.size_x, px.size_y, px.size_c, px.type.value) == (WIDTH, HEIGHT, 3, "uint8")
     assert (px.physical_size_x, px.physical_size_y, px.physical_size_x_unit.value) == (
-        MPP, MPP, "µm")
+        MPP,
+        MPP,
+        "µm",
+    )
     assert_objective(ome, 40.0)
     assert [(c.name, c.samples_per_pixel, c.color.as_rgb_tuple()) for c in px.channels] == [
-        ("Red", 1, (255, 0, 0)), ("Green", 1, (0, 255, 0)), ("Blue", 1, (0, 0, 255))]
+        ("Red", 1, (255, 0, 0)),
+        ("Green", 1, (0, 255, 0)),
+        ("Blue", 1, (0, 0, 255)),
+    ]
 
 
 def assert_objective(ome: ome_types.OME, magnification: float) -> None:
@@ -159,14 +181,24 @@ def assert_objective(ome: ome_types.OME, magnification: float) -> None:
 
 def test_nominal_magnification_follows_the_pixel_size():
     assert [nominal_magnification(mpp) for mpp in (1.0, 0.5, 0.499, 0.25, 0.2525, 4.0)] == [
-        10.0, 20.0, 20.0, 40.0, 40.0, 2.5]
+        10.0,
+        20.0,
+        20.0,
+        40.0,
+        40.0,
+        2.5,
+    ]
 
 
 def test_lossless_ome_tiff_validates_and_matches_the_zarr(slide, lossless_tiff):
     ome = ome_types.from_tiff(lossless_tiff, validate=True)
     px = ome.images[0].pixels
     assert (px.size_x, px.size_y, px.physical_size_x, px.physical_size_y) == (
-        WIDTH, HEIGHT, MPP, MPP)
+        WIDTH,
+        HEIGHT,
+        MPP,
+        MPP,
+    )
     assert px.physical_size_x_unit.value == "µm"
     assert [c.samples_per_pixel for c in px.channels] == [3]
     assert_objective(ome, 40.0)
@@ -202,16 +234,21 @@ def test_jpeg_ome_tiff_is_ycbcr_and_close(slide, jpeg_tiff):
             page = tiff_level.keyframe
             assert page.compression == tifffile.COMPRESSION.JPEG
             assert page.photometric == tifffile.PHOTOMETRIC.YCBCR
-            error = np.abs(tiff_level.asarray().astype(np.int16)
-                           - np.moveaxis(open_level(slide, level)[:], 0, -1))
+            error = np.abs(
+                tiff_level.asarray().astype(np.int16)
+                - np.moveaxis(open_level(slide, level)[:], 0, -1)
+            )
             assert error.mean() < 3.0, (level, error.mean())
 
 
 def large_image_region(source, frame: int = 0) -> np.ndarray:
     import large_image
 
-    region, _ = source.getRegion(region={"left": 300, "top": 200, "width": 400, "height": 300},
-                                 format=large_image.constants.TILE_FORMAT_NUMPY, frame=frame)
+    region, _ = source.getRegion(
+        region={"left": 300, "top": 200, "width": 400, "height": 300},
+        format=large_image.constants.TILE_FORMAT_NUMPY,
+        frame=frame,
+    )
     return region
 
 
@@ -231,10 +268,10 @@ def test_large_image_opens_the_ome_zarr(slide, pixels, monkeypatch):
     # large-image-source-zarr >= 1.30.6 pins zarr<3; 1.30.5 (the last without the pin) still
     # names three zarr-2 spellings. Give it those names for this test; its reader is unchanged.
     monkeypatch.setattr(zarr.core, "Array", zarr.Array, raising=False)
-    monkeypatch.setattr(zarr, "hierarchy", types.SimpleNamespace(Group=zarr.Group),
-                        raising=False)
-    monkeypatch.setattr(zarr.Group, "values", lambda group: [m for _, m in group.members()],
-                        raising=False)
+    monkeypatch.setattr(zarr, "hierarchy", types.SimpleNamespace(Group=zarr.Group), raising=False)
+    monkeypatch.setattr(
+        zarr.Group, "values", lambda group: [m for _, m in group.members()], raising=False
+    )
     import large_image_source_zarr
 
     source = large_image_source_zarr.open(str(slide / ".zattrs"), noCache=True)
@@ -263,8 +300,8 @@ def png_chunks(png: Path) -> dict[bytes, list[bytes]]:
     """The raw chunks of a PNG file by type (read from the bytes, not through Pillow)."""
     data, chunks, at = png.read_bytes(), {}, 8
     while at < len(data):
-        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
-        chunks.setdefault(kind, []).append(data[at + 8:at + 8 + length])
+        length, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        chunks.setdefault(kind, []).append(data[at + 8 : at + 8 + length])
         at += 12 + length
     return chunks
 
@@ -285,8 +322,11 @@ def test_preview_is_a_small_png_of_the_slide(slide, pixels, tmp_path):
     assert per_metre == pytest.approx([1e6 / mpp for mpp in preview_mpp], abs=1)
     text = dict(chunk.split(b"\0", 1) for chunk in chunks[b"tEXt"])
     assert b"Synthetic" in text[b"Comment"] and b"no real patient" in text[b"Comment"]
-    assert json.loads(text[b"gigasynth"]) == {**PROVENANCE, "synthetic": True,
-                                              "gigasynth_version": "0.1.0"}
+    assert json.loads(text[b"gigasynth"]) == {
+        **PROVENANCE,
+        "synthetic": True,
+        "gigasynth_version": "0.1.0",
+    }
 
 
 def test_bounded_memory_on_a_large_sparse_level(tmp_path):
@@ -327,8 +367,7 @@ def test_bad_input_is_one_line_error(slide, tmp_path):
         (lambda: write_ome_tiff(slide, tmp_path), "folder"),
         (lambda: SlideMetadata(width=0, height=5, mpp=0.5, provenance={}), "width"),
         (lambda: SlideMetadata(width=5, height=5, mpp="0.5", provenance={}), "mpp"),
-        (lambda: SlideMetadata(width=5, height=5, mpp=0.5, provenance={"x": object()}),
-         "JSON"),
+        (lambda: SlideMetadata(width=5, height=5, mpp=0.5, provenance={"x": object()}), "JSON"),
     ]
     for call, fragment in cases:
         with pytest.raises(GigasynthError) as info:
@@ -336,15 +375,17 @@ def test_bad_input_is_one_line_error(slide, tmp_path):
         message = str(info.value)
         assert fragment in message and "\n" not in message, message
     assert not (tmp_path / "x.ome.tif").exists()
-    numpy_sized = SlideMetadata(width=np.int64(5), height=np.int32(7), mpp=np.float32(0.5),
-                                provenance={})
+    numpy_sized = SlideMetadata(
+        width=np.int64(5), height=np.int32(7), mpp=np.float32(0.5), provenance={}
+    )
     assert (type(numpy_sized.width), type(numpy_sized.mpp)) == (int, float)
 
 
 def write_slide(path: Path, pixels: np.ndarray, pyramid: bool = True) -> Path:
     """An OME-Zarr of (3, H, W) `pixels` written by gigasynth's writers."""
-    meta = SlideMetadata(width=pixels.shape[2], height=pixels.shape[1], mpp=MPP,
-                         provenance=PROVENANCE)
+    meta = SlideMetadata(
+        width=pixels.shape[2], height=pixels.shape[1], mpp=MPP, provenance=PROVENANCE
+    )
     fill_chunk_by_chunk(create_ome_zarr(path, meta, chunk=CHUNK), pixels)
     if pyramid:
         build_pyramid(path)
@@ -369,8 +410,11 @@ def deepzoom_levels(slide: Path) -> list[np.ndarray]:
 
 
 def test_reader_reads_both_formats(slide, lossless_tiff, jpeg_tiff, pixels):
-    with open_slide(slide) as zarr_slide, open_slide(lossless_tiff) as tiff_slide, \
-            open_slide(jpeg_tiff) as jpeg_slide:
+    with (
+        open_slide(slide) as zarr_slide,
+        open_slide(lossless_tiff) as tiff_slide,
+        open_slide(jpeg_tiff) as jpeg_slide,
+    ):
         for reader in (zarr_slide, tiff_slide, jpeg_slide):
             assert reader.levels == tuple(EXPECTED_SHAPES)
             assert (reader.width, reader.height, reader.mpp) == (WIDTH, HEIGHT, MPP)
@@ -378,14 +422,16 @@ def test_reader_reads_both_formats(slide, lossless_tiff, jpeg_tiff, pixels):
         for level in range(len(EXPECTED_SHAPES)):
             stored = np.moveaxis(open_level(slide, level)[:], 0, -1)
             for reader in (zarr_slide, tiff_slide):
-                assert np.array_equal(reader.read_region(level, 0, 0, *EXPECTED_SHAPES[level]),
-                                      stored)
-        region = zarr_slide.read_region(0, 700, 900, 77, 101)       # reaches both far edges
+                assert np.array_equal(
+                    reader.read_region(level, 0, 0, *EXPECTED_SHAPES[level]), stored
+                )
+        region = zarr_slide.read_region(0, 700, 900, 77, 101)  # reaches both far edges
         assert np.array_equal(region, np.moveaxis(pixels[:, 700:, 900:], 0, -1))
         assert np.array_equal(tiff_slide.read_region(0, 700, 900, 77, 101), region)
         lossy = jpeg_slide.read_region(1, 5, 300, 200, 201).astype(int)
-        assert np.abs(lossy - np.moveaxis(open_level(slide, 1)[:, 5:205, 300:501], 0, -1)
-                      ).mean() < 4
+        assert (
+            np.abs(lossy - np.moveaxis(open_level(slide, 1)[:, 5:205, 300:501], 0, -1)).mean() < 4
+        )
 
 
 def test_deepzoom_geometry_and_dzi(slide):
@@ -393,11 +439,13 @@ def test_deepzoom_geometry_and_dzi(slide):
     top = math.ceil(math.log2(max(WIDTH, HEIGHT)))
     assert dz.level_count == top + 1
     assert dz.level_dimensions == tuple(
-        (math.ceil(WIDTH / 2**(top - lvl)), math.ceil(HEIGHT / 2**(top - lvl)))
-        for lvl in range(top + 1))
+        (math.ceil(WIDTH / 2 ** (top - lvl)), math.ceil(HEIGHT / 2 ** (top - lvl)))
+        for lvl in range(top + 1)
+    )
     assert dz.level_dimensions[0] == (1, 1) and dz.level_dimensions[-1] == (WIDTH, HEIGHT)
-    assert dz.level_tiles == tuple((math.ceil(w / 254), math.ceil(h / 254))
-                                   for w, h in dz.level_dimensions)
+    assert dz.level_tiles == tuple(
+        (math.ceil(w / 254), math.ceil(h / 254)) for w, h in dz.level_dimensions
+    )
     assert dz.tile_count == sum(c * r for c, r in dz.level_tiles)
     # overlap of 1 px on every side that has a neighbour, clipped at the level's edges
     assert dz.get_tile_bounds(top, (0, 0)) == (0, 0, 255, 255)
@@ -410,20 +458,26 @@ def test_deepzoom_geometry_and_dzi(slide):
     assert (root.get("Format"), root.get("TileSize"), root.get("Overlap")) == ("jpeg", "254", "1")
     size = root.find(f"{ns}Size")
     assert (size.get("Width"), size.get("Height")) == (str(WIDTH), str(HEIGHT))
-    assert ET.fromstring(DeepZoomGenerator(open_slide(slide), 510, 0).get_dzi("png")).attrib \
-        == {"Format": "png", "TileSize": "510", "Overlap": "0"}
+    assert ET.fromstring(DeepZoomGenerator(open_slide(slide), 510, 0).get_dzi("png")).attrib == {
+        "Format": "png",
+        "TileSize": "510",
+        "Overlap": "0",
+    }
 
 
-@pytest.mark.parametrize("size, levels", [((1, 1), 1), ((1024, 3), 11), ((1025, 3), 12),
-                                          ((3, 17), 6)])
+@pytest.mark.parametrize(
+    "size, levels", [((1, 1), 1), ((1024, 3), 11), ((1025, 3), 12), ((3, 17), 6)]
+)
 def test_deepzoom_level_count_at_powers_of_two(tmp_path, size, levels):
     width, height = size
     path = write_slide(tmp_path / "s.ome.zarr", np.full((3, height, width), 9, np.uint8))
     dz = DeepZoomGenerator(open_slide(path))
     assert dz.level_count == levels
     assert dz.level_dimensions[-1] == size and dz.level_dimensions[0] == (1, 1)
-    assert np.array_equal(np.asarray(dz.get_tile(levels - 1, (0, 0))),
-                          np.full((min(height, 255), min(width, 255), 3), 9, np.uint8))
+    assert np.array_equal(
+        np.asarray(dz.get_tile(levels - 1, (0, 0))),
+        np.full((min(height, 255), min(width, 255), 3), 9, np.uint8),
+    )
 
 
 def every_tile(dz: DeepZoomGenerator):
@@ -446,12 +500,12 @@ def test_deepzoom_tiles_are_slices_of_the_pyramid(slide, lossless_tiff):
                 tile = np.asarray(dz.get_tile(level, address))
                 assert np.array_equal(tile, expected[level][y0:y1, x0:x1]), (path, level, address)
             png = dz.get_tile_bytes(9, (1, 0), format="png")
-            assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))),
-                                  np.asarray(dz.get_tile(9, (1, 0))))
+            assert np.array_equal(
+                np.asarray(Image.open(io.BytesIO(png))), np.asarray(dz.get_tile(9, (1, 0)))
+            )
             jpeg = Image.open(io.BytesIO(dz.get_tile_bytes(10, (2, 1))))
             assert jpeg.format == "JPEG" and jpeg.size == dz.get_tile_dimensions(10, (2, 1))
-            assert np.abs(np.asarray(jpeg).astype(int) - expected[10][253:509, 507:763]
-                          ).mean() < 6
+            assert np.abs(np.asarray(jpeg).astype(int) - expected[10][253:509, 507:763]).mean() < 6
 
 
 def test_deepzoom_without_a_pyramid_continues_from_level_0(tmp_path, pixels):
@@ -463,8 +517,9 @@ def test_deepzoom_without_a_pyramid_continues_from_level_0(tmp_path, pixels):
     dz = DeepZoomGenerator(open_slide(path))
     for level, address in every_tile(dz):
         x0, y0, x1, y1 = dz.get_tile_bounds(level, address)
-        assert np.array_equal(np.asarray(dz.get_tile(level, address)),
-                              expected[level][y0:y1, x0:x1]), (level, address)
+        assert np.array_equal(
+            np.asarray(dz.get_tile(level, address)), expected[level][y0:y1, x0:x1]
+        ), (level, address)
 
 
 def test_bad_slide_and_tile_addresses_are_one_line_errors(slide, tmp_path):

@@ -25,8 +25,11 @@ CASES = {
     "small": ({"width": 1}, "size 1x80 is too small (at least 2x2)", None),
     "steps": ({"steps": 60}, "give steps 50 or fewer", "give --steps 50 or fewer"),
     "mpp": ({"mpp": 1.0}, "leave mpp out or give 0.5", "leave --mpp out or give 0.5"),
-    "whole": ({"tile": 0, "width": 9000, "height": 9000},
-              "exceeds the whole-image (tile 0) limit", "whole-image (--tile 0) limit"),
+    "whole": (
+        {"tile": 0, "width": 9000, "height": 9000},
+        "exceeds the whole-image (tile 0) limit",
+        "whole-image (--tile 0) limit",
+    ),
 }
 JOB = {"width": 96, "height": 80, "steps": 3, "tile": 64, "mpp": None}
 
@@ -47,21 +50,41 @@ def test_one_message_from_library_service_and_cli(case, served, tmp_path, capfd)
     client, token, folder, save_every = served
     changes, fragment, cli_fragment = CASES[case]
     job = {**JOB, **changes}
-    spec = SynthSpec(folder, job["width"], job["height"], steps=job["steps"], tile=job["tile"],
-                     mpp=job["mpp"], save_every=save_every)
+    spec = SynthSpec(
+        folder,
+        job["width"],
+        job["height"],
+        steps=job["steps"],
+        tile=job["tile"],
+        mpp=job["mpp"],
+        save_every=save_every,
+    )
     with pytest.raises(JobError) as err:
         check_job(spec)
     library = str(err.value)
-    assert fragment in library and "--" not in library, library    # fields, not flags
+    assert fragment in library and "--" not in library, library  # fields, not flags
 
-    response = client.post("/v1/jobs", headers={"Authorization": f"Bearer {token}"},
-                           json={"model": MICRO_MODEL, **job})
+    response = client.post(
+        "/v1/jobs", headers={"Authorization": f"Bearer {token}"}, json={"model": MICRO_MODEL, **job}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"] == library
 
-    argv = ["synth", "--checkpoint", folder, "--size", f"{job['width']}x{job['height']}",
-            "--steps", str(job["steps"]), "--tile", str(job["tile"]),
-            "--save-every", str(save_every), "--out", str(tmp_path / "s.ome.zarr")]
+    argv = [
+        "synth",
+        "--checkpoint",
+        folder,
+        "--size",
+        f"{job['width']}x{job['height']}",
+        "--steps",
+        str(job["steps"]),
+        "--tile",
+        str(job["tile"]),
+        "--save-every",
+        str(save_every),
+        "--out",
+        str(tmp_path / "s.ome.zarr"),
+    ]
     if job["mpp"] is not None:
         argv += ["--mpp", str(job["mpp"])]
     assert main(argv) == 2
@@ -73,10 +96,11 @@ def test_one_message_from_library_service_and_cli(case, served, tmp_path, capfd)
 
 def test_the_engine_imports_no_front_end():
     """The limits live in the engine: importing it loads neither the CLI nor the service."""
-    code = ("import sys, gigasynth.synth; "
-            "bad = sorted(m for m in sys.modules "
-            "if m.startswith(('gigasynth.cli', 'gigasynth_service'))); "
-            "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys, gigasynth.synth; "
+        "bad = sorted(m for m in sys.modules "
+        "if m.startswith(('gigasynth.cli', 'gigasynth_service'))); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

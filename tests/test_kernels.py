@@ -64,10 +64,16 @@ def _inputs(update: NCAUpdate, batch: int, h: int, w: int, borders: Borders, see
     return state, cond, mask
 
 
-@pytest.mark.parametrize(("channels", "hidden", "padding", "borders"), [
-    (12, 16, "reflect", Borders()), (12, 16, "reflect", NO_BORDERS),
-    (12, 16, "reflect", CORNER), (24, 40, "constant", CORNER), (96, 396, "reflect", Borders()),
-])
+@pytest.mark.parametrize(
+    ("channels", "hidden", "padding", "borders"),
+    [
+        (12, 16, "reflect", Borders()),
+        (12, 16, "reflect", NO_BORDERS),
+        (12, 16, "reflect", CORNER),
+        (24, 40, "constant", CORNER),
+        (96, 396, "reflect", Borders()),
+    ],
+)
 def test_cpu_path_matches_plain_ops(channels, hidden, padding, borders):
     update = _update(channels, hidden, padding)
     state, cond, mask = _inputs(update, 2, 11, 13, borders)
@@ -80,8 +86,11 @@ def test_cpu_path_matches_plain_ops(channels, hidden, padding, borders):
         assert torch.equal(got[:, :3], expected[:, :3])  # frozen channels untouched
     # Cells that do not fire keep their state exactly.
     keep = (mask == 0).expand_as(got)
-    centre = state[..., (not borders.top):state.shape[-2] - (not borders.bottom),
-                   (not borders.left):state.shape[-1] - (not borders.right)]
+    centre = state[
+        ...,
+        (not borders.top) : state.shape[-2] - (not borders.bottom),
+        (not borders.left) : state.shape[-1] - (not borders.right),
+    ]
     assert torch.equal(got[keep], centre[keep])
 
 
@@ -94,11 +103,17 @@ def test_cpu_path_on_a_tile_equals_the_whole_image():
         whole = update_cpu(folded, state, mask, border_pads(Borders()))
         for band in (4096, 57):
             for y0, x0, h, w, borders in ((5, 7, 20, 30, NO_BORDERS), (0, 17, 12, 30, CORNER)):
-                tile = state[..., y0 - (not borders.top):y0 + h + 1,
-                             x0 - 1:x0 + w + (not borders.right)]
-                local = update_cpu(folded, tile, mask[..., y0:y0 + h, x0:x0 + w],
-                                   border_pads(borders), band_pixels=band)
-                assert (local - whole[..., y0:y0 + h, x0:x0 + w]).abs().max() < 1e-5
+                tile = state[
+                    ..., y0 - (not borders.top) : y0 + h + 1, x0 - 1 : x0 + w + (not borders.right)
+                ]
+                local = update_cpu(
+                    folded,
+                    tile,
+                    mask[..., y0 : y0 + h, x0 : x0 + w],
+                    border_pads(borders),
+                    band_pixels=band,
+                )
+                assert (local - whole[..., y0 : y0 + h, x0 : x0 + w]).abs().max() < 1e-5
 
 
 def test_model_tiles_equal_whole_image_on_the_fast_path():
@@ -109,11 +124,11 @@ def test_model_tiles_equal_whole_image_on_the_fast_path():
     with torch.no_grad():
         whole = model(x, [17], [5])
         y0, x0, h, w = 9, 12, 20, 25
-        tile = x[..., y0 - halo:y0 + h + halo, x0 - halo:x0 + w + halo]
+        tile = x[..., y0 - halo : y0 + h + halo, x0 - halo : x0 + w + halo]
         local = model(tile, [17], [5], Window(y0 - halo, x0 - halo), NO_BORDERS)
         set_fast_path(model, False)
         plain = model(x, [17], [5])
-    assert (local - whole[..., y0:y0 + h, x0:x0 + w]).abs().max() < 1e-5
+    assert (local - whole[..., y0 : y0 + h, x0 : x0 + w]).abs().max() < 1e-5
     assert _rel(whole, plain) < 1e-5
 
 
@@ -132,14 +147,17 @@ def test_fast_path_only_in_inference_and_can_be_forced_off(monkeypatch):
     trained = update(state, cond, mask)  # grad enabled: plain ops, differentiable
     assert trained.is_contiguous() and trained.requires_grad
     with torch.no_grad():  # bf16 on CPU has no fast path: plain ops, same dtype
-        assert update.to(torch.bfloat16)(state.bfloat16(), cond.bfloat16(),
-                                         mask.bfloat16()).dtype == torch.bfloat16
+        assert (
+            update.to(torch.bfloat16)(state.bfloat16(), cond.bfloat16(), mask.bfloat16()).dtype
+            == torch.bfloat16
+        )
 
 
 # --- Triton: the fused kernel -------------------------------------------------------
 
-triton_update = pytest.importorskip("gigasynth.kernels.triton_update",
-                                    reason="triton is not installed")
+triton_update = pytest.importorskip(
+    "gigasynth.kernels.triton_update", reason="triton is not installed"
+)
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
@@ -147,8 +165,13 @@ def _triton(update, state, cond, mask, borders, dot_bf16, **kw):
     dev = torch.device(DEVICE)
     with torch.no_grad():
         out = triton_update.update_triton(
-            copy.deepcopy(update).to(dev).folded(cond.to(dev)), state.to(dev),
-            None if mask is None else mask.to(dev), border_pads(borders), dot_bf16, **kw)
+            copy.deepcopy(update).to(dev).folded(cond.to(dev)),
+            state.to(dev),
+            None if mask is None else mask.to(dev),
+            border_pads(borders),
+            dot_bf16,
+            **kw,
+        )
     return out.cpu()
 
 
@@ -157,9 +180,14 @@ def _triton(update, state, cond, mask, borders, dot_bf16, **kw):
 SMALL = {"block": (16, 16), "hidden_block": 16}
 
 
-@pytest.mark.parametrize(("padding", "borders", "use_mask"), [
-    ("reflect", Borders(), True), ("reflect", CORNER, False), ("constant", Borders(), True),
-])
+@pytest.mark.parametrize(
+    ("padding", "borders", "use_mask"),
+    [
+        ("reflect", Borders(), True),
+        ("reflect", CORNER, False),
+        ("constant", Borders(), True),
+    ],
+)
 def test_triton_kernel_matches_plain_ops_fp32(padding, borders, use_mask):
     update = _update(12, 20, padding)
     state, cond, mask = _inputs(update, 2, 9, 12, borders)
@@ -193,7 +221,7 @@ def test_model_on_gpu_uses_the_kernel_and_tiles_match():
         gpu = model.cuda()
         got = gpu(x.cuda(), [40], [3]).cpu()
         halo = preset("tiny").halo
-        tile = x[..., 20 - halo:60 + halo, 30 - halo:70 + halo].cuda()
+        tile = x[..., 20 - halo : 60 + halo, 30 - halo : 70 + halo].cuda()
         local = gpu(tile, [40], [3], Window(20 - halo, 30 - halo), NO_BORDERS).cpu()
     assert _rel(got, expected) < 1e-4
     assert (local - got[..., 20:60, 30:70]).abs().max() < 1e-5

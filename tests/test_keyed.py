@@ -15,8 +15,12 @@ def test_crop_of_canvas_equals_window():
 
 def test_streams_steps_and_seeds_differ():
     base = keyed_bits(key_words([1], Stream.FIRE, 3, 2), 1, 8, 8)
-    for other in (key_words([2], Stream.FIRE, 3, 2), key_words([1], Stream.FIRE, 4, 2),
-                  key_words([1], Stream.FIRE, 3, 1), key_words([1], Stream.STEP_NOISE, 3, 2)):
+    for other in (
+        key_words([2], Stream.FIRE, 3, 2),
+        key_words([1], Stream.FIRE, 4, 2),
+        key_words([1], Stream.FIRE, 3, 1),
+        key_words([1], Stream.STEP_NOISE, 3, 2),
+    ):
         assert (keyed_bits(other, 1, 8, 8) != base).float().mean() > 0.99
 
 

@@ -34,7 +34,7 @@ def params(query: str) -> dict[str, str]:
 def api(tmp_path):
     """(client, data dir, token): the app in-process, no job runner."""
     data_dir = tmp_path / "data"
-    write_micro_model(data_dir)                    # records mpp 0.5
+    write_micro_model(data_dir)  # records mpp 0.5
     token = add_token(data_dir, "alice", max_concurrent=10)
     config = service_config(data_dir, link_ttl_s=60, link_max_ttl_s=600, tile_ttl_s=30)
     with TestClient(create_app(config, run_jobs=False)) as client:
@@ -42,6 +42,7 @@ def api(tmp_path):
 
 
 # ---- links of a chosen lifetime; tile signatures that never outlive them ----
+
 
 def test_links_last_as_chosen_and_tile_signatures_never_past_them(api):
     client, data_dir, token = api
@@ -51,18 +52,23 @@ def test_links_last_as_chosen_and_tile_signatures_never_past_them(api):
     link = minted.json()
     assert abs(link["expires"] - (time.time() + 3)) < 2
     assert params(link["query"])["exp"] == str(link["expires"])
-    assert client.get(link["viewer"]).status_code in (200, 503)    # 503: no OpenSeadragon
+    assert client.get(link["viewer"]).status_code in (200, 503)  # 503: no OpenSeadragon
     assert client.get(link["status"]).json()["id"] == job_id
     default = client.post(f"/v1/jobs/{job_id}/links", headers=auth(token)).json()
-    assert abs(default["expires"] - (time.time() + 60)) < 2        # GIGASYNTH_LINK_TTL_S
-    too_long = client.post(f"/v1/jobs/{job_id}/links", headers=auth(token),
-                           json={"ttl_s": 601})
+    assert abs(default["expires"] - (time.time() + 60)) < 2  # GIGASYNTH_LINK_TTL_S
+    too_long = client.post(f"/v1/jobs/{job_id}/links", headers=auth(token), json={"ttl_s": 601})
     assert too_long.status_code == 422 and "600 s" in too_long.json()["error"]
-    assert client.post(f"/v1/jobs/{job_id}/links", headers=auth(token),
-                       json={"ttl_s": "1 week"}).status_code == 422
+    assert (
+        client.post(
+            f"/v1/jobs/{job_id}/links", headers=auth(token), json={"ttl_s": "1 week"}
+        ).status_code
+        == 422
+    )
     # Only a token mints links: a link cannot, and cannot extend itself.
-    assert client.post(f"/v1/jobs/{job_id}/links?{link['query']}",
-                       json={"ttl_s": 600}).status_code == 401
+    assert (
+        client.post(f"/v1/jobs/{job_id}/links?{link['query']}", json={"ttl_s": 600}).status_code
+        == 401
+    )
 
     tiles = client.get(f"/v1/jobs/{job_id}/tile-signature?{link['query']}")
     assert tiles.status_code == 200, tiles.text
@@ -71,19 +77,24 @@ def test_links_last_as_chosen_and_tile_signatures_never_past_them(api):
     assert signature["expires_in_s"] <= signature["link_expires_in_s"] <= 4
     assert params(signature["query"])["exp"] == str(link["expires"])
     assert client.get(f"/v1/slides/{job_id}.dzi?{signature['query']}").status_code == 200
-    assert client.get(f"/v1/slides/{job_id}_files/9/0_0.jpeg?"
-                      f"{signature['query']}").status_code == 200
+    assert (
+        client.get(f"/v1/slides/{job_id}_files/9/0_0.jpeg?{signature['query']}").status_code == 200
+    )
     # A tile signature opens tiles only: not the status, the page, downloads or a renewal.
-    for url in (f"/v1/jobs/{job_id}", f"/view/{job_id}", f"/v1/jobs/{job_id}/tile-signature",
-                f"/v1/jobs/{job_id}/download?format=ome-zarr"):
+    for url in (
+        f"/v1/jobs/{job_id}",
+        f"/view/{job_id}",
+        f"/v1/jobs/{job_id}/tile-signature",
+        f"/v1/jobs/{job_id}/download?format=ome-zarr",
+    ):
         response = client.get(f"{url}{'&' if '?' in url else '?'}{signature['query']}")
         assert response.status_code == 401, (url, response.text)
     by_token = client.get(f"/v1/jobs/{job_id}/tile-signature", headers=auth(token)).json()
     assert 25 <= by_token["expires_in_s"] <= 31 and by_token["link_expires_in_s"] is None
-    other = finished_job(data_dir, token, 64, 64)                  # one job's, not another's
+    other = finished_job(data_dir, token, 64, 64)  # one job's, not another's
     assert client.get(f"/v1/slides/{other}.dzi?{signature['query']}").status_code == 401
 
-    time.sleep(max(0.0, link["expires"] + 1.1 - time.time()))     # the link has ended
+    time.sleep(max(0.0, link["expires"] + 1.1 - time.time()))  # the link has ended
     ended = client.get(f"/v1/jobs/{job_id}/tile-signature?{link['query']}")
     assert ended.status_code == 401 and "expired" in ended.json()["error"]
     assert client.get(f"/v1/slides/{job_id}.dzi?{signature['query']}").status_code == 401
@@ -95,9 +106,10 @@ def test_links_end_with_their_token(tmp_path):
     token = add_token(data_dir, "short", expires=time.time() + 40)
     with TestClient(create_app(service_config(data_dir), run_jobs=False)) as client:
         job_id = finished_job(data_dir, token, 300, 200)
-        link = client.post(f"/v1/jobs/{job_id}/links", headers=auth(token),
-                           json={"ttl_s": 3600}).json()
-        assert link["expires"] <= time.time() + 40              # not past the token's expiry
+        link = client.post(
+            f"/v1/jobs/{job_id}/links", headers=auth(token), json={"ttl_s": 3600}
+        ).json()
+        assert link["expires"] <= time.time() + 40  # not past the token's expiry
         svc = client.app.state.services
         svc.store.revoke_token(svc.store.job(job_id).token_id)
         response = client.get(f"/v1/jobs/{job_id}/tile-signature?{link['query']}")
@@ -105,10 +117,16 @@ def test_links_end_with_their_token(tmp_path):
 
 
 def test_link_lifetimes_are_configured_consistently():
-    config = load_config({"GIGASYNTH_LINK_TTL_S": "600", "GIGASYNTH_LINK_MAX_TTL_S": "86400",
-                          "GIGASYNTH_TILE_TTL_S": "5"})
+    config = load_config(
+        {
+            "GIGASYNTH_LINK_TTL_S": "600",
+            "GIGASYNTH_LINK_MAX_TTL_S": "86400",
+            "GIGASYNTH_TILE_TTL_S": "5",
+        }
+    )
     assert (config.link_ttl_s, config.link_max_ttl_s, config.tile_ttl_s) == (600, 86400, 5)
-    assert load_config({}).link_max_ttl_s == 7 * 86400          # a week unless set
-    with pytest.raises(GigasynthError, match="GIGASYNTH_LINK_TTL_S=700 exceeds "
-                                             "GIGASYNTH_LINK_MAX_TTL_S=600"):
+    assert load_config({}).link_max_ttl_s == 7 * 86400  # a week unless set
+    with pytest.raises(
+        GigasynthError, match="GIGASYNTH_LINK_TTL_S=700 exceeds GIGASYNTH_LINK_MAX_TTL_S=600"
+    ):
         load_config({"GIGASYNTH_LINK_TTL_S": "700", "GIGASYNTH_LINK_MAX_TTL_S": "600"})

@@ -17,8 +17,9 @@ from .conftest import MICRO, MICRO_FOURIER
 BUILTIN = Path(gigasynth.__file__).parent / "builtin"
 
 
-@pytest.mark.parametrize(("name", "paper"), [("paper-pathology", 208_792),
-                                             ("paper-celeba", 886_984)])
+@pytest.mark.parametrize(
+    ("name", "paper"), [("paper-pathology", 208_792), ("paper-celeba", 886_984)]
+)
 def test_paper_parameter_counts(name, paper):
     n = count_parameters(build_model(preset(name)))
     assert abs(n - paper) / paper < 0.01, n
@@ -118,15 +119,16 @@ def test_diffnca_is_local_with_keyed_randomness(micro_model):
     with torch.no_grad():
         full = micro_model(x, [17], [5])
         y0, x0, h, w = 20, 33, 25, 30
-        tile = x[..., y0 - halo:y0 + h + halo, x0 - halo:x0 + w + halo]
+        tile = x[..., y0 - halo : y0 + h + halo, x0 - halo : x0 + w + halo]
         borders = Borders(top=False, bottom=False, left=False, right=False)
         local = micro_model(tile, [17], [5], Window(y0 - halo, x0 - halo), borders)
         # A tile on the canvas corner: reflect padding on its border sides only.
         corner = x[..., : 30 + halo, : 40 + halo]
-        local_corner = micro_model(corner, [17], [5], Window(0, 0),
-                                   Borders(top=True, bottom=False, left=True, right=False))
+        local_corner = micro_model(
+            corner, [17], [5], Window(0, 0), Borders(top=True, bottom=False, left=True, right=False)
+        )
     assert local.shape == (1, 3, h, w)
-    assert (local - full[..., y0:y0 + h, x0:x0 + w]).abs().max() < 1e-5
+    assert (local - full[..., y0 : y0 + h, x0 : x0 + w]).abs().max() < 1e-5
     assert (local_corner - full[..., :30, :40]).abs().max() < 1e-5
 
 

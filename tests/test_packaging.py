@@ -41,14 +41,30 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in SOURCES:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, src / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                source, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         else:
             shutil.copy2(source, src / name)
     out = base / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index",
-                    "--no-build-isolation", "-q", str(src), "-w", str(out)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "-q",
+            str(src),
+            "-w",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (built,) = out.glob("gigasynth-*.whl")
     return built
 
@@ -57,15 +73,39 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding the installed wheel; dependencies from this venv's site-packages."""
     env_dir = tmp_path_factory.mktemp("venv") / "fresh"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     python = env_dir / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--no-deps", "--no-index", str(wheel)],
-                   check=True, capture_output=True, timeout=300)
-    purelib = Path(subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True, timeout=60).stdout.strip())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    purelib = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+    )
     # A plain path line: this venv's own .pth files (its editable finder of the source
     # tree) are not run, so nothing of the tree can be imported in the fresh venv.
     deps = sysconfig.get_paths()["purelib"]
@@ -76,23 +116,38 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _fresh_env() -> dict[str, str]:
     """This process's environment without anything naming the tree or the service's settings."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("GIGASYNTH_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GIGASYNTH_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
 
 
 @contextlib.contextmanager
-def installed_server(venv: Path, tmp_path: Path,
-                     extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+def installed_server(
+    venv: Path, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """`gigasynth serve` of the fresh venv (its console script), run from a folder outside
     the tree, on a free loopback port; yields once /healthz answers 200."""
     port = free_port()
     log = tmp_path / f"server-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [str(venv / "bin" / "gigasynth"), "serve", "--port", str(port), "--data-dir",
-             str(tmp_path / "data"), "--log-level", "info"],
-            cwd=tmp_path, env={**_fresh_env(), **(extra_env or {})}, stdout=out,
-            stderr=subprocess.STDOUT)
+            [
+                str(venv / "bin" / "gigasynth"),
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--log-level",
+                "info",
+            ],
+            cwd=tmp_path,
+            env={**_fresh_env(), **(extra_env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + 120
@@ -117,10 +172,13 @@ def test_wheel_holds_the_service_under_its_own_name(wheel):
         assert whl.read(top_level).decode().split() == ["gigasynth", "gigasynth_service"]
     assert not any(n.startswith("service/") for n in names)
     for folder, package in (("service", "gigasynth_service"), ("gigasynth", "gigasynth")):
-        expected = {f"{package}/{p.relative_to(ROOT / folder).as_posix()}"
-                    for p in (ROOT / folder).rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts
-                    and (p.suffix == ".py" or "static" in p.parts)}
+        expected = {
+            f"{package}/{p.relative_to(ROOT / folder).as_posix()}"
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file()
+            and "__pycache__" not in p.parts
+            and (p.suffix == ".py" or "static" in p.parts)
+        }
         assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
     assert "gigasynth_service/static/viewer.js" in names
 
@@ -128,11 +186,19 @@ def test_wheel_holds_the_service_under_its_own_name(wheel):
 def test_installed_copy_imports_from_the_venv(venv, tmp_path):
     """Outside the tree, the fresh venv imports gigasynth and gigasynth_service from its
     own site-packages, and `import service` finds nothing."""
-    code = ("import importlib.util, gigasynth, gigasynth_service.app as app; "
-            "print(gigasynth.__file__); print(app.__file__); print(app.STATIC.is_dir()); "
-            "print(importlib.util.find_spec('service'))")
-    proc = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path,
-                          env=_fresh_env(), capture_output=True, text=True, timeout=300)
+    code = (
+        "import importlib.util, gigasynth, gigasynth_service.app as app; "
+        "print(gigasynth.__file__); print(app.__file__); print(app.STATIC.is_dir()); "
+        "print(importlib.util.find_spec('service'))"
+    )
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code],
+        cwd=tmp_path,
+        env=_fresh_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     lib, service_app, static, service = proc.stdout.split()
     for path in (lib, service_app):
@@ -161,8 +227,9 @@ def test_installed_serve_with_openseadragon_dir(venv, tmp_path):
     """GIGASYNTH_OPENSEADRAGON_DIR pointing at `npm ci`'s build folder: served, and logged."""
     if not (OSD_BUILD / "openseadragon.min.js").is_file():
         pytest.skip("OpenSeadragon is not installed: run `npm ci` in the repository root")
-    with installed_server(venv, tmp_path,
-                          {"GIGASYNTH_OPENSEADRAGON_DIR": str(OSD_BUILD)}) as server:
+    with installed_server(
+        venv, tmp_path, {"GIGASYNTH_OPENSEADRAGON_DIR": str(OSD_BUILD)}
+    ) as server:
         reply = httpx.get(f"{server.url}/static/openseadragon/openseadragon.min.js")
         assert reply.status_code == 200
         assert reply.content == (OSD_BUILD / "openseadragon.min.js").read_bytes()

@@ -20,10 +20,17 @@ def test_split_is_disjoint_with_a_gap_along_the_longer_side():
     assert wide["test"].x0 - wide["train"].x1 == 512
 
 
-@pytest.mark.parametrize("spec, problem", [
-    ("0,0,0,5", "empty"), ("0,0,3000,10", "outside"), ("-1,0,5,5", "outside"),
-    ("val", "expected 'train', 'test'"), ("1,2,3", "expected"), ("0,0,²,5", "expected"),
-])
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("0,0,0,5", "empty"),
+        ("0,0,3000,10", "outside"),
+        ("-1,0,5,5", "outside"),
+        ("val", "expected 'train', 'test'"),
+        ("1,2,3", "expected"),
+        ("0,0,²,5", "expected"),
+    ],
+)
 def test_bad_regions_are_one_line_errors(spec, problem):
     with pytest.raises(GigasynthError, match=problem):
         resolve_region(spec, 2220, 2967, 0.5)

@@ -21,8 +21,14 @@ def test_inpainting_renoises_known_region_during_the_chain(micro_model):
     known = torch.zeros(1, 3, 16, 16)
     mask = torch.ones(1, 1, 16, 16)
     states = []
-    out = inpaint(micro_model, known, mask, [1], SampleRequest("ddim", 4),
-                  progress=lambda done, total: states.append(done))
+    out = inpaint(
+        micro_model,
+        known,
+        mask,
+        [1],
+        SampleRequest("ddim", 4),
+        progress=lambda done, total: states.append(done),
+    )
     assert states == [1, 2, 3, 4]
     assert torch.equal(out, known)
 

@@ -26,8 +26,14 @@ from tests.service_fixtures import (
 )
 
 OVERSIZED = {"model": MICRO_MODEL, "width": 50_000, "height": 50_000, "tile": 24, "steps": 2}
-SMALL = {"model": MICRO_MODEL, "width": 16, "height": 16, "tile": 0, "steps": 1,
-         "formats": ["ome-zarr"]}
+SMALL = {
+    "model": MICRO_MODEL,
+    "width": 16,
+    "height": 16,
+    "tile": 0,
+    "steps": 1,
+    "formats": ["ome-zarr"],
+}
 
 
 def test_oversized_submissions_do_not_delay_another_token(tmp_path):
@@ -36,11 +42,12 @@ def test_oversized_submissions_do_not_delay_another_token(tmp_path):
     answers, each within a second or two (on aa0f305: 27 s each, one after another)."""
     data_dir = tmp_path / "data"
     write_micro_model(data_dir)
-    greedy = add_token(data_dir, "greedy")               # 1000 megapixels per job
+    greedy = add_token(data_dir, "greedy")  # 1000 megapixels per job
     modest = add_token(data_dir, "modest")
 
-    async def timed(api: httpx.AsyncClient, method: str, url: str, token: str | None,
-                    body: dict | None = None) -> tuple[int, float]:
+    async def timed(
+        api: httpx.AsyncClient, method: str, url: str, token: str | None, body: dict | None = None
+    ) -> tuple[int, float]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         start = time.perf_counter()
         response = await api.request(method, url, json=body, headers=headers)
@@ -50,11 +57,14 @@ def test_oversized_submissions_do_not_delay_another_token(tmp_path):
         async with httpx.AsyncClient(base_url=url, timeout=20) as api:
             oversized = [timed(api, "POST", "/v1/jobs", greedy, OVERSIZED) for _ in range(12)]
             await asyncio.sleep(0)
-            return await asyncio.gather(*oversized, timed(api, "POST", "/v1/jobs", modest, SMALL),
-                                        timed(api, "GET", "/healthz", None))
+            return await asyncio.gather(
+                *oversized,
+                timed(api, "POST", "/v1/jobs", modest, SMALL),
+                timed(api, "GET", "/healthz", None),
+            )
 
     with running_server(data_dir) as server:
-        asyncio.run(burst(server.url))                   # warm-up: model catalog, imports
+        asyncio.run(burst(server.url))  # warm-up: model catalog, imports
         *refused, accepted, health = asyncio.run(burst(server.url))
     assert {status for status, _ in refused} == {403}
     assert accepted[0] == 202 and health[0] == 200
@@ -70,7 +80,7 @@ def test_a_huge_valid_job_is_admitted_in_constant_time(tmp_path):
     token = add_token(data_dir, "roomy", max_megapixels=10_000)
     app = create_app(service_config(data_dir), run_jobs=False)
     with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as api:
-        assert api.post("/v1/jobs", json=SMALL).status_code == 202        # warm the catalog
+        assert api.post("/v1/jobs", json=SMALL).status_code == 202  # warm the catalog
         start = time.perf_counter()
         response = api.post("/v1/jobs", json=OVERSIZED)
         seconds = time.perf_counter() - start
@@ -85,10 +95,11 @@ def test_concurrency_quota_holds_without_a_global_lock(tmp_path):
     write_micro_model(data_dir)
     token = add_token(data_dir, "racer", max_concurrent=3)
     app = create_app(service_config(data_dir), run_jobs=False)
-    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as api, \
-            ThreadPoolExecutor(12) as pool:
-        statuses = list(pool.map(lambda _: api.post("/v1/jobs", json=SMALL).status_code,
-                                 range(24)))
+    with (
+        TestClient(app, headers={"Authorization": f"Bearer {token}"}) as api,
+        ThreadPoolExecutor(12) as pool,
+    ):
+        statuses = list(pool.map(lambda _: api.post("/v1/jobs", json=SMALL).status_code, range(24)))
         listed = api.get("/v1/jobs", params={"limit": 100}).json()["jobs"]
     assert sorted(statuses) == [202] * 3 + [429] * 21
     assert len(listed) == 3
@@ -140,7 +151,7 @@ def test_health_reports_a_store_that_does_not_answer(tmp_path):
     store = app.state.services.store
     held, release = threading.Event(), threading.Event()
 
-    def stuck_writer() -> None:              # a write transaction left open for a while
+    def stuck_writer() -> None:  # a write transaction left open for a while
         with store._immediate():
             held.set()
             release.wait(HEALTH_WAIT_S + 5.0)

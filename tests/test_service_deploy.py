@@ -46,8 +46,13 @@ def compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     Docker has none."""
     env = {**os.environ, "GIGASYNTH_GPU_WORKERS": "3"}
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 timeout=60).returncode == 0:
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=60
+        ).returncode
+        == 0
+    ):
         return [docker, "compose"], env
     spec = importlib.util.find_spec("compose")
     plugin = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
@@ -62,15 +67,21 @@ def compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
 
 def test_compose_config_parses(tmp_path):
     command, env = compose_command(tmp_path)
-    result = subprocess.run([*command, "-f", str(DEPLOY / "compose.yaml"), "config",
-                             "--format", "json"], capture_output=True, text=True, timeout=120,
-                            env=env)
+    result = subprocess.run(
+        [*command, "-f", str(DEPLOY / "compose.yaml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     services = config["services"]
     assert set(services) == {"api", "dask-scheduler", "dask-worker"}
-    mounts = {name: sorted((v["source"], v["target"]) for v in service["volumes"])
-              for name, service in services.items()}
+    mounts = {
+        name: sorted((v["source"], v["target"]) for v in service["volumes"])
+        for name, service in services.items()
+    }
     # The store is the API's alone; the workers share only the data volume.
     assert mounts["api"] == [("data", "/data"), ("store", "/store")]
     assert mounts["dask-worker"] == mounts["dask-scheduler"] == [("data", "/data")]
@@ -88,8 +99,10 @@ def test_compose_config_parses(tmp_path):
 
 
 def k8s_documents() -> dict[str, list[dict]]:
-    return {path.name: [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-            for path in sorted((DEPLOY / "k8s").glob("*.yaml"))}
+    return {
+        path.name: [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
+    }
 
 
 def test_k8s_manifests_are_valid():
@@ -109,16 +122,20 @@ def test_k8s_manifests_are_valid():
     assert api["spec"]["replicas"] == 1 and api["spec"]["strategy"]["type"] == "Recreate"
     assert not any(kind == "HorizontalPodAutoscaler" for kind, _ in by_kind)
     config = by_kind[("ConfigMap", "gigasynth-config")]["data"]
-    assert all(isinstance(v, str) for v in config.values())       # env values are strings
+    assert all(isinstance(v, str) for v in config.values())  # env values are strings
     assert set(config) <= read_variables()
     api_pod = api["spec"]["template"]["spec"]
-    api_env = {**config, **{e["name"]: e["value"] for e in api_pod["containers"][0]["env"]
-                            if "value" in e}}
-    settings = load_config(api_env)                                # the values parse
+    api_env = {
+        **config,
+        **{e["name"]: e["value"] for e in api_pod["containers"][0]["env"] if "value" in e},
+    }
+    settings = load_config(api_env)  # the values parse
     assert settings.scheduler == "tcp://gigasynth-scheduler:8786"
     api_claims, worker_claims = pod_claims(api_pod), pod_claims(worker)
-    access = {name: by_kind[("PersistentVolumeClaim", name)]["spec"]["accessModes"]
-              for name in {*api_claims.values(), *worker_claims.values()}}
+    access = {
+        name: by_kind[("PersistentVolumeClaim", name)]["spec"]["accessModes"]
+        for name in {*api_claims.values(), *worker_claims.values()}
+    }
     # The store (SQLite WAL, flock) sits on the API's own ReadWriteOnce volume...
     store_claim = api_claims[str(settings.store_path)]
     assert access[store_claim] in (["ReadWriteOnce"], ["ReadWriteOncePod"])
@@ -127,15 +144,21 @@ def test_k8s_manifests_are_valid():
     data_claim = api_claims[str(settings.data_dir)]
     assert data_claim != store_claim and access[data_claim] == ["ReadWriteMany"]
     assert worker_claims == {str(settings.data_dir): data_claim}
-    assert load_config(config).data_dir == settings.data_dir       # the workers' view
+    assert load_config(config).data_dir == settings.data_dir  # the workers' view
 
 
 def pod_claims(pod: dict) -> dict[str, str]:
     """{mount path: claim name} of a pod template's first container."""
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
-              for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    return {m["mountPath"]: claims[m["name"]]
-            for m in pod["containers"][0]["volumeMounts"] if m["name"] in claims}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    return {
+        m["mountPath"]: claims[m["name"]]
+        for m in pod["containers"][0]["volumeMounts"]
+        if m["name"] in claims
+    }
 
 
 def test_every_variable_is_documented():
@@ -159,9 +182,14 @@ def test_dockerfile():
 
 
 def test_config_from_environment():
-    config = load_config({"GIGASYNTH_PORT": "9000",
-                          "GIGASYNTH_CORS_ORIGINS": "https://a, https://b",
-                          "GIGASYNTH_SCHEDULER": "tcp://s:8786", "GIGASYNTH_SIGNING_KEY": ""})
+    config = load_config(
+        {
+            "GIGASYNTH_PORT": "9000",
+            "GIGASYNTH_CORS_ORIGINS": "https://a, https://b",
+            "GIGASYNTH_SCHEDULER": "tcp://s:8786",
+            "GIGASYNTH_SIGNING_KEY": "",
+        }
+    )
     assert config.port == 9000 and config.cors_origins == ("https://a", "https://b")
     assert config.scheduler == "tcp://s:8786" and config.signing_key is None
     assert load_config({}).builtin_models is None

@@ -41,7 +41,7 @@ from tests.service_fixtures import (
     write_micro_model,
 )
 
-BUNDLED_MODEL = "builtin:tiny-pathology"       # trained on the sample slide: H&E colours
+BUNDLED_MODEL = "builtin:tiny-pathology"  # trained on the sample slide: H&E colours
 
 
 def level0(zarr_path) -> np.ndarray:
@@ -55,8 +55,7 @@ def decoded(jpeg: bytes) -> np.ndarray:
 def as_served(pixels: np.ndarray) -> np.ndarray:
     """(3, H, W) pixels through the tile encoder's JPEG round trip."""
     buffer = io.BytesIO()
-    Image.fromarray(np.moveaxis(pixels, 0, -1), "RGB").save(buffer, "JPEG",
-                                                            quality=JPEG_QUALITY)
+    Image.fromarray(np.moveaxis(pixels, 0, -1), "RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
     return decoded(buffer.getvalue())
 
 
@@ -68,8 +67,21 @@ def served(tmp_path_factory):
     write_long_micro_model(data_dir)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        assert cli_main(["token", "create", "--name", "e2e", "--data-dir", str(data_dir),
-                         "--max-concurrent", "3"]) == 0
+        assert (
+            cli_main(
+                [
+                    "token",
+                    "create",
+                    "--name",
+                    "e2e",
+                    "--data-dir",
+                    str(data_dir),
+                    "--max-concurrent",
+                    "3",
+                ]
+            )
+            == 0
+        )
     token = out.getvalue().strip()
     assert token.startswith("gst_") and "not shown again" in err.getvalue()
     with contextlib.redirect_stderr(err):
@@ -84,11 +96,21 @@ def finished(served):
     """A 96 x 80 tiled job of the bundled model run to success by the server: (job as the API
     shows it, level 0)."""
     server, token, data_dir = served
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=30) as api:
-        submitted = api.post("/v1/jobs", json={
-            "model": BUNDLED_MODEL, "width": 96, "height": 80, "seed": 5, "steps": 3,
-            "tile": 64, "formats": ["ome-tiff", "preview"]})
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as api:
+        submitted = api.post(
+            "/v1/jobs",
+            json={
+                "model": BUNDLED_MODEL,
+                "width": 96,
+                "height": 80,
+                "seed": 5,
+                "steps": 3,
+                "tile": 64,
+                "formats": ["ome-tiff", "preview"],
+            },
+        )
         assert submitted.status_code == 202, submitted.text
         job = wait_for_job(api, submitted.json()["id"])
     return job, level0(JobPaths.of(data_dir, job["id"]).zarr)
@@ -103,7 +125,7 @@ def test_submit_poll_tiles_download(served, finished, tmp_path):
     assert job["throughput_mpx_steps_per_s"] > 0
     assert pixels.shape == (3, 80, 96)
 
-    browser = httpx.Client(base_url=server.url, timeout=30)         # no token: signed link
+    browser = httpx.Client(base_url=server.url, timeout=30)  # no token: signed link
     dzi = browser.get(job["links"]["dzi"])
     assert dzi.status_code == 200 and 'Width="96" Height="80"' in dzi.text
     query = job["links"]["dzi"].split("?", 1)[1]
@@ -113,8 +135,9 @@ def test_submit_poll_tiles_download(served, finished, tmp_path):
     assert browser.get(f"/v1/slides/{job_id}_files/8/0_0.jpeg?{query}").status_code == 404
     assert browser.get(f"/v1/slides/{job_id}_files/0/0_0.jpeg?{query}").status_code == 200
 
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=30) as api:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as api:
         zipped = api.get(f"/v1/jobs/{job_id}/download", params={"format": "ome-zarr"})
         assert zipped.status_code == 200
         zipfile.ZipFile(io.BytesIO(zipped.content)).extractall(tmp_path / "unzipped")
@@ -134,19 +157,23 @@ def test_submit_poll_tiles_download(served, finished, tmp_path):
 
 def test_cancel_keeps_partial_state_until_delete(served):
     server, token, data_dir = served
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=30) as api:
-        submitted = api.post("/v1/jobs", json={
-            "model": LONG_MODEL, "width": 96, "height": 80, "steps": 400, "tile": 0})
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as api:
+        submitted = api.post(
+            "/v1/jobs",
+            json={"model": LONG_MODEL, "width": 96, "height": 80, "steps": 400, "tile": 0},
+        )
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
-        wait_for_job(api, job_id, until=(),
-                     predicate=lambda j: j["state"] == "running" and j["progress"])
+        wait_for_job(
+            api, job_id, until=(), predicate=lambda j: j["state"] == "running" and j["progress"]
+        )
         assert api.delete(f"/v1/jobs/{job_id}").status_code == 202
         cancelled = wait_for_job(api, job_id, until=("cancelled",))
         assert cancelled["cancel_requested"]
         paths = JobPaths.of(data_dir, job_id)
-        assert (paths.root / "slide.ome.zarr.work" / "progress.json").is_file()   # kept
+        assert (paths.root / "slide.ome.zarr.work" / "progress.json").is_file()  # kept
         assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
         assert not paths.root.exists()
         assert api.get(f"/v1/jobs/{job_id}").status_code == 404
@@ -161,6 +188,7 @@ def _kill_mid_job(server, token: str, request: dict) -> tuple[str, int]:
     """Submit jobs of growing length until one is seen running past its first save, then
     SIGKILL the server: (that job's id, its steps). Short jobs can finish between two
     polls on a fast machine, so each miss retries with four times the steps."""
+
     def past_first_save(job: dict) -> bool:
         return job["state"] == "running" and (job["progress"] or {}).get("step", 0) >= 3
 
@@ -168,10 +196,11 @@ def _kill_mid_job(server, token: str, request: dict) -> tuple[str, int]:
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as api:
         for steps in (8, 32, 128, 400):
             job_id = api.post("/v1/jobs", json={**request, "steps": steps}).json()["id"]
-            job = wait_for_job(api, job_id, until=("succeeded",), timeout=120,
-                               predicate=past_first_save)
+            job = wait_for_job(
+                api, job_id, until=("succeeded",), timeout=120, predicate=past_first_save
+            )
             if job["state"] == "running":
-                server.kill()                               # SIGKILL: a crash
+                server.kill()  # SIGKILL: a crash
                 return job_id, steps
     raise AssertionError("every job finished before the server could be killed")
 
@@ -181,8 +210,14 @@ def test_killed_server_resumes_the_job_to_identical_pixels(tmp_path):
     model = write_long_micro_model(data_dir)
     token = add_token(data_dir, "restart", max_concurrent=5)
     env = {"GIGASYNTH_SAVE_EVERY": "2"}
-    request = {"model": LONG_MODEL, "width": 64, "height": 48, "seed": 11, "tile": 0,
-               "formats": ["ome-zarr"]}
+    request = {
+        "model": LONG_MODEL,
+        "width": 64,
+        "height": 48,
+        "seed": 11,
+        "tile": 0,
+        "formats": ["ome-zarr"],
+    }
 
     server = start_server(data_dir, env)
     try:
@@ -194,12 +229,15 @@ def test_killed_server_resumes_the_job_to_identical_pixels(tmp_path):
     saved_step = json.loads((work / "progress.json").read_text())["step"]
     assert 2 <= saved_step < steps
 
-    with running_server(data_dir, env) as restarted, httpx.Client(
-            base_url=restarted.url, headers={"Authorization": f"Bearer {token}"},
-            timeout=30) as api:
+    with (
+        running_server(data_dir, env) as restarted,
+        httpx.Client(
+            base_url=restarted.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as api,
+    ):
         job = wait_for_job(api, job_id, timeout=300)
     assert job["attempts"] == 2
-    assert job["progress"]["start_step"] == saved_step          # resumed, not started over
+    assert job["progress"]["start_step"] == saved_step  # resumed, not started over
     resumed = level0(JobPaths.of(data_dir, job_id).zarr)
 
     reference = tmp_path / "reference.ome.zarr"
@@ -208,16 +246,25 @@ def test_killed_server_resumes_the_job_to_identical_pixels(tmp_path):
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def test_viewer_in_headless_chromium(served, finished, tmp_path):
     if not CHROMIUM.exists():
-        pytest.skip("no browser: Debian's chromium is not installed at /usr/bin/chromium "
-                    "(apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the playwright Python package is not installed")
+        pytest.skip(
+            "no browser: Debian's chromium is not installed at /usr/bin/chromium "
+            "(apt-get install chromium)"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright Python package is not installed"
+    )
     server, _, _ = served
     job, pixels = finished
     if not (load_config().openseadragon_dir / "openseadragon.min.js").is_file():
@@ -230,16 +277,20 @@ def test_viewer_in_headless_chromium(served, finished, tmp_path):
             page = browser.new_page(viewport={"width": 1100, "height": 700})
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("response", lambda r: tile_statuses.append(r.status)
-                    if "_files/" in r.url else None)
-            page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
-                    if r.status >= 400 else None)
-            page.goto(server.url + job["links"]["viewer"])          # signed link, no token
+            page.on(
+                "response", lambda r: tile_statuses.append(r.status) if "_files/" in r.url else None
+            )
+            page.on(
+                "response",
+                lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            )
+            page.goto(server.url + job["links"]["viewer"])  # signed link, no token
             page.wait_for_function(
-                "document.getElementById('state').textContent === 'succeeded'", timeout=20_000)
+                "document.getElementById('state').textContent === 'succeeded'", timeout=20_000
+            )
             page.wait_for_selector("#slide canvas", timeout=20_000)
             shot = tmp_path / "viewer.png"
-            for _ in range(40):                                     # until tiles are drawn
+            for _ in range(40):  # until tiles are drawn
                 page.locator("#slide").screenshot(path=str(shot))
                 canvas = np.asarray(Image.open(shot).convert("RGB")).astype(float)
                 if (canvas.min(axis=2) < 235).mean() > 0.3:
@@ -251,10 +302,10 @@ def test_viewer_in_headless_chromium(served, finished, tmp_path):
     assert tile_statuses and set(tile_statuses) == {200}
     assert not problems, problems
     assert job["provenance"]["checkpoint_sha256"][:16] in provenance
-    drawn = canvas.min(axis=2) < 235                      # not white background
+    drawn = canvas.min(axis=2) < 235  # not white background
     assert drawn.mean() > 0.3, f"the viewer shows almost nothing: {shot}"
     rows, cols = np.nonzero(drawn)
-    region = canvas[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    region = canvas[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     assert region.std() > 10, "the slide area is uniform"
     shown_mean = region.reshape(-1, 3).mean(axis=0)
     np.testing.assert_allclose(shown_mean, pixels.reshape(3, -1).mean(axis=1), atol=25)
@@ -273,13 +324,17 @@ def test_load_tiles_and_submissions(served):
     load_token = add_token(data_dir, "load", max_concurrent=100_000)
     slide = finished_job(data_dir, load_token, 2048, 2048)
     dz = DeepZoomGenerator(open_slide(JobPaths.of(data_dir, slide).zarr))
-    urls = [f"/v1/slides/{slide}_files/{level}/{col}_{row}.jpeg"
-            for level in range(dz.level_count - 3, dz.level_count)
-            for col in range(dz.level_tiles[level][0]) for row in range(dz.level_tiles[level][1])]
+    urls = [
+        f"/v1/slides/{slide}_files/{level}/{col}_{row}.jpeg"
+        for level in range(dz.level_count - 3, dz.level_count)
+        for col in range(dz.level_tiles[level][0])
+        for row in range(dz.level_tiles[level][1])
+    ]
     clients = 32
 
     async def measure(next_request) -> tuple[list[float], float]:
         """Run `clients` loops of next_request(api, rng) (None: stop); latencies and wall."""
+
         async def client_loop(api: httpx.AsyncClient, seed: int) -> list[float]:
             latencies, rng = [], random.Random(seed)
             while (request := next_request(api, rng)) is not None:
@@ -290,9 +345,11 @@ def test_load_tiles_and_submissions(served):
             return latencies
 
         async with httpx.AsyncClient(
-                base_url=server.url, timeout=30,
-                headers={"Authorization": f"Bearer {load_token}"},
-                limits=httpx.Limits(max_connections=clients)) as api:
+            base_url=server.url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {load_token}"},
+            limits=httpx.Limits(max_connections=clients),
+        ) as api:
             start = time.perf_counter()
             per_client = await asyncio.gather(*(client_loop(api, i) for i in range(clients)))
             return [x for xs in per_client for x in xs], time.perf_counter() - start
@@ -302,26 +359,49 @@ def test_load_tiles_and_submissions(served):
         return lambda api, rng: make(api, rng) if time.perf_counter() < deadline else None
 
     cold_urls = iter(urls)
-    cold = asyncio.run(measure(lambda api, rng: api.get(u) if (u := next(cold_urls, None))
-                               else None))
+    cold = asyncio.run(
+        measure(lambda api, rng: api.get(u) if (u := next(cold_urls, None)) else None)
+    )
     warm = asyncio.run(measure(for_seconds(3.0, lambda api, rng: api.get(rng.choice(urls)))))
-    jobs = asyncio.run(measure(for_seconds(1.5, lambda api, rng: api.post("/v1/jobs", json={
-        "model": MICRO_MODEL, "width": 16, "height": 16, "steps": 1, "tile": 0,
-        "seed": rng.randrange(1000)}))))
-    for name, (latencies, wall) in (("tiles cold", cold), ("tiles warm", warm),
-                                    ("jobs accepted", jobs)):
+    jobs = asyncio.run(
+        measure(
+            for_seconds(
+                1.5,
+                lambda api, rng: api.post(
+                    "/v1/jobs",
+                    json={
+                        "model": MICRO_MODEL,
+                        "width": 16,
+                        "height": 16,
+                        "steps": 1,
+                        "tile": 0,
+                        "seed": rng.randrange(1000),
+                    },
+                ),
+            )
+        )
+    )
+    for name, (latencies, wall) in (
+        ("tiles cold", cold),
+        ("tiles warm", warm),
+        ("jobs accepted", jobs),
+    ):
         p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-        print(f"\nLOAD {name}: {len(latencies)} requests from {clients} clients in {wall:.1f} s"
-              f" = {len(latencies) / wall:.0f}/s; latency p50 {p50:.0f} ms, p99 {p99:.0f} ms",
-              end="")
+        print(
+            f"\nLOAD {name}: {len(latencies)} requests from {clients} clients in {wall:.1f} s"
+            f" = {len(latencies) / wall:.0f}/s; latency p50 {p50:.0f} ms, p99 {p99:.0f} ms",
+            end="",
+        )
     print()
-    assert max(cold[0] + warm[0]) < 30                  # a stall, not a figure
-    with httpx.Client(base_url=server.url, timeout=60,
-                      headers={"Authorization": f"Bearer {load_token}"}) as api:
+    assert max(cold[0] + warm[0]) < 30  # a stall, not a figure
+    with httpx.Client(
+        base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {load_token}"}
+    ) as api:
         cursor = None
-        while True:                                  # leave no queue behind for other tests
-            page = api.get("/v1/jobs", params={"limit": 100, **({"cursor": cursor}
-                                                                 if cursor else {})}).json()
+        while True:  # leave no queue behind for other tests
+            page = api.get(
+                "/v1/jobs", params={"limit": 100, **({"cursor": cursor} if cursor else {})}
+            ).json()
             for job in page["jobs"]:
                 if job["state"] in ("queued", "running"):
                     api.delete(f"/v1/jobs/{job['id']}")

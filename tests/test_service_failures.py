@@ -81,22 +81,34 @@ def test_unwritable_store_never_strands_a_job(tmp_path):
     svc.runner.settle_interval_s = 0.3
     disk = FullDiskConnection(svc.store._db)
     svc.store._db = disk
-    job = {"model": LONG_MODEL, "width": 48, "height": 40, "steps": 40, "tile": 0,
-           "formats": ["ome-zarr"]}
+    job = {
+        "model": LONG_MODEL,
+        "width": 48,
+        "height": 40,
+        "steps": 40,
+        "tile": 0,
+        "formats": ["ome-zarr"],
+    }
 
     with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as api:
         job_id = api.post("/v1/jobs", json=job).json()["id"]
-        wait_for_job(api, job_id, until=(),
-                     predicate=lambda j: (j["progress"] or {}).get("step", 0) >= 1)
-        disk.full = True                       # the job computes on, its end is refused
+        wait_for_job(
+            api, job_id, until=(), predicate=lambda j: (j["progress"] or {}).get("step", 0) >= 1
+        )
+        disk.full = True  # the job computes on, its end is refused
         slide = JobPaths.of(data_dir, job_id).zarr
-        wait_for_job(api, job_id, until=(), timeout=120,
-                     predicate=lambda _: slide.is_dir() and job_id in svc.runner.unrecorded())
-        assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "running"   # as recorded
+        wait_for_job(
+            api,
+            job_id,
+            until=(),
+            timeout=120,
+            predicate=lambda _: slide.is_dir() and job_id in svc.runner.unrecorded(),
+        )
+        assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "running"  # as recorded
         for refused in (api.delete(f"/v1/jobs/{job_id}"), api.post("/v1/jobs", json=job)):
             assert refused.status_code == 503, refused.text
             assert "not writable" in refused.json()["error"]
-        disk.full = False                      # space again: the end is written, the slot free
+        disk.full = False  # space again: the end is written, the slot free
         second = api.post("/v1/jobs", json={**job, "steps": 2})
         assert second.status_code == 202, second.text
         wait_for_job(api, job_id, until=("succeeded",), timeout=10)
@@ -115,11 +127,18 @@ def test_a_lost_run_stays_cancellable(tmp_path):
     app = create_app(service_config(data_dir), run_jobs=False)
     store = app.state.services.store
     with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as api:
-        job_id = api.post("/v1/jobs", json={"model": MICRO_MODEL, "width": 32, "height": 32,
-                                             "steps": 2, "tile": 0}).json()["id"]
-        store.set_state(job_id, "running")        # as a thread that died would leave it
-        assert api.post("/v1/jobs", json={"model": MICRO_MODEL, "width": 32, "height": 32,
-                                          "steps": 2, "tile": 0}).status_code == 429
+        job_id = api.post(
+            "/v1/jobs",
+            json={"model": MICRO_MODEL, "width": 32, "height": 32, "steps": 2, "tile": 0},
+        ).json()["id"]
+        store.set_state(job_id, "running")  # as a thread that died would leave it
+        assert (
+            api.post(
+                "/v1/jobs",
+                json={"model": MICRO_MODEL, "width": 32, "height": 32, "steps": 2, "tile": 0},
+            ).status_code
+            == 429
+        )
         cancelled = api.delete(f"/v1/jobs/{job_id}")
         assert cancelled.status_code == 202 and cancelled.json()["state"] == "cancelled"
         assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
@@ -133,8 +152,15 @@ def test_disk_full_error_is_clean_and_retry_resumes_to_the_same_bytes(tmp_path, 
     write_micro_model(data_dir)
     token = add_token(data_dir, "retry", max_concurrent=1)
     config = service_config(data_dir, save_every=2, progress_interval_s=0.05)
-    job = {"model": MICRO_MODEL, "width": 96, "height": 80, "steps": 8, "tile": 64,
-           "seed": 5, "formats": ["ome-zarr"]}
+    job = {
+        "model": MICRO_MODEL,
+        "width": 96,
+        "height": 80,
+        "steps": 8,
+        "tile": 64,
+        "seed": 5,
+        "formats": ["ome-zarr"],
+    }
     write = synth_tasks.write_region
     full = {"on": True}
 
@@ -155,8 +181,9 @@ def test_disk_full_error_is_clean_and_retry_resumes_to_the_same_bytes(tmp_path, 
 
         # Only failed or cancelled jobs can be retried; a retry counts against the quotas.
         other_id = api.post("/v1/jobs", json={**job, "steps": 40, "seed": 6}).json()["id"]
-        wait_for_job(api, other_id, until=(),
-                     predicate=lambda j: (j["progress"] or {}).get("step", 0) >= 3)
+        wait_for_job(
+            api, other_id, until=(), predicate=lambda j: (j["progress"] or {}).get("step", 0) >= 3
+        )
         assert api.post(f"/v1/jobs/{other_id}/retry").status_code == 409
         busy = api.post(f"/v1/jobs/{failed_id}/retry")
         assert busy.status_code == 429 and "1 at a time" in busy.json()["error"]
@@ -182,9 +209,7 @@ def test_disk_full_error_is_clean_and_retry_resumes_to_the_same_bytes(tmp_path, 
         assert np.array_equal(level0(data_dir, failed_id), level0(data_dir, reference_id))
         other_reference = api.post("/v1/jobs", json={**job, "steps": 40, "seed": 6}).json()
         wait_for_job(api, other_reference["id"], timeout=120)
-        assert np.array_equal(level0(data_dir, other_id),
-                              level0(data_dir, other_reference["id"]))
-
+        assert np.array_equal(level0(data_dir, other_id), level0(data_dir, other_reference["id"]))
 
 
 @contextlib.contextmanager
@@ -196,18 +221,44 @@ def dask_cluster_processes(workdir: Path, workers: int = 2) -> Iterator[tuple[st
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     dask = [sys.executable, "-m", "dask"]
     log = open(workdir / "dask.log", "ab")  # noqa: SIM115
-    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], env=env, cwd=workdir, stdout=log,
-                              stderr=subprocess.STDOUT)]
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    ]
     try:
-        procs += [subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny",
-                                    "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}"],
-                                   env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-                  for i in range(workers)]
+        procs += [
+            subprocess.Popen(
+                [
+                    *dask,
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                ],
+                env=env,
+                cwd=workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for i in range(workers)
+        ]
         deadline = time.monotonic() + 60
         while True:
-            with contextlib.suppress(OSError, TimeoutError), \
-                    Client(address, timeout=2, set_as_default=False) as client:
+            with (
+                contextlib.suppress(OSError, TimeoutError),
+                Client(address, timeout=2, set_as_default=False) as client,
+            ):
                 client.wait_for_workers(workers, timeout=60)
                 break
             assert time.monotonic() < deadline, (workdir / "dask.log").read_text()
@@ -234,23 +285,58 @@ def test_scheduler_and_worker_processes_give_the_embedded_bytes(tmp_path):
 
         out = tmp_path / "remote.ome.zarr"
         proc = subprocess.run(
-            [sys.executable, "-m", "gigasynth", "synth", "--checkpoint", spec.checkpoint,
-             "--size", f"{size[0]}x{size[1]}", "--seed", str(seed), "--steps", str(steps),
-             "--tile", str(tile), "--scheduler", address, "--out", str(out)],
-            capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "gigasynth",
+                "synth",
+                "--checkpoint",
+                spec.checkpoint,
+                "--size",
+                f"{size[0]}x{size[1]}",
+                "--seed",
+                str(seed),
+                "--steps",
+                str(steps),
+                "--tile",
+                str(tile),
+                "--scheduler",
+                address,
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         assert np.array_equal(open_level(out, 0)[:], expected)
 
         data_dir = tmp_path / "data"
         token = add_token(data_dir, "dask")
-        with running_server(data_dir, {"GIGASYNTH_SCHEDULER": address}) as server, \
-                httpx.Client(base_url=server.url, timeout=30,
-                             headers={"Authorization": f"Bearer {token}"}) as api:
-            job = {"model": spec.checkpoint, "width": size[0], "height": size[1],
-                   "seed": seed, "steps": steps, "tile": tile, "formats": ["ome-zarr"]}
+        with (
+            running_server(data_dir, {"GIGASYNTH_SCHEDULER": address}) as server,
+            httpx.Client(
+                base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            ) as api,
+        ):
+            job = {
+                "model": spec.checkpoint,
+                "width": size[0],
+                "height": size[1],
+                "seed": seed,
+                "steps": steps,
+                "tile": tile,
+                "formats": ["ome-zarr"],
+            }
             killed = api.post("/v1/jobs", json=job).json()["id"]
-            progress = wait_for_job(api, killed, until=(), timeout=60, predicate=lambda j: (
-                (j["progress"] or {}).get("step", 0) >= 1))["progress"]
+            progress = wait_for_job(
+                api,
+                killed,
+                until=(),
+                timeout=60,
+                predicate=lambda j: (j["progress"] or {}).get("step", 0) >= 1,
+            )["progress"]
             workers[1].send_signal(signal.SIGKILL)
             workers[1].wait(10)
             done = wait_for_job(api, killed, timeout=120)

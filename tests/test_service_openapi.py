@@ -29,10 +29,14 @@ from tests.service_fixtures import (
 JOB = {"model": MICRO_MODEL, "width": 96, "height": 80, "steps": 3, "tile": 64}
 ERROR_REF = "#/components/schemas/ErrorBody"
 # Operations that read one job and so also take its signed link instead of a token.
-LINK_OPERATIONS = {("get", "/v1/jobs/{job_id}"), ("get", "/v1/jobs/{job_id}/download"),
-                   ("get", "/v1/slides/{job_id}.dzi"),
-                   ("get", "/v1/slides/{job_id}_files/{level}/{tile_name}"),
-                   ("get", "/view/{job_id}"), ("get", "/v1/jobs/{job_id}/tile-signature")}
+LINK_OPERATIONS = {
+    ("get", "/v1/jobs/{job_id}"),
+    ("get", "/v1/jobs/{job_id}/download"),
+    ("get", "/v1/slides/{job_id}.dzi"),
+    ("get", "/v1/slides/{job_id}_files/{level}/{tile_name}"),
+    ("get", "/view/{job_id}"),
+    ("get", "/v1/jobs/{job_id}/tile-signature"),
+}
 
 
 @pytest.fixture
@@ -41,15 +45,17 @@ def api(tmp_path):
     data_dir = tmp_path / "data"
     write_micro_model(data_dir)
     token = add_token(data_dir, "alice", max_megapixels=2.0, max_concurrent=1)
-    config = service_config(data_dir, max_body_bytes=2048,
-                            openseadragon_dir=tmp_path / "no-openseadragon")
+    config = service_config(
+        data_dir, max_body_bytes=2048, openseadragon_dir=tmp_path / "no-openseadragon"
+    )
     with TestClient(create_app(config, run_jobs=False)) as client:
         yield client, data_dir, token
 
 
 def operations(schema: dict) -> dict[tuple[str, str], dict]:
-    return {(method, path): op for path, ops in schema["paths"].items()
-            for method, op in ops.items()}
+    return {
+        (method, path): op for path, ops in schema["paths"].items() for method, op in ops.items()
+    }
 
 
 def schema_of(client: TestClient, token: str) -> dict:
@@ -72,8 +78,11 @@ def test_errors_are_documented_with_the_error_body(api):
         if path != "/healthz":
             assert "401" in errors, (method, path)
         for status, response in errors.items():
-            assert response["content"] == {"application/json": {"schema": {"$ref": ERROR_REF}}}, \
-                (method, path, status)
+            assert response["content"] == {"application/json": {"schema": {"$ref": ERROR_REF}}}, (
+                method,
+                path,
+                status,
+            )
             assert response["description"], (method, path, status)
         if "requestBody" in op:
             assert {"400", "413", "422"} <= set(errors), (method, path)
@@ -97,20 +106,21 @@ def test_bearer_scheme_and_signed_link_parameters(api):
     client, _, token = api
     schema = schema_of(client, token)
     schemes = schema["components"]["securitySchemes"]
-    bearer = [name for name, s in schemes.items() if s == {**s, "type": "http",
-                                                            "scheme": "bearer"}]
+    bearer = [name for name, s in schemes.items() if s == {**s, "type": "http", "scheme": "bearer"}]
     assert len(bearer) == 1
     assert schema["security"] == [{bearer[0]: []}]
     # The query parameters auth reads for a link, however many it grows: all documented.
-    read = set(re.findall(r"query_params\.get\(\"(\w+)\"\)",
-                          (ROOT / "service" / "auth.py").read_text()))
+    read = set(
+        re.findall(r"query_params\.get\(\"(\w+)\"\)", (ROOT / "service" / "auth.py").read_text())
+    )
     assert {"exp", "sig"} <= read
     for key, op in operations(schema).items():
         query = {p["name"]: p for p in op.get("parameters", []) if p["in"] == "query"}
         if key in LINK_OPERATIONS:
             assert read <= set(query), key
-            assert all(not query[name]["required"] and query[name]["description"]
-                       for name in read), key
+            assert all(
+                not query[name]["required"] and query[name]["description"] for name in read
+            ), key
             assert {bearer[0]: []} in op["security"] and len(op["security"]) == 2, key
         else:
             assert not read & set(query), key
@@ -123,8 +133,10 @@ def test_every_status_the_api_answers_is_documented(api):
     client, data_dir, token = api
     schema = schema_of(client, token)
     ops = operations(schema)
-    templates = [(re.compile(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(path))), path)
-                 for path in schema["paths"]]
+    templates = [
+        (re.compile(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(path))), path)
+        for path in schema["paths"]
+    ]
     h = {"Authorization": f"Bearer {token}"}
     seen: set[tuple[str, str, int]] = set()
 
@@ -143,8 +155,9 @@ def test_every_status_the_api_answers_is_documented(api):
     check("GET", "/metrics", 401)
     check("GET", "/v1/models", 401, headers={"Authorization": "Bearer gst_nope"})
     check("POST", "/v1/jobs", 400, headers=h)
-    check("POST", "/v1/jobs", 400, headers={**h, "Content-Type": "application/json"},
-          content=b"{bad")
+    check(
+        "POST", "/v1/jobs", 400, headers={**h, "Content-Type": "application/json"}, content=b"{bad"
+    )
     check("POST", "/v1/jobs", 413, headers=h, json={**JOB, "model": "m" * 3000})
     check("POST", "/v1/jobs", 422, headers=h, json={**JOB, "colour": "pink"})
     check("POST", "/v1/jobs", 422, headers=h, json={**JOB, "model": "nope"})

@@ -34,21 +34,28 @@ def test_stop_requeues_and_start_resumes(tmp_path):
 
     with TestClient(create_app(config), headers=headers) as api:
         long_id = api.post("/v1/jobs", json=job).json()["id"]
-        failing_id = api.post("/v1/jobs", json={**job, "model": "doomed", "steps": 4}
-                              ).json()["id"]
-        wait_for_job(api, long_id, until=(),
-                     predicate=lambda j: (j["progress"] or {}).get("step", 0) >= 3)
-        shutil.rmtree(doomed)               # the queued job's model disappears before it runs
+        failing_id = api.post("/v1/jobs", json={**job, "model": "doomed", "steps": 4}).json()["id"]
+        wait_for_job(
+            api, long_id, until=(), predicate=lambda j: (j["progress"] or {}).get("step", 0) >= 3
+        )
+        shutil.rmtree(doomed)  # the queued job's model disappears before it runs
     work = JobPaths.of(data_dir, long_id).root / "slide.ome.zarr.work"
     saved_step = json.loads((work / "progress.json").read_text())["step"]
     assert saved_step >= 2
 
-    with TestClient(create_app(config), headers=headers) as api:   # the stop left it queued
+    with TestClient(create_app(config), headers=headers) as api:  # the stop left it queued
         store = api.app.state.services.store
         assert ("queued", "server stopping; resumes on restart") in [
-            (state, message) for _, state, message in store.events(long_id)]
-        resumed = wait_for_job(api, long_id, until=(), predicate=lambda j: j["attempts"] == 2
-                               and j["state"] == "running" and j["progress"] is not None)
+            (state, message) for _, state, message in store.events(long_id)
+        ]
+        resumed = wait_for_job(
+            api,
+            long_id,
+            until=(),
+            predicate=lambda j: (
+                j["attempts"] == 2 and j["state"] == "running" and j["progress"] is not None
+            ),
+        )
         assert resumed["progress"]["start_step"] == saved_step
         assert api.delete(f"/v1/jobs/{long_id}").status_code == 202
         wait_for_job(api, long_id, until=("cancelled",))

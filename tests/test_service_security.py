@@ -68,11 +68,13 @@ def link_params(link: str) -> dict[str, str]:
 
 def test_unicode_digits_and_signatures_are_4xx_json(app):
     client, _, token, job_id = app
-    for query in ("exp=%C2%B2&sig=x",                  # '²'.isdigit(), int('²') raises
-                  "exp=1&sig=%C3%A9",                   # compare_digest refuses non-ASCII str
-                  "exp=%D9%A3&sig=" + "0" * 64,         # Arabic-Indic 3: a digit to int()
-                  "exp=99999999999&sig=" + "%C3%A9" * 64,
-                  "exp=-1&sig=" + "0" * 64):
+    for query in (
+        "exp=%C2%B2&sig=x",  # '²'.isdigit(), int('²') raises
+        "exp=1&sig=%C3%A9",  # compare_digest refuses non-ASCII str
+        "exp=%D9%A3&sig=" + "0" * 64,  # Arabic-Indic 3: a digit to int()
+        "exp=99999999999&sig=" + "%C3%A9" * 64,
+        "exp=-1&sig=" + "0" * 64,
+    ):
         assert "signed link" in error_of(client.get(f"/v1/jobs/{job_id}?{query}"), 401), query
         assert "signed link" in error_of(client.get(f"/v1/slides/{job_id}.dzi?{query}"), 401)
     for path in ("%C2%B9/0_0.jpeg", "%D9%A3/0_0.jpeg", "9/%D9%A0_0.jpeg", "9/0_%C2%B2.jpeg"):
@@ -91,8 +93,11 @@ def test_missing_openseadragon_is_503_json(app, tmp_path):
 
 
 def _series(metrics_text: str) -> set[str]:
-    return set(re.findall(r"^gigasynth_http_request_duration_seconds_count(\{.*\})",
-                          metrics_text, re.MULTILINE))
+    return set(
+        re.findall(
+            r"^gigasynth_http_request_duration_seconds_count(\{.*\})", metrics_text, re.MULTILINE
+        )
+    )
 
 
 def test_metrics_labels_are_bounded(app):
@@ -106,23 +111,24 @@ def test_metrics_labels_are_bounded(app):
         path = "/healthz" if i % 2 else f"/{noise().lower()}/{noise()}?q={noise()}"
         assert 400 <= client.request(f"M{noise()}", path).status_code < 500
 
-    request(0), request(1)                               # each kind of request once
-    client.get("/metrics", headers=auth(token))          # the scrape itself, once
+    request(0), request(1)  # each kind of request once
+    client.get("/metrics", headers=auth(token))  # the scrape itself, once
     first = client.get("/metrics", headers=auth(token)).text
     for i in range(300):
         request(i)
     after = client.get("/metrics", headers=auth(token)).text
     assert _series(after) == _series(first)
-    assert {'method="other"', 'route="unmatched"', 'route="/healthz"', 'status="405"'} <= \
-        {label for series in _series(first) for label in series.strip("{}").split(",")}
-    assert len(after) < len(first) + 2000                # counts grow, not the series
+    assert {'method="other"', 'route="unmatched"', 'route="/healthz"', 'status="405"'} <= {
+        label for series in _series(first) for label in series.strip("{}").split(",")
+    }
+    assert len(after) < len(first) + 2000  # counts grow, not the series
 
 
 def test_a_link_cannot_renew_itself(app):
     client, _, token, job_id = app
     minted = client.get(f"/v1/jobs/{job_id}", headers=auth(token)).json()["links"]
     query = minted["dzi"].split("?", 1)[1]
-    time.sleep(1.1)                                      # a renewal would now sign a later exp
+    time.sleep(1.1)  # a renewal would now sign a later exp
     by_link = client.get(f"/v1/jobs/{job_id}?{query}")
     assert by_link.status_code == 200
     links = by_link.json()["links"]
@@ -158,11 +164,26 @@ def test_revoked_or_expired_tokens_and_their_links_stop(app):
 
 def test_token_list_revoke_and_expiry_cli(tmp_path, capsys):
     data_dir = str(tmp_path / "data")
-    assert cli(["token", "create", "--name", "alice", "--data-dir", data_dir,
-                "--expires-in", "30d"]) == 0
+    assert (
+        cli(["token", "create", "--name", "alice", "--data-dir", data_dir, "--expires-in", "30d"])
+        == 0
+    )
     secret = capsys.readouterr().out.strip()
-    assert cli(["token", "create", "--name", "bob", "--data-dir", data_dir,
-                "--expires", "2099-01-31T18:00:00+01:00"]) == 0
+    assert (
+        cli(
+            [
+                "token",
+                "create",
+                "--name",
+                "bob",
+                "--data-dir",
+                data_dir,
+                "--expires",
+                "2099-01-31T18:00:00+01:00",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli(["token", "list", "--data-dir", data_dir]) == 0
     listing = capsys.readouterr().out
@@ -172,14 +193,16 @@ def test_token_list_revoke_and_expiry_cli(tmp_path, capsys):
     assert rows["bob"][3] == "2099-01-31T17:00:00Z" and rows["bob"][4] == "active"
     alice_expires = calendar.timegm(time.strptime(rows["alice"][3], "%Y-%m-%dT%H:%M:%SZ"))
     assert abs(alice_expires - (time.time() + 30 * 86_400)) < 120
-    assert cli(["token", "revoke", rows["bob"][1], "--data-dir", data_dir]) == 0    # by id
+    assert cli(["token", "revoke", rows["bob"][1], "--data-dir", data_dir]) == 0  # by id
     capsys.readouterr()
     cli(["token", "list", "--data-dir", data_dir])
     assert re.search(r"^bob .* revoked \d{4}-", capsys.readouterr().out, re.MULTILINE)
-    for args, problem in ((["revoke", "carol"], "no token named or with id 'carol'"),
-                          (["create", "--name", "x", "--expires-in", "3x"], "not a duration"),
-                          (["create", "--name", "x", "--expires", "yesterday"], "ISO 8601"),
-                          (["create", "--name", "x", "--expires", "2001-01-01"], "future")):
+    for args, problem in (
+        (["revoke", "carol"], "no token named or with id 'carol'"),
+        (["create", "--name", "x", "--expires-in", "3x"], "not a duration"),
+        (["create", "--name", "x", "--expires", "yesterday"], "ISO 8601"),
+        (["create", "--name", "x", "--expires", "2001-01-01"], "future"),
+    ):
         assert cli(["token", *args, "--data-dir", data_dir]) == 2
         err = capsys.readouterr().err
         assert problem in err and err.count("\n") == 1, err
@@ -201,7 +224,7 @@ def test_signing_keys_under_32_bytes_are_refused(tmp_path, capsys):
         load_config({"GIGASYNTH_SIGNING_KEY": "k" * 31})
     key_file.write_bytes(b"")
     umask = os.umask(0o022)
-    try:                                   # the server refuses to start, in one line
+    try:  # the server refuses to start, in one line
         assert cli(["serve", "--data-dir", str(fresh), "--port", "9"]) == 2
     finally:
         os.umask(umask)
@@ -219,30 +242,46 @@ def test_served_access_log_redacted_data_dir_private_revocation_live(tmp_path):
         models = write_micro_model(tmp_path / "operator").parent
         token = add_token(data_dir, "alice", max_concurrent=5)
         env = {"GIGASYNTH_MODELS_DIR": str(models)}
-        with running_server(data_dir, env, log_level="info") as server, \
-                httpx.Client(base_url=server.url, headers=auth(token), timeout=30) as api, \
-                httpx.Client(base_url=server.url, timeout=30) as browser:
-            submitted = api.post("/v1/jobs", json={
-                "model": MICRO_MODEL, "width": 96, "height": 80, "steps": 2, "tile": 64,
-                "formats": ["ome-tiff", "preview"]})
+        with (
+            running_server(data_dir, env, log_level="info") as server,
+            httpx.Client(base_url=server.url, headers=auth(token), timeout=30) as api,
+            httpx.Client(base_url=server.url, timeout=30) as browser,
+        ):
+            submitted = api.post(
+                "/v1/jobs",
+                json={
+                    "model": MICRO_MODEL,
+                    "width": 96,
+                    "height": 80,
+                    "steps": 2,
+                    "tile": 64,
+                    "formats": ["ome-tiff", "preview"],
+                },
+            )
             assert submitted.status_code == 202, submitted.text
             job = wait_for_job(api, submitted.json()["id"])
             link = job["links"]["dzi"]
             sig = link_params(link)["sig"]
             assert browser.get(link).status_code == 200
-            assert browser.get(f"/v1/slides/{job['id']}_files/0/0_0.jpeg?"
-                               f"{link.split('?')[1]}").status_code == 200
-            assert browser.get(f"/v1/jobs/{job['id']}?token={token}&sig={sig}").status_code \
-                == 401
+            assert (
+                browser.get(
+                    f"/v1/slides/{job['id']}_files/0/0_0.jpeg?{link.split('?')[1]}"
+                ).status_code
+                == 200
+            )
+            assert browser.get(f"/v1/jobs/{job['id']}?token={token}&sig={sig}").status_code == 401
             assert cli(["token", "revoke", "alice", "--data-dir", str(data_dir)]) == 0
-            assert api.get("/v1/jobs").status_code == 401            # at once, no restart
+            assert api.get("/v1/jobs").status_code == 401  # at once, no restart
             assert "revoked" in browser.get(link).json()["error"]
         log = server.log.read_text()
-        assert f"/v1/slides/{job['id']}.dzi?" in log                 # the access log is on
+        assert f"/v1/slides/{job['id']}.dzi?" in log  # the access log is on
         assert sig not in log and token not in log and token[4:] not in log
         assert "sig=REDACTED" in log
-        exposed = [f"{oct(stat.S_IMODE(p.stat().st_mode))} {p.relative_to(data_dir)}"
-                   for p in [data_dir, *data_dir.rglob("*")] if p.stat().st_mode & 0o077]
+        exposed = [
+            f"{oct(stat.S_IMODE(p.stat().st_mode))} {p.relative_to(data_dir)}"
+            for p in [data_dir, *data_dir.rglob("*")]
+            if p.stat().st_mode & 0o077
+        ]
         assert exposed == []
         assert (data_dir / "jobs" / job["id"] / "slide.ome.tiff").is_file()
     finally:

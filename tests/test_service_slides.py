@@ -60,23 +60,27 @@ def test_dzi_and_tiles_match_the_pyramid(slide):
     level0 = np.moveaxis(tissue_rgb(W, H), 0, -1).astype(int)
     full = jpeg(client.get(f"/v1/slides/{job_id}_files/10/2_1.jpeg", headers=auth(token)))
     assert full.shape == (247, 193, 3)
-    assert np.abs(full - level0[253:500, 507:700]).mean() < 6      # JPEG error only
+    assert np.abs(full - level0[253:500, 507:700]).mean() < 6  # JPEG error only
     stored1 = zarr.open_array(str(JobPaths.of(data_dir, job_id).zarr / "0" / "1"))[:]
     half = jpeg(client.get(f"/v1/slides/{job_id}_files/9/0_0.jpeg", headers=auth(token)))
     assert half.shape == (250, 255, 3)
     assert np.abs(half - np.moveaxis(stored1, 0, -1)[:250, :255]).mean() < 6
     coarse = jpeg(client.get(f"/v1/slides/{job_id}_files/5/0_0.jpeg", headers=auth(token)))
-    assert coarse.shape == (16, 22, 3)                 # 700/32, 500/32 rounded up
-    assert abs(coarse.mean() - level0.mean()) < 8      # a shrunken copy of the whole slide
-    assert jpeg(client.get(f"/v1/slides/{job_id}_files/0/0_0.jpeg",
-                           headers=auth(token))).shape == (1, 1, 3)
+    assert coarse.shape == (16, 22, 3)  # 700/32, 500/32 rounded up
+    assert abs(coarse.mean() - level0.mean()) < 8  # a shrunken copy of the whole slide
+    assert jpeg(client.get(f"/v1/slides/{job_id}_files/0/0_0.jpeg", headers=auth(token))).shape == (
+        1,
+        1,
+        3,
+    )
     # the service serves the library's DZI and tiles byte for byte
     with open_slide(JobPaths.of(data_dir, job_id).zarr) as reader:
         library = DeepZoomGenerator(reader)
         assert response.text == library.get_dzi()
         for level, col, row in [(10, 2, 1), (9, 0, 0), (5, 0, 0), (0, 0, 0)]:
-            served = client.get(f"/v1/slides/{job_id}_files/{level}/{col}_{row}.jpeg",
-                                headers=auth(token))
+            served = client.get(
+                f"/v1/slides/{job_id}_files/{level}/{col}_{row}.jpeg", headers=auth(token)
+            )
             assert served.content == library.get_tile_bytes(level, (col, row))
 
 
@@ -87,13 +91,20 @@ def test_etag_and_cache_headers(slide):
     tag = first.headers["etag"]
     assert "max-age" in first.headers["cache-control"]
     assert client.get(url, headers=auth(token)).headers["etag"] == tag
-    assert client.get(f"/v1/slides/{job_id}_files/10/0_1.jpeg",
-                      headers=auth(token)).headers["etag"] != tag
+    assert (
+        client.get(f"/v1/slides/{job_id}_files/10/0_1.jpeg", headers=auth(token)).headers["etag"]
+        != tag
+    )
     again = client.get(url, headers={**auth(token), "If-None-Match": tag})
     assert again.status_code == 304 and again.content == b""
     dzi = client.get(f"/v1/slides/{job_id}.dzi", headers=auth(token))
-    assert client.get(f"/v1/slides/{job_id}.dzi", headers={
-        **auth(token), "If-None-Match": dzi.headers["etag"]}).status_code == 304
+    assert (
+        client.get(
+            f"/v1/slides/{job_id}.dzi",
+            headers={**auth(token), "If-None-Match": dzi.headers["etag"]},
+        ).status_code
+        == 304
+    )
 
 
 OUTSIDE = [
@@ -121,7 +132,7 @@ def test_signed_links(slide):
     client, _, token, job_id = slide
     view = client.get(f"/v1/jobs/{job_id}", headers=auth(token)).json()
     dzi_link = view["links"]["dzi"]
-    assert client.get(dzi_link).status_code == 200                 # no header needed
+    assert client.get(dzi_link).status_code == 200  # no header needed
     query = dzi_link.split("?", 1)[1]
     tile = client.get(f"/v1/slides/{job_id}_files/10/0_0.jpeg?{query}")
     assert tile.status_code == 200
@@ -129,8 +140,10 @@ def test_signed_links(slide):
     assert client.get(view["links"]["viewer"]).status_code in (200, 503)
     params = {k: v[0] for k, v in parse_qs(urlsplit(dzi_link).query).items()}
     tampered = {**params, "sig": params["sig"][:-1] + ("0" if params["sig"][-1] != "0" else "1")}
-    assert "signature does not match" in client.get(
-        f"/v1/slides/{job_id}.dzi", params=tampered).json()["error"]
+    assert (
+        "signature does not match"
+        in client.get(f"/v1/slides/{job_id}.dzi", params=tampered).json()["error"]
+    )
     later = {**params, "exp": str(int(params["exp"]) + 1)}
     assert client.get(f"/v1/slides/{job_id}.dzi", params=later).status_code == 401
     svc = client.app.state.services
@@ -139,7 +152,7 @@ def test_signed_links(slide):
     response = client.get(f"/v1/slides/{job_id}.dzi", params=expired)
     assert response.status_code == 401 and "expired" in response.json()["error"]
     other = finished_job(client.app.state.services.config.data_dir, token, 64, 64)
-    response = client.get(f"/v1/slides/{other}.dzi?{query}")     # a link is for one job
+    response = client.get(f"/v1/slides/{other}.dzi?{query}")  # a link is for one job
     assert response.status_code == 401
     # a link only reads: it cannot cancel, delete or list
     assert client.delete(f"/v1/jobs/{job_id}?{query}").status_code == 401
@@ -148,19 +161,24 @@ def test_signed_links(slide):
 
 def test_slide_of_an_unfinished_job_is_409(slide):
     client, _, token, _ = slide
-    job_id = client.post("/v1/jobs", headers=auth(token), json={
-        "model": "micro", "width": 96, "height": 80, "steps": 2, "tile": 64}).json()["id"]
+    job_id = client.post(
+        "/v1/jobs",
+        headers=auth(token),
+        json={"model": "micro", "width": 96, "height": 80, "steps": 2, "tile": 64},
+    ).json()["id"]
     response = client.get(f"/v1/slides/{job_id}.dzi", headers=auth(token))
     assert response.status_code == 409 and "not ready" in response.json()["error"]
-    response = client.get(f"/v1/jobs/{job_id}/download", params={"format": "ome-zarr"},
-                          headers=auth(token))
+    response = client.get(
+        f"/v1/jobs/{job_id}/download", params={"format": "ome-zarr"}, headers=auth(token)
+    )
     assert response.status_code == 409 and "queued" in response.json()["error"]
 
 
 def test_downloads(slide):
     client, data_dir, token, job_id = slide
-    response = client.get(f"/v1/jobs/{job_id}/download", params={"format": "ome-zarr"},
-                          headers=auth(token))
+    response = client.get(
+        f"/v1/jobs/{job_id}/download", params={"format": "ome-zarr"}, headers=auth(token)
+    )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/zip"
     assert f"gigasynth-{job_id}.ome.zarr.zip" in response.headers["content-disposition"]
@@ -170,15 +188,16 @@ def test_downloads(slide):
     archive.extractall(extracted)
     level0 = zarr.open_array(str(extracted / f"gigasynth-{job_id}.ome.zarr" / "0" / "0"))[:]
     np.testing.assert_array_equal(level0, tissue_rgb(W, H))
-    tiff = client.get(f"/v1/jobs/{job_id}/download", params={"format": "ome-tiff"},
-                      headers=auth(token))
+    tiff = client.get(
+        f"/v1/jobs/{job_id}/download", params={"format": "ome-tiff"}, headers=auth(token)
+    )
     assert tiff.status_code == 200
     assert tiff.content == JobPaths.of(data_dir, job_id).ome_tiff.read_bytes()
-    missing = client.get(f"/v1/jobs/{job_id}/download", params={"format": "preview"},
-                         headers=auth(token))
+    missing = client.get(
+        f"/v1/jobs/{job_id}/download", params={"format": "preview"}, headers=auth(token)
+    )
     assert missing.status_code == 404 and "did not produce preview" in missing.json()["error"]
-    bad = client.get(f"/v1/jobs/{job_id}/download", params={"format": "tar"},
-                     headers=auth(token))
+    bad = client.get(f"/v1/jobs/{job_id}/download", params={"format": "tar"}, headers=auth(token))
     assert bad.status_code == 422 and "format" in bad.json()["error"]
 
 

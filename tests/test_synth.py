@@ -88,9 +88,16 @@ def client1():
 @pytest.fixture(scope="module")
 def client2():
     """Two thread workers that advertise a GPU: tile tasks must ask for it and still run."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address="127.0.0.1:0", resources={"GPU": 1}) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address="127.0.0.1:0",
+            resources={"GPU": 1},
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         yield client
 
 
@@ -131,8 +138,9 @@ def whole_states(checkpoints, client1, tmp_path_factory) -> dict:
     def get(ckpt: str, width: int, height: int, sampler: str, steps: int | None):
         key = (ckpt, width, height, sampler, steps)
         if key not in cache:
-            spec = SynthSpec(checkpoints[ckpt], width, height, seed=7, sampler=sampler,
-                             steps=steps, tile=0)
+            spec = SynthSpec(
+                checkpoints[ckpt], width, height, seed=7, sampler=sampler, steps=steps, tile=0
+            )
             cache[key] = run_denoise(spec, client1, tmp_path_factory.mktemp("whole") / "w")
         return cache[key]
 
@@ -140,11 +148,20 @@ def whole_states(checkpoints, client1, tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_tiled_state_equals_whole_image(case, checkpoints, client1, client2, whole_states,
-                                        tmp_path):
+def test_tiled_state_equals_whole_image(
+    case, checkpoints, client1, client2, whole_states, tmp_path
+):
     ckpt, width, height, sampler, steps, tile, halo_every, workers = CASES[case]
-    spec = SynthSpec(checkpoints[ckpt], width, height, seed=7, sampler=sampler, steps=steps,
-                     tile=tile, halo_every=halo_every)
+    spec = SynthSpec(
+        checkpoints[ckpt],
+        width,
+        height,
+        seed=7,
+        sampler=sampler,
+        steps=steps,
+        tile=tile,
+        halo_every=halo_every,
+    )
     tiled = run_denoise(spec, client1 if workers == 1 else client2, tmp_path / "work")
     whole = whole_states(ckpt, width, height, sampler, steps)
     assert tiled.shape == whole.shape == (3, height, width)
@@ -166,8 +183,7 @@ def test_whole_image_engine_is_the_library_sampler(checkpoints, whole_states):
     assert np.array_equal(whole_states("micro", WIDTH, HEIGHT, "ddim", 3), x)
 
 
-RESUME_SPEC = dict(width=200, height=150, seed=11, sampler="ddim", steps=8, tile=64,
-                   save_every=2)
+RESUME_SPEC = dict(width=200, height=150, seed=11, sampler="ddim", steps=8, tile=64, save_every=2)
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +192,20 @@ def uninterrupted(checkpoints, client2, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("full")
     reports = []
     spec = SynthSpec(checkpoints["micro"], **RESUME_SPEC, tiff_compression="zlib", mpp=0.25)
-    result = synthesize(spec, root / "s.ome.zarr", ome_tiff=root / "s.ome.tif",
-                        preview=root / "s.png", client=client2, progress=reports.append)
-    return {"result": result, "reports": reports, "spec": spec,
-            "level0": open_level(result.zarr_path, 0)[:]}
+    result = synthesize(
+        spec,
+        root / "s.ome.zarr",
+        ome_tiff=root / "s.ome.tif",
+        preview=root / "s.png",
+        client=client2,
+        progress=reports.append,
+    )
+    return {
+        "result": result,
+        "reports": reports,
+        "spec": spec,
+        "level0": open_level(result.zarr_path, 0)[:],
+    }
 
 
 def test_synthesize_writes_the_slide_formats(uninterrupted, checkpoints):
@@ -201,8 +227,12 @@ def test_synthesize_writes_the_slide_formats(uninterrupted, checkpoints):
     denoising = [r for r in reports if r.phase == "denoise"]
     assert denoising[-1].step == 7 and denoising[-1].tiles_done == denoising[-1].tiles_total == 12
     assert all(r.total_steps == 8 for r in reports)
-    assert [r.phase for r in reports if r.phase != "denoise"] == ["level0", "pyramid", "tiff",
-                                                                  "done"]
+    assert [r.phase for r in reports if r.phase != "denoise"] == [
+        "level0",
+        "pyramid",
+        "tiff",
+        "done",
+    ]
 
 
 def test_killed_run_resumes_to_the_same_bytes(uninterrupted, checkpoints, tmp_path, capfd):
@@ -210,10 +240,26 @@ def test_killed_run_resumes_to_the_same_bytes(uninterrupted, checkpoints, tmp_pa
     out = tmp_path / "k.ome.zarr"
     progress = work_path(out) / "progress.json"
     s = RESUME_SPEC
-    argv = [sys.executable, "-m", "gigasynth", "synth", "--checkpoint", checkpoints["micro"],
-            "--size", f"{s['width']}x{s['height']}", "--seed", str(s["seed"]),
-            "--steps", str(s["steps"]), "--tile", str(s["tile"]),
-            "--save-every", str(s["save_every"]), "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "gigasynth",
+        "synth",
+        "--checkpoint",
+        checkpoints["micro"],
+        "--size",
+        f"{s['width']}x{s['height']}",
+        "--seed",
+        str(s["seed"]),
+        "--steps",
+        str(s["steps"]),
+        "--tile",
+        str(s["tile"]),
+        "--save-every",
+        str(s["save_every"]),
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     saved = 0
@@ -235,7 +281,8 @@ def test_killed_run_resumes_to_the_same_bytes(uninterrupted, checkpoints, tmp_pa
 
 
 def test_cancel_and_full_disk_keep_the_saved_state_resumable(
-        uninterrupted, checkpoints, client1, tmp_path, monkeypatch):
+    uninterrupted, checkpoints, client1, tmp_path, monkeypatch
+):
     spec = replace(uninterrupted["spec"], tiff_compression="jpeg")
     out = tmp_path / "c.ome.zarr"
     reports = []
@@ -244,8 +291,7 @@ def test_cancel_and_full_disk_keep_the_saved_state_resumable(
         return any(r.step == 3 and r.tiles_done == 5 for r in reports)
 
     with pytest.raises(SynthCancelled, match="state saved at step 2"):
-        synthesize(spec, out, client=client1, progress=reports.append,
-                   should_stop=stop_in_step_4)
+        synthesize(spec, out, client=client1, progress=reports.append, should_stop=stop_in_step_4)
     assert json.loads((work_path(out) / "progress.json").read_text())["step"] == 2
     assert not out.exists()
 
@@ -279,8 +325,9 @@ def test_resume_refuses_another_job(checkpoints, client1, tmp_path):
 
 
 def gigasynth_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gigasynth", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gigasynth", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
@@ -292,29 +339,48 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> N
 def test_cli_unreachable_scheduler(checkpoints, tmp_path):
     """A real process: Dask's connection retries must not reach stderr."""
     out = tmp_path / "s.ome.zarr"
-    proc = gigasynth_cli("synth", "--checkpoint", checkpoints["micro"], "--out", str(out),
-                         "--size", "64x64", "--scheduler", "tcp://127.0.0.1:9")
+    proc = gigasynth_cli(
+        "synth",
+        "--checkpoint",
+        checkpoints["micro"],
+        "--out",
+        str(out),
+        "--size",
+        "64x64",
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+    )
     assert_one_line_error(proc, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
     assert not out.exists() and not work_path(out).exists()
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--tile", "6"], "tile 6 px is smaller than twice the halo (2 x 4 px)"),
-    (["--tile", "32", "--halo-every", "5"], "halo_every 5 exceeds the model's 4 NCA steps"),
-    (["--steps", "51"], "steps=51 exceeds the model's T=50"),
-    (["--sampler", "euler"], "invalid choice: 'euler'"),
-    (["--size", "0x10"], "must be positive"),
-    (["--size", "300000x300000"], "exceeds the limit of 68,719,476,736 pixels"),
-    (["--tile", "0", "--size", "9000x9000"], "exceeds the whole-image (--tile 0) limit"),
-    (["--workers", "2", "--scheduler", "tcp://h:1"], "not allowed with argument"),
-    (["--checkpoint", "FOURIER", "--tile", "32"], "whole-image model (FourierDiff-NCA)"),
-    (["--out", "EXISTING"], "exists (pass --overwrite to replace it)"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--tile", "6"], "tile 6 px is smaller than twice the halo (2 x 4 px)"),
+        (["--tile", "32", "--halo-every", "5"], "halo_every 5 exceeds the model's 4 NCA steps"),
+        (["--steps", "51"], "steps=51 exceeds the model's T=50"),
+        (["--sampler", "euler"], "invalid choice: 'euler'"),
+        (["--size", "0x10"], "must be positive"),
+        (["--size", "300000x300000"], "exceeds the limit of 68,719,476,736 pixels"),
+        (["--tile", "0", "--size", "9000x9000"], "exceeds the whole-image (--tile 0) limit"),
+        (["--workers", "2", "--scheduler", "tcp://h:1"], "not allowed with argument"),
+        (["--checkpoint", "FOURIER", "--tile", "32"], "whole-image model (FourierDiff-NCA)"),
+        (["--out", "EXISTING"], "exists (pass --overwrite to replace it)"),
+    ],
+)
 def test_cli_bad_input_is_one_line(args, fragment, checkpoints, tmp_path, capfd):
     existing = tmp_path / "old.ome.zarr"
     existing.mkdir()
-    argv = ["synth", "--checkpoint", checkpoints["micro"], "--size", "40x30",
-            "--out", str(tmp_path / "s.ome.zarr")]
+    argv = [
+        "synth",
+        "--checkpoint",
+        checkpoints["micro"],
+        "--size",
+        "40x30",
+        "--out",
+        str(tmp_path / "s.ome.zarr"),
+    ]
     for flag, value in zip(args[::2], args[1::2], strict=True):
         value = {"FOURIER": checkpoints["fourier"], "EXISTING": str(existing)}.get(value, value)
         if flag in argv:
@@ -332,8 +398,19 @@ def test_cli_bad_input_is_one_line(args, fragment, checkpoints, tmp_path, capfd)
 
 def test_demo_writes_the_slide_formats(checkpoints, tmp_path, capfd):
     out = tmp_path / "demo"
-    argv = ["demo", "--checkpoint", checkpoints["micro"], "--size", "72", "--steps", "2",
-            "--tile", "32", "--out", str(out)]
+    argv = [
+        "demo",
+        "--checkpoint",
+        checkpoints["micro"],
+        "--size",
+        "72",
+        "--steps",
+        "2",
+        "--tile",
+        "32",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert main(argv) == 0  # a second demo replaces the first one's files
     printed = capfd.readouterr().out
@@ -346,13 +423,15 @@ def test_demo_writes_the_slide_formats(checkpoints, tmp_path, capfd):
 
 # --- compact state, preflight, work dir, allocator --------------------------------------
 
+
 def test_state_is_float16_rounded_alike_in_whole_image_sampling(checkpoints, client2, tmp_path):
     """x is stored in float16 between steps; the library sampler rounds at the same point,
     so the stored tiled state is exactly the whole-image sample (no rounding left to do)."""
     spec = SynthSpec(checkpoints["micro"], 150, 110, seed=3, steps=3, tile=64, halo_every=2)
     tiled = run_denoise(spec, client2, tmp_path / "work")
-    assert zarr.open_array(str(WorkDir(tmp_path / "work").x_buffer(3)), mode="r").dtype == \
-        np.float16
+    assert (
+        zarr.open_array(str(WorkDir(tmp_path / "work").x_buffer(3)), mode="r").dtype == np.float16
+    )
     ckpt = load_checkpoint(checkpoints["micro"])
     with torch.no_grad():
         whole = generate(ckpt.model, 110, 150, [3], SampleRequest("ddim", 3))[0].numpy()
@@ -363,7 +442,7 @@ def test_state_is_float16_rounded_alike_in_whole_image_sampling(checkpoints, cli
 def test_work_folder_peaks_at_12_bytes_per_pixel(checkpoints, client2, tmp_path):
     """Measured at every progress report (after each tile task, each phase): the state
     and the slide being assembled stay within 12 B/px; float32 with three buffers was 36."""
-    width, height = 384, 256           # whole 64 px chunks: no padding in the figure
+    width, height = 384, 256  # whole 64 px chunks: no padding in the figure
     spec = SynthSpec(checkpoints["micro"], width, height, seed=2, steps=4, tile=64)
     out = tmp_path / "p.ome.zarr"
     peak, phases, estimates = [0], set(), []
@@ -375,7 +454,7 @@ def test_work_folder_peaks_at_12_bytes_per_pixel(checkpoints, client2, tmp_path)
     synthesize(spec, out, client=client2, progress=measure, on_needs=estimates.append)
     pixels = width * height
     assert phases >= {"denoise", "level0", "pyramid", "tiff"}
-    metadata = 64 << 10                 # zarr.json, progress.json, OME-XML: 4 KiB blocks
+    metadata = 64 << 10  # zarr.json, progress.json, OME-XML: 4 KiB blocks
     assert 10 * pixels < peak[0] <= 12 * pixels + metadata, peak[0] / pixels
     (needs,) = estimates
     assert needs.state_peak == 12 * pixels and needs.state_peak + metadata >= peak[0]
@@ -388,24 +467,25 @@ def test_old_state_format_is_refused_not_misread(checkpoints, client1, tmp_path)
         synthesize(spec, out, client=client1, should_stop=lambda: True)
     progress = work_path(out) / "progress.json"
     record = json.loads(progress.read_text())
-    record["version"] = 1           # what a float32 state of an older version records
+    record["version"] = 1  # what a float32 state of an older version records
     progress.write_text(json.dumps(record))
-    with pytest.raises(GigasynthError, match="state format 1 .*float32.*start over with "
-                                             "--overwrite"):
+    with pytest.raises(
+        GigasynthError, match="state format 1 .*float32.*start over with --overwrite"
+    ):
         synthesize(spec, out, client=client1, resume=True)
     synthesize(spec, out, client=client1, overwrite=True)
     assert out.is_dir() and not work_path(out).exists()
 
 
-def test_preflight_refuses_what_the_disk_cannot_hold(checkpoints, client1, tmp_path,
-                                                     monkeypatch):
+def test_preflight_refuses_what_the_disk_cannot_hold(checkpoints, client1, tmp_path, monkeypatch):
     """An injected free-space figure: refused before any work, one line naming the need
     and the free space; preflight=False runs it anyway."""
     spec = SynthSpec(checkpoints["micro"], 64, 48, seed=1, steps=2, tile=32)
     out = tmp_path / "f.ome.zarr"
     monkeypatch.setattr(preflight, "disk_free", lambda path: 1 << 20)
-    with pytest.raises(preflight.DiskShortage,
-                       match=r"the state and the slide need 0\.1 GB on .*, 0\.0 GB free") as info:
+    with pytest.raises(
+        preflight.DiskShortage, match=r"the state and the slide need 0\.1 GB on .*, 0\.0 GB free"
+    ) as info:
         synthesize(spec, out, client=client1)
     assert "\n" not in str(info.value) and info.value.free == 1 << 20
     assert not work_path(out).exists() and not out.exists()
@@ -420,8 +500,17 @@ def test_cli_preflight_refuses_a_slide_larger_than_the_real_disk(checkpoints, tm
     if side * side > 68_719_476_736:
         pytest.skip(f"{free / 1e9:.0f} GB free: no allowed slide size exceeds it")
     out = tmp_path / "big.ome.zarr"
-    proc = gigasynth_cli("synth", "--checkpoint", checkpoints["micro"], "--out", str(out),
-                         "--size", f"{side}x{side}", "--steps", "2")
+    proc = gigasynth_cli(
+        "synth",
+        "--checkpoint",
+        checkpoints["micro"],
+        "--out",
+        str(out),
+        "--size",
+        f"{side}x{side}",
+        "--steps",
+        "2",
+    )
     assert_one_line_error(proc, "not enough disk space")
     assert re.search(r"need [\d,.]+ GB on \S+, [\d,.]+ GB free", proc.stderr), proc.stderr
     assert "--no-preflight" in proc.stderr
@@ -433,13 +522,36 @@ def test_work_dir_holds_the_state_and_a_resume_finds_it(uninterrupted, checkpoin
     killed run resumes from it without being told where, and the result is unchanged."""
     out, scratch = tmp_path / "out" / "w.ome.zarr", tmp_path / "scratch"
     s = RESUME_SPEC
-    argv = [sys.executable, "-m", "gigasynth", "synth", "--checkpoint", checkpoints["micro"],
-            "--size", f"{s['width']}x{s['height']}", "--seed", str(s["seed"]),
-            "--steps", str(s["steps"]), "--tile", str(s["tile"]),
-            "--save-every", str(s["save_every"]), "--out", str(out), "--work-dir", str(scratch)]
+    argv = [
+        sys.executable,
+        "-m",
+        "gigasynth",
+        "synth",
+        "--checkpoint",
+        checkpoints["micro"],
+        "--size",
+        f"{s['width']}x{s['height']}",
+        "--seed",
+        str(s["seed"]),
+        "--steps",
+        str(s["steps"]),
+        "--tile",
+        str(s["tile"]),
+        "--save-every",
+        str(s["save_every"]),
+        "--out",
+        str(out),
+        "--work-dir",
+        str(scratch),
+    ]
     progress = work_path(out) / "progress.json"
-    proc = subprocess.Popen(argv, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     saved, deadline = 0, time.monotonic() + 120
     while saved < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -473,14 +585,20 @@ def test_service_refuses_at_admission_what_the_disk_cannot_hold(tmp_path):
     if side > 262_144:
         pytest.skip(f"{free / 1e9:.0f} GB free: no allowed slide size exceeds it")
     token = add_token(data_dir, "big", max_megapixels=side * side / 1e6 + 1)
-    config = load_config({"GIGASYNTH_DATA_DIR": str(data_dir),
-                          "GIGASYNTH_WORK_DIR": str(scratch),
-                          "GIGASYNTH_MAX_MEGAPIXELS": str(side * side / 1e6 + 1)})
+    config = load_config(
+        {
+            "GIGASYNTH_DATA_DIR": str(data_dir),
+            "GIGASYNTH_WORK_DIR": str(scratch),
+            "GIGASYNTH_MAX_MEGAPIXELS": str(side * side / 1e6 + 1),
+        }
+    )
     assert config.work_dir == scratch and config.save_every == 1
     with TestClient(create_app(config, run_jobs=False)) as client:
-        response = client.post("/v1/jobs", headers={"Authorization": f"Bearer {token}"},
-                               json={"model": MICRO_MODEL, "width": side, "height": side,
-                                     "steps": 2})
+        response = client.post(
+            "/v1/jobs",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"model": MICRO_MODEL, "width": side, "height": side, "steps": 2},
+        )
     assert response.status_code == 507, response.text
     error = response.json()["error"]
     assert error.startswith(f"not enough disk space on the server for a {side}x{side} slide")
@@ -505,20 +623,20 @@ def test_workers_keep_task_memory_between_tasks(monkeypatch):
 
 # ---- resolution: a property of the model, not a label (issue 13) ----
 
+
 def test_the_models_resolution_wins_and_another_is_refused():
     meta = {"mpp": 0.998}
     assert slide_resolution(None, meta).mpp == 0.998
-    assert slide_resolution(1.0, meta).mpp == 0.998          # within 1 %: the model's value
+    assert slide_resolution(1.0, meta).mpp == 0.998  # within 1 %: the model's value
     assert slide_resolution(1.0, meta).magnification == 10.0
     assert slide_resolution(0.5, {"mpp": 0.5}).magnification == 20.0
     assert slide_resolution(0.25, {"mpp": 0.25}).magnification == 40.0
     with pytest.raises(GigasynthError, match=r"makes 0\.998 µm/px \(about 10x\)"):
         slide_resolution(0.25, meta)
     with pytest.raises(GigasynthError, match="not the model's resolution"):
-        slide_resolution(1.02, meta)                        # 2.2 % off
+        slide_resolution(1.02, meta)  # 2.2 % off
     # A model that records no resolution takes the request's, else the default.
-    assert (slide_resolution(0.25, {}).mpp, slide_resolution(0.25, {}).source) == (0.25,
-                                                                                   "request")
+    assert (slide_resolution(0.25, {}).mpp, slide_resolution(0.25, {}).source) == (0.25, "request")
     assert slide_resolution(None, {"mpp": "?"}).mpp == DEFAULT_MPP
     assert slide_resolution(None, {"mpp": True}).source == "default"
 
@@ -527,14 +645,21 @@ def test_the_models_resolution_wins_and_another_is_refused():
 def one_micron_model(tmp_path_factory) -> str:
     """MICRO recording 1 µm/px, as a model trained on 10x slides would."""
     torch.manual_seed(0)
-    return str(save_checkpoint(tmp_path_factory.mktemp("mpp") / "micro-1um",
-                               build_model(MICRO, zero_output=False), MICRO, {"mpp": 1.0}))
+    return str(
+        save_checkpoint(
+            tmp_path_factory.mktemp("mpp") / "micro-1um",
+            build_model(MICRO, zero_output=False),
+            MICRO,
+            {"mpp": 1.0},
+        )
+    )
 
 
 def test_slide_takes_the_models_resolution(one_micron_model, client1, tmp_path):
     """Asked for nothing, the slide is written at the model's 1 µm/px (10x), not 0.5."""
-    spec = SynthSpec(one_micron_model, width=48, height=40, seed=1, sampler="ddim", steps=1,
-                     tile=32)
+    spec = SynthSpec(
+        one_micron_model, width=48, height=40, seed=1, sampler="ddim", steps=1, tile=32
+    )
     assert check_job(spec, load_checkpoint(one_micron_model)).resolution.mpp == 1.0
     result = synthesize(spec, tmp_path / "s.ome.zarr", client=client1)
     root = ET.fromstring((result.zarr_path / "OME" / "METADATA.ome.xml").read_text())
@@ -545,10 +670,24 @@ def test_slide_takes_the_models_resolution(one_micron_model, client1, tmp_path):
 
 def test_cli_refuses_a_resolution_the_model_does_not_make(one_micron_model, tmp_path):
     out = tmp_path / "s.ome.zarr"
-    proc = gigasynth_cli("synth", "--checkpoint", one_micron_model, "--size", "48x40",
-                         "--steps", "1", "--mpp", "0.25", "--workers", "1", "--out", str(out))
-    assert_one_line_error(proc, "mpp 0.25 µm/px is not the model's resolution: it makes "
-                                "1 µm/px (about 10x)")
+    proc = gigasynth_cli(
+        "synth",
+        "--checkpoint",
+        one_micron_model,
+        "--size",
+        "48x40",
+        "--steps",
+        "1",
+        "--mpp",
+        "0.25",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert_one_line_error(
+        proc, "mpp 0.25 µm/px is not the model's resolution: it makes 1 µm/px (about 10x)"
+    )
     assert proc.returncode == 2
     assert not out.exists() and not work_path(out).exists()
 
@@ -558,7 +697,7 @@ def test_eta_comes_from_the_steady_rate_not_the_start_up():
     came out about 4x too long (issue 13). None until two steps have ended; then the rate
     between step ends."""
     meter = RateMeter(total_work=10e6, done_before=0.0)
-    time.sleep(0.5)                                  # start-up
+    time.sleep(0.5)  # start-up
     meter.add(1e6)
     meter.step_ended()
     assert meter.eta_s is None and meter.steady_rate is None and meter.rate > 0

@@ -11,9 +11,10 @@ from gigasynth.geometry import Borders
 from gigasynth.tiling import plan_tiles
 
 
-@pytest.mark.parametrize(("width", "height", "tile", "halo"),
-                         [(333, 270, 64, 4), (333, 270, 100, 12), (128, 128, 64, 32),
-                          (50, 7, 8, 4), (1, 1, 2, 1)])
+@pytest.mark.parametrize(
+    ("width", "height", "tile", "halo"),
+    [(333, 270, 64, 4), (333, 270, 100, 12), (128, 128, 64, 32), (50, 7, 8, 4), (1, 1, 2, 1)],
+)
 def test_tiles_cover_the_canvas_once(width, height, tile, halo):
     plan = plan_tiles(width, height, tile, halo)
     owner = torch.zeros(height, width, dtype=torch.int64)
@@ -49,8 +50,11 @@ def test_crop_finds_the_tile_in_the_shrunk_output():
     for t in plan:
         for steps in (16, 5):
             region = t.read_window(16)
-            out_h = region.height - (0 if region.borders.top else steps) - (
-                0 if region.borders.bottom else steps)
+            out_h = (
+                region.height
+                - (0 if region.borders.top else steps)
+                - (0 if region.borders.bottom else steps)
+            )
             rows, cols = t.crop(region, steps)
             assert rows.stop - rows.start == t.height and cols.stop - cols.start == t.width
             assert rows.start >= 0 and rows.stop <= out_h
@@ -71,21 +75,27 @@ def test_redundant_work_shrinks_with_larger_tiles():
     assert small.read_pixels > large.read_pixels > 2048 * 2048
 
 
-@pytest.mark.parametrize(("tile", "halo", "fragment"),
-                         [(7, 4, "smaller than twice the halo"), (-1, 4, "must be 0")])
+@pytest.mark.parametrize(
+    ("tile", "halo", "fragment"), [(7, 4, "smaller than twice the halo"), (-1, 4, "must be 0")]
+)
 def test_bad_plans_are_one_line_errors(tile, halo, fragment):
     with pytest.raises(GigasynthError, match=fragment):
         plan_tiles(100, 100, tile, halo)
 
 
-@pytest.mark.parametrize(("width", "height", "tile", "halo"),
-                         [(333, 270, 64, 4), (50, 7, 8, 4), (128, 128, 64, 32), (90, 60, 0, 9)])
+@pytest.mark.parametrize(
+    ("width", "height", "tile", "halo"),
+    [(333, 270, 64, 4), (50, 7, 8, 4), (128, 128, 64, 32), (90, 60, 0, 9)],
+)
 def test_plan_arithmetic_is_the_row_major_enumeration(width, height, tile, halo):
     """Tiles made on demand equal the explicit double loop, and so do their read windows."""
     plan = plan_tiles(width, height, tile, halo)
     step = tile or max(width, height)
-    expected = [(y0, x0, min(step, height - y0), min(step, width - x0))
-                for y0 in range(0, height, step) for x0 in range(0, width, step)]
+    expected = [
+        (y0, x0, min(step, height - y0), min(step, width - x0))
+        for y0 in range(0, height, step)
+        for x0 in range(0, width, step)
+    ]
     assert len(plan) == len(expected)
     assert [(t.y0, t.x0, t.height, t.width) for t in plan] == expected
     assert plan[-1] == plan[len(plan) - 1]

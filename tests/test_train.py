@@ -41,8 +41,9 @@ def test_training_lowers_the_loss(tmp_path, slide_path):
     source = open_source(slide_path, downsample=2)
     cfg = TrainConfig(iterations=200, batch=4, size=32, save_every=1000, seed=1)
     torch.manual_seed(0)
-    untrained = train(MICRO, TrainConfig(iterations=0, size=32), [source], tmp_path / "a",
-                      show_progress=False)
+    untrained = train(
+        MICRO, TrainConfig(iterations=0, size=32), [source], tmp_path / "a", show_progress=False
+    )
     before = _fixed_batch_loss(load_checkpoint(str(untrained)).model, source)
     torch.manual_seed(0)
     folder = train(MICRO, cfg, [source], tmp_path / "b", show_progress=False)
@@ -54,14 +55,20 @@ def test_resume_gives_the_same_weights(tmp_path, slide_path):
     source = open_source(slide_path, downsample=4)
     base = dict(batch=2, size=24, save_every=5, seed=3)
     torch.manual_seed(0)
-    train(MICRO, TrainConfig(iterations=10, **base), [source], tmp_path / "r",
-          show_progress=False)
+    train(MICRO, TrainConfig(iterations=10, **base), [source], tmp_path / "r", show_progress=False)
     torch.manual_seed(1)  # resume must not depend on the global RNG
-    train(MICRO, TrainConfig(iterations=20, **base), [source], tmp_path / "r", resume=True,
-          show_progress=False)
+    train(
+        MICRO,
+        TrainConfig(iterations=20, **base),
+        [source],
+        tmp_path / "r",
+        resume=True,
+        show_progress=False,
+    )
     torch.manual_seed(0)
-    train(MICRO, TrainConfig(iterations=20, **base), [source], tmp_path / "once",
-          show_progress=False)
+    train(
+        MICRO, TrainConfig(iterations=20, **base), [source], tmp_path / "once", show_progress=False
+    )
     a = torch.load(tmp_path / "r" / STATE, weights_only=False)
     b = torch.load(tmp_path / "once" / STATE, weights_only=False)
     assert a["step"] == b["step"] == 20
@@ -110,8 +117,13 @@ def test_loader_worker_processes_do_not_change_the_weights(tmp_path, slide_path)
     base = dict(iterations=2, batch=2, size=16, save_every=100, seed=5)
     for workers in (0, 2):
         torch.manual_seed(0)  # the initial weights
-        train(MICRO, TrainConfig(**base, loader_workers=workers), [source],
-              tmp_path / f"w{workers}", show_progress=False)
+        train(
+            MICRO,
+            TrainConfig(**base, loader_workers=workers),
+            [source],
+            tmp_path / f"w{workers}",
+            show_progress=False,
+        )
     a = torch.load(tmp_path / "w0" / STATE, weights_only=False)
     b = torch.load(tmp_path / "w2" / STATE, weights_only=False)
     for key, value in a["model"].items():
@@ -127,8 +139,22 @@ def test_train_cli_skips_an_unreadable_slide_or_stops_with_strict(tmp_path, caps
     slides.mkdir()
     write_slide(slides / "a.tif", 512)
     (slides / "broken.svs").write_bytes(b"garbage")
-    args = ["train", "--data", str(slides), "--preset", "tiny", "--iterations", "1",
-            "--batch", "1", "--size", "16", "--quiet", "--loader-workers", "1"]
+    args = [
+        "train",
+        "--data",
+        str(slides),
+        "--preset",
+        "tiny",
+        "--iterations",
+        "1",
+        "--batch",
+        "1",
+        "--size",
+        "16",
+        "--quiet",
+        "--loader-workers",
+        "1",
+    ]
     assert main([*args, "--out", str(tmp_path / "strict"), "--strict"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot read slide" in err[0] and "broken.svs" in err[0]
@@ -145,8 +171,9 @@ def test_dihedral_augmentation_turns_and_flips_each_patch():
     image = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(1, 16, 16, 3)
     source = ArraySource(image, "one")
     plain = PatchBatches([source], np.ones(1), seed=2, rank=0, batch=32, size=16)
-    turned = PatchBatches([source], np.ones(1), seed=2, rank=0, batch=32, size=16,
-                          augment="dihedral")
+    turned = PatchBatches(
+        [source], np.ones(1), seed=2, rank=0, batch=32, size=16, augment="dihedral"
+    )
     assert all(torch.equal(p, torch.from_numpy(image[0])) for p in plain[5])
     group = [dihedral(image[0], k) for k in range(8)]
     assert len({g.tobytes() for g in group}) == 8
@@ -182,42 +209,95 @@ def test_lr_schedules_warm_up_and_decay():
 def test_resume_is_exact_with_the_new_recipe(tmp_path, slide_path):
     source = open_source(slide_path, downsample=4, min_tissue=0.0)
     cfg = replace(MICRO, zero_terminal_snr=True)
-    base = dict(batch=2, size=24, save_every=4, seed=3, augment="dihedral",
-                loss_weighting="min-snr", lr_schedule="cosine", warmup=3)
+    base = dict(
+        batch=2,
+        size=24,
+        save_every=4,
+        seed=3,
+        augment="dihedral",
+        loss_weighting="min-snr",
+        lr_schedule="cosine",
+        warmup=3,
+    )
     torch.manual_seed(0)
     train(cfg, TrainConfig(iterations=12, **base), [source], tmp_path / "r", show_progress=False)
     # the CPU budget stops early and saves; resuming continues exactly
     torch.manual_seed(0)
-    train(cfg, TrainConfig(iterations=12, **base), [source], tmp_path / "b",
-          show_progress=False)
+    train(cfg, TrainConfig(iterations=12, **base), [source], tmp_path / "b", show_progress=False)
     a = torch.load(tmp_path / "r" / STATE, weights_only=False)
     b = torch.load(tmp_path / "b" / STATE, weights_only=False)
     assert all(torch.equal(a["model"][k], v) for k, v in b["model"].items())
     torch.manual_seed(0)
-    train(cfg, TrainConfig(iterations=12, max_cpu_seconds=1e-9, **base), [source],
-          tmp_path / "s", show_progress=False)
+    train(
+        cfg,
+        TrainConfig(iterations=12, max_cpu_seconds=1e-9, **base),
+        [source],
+        tmp_path / "s",
+        show_progress=False,
+    )
     assert torch.load(tmp_path / "s" / STATE, weights_only=False)["step"] == 1
     torch.manual_seed(1)
-    train(cfg, TrainConfig(iterations=12, **base), [source], tmp_path / "s", resume=True,
-          show_progress=False)
+    train(
+        cfg,
+        TrainConfig(iterations=12, **base),
+        [source],
+        tmp_path / "s",
+        resume=True,
+        show_progress=False,
+    )
     s = torch.load(tmp_path / "s" / STATE, weights_only=False)
     assert s["step"] == 12
     for key, value in a["model"].items():
         assert torch.equal(s["model"][key], value), key
     with pytest.raises(GigasynthError, match="another model config"):
-        train(MICRO, TrainConfig(iterations=13, **base), [source], tmp_path / "s",
-              resume=True, show_progress=False)
+        train(
+            MICRO,
+            TrainConfig(iterations=13, **base),
+            [source],
+            tmp_path / "s",
+            resume=True,
+            show_progress=False,
+        )
 
 
 def test_train_cli_passes_region_min_tissue_and_schedule(tmp_path, slide_path, capsys):
     from gigasynth.cli import main
 
-    args = ["train", "--data", str(slide_path), "--iterations", "1", "--batch", "1",
-            "--size", "16", "--downsample", "4", "--quiet", "--loader-workers", "0"]
+    args = [
+        "train",
+        "--data",
+        str(slide_path),
+        "--iterations",
+        "1",
+        "--batch",
+        "1",
+        "--size",
+        "16",
+        "--downsample",
+        "4",
+        "--quiet",
+        "--loader-workers",
+        "0",
+    ]
     assert main([*args, "--out", str(tmp_path / "bad"), "--region", "0,0,99999,10"]) == 2
     assert "lies outside" in capsys.readouterr().err
-    assert main([*args, "--out", str(tmp_path / "ok"), "--region", "test", "--min-tissue", "0",
-                 "--augment", "dihedral", "--zero-terminal-snr"]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "--out",
+                str(tmp_path / "ok"),
+                "--region",
+                "test",
+                "--min-tissue",
+                "0",
+                "--augment",
+                "dihedral",
+                "--zero-terminal-snr",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / "ok" / "checkpoint" / "config.json").read_text())
     assert doc["model"]["zero_terminal_snr"] is True
     assert doc["meta"]["train"]["region"] == "test"

@@ -35,7 +35,7 @@ class UNetConfig(JsonConfig):
     norm_groups: int = 4
     timesteps: int = 300
     schedule: Literal["linear", "cosine"] = "linear"
-    zero_terminal_snr: bool = False   # as ModelConfig's: the same schedule options
+    zero_terminal_snr: bool = False  # as ModelConfig's: the same schedule options
     image_channels: int = 3
 
     def __post_init__(self) -> None:

@@ -22,7 +22,8 @@ def matmul_rates(device: torch.device, dtype: torch.dtype, n: int, reps: int) ->
         image = a.view(1, 1, n, n).permute(0, 3, 1, 2)
         weight = b.T.contiguous().view(n, n, 1, 1)
         calls["onednn"] = lambda: torch.ops.aten.mkldnn_convolution(
-            image, weight, None, [0, 0], [1, 1], [1, 1], 1)
+            image, weight, None, [0, 0], [1, 1], [1, 1], 1
+        )
     timings = time_interleaved(calls, device, reps)
     return {name: 2.0 * n**3 / t.best_s for name, t in timings.items()}
 

@@ -66,8 +66,9 @@ def device_name(device: torch.device) -> str:
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
-            model = next(line.split(":", 1)[1].strip() for line in info
-                         if line.startswith("model name"))
+            model = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     return f"{model}, {torch.get_num_threads()} threads"
@@ -75,8 +76,7 @@ def device_name(device: torch.device) -> str:
 
 def _update_record(config: ModelConfig, timing: UpdateTiming, ceiling: float) -> dict:
     flops_per_pixel_step = 2 * macs_per_pixel(config)
-    record: dict[str, Any] = {"batch": timing.batch, "height": timing.height,
-                              "width": timing.width}
+    record: dict[str, Any] = {"batch": timing.batch, "height": timing.height, "width": timing.width}
     for name, t in (("fast", timing.fast), ("naive", timing.naive)):
         rate = timing.pixels / t.best_s
         record[name] = {
@@ -90,11 +90,14 @@ def _update_record(config: ModelConfig, timing: UpdateTiming, ceiling: float) ->
 
 def _train_record(t: TrainTiming) -> dict:
     return {
-        "batch": t.batch, "size": t.size, "checkpointing": t.checkpointing,
+        "batch": t.batch,
+        "size": t.size,
+        "checkpointing": t.checkpointing,
         "seconds_per_iteration": t.timing.best_s,
         "seconds_per_iteration_median": t.timing.median_s,
         "images_per_s": t.batch / t.timing.best_s,
-        "memory_bytes": t.memory_bytes, "memory_kind": t.memory_kind,
+        "memory_bytes": t.memory_bytes,
+        "memory_kind": t.memory_kind,
     }
 
 
@@ -127,8 +130,12 @@ def run_bench(
     result["presets"] = {}
     for name in presets:
         config = preset(name)
-        entry: dict = {"macs_per_pixel": macs_per_pixel(config), "nca_steps": config.nca_steps,
-                       "updates": [], "train": []}
+        entry: dict = {
+            "macs_per_pixel": macs_per_pixel(config),
+            "nca_steps": config.nca_steps,
+            "updates": [],
+            "train": [],
+        }
         shapes = [(sizes.crop_batch, sizes.crop)] + [(1, tile) for tile in sizes.tiles]
         for batch, side in shapes:
             log(f"{name}: update {batch} x {side}^2")
@@ -136,8 +143,9 @@ def run_bench(
             entry["updates"].append(_update_record(config, timing, ceiling))
         for checkpointing in (False, True):
             log(f"{name}: training, checkpointing {'on' if checkpointing else 'off'}")
-            t = time_training(config, sizes.train_batch, sizes.train_size, device,
-                              checkpointing, sizes.train_reps)
+            t = time_training(
+                config, sizes.train_batch, sizes.train_size, device, checkpointing, sizes.train_reps
+            )
             entry["train"].append(_train_record(t))
         if config.is_tileable:
             tile = sizes.tiles[-1]
@@ -147,8 +155,9 @@ def run_bench(
                 "halo_factor": halo_factor(config, tile),
                 "hours": {
                     "DDIM-50": gigapixel_hours(config, rate, tile, 50),
-                    f"DDPM-{config.timesteps}": gigapixel_hours(config, rate, tile,
-                                                                config.timesteps),
+                    f"DDPM-{config.timesteps}": gigapixel_hours(
+                        config, rate, tile, config.timesteps
+                    ),
                 },
             }
         result["presets"][name] = entry
@@ -200,4 +209,3 @@ def format_report(result: dict) -> str:
         hours = ", ".join(f"{k} {v:,.1f} h" for k, v in g["hours"].items())
         lines.append(f"{name:<16} tile {g['tile']} (x{g['halo_factor']:.3f} for the halo): {hours}")
     return "\n".join(lines)
-

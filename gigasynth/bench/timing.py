@@ -44,6 +44,5 @@ def time_interleaved(
             synchronize(device)
             samples[name].append(time.perf_counter() - start)
     return {
-        name: Timing(min(times), statistics.median(times), reps)
-        for name, times in samples.items()
+        name: Timing(min(times), statistics.median(times), reps) for name, times in samples.items()
     }

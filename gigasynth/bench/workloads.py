@@ -60,6 +60,7 @@ def time_update(
             def call() -> torch.Tensor:
                 update.fast_path = fast
                 return update(state, cond, mask)
+
             return call
 
         timings = time_interleaved({"fast": run(True), "naive": run(False)}, device, reps)
@@ -79,7 +80,11 @@ class TrainTiming:
 
 
 def time_training(
-    config: ModelConfig, batch: int, size: int, device: torch.device, checkpointing: bool,
+    config: ModelConfig,
+    batch: int,
+    size: int,
+    device: torch.device,
+    checkpointing: bool,
     reps: int,
 ) -> TrainTiming:
     """Time training iterations as gigasynth.train runs them (bf16 autocast on a GPU)."""

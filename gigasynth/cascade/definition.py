@@ -33,7 +33,7 @@ from gigasynth.errors import GigasynthError
 CASCADE_FILE = "cascade.json"
 LAYOUT_SOURCES = ("given",)
 SAMPLERS = ("ddim", "ddpm")
-MPP_TOLERANCE = 0.01        # resolutions within 1 % are the same
+MPP_TOLERANCE = 0.01  # resolutions within 1 % are the same
 _CASCADE_KEYS = {"stages", "layout", "name"}
 _STAGE_KEYS = {"checkpoint", "sampler", "steps", "mpp"}
 
@@ -42,19 +42,24 @@ _STAGE_KEYS = {"checkpoint", "sampler", "steps", "mpp"}
 class Stage:
     """One stage: its checkpoint, resolution, sampler settings and what it conditions on."""
 
-    checkpoint: str             # as `synthesize` takes it (relative paths resolved)
+    checkpoint: str  # as `synthesize` takes it (relative paths resolved)
     sha256: str
     mpp: float
     sampler: str
-    steps: int | None           # DDIM steps; None for ddpm (all T)
+    steps: int | None  # DDIM steps; None for ddpm (all T)
     condition_downsample: int
     condition_channels: int
 
     def describe(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint, "sha256": self.sha256, "mpp": self.mpp,
-                "sampler": self.sampler, "steps": self.steps,
-                "condition_downsample": self.condition_downsample,
-                "condition_channels": self.condition_channels}
+        return {
+            "checkpoint": self.checkpoint,
+            "sha256": self.sha256,
+            "mpp": self.mpp,
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "condition_downsample": self.condition_downsample,
+            "condition_channels": self.condition_channels,
+        }
 
 
 @dataclass(frozen=True)
@@ -83,15 +88,29 @@ class Cascade:
 
     def identity(self) -> dict[str, Any]:
         """What a saved cascade run must match: each stage's weights and sampler."""
-        return {"layout": self.layout,
-                "stages": [{"sha256": s.sha256, "sampler": s.sampler, "steps": s.steps,
-                            "mpp": s.mpp, "condition_downsample": s.condition_downsample}
-                           for s in self.stages]}
+        return {
+            "layout": self.layout,
+            "stages": [
+                {
+                    "sha256": s.sha256,
+                    "sampler": s.sampler,
+                    "steps": s.steps,
+                    "mpp": s.mpp,
+                    "condition_downsample": s.condition_downsample,
+                }
+                for s in self.stages
+            ],
+        }
 
     def describe(self) -> dict[str, Any]:
-        return {"cascade": str(self.path), "layout": self.layout,
-                "layout_mpp": self.layout_mpp, "factor": self.factor, "mpp": self.mpp,
-                "stages": [s.describe() for s in self.stages]}
+        return {
+            "cascade": str(self.path),
+            "layout": self.layout,
+            "layout_mpp": self.layout_mpp,
+            "factor": self.factor,
+            "mpp": self.mpp,
+            "stages": [s.describe() for s in self.stages],
+        }
 
 
 def cascade_file(ref: str | Path) -> Path | None:
@@ -121,21 +140,21 @@ def _stage_ref(ref: str, base: Path) -> str:
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and \
-        math.isfinite(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _load_stage(raw: Any, k: int, base: Path, where: str) -> Stage:
     at = f"{where} stage {k}"
     if not isinstance(raw, dict):
-        raise GigasynthError(f"{at} must be an object with a \"checkpoint\"")
+        raise GigasynthError(f'{at} must be an object with a "checkpoint"')
     unknown = sorted(set(raw) - _STAGE_KEYS)
     if unknown:
-        raise GigasynthError(f"{at}: unknown field {unknown[0]!r} "
-                             f"(known: {', '.join(sorted(_STAGE_KEYS))})")
+        raise GigasynthError(
+            f"{at}: unknown field {unknown[0]!r} (known: {', '.join(sorted(_STAGE_KEYS))})"
+        )
     ref = raw.get("checkpoint")
     if not isinstance(ref, str) or not ref:
-        raise GigasynthError(f"{at} names no \"checkpoint\"")
+        raise GigasynthError(f'{at} names no "checkpoint"')
     sampler = raw.get("sampler", "ddim")
     if sampler not in SAMPLERS:
         raise GigasynthError(f"{at}: unknown sampler {sampler!r} (ddim or ddpm)")
@@ -154,34 +173,49 @@ def _load_stage(raw: Any, k: int, base: Path, where: str) -> Stage:
         raise GigasynthError(f"{at}: {exc}") from None
     config = info.config
     if not config.is_conditioned:
-        raise GigasynthError(f"{at}: {ref} is not a conditioned stage (trained without "
-                             "--condition-downsample); every stage conditions on the one "
-                             "before it, the first on the layout")
+        raise GigasynthError(
+            f"{at}: {ref} is not a conditioned stage (trained without "
+            "--condition-downsample); every stage conditions on the one "
+            "before it, the first on the layout"
+        )
     if steps is not None and steps > config.timesteps:
-        raise GigasynthError(f"{at}: steps {steps} exceeds the model's {config.timesteps} "
-                             "diffusion timesteps")
+        raise GigasynthError(
+            f"{at}: steps {steps} exceeds the model's {config.timesteps} diffusion timesteps"
+        )
     meta_mpp = info.meta.get("mpp")
     meta_mpp = float(meta_mpp) if _is_number(meta_mpp) and meta_mpp > 0 else None
     if meta_mpp is not None:
         if given is not None and abs(given - meta_mpp) > MPP_TOLERANCE * meta_mpp:
-            raise GigasynthError(f"{at}: mpp {given:g} is not {ref}'s resolution "
-                                 f"({meta_mpp:g} µm/px in its metadata)")
+            raise GigasynthError(
+                f"{at}: mpp {given:g} is not {ref}'s resolution "
+                f"({meta_mpp:g} µm/px in its metadata)"
+            )
         mpp = meta_mpp
     elif given is not None:
         mpp = float(given)
     else:
-        raise GigasynthError(f"{at}: {ref} records no µm per pixel (checkpoint metadata "
-                             "\"mpp\"); state the stage's \"mpp\" in the cascade")
-    return Stage(resolved, info.sha256, mpp, sampler, steps, config.condition_downsample,
-                 config.condition_channels)
+        raise GigasynthError(
+            f"{at}: {ref} records no µm per pixel (checkpoint metadata "
+            '"mpp"); state the stage\'s "mpp" in the cascade'
+        )
+    return Stage(
+        resolved,
+        info.sha256,
+        mpp,
+        sampler,
+        steps,
+        config.condition_downsample,
+        config.condition_channels,
+    )
 
 
 def load_cascade(ref: str | Path) -> Cascade:
     """The checked cascade `ref` names (a cascade.json file or its folder)."""
     path = cascade_file(ref)
     if path is None:
-        raise GigasynthError(f"{ref} is not a cascade (a .json file, or a folder holding "
-                             f"{CASCADE_FILE})")
+        raise GigasynthError(
+            f"{ref} is not a cascade (a .json file, or a folder holding {CASCADE_FILE})"
+        )
     where = f"cascade {path}:"
     try:
         doc = json.loads(path.read_text())
@@ -191,23 +225,26 @@ def load_cascade(ref: str | Path) -> Cascade:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GigasynthError(f"{where} unreadable JSON ({reason})") from None
     if not isinstance(doc, dict):
-        raise GigasynthError(f"{where} must be a JSON object with \"stages\"")
+        raise GigasynthError(f'{where} must be a JSON object with "stages"')
     if "model" in doc and "stages" not in doc:
-        raise GigasynthError(f"{path} is a checkpoint's config, not a cascade: give the "
-                             "checkpoint's folder")
+        raise GigasynthError(
+            f"{path} is a checkpoint's config, not a cascade: give the checkpoint's folder"
+        )
     unknown = sorted(set(doc) - _CASCADE_KEYS)
     if unknown:
-        raise GigasynthError(f"{where} unknown field {unknown[0]!r} "
-                             f"(known: {', '.join(sorted(_CASCADE_KEYS))})")
+        raise GigasynthError(
+            f"{where} unknown field {unknown[0]!r} (known: {', '.join(sorted(_CASCADE_KEYS))})"
+        )
     layout = doc.get("layout", "given")
     if layout not in LAYOUT_SOURCES:
-        raise GigasynthError(f"{where} unknown layout source {layout!r} (only \"given\": "
-                             "the layout comes from --layout)")
+        raise GigasynthError(
+            f'{where} unknown layout source {layout!r} (only "given": '
+            "the layout comes from --layout)"
+        )
     raw = doc.get("stages")
     if not isinstance(raw, list) or not raw:
-        raise GigasynthError(f"{where} \"stages\" must be a non-empty list, coarse to fine")
-    stages = tuple(_load_stage(s, k, path.parent, where)
-                   for k, s in enumerate(raw, start=1))
+        raise GigasynthError(f'{where} "stages" must be a non-empty list, coarse to fine')
+    stages = tuple(_load_stage(s, k, path.parent, where) for k, s in enumerate(raw, start=1))
     for k in range(1, len(stages)):
         before, stage = stages[k - 1], stages[k]
         ratio = before.mpp / stage.mpp
@@ -216,5 +253,6 @@ def load_cascade(ref: str | Path) -> Cascade:
                 f"{where} stages {k} and {k + 1} do not chain: stage {k} makes "
                 f"{before.mpp:g} µm/px and stage {k + 1} ({stage.mpp:g} µm/px) is a "
                 f"{stage.condition_downsample}x stage, so it needs its input at "
-                f"{stage.mpp * stage.condition_downsample:g} µm/px")
+                f"{stage.mpp * stage.condition_downsample:g} µm/px"
+            )
     return Cascade(path.absolute(), stages, layout)

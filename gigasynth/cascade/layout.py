@@ -20,8 +20,10 @@ RESOLUTION_TOLERANCE = 0.01
 
 def _check_pixels(path: Path, width: int, height: int) -> None:
     if width * height > MAX_LAYOUT_PIXELS:
-        raise GigasynthError(f"layout {path} is too large: {width}x{height} px exceeds "
-                             f"{MAX_LAYOUT_PIXELS:,} pixels (GIGASYNTH_MAX_LAYOUT_PIXELS)")
+        raise GigasynthError(
+            f"layout {path} is too large: {width}x{height} px exceeds "
+            f"{MAX_LAYOUT_PIXELS:,} pixels (GIGASYNTH_MAX_LAYOUT_PIXELS)"
+        )
     if width < 1 or height < 1:
         raise GigasynthError(f"layout {path} is empty ({width}x{height} px)")
 
@@ -33,11 +35,15 @@ def _read_image(path: Path) -> np.ndarray:
             with Image.open(path) as im:
                 _check_pixels(path, *im.size)
                 return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         if isinstance(exc, UnidentifiedImageError):
-            raise GigasynthError(f"layout {path} is not an image (PNG, JPEG, TIFF) or a "
-                                 "slide OpenSlide reads") from None
+            raise GigasynthError(
+                f"layout {path} is not an image (PNG, JPEG, TIFF) or a slide OpenSlide reads"
+            ) from None
         raise GigasynthError(f"layout {path} is too large to decode") from None
     except OSError as exc:
         raise GigasynthError(f"cannot read layout {path}: {exc}") from None
@@ -61,13 +67,17 @@ def _read_slide(path: Path, mpp: float) -> np.ndarray:
     with slide:
         level0 = _slide_mpp(slide)
         if level0 is None:
-            raise GigasynthError(f"layout slide {path} states no pixel size "
-                                 "(openslide.mpp-x): give a layout image at "
-                                 f"{mpp:g} µm/px instead")
+            raise GigasynthError(
+                f"layout slide {path} states no pixel size "
+                "(openslide.mpp-x): give a layout image at "
+                f"{mpp:g} µm/px instead"
+            )
         down = mpp / level0
         if down < 1 - RESOLUTION_TOLERANCE:
-            raise GigasynthError(f"layout slide {path} is {level0:g} µm/px, coarser than "
-                                 f"the {mpp:g} µm/px the cascade's first stage needs")
+            raise GigasynthError(
+                f"layout slide {path} is {level0:g} µm/px, coarser than "
+                f"the {mpp:g} µm/px the cascade's first stage needs"
+            )
         width, height = slide.dimensions
         size = (max(1, round(width / down)), max(1, round(height / down)))
         _check_pixels(path, *size)

@@ -85,8 +85,9 @@ def _stage_png(work: Path, k: int) -> Path:
     return work / f"stage-{k}.png"
 
 
-def stage_specs(cascade: Cascade, layout_size: tuple[int, int], settings: CascadeSettings,
-                work: Path) -> list[SynthSpec]:
+def stage_specs(
+    cascade: Cascade, layout_size: tuple[int, int], settings: CascadeSettings, work: Path
+) -> list[SynthSpec]:
     """Each stage's SynthSpec: its size (the layout's times the factors so far) and its
     condition file in the work folder (the layout, or the stage before's level 0)."""
     specs = []
@@ -94,10 +95,23 @@ def stage_specs(cascade: Cascade, layout_size: tuple[int, int], settings: Cascad
     for k, stage in enumerate(cascade.stages, start=1):
         width, height = width * stage.condition_downsample, height * stage.condition_downsample
         condition = work / LAYOUT if k == 1 else _stage_png(work, k - 1)
-        specs.append(SynthSpec(stage.checkpoint, width, height, settings.seed, stage.sampler,
-                               stage.steps, settings.eta, settings.tile, settings.halo_every,
-                               settings.save_every, None, settings.tiff_compression,
-                               str(condition)))
+        specs.append(
+            SynthSpec(
+                stage.checkpoint,
+                width,
+                height,
+                settings.seed,
+                stage.sampler,
+                stage.steps,
+                settings.eta,
+                settings.tile,
+                settings.halo_every,
+                settings.save_every,
+                None,
+                settings.tiff_compression,
+                str(condition),
+            )
+        )
     return specs
 
 
@@ -108,13 +122,18 @@ def _precheck(cascade: Cascade, specs: list[SynthSpec]) -> None:
     for k, (stage, spec) in enumerate(zip(cascade.stages, specs, strict=True), start=1):
         ckpt = load_checkpoint(stage.checkpoint)
         if ckpt.sha256 != stage.sha256:
-            raise GigasynthError(f"stage {k}: checkpoint {stage.checkpoint} changed while "
-                                 "the cascade was loaded")
-        plain = replace(ckpt.config, condition_channels=0, condition_downsample=1,
-                        condition_noise=0.0)
+            raise GigasynthError(
+                f"stage {k}: checkpoint {stage.checkpoint} changed while the cascade was loaded"
+            )
+        plain = replace(
+            ckpt.config, condition_channels=0, condition_downsample=1, condition_noise=0.0
+        )
         try:
-            check_job(replace(spec, condition=None), replace(ckpt, config=plain),
-                      model=f"stage {k} ({stage.checkpoint})")
+            check_job(
+                replace(spec, condition=None),
+                replace(ckpt, config=plain),
+                model=f"stage {k} ({stage.checkpoint})",
+            )
         except JobError as exc:
             raise JobError(f"stage {k} of {len(specs)}: {exc.template}") from None
 
@@ -122,18 +141,27 @@ def _precheck(cascade: Cascade, specs: list[SynthSpec]) -> None:
 def _layout_condition(cascade: Cascade, rgb: np.ndarray) -> None:
     k = cascade.stages[0].condition_channels
     if k not in (1, 3):
-        raise GigasynthError(f"the cascade's first stage takes a {k}-channel condition; a "
-                             "layout image gives 1 (grey) or 3 (RGB)")
+        raise GigasynthError(
+            f"the cascade's first stage takes a {k}-channel condition; a "
+            "layout image gives 1 (grey) or 3 (RGB)"
+        )
 
 
 def _identity(cascade: Cascade, layout: np.ndarray, settings: CascadeSettings) -> dict:
     digest = hashlib.sha256(f"{layout.shape}".encode() + layout.tobytes()).hexdigest()
-    return {**cascade.identity(), "layout_sha256": digest, "seed": settings.seed,
-            "eta": settings.eta, "tile": settings.tile, "halo_every": settings.halo_every}
+    return {
+        **cascade.identity(),
+        "layout_sha256": digest,
+        "seed": settings.seed,
+        "eta": settings.eta,
+        "tile": settings.tile,
+        "halo_every": settings.halo_every,
+    }
 
 
-def _open(work: Path, identity: dict, resume: bool, overwrite: bool,
-          stage_outs: list[Path]) -> bool:
+def _open(
+    work: Path, identity: dict, resume: bool, overwrite: bool, stage_outs: list[Path]
+) -> bool:
     """Whether a saved cascade run is resumed; refuses what cannot be (one line)."""
     record = work / RECORD
     saved: dict[str, Any] | None = None
@@ -143,17 +171,22 @@ def _open(work: Path, identity: dict, resume: bool, overwrite: bool,
         except (OSError, json.JSONDecodeError):
             saved = None
     if work.exists() and not resume and not overwrite:
-        raise GigasynthError(f"an unfinished cascade run left its stages in {work}: pass "
-                             "--resume to continue it or --overwrite to discard it")
+        raise GigasynthError(
+            f"an unfinished cascade run left its stages in {work}: pass "
+            "--resume to continue it or --overwrite to discard it"
+        )
     if resume and saved is not None:
         if saved != identity:
-            diff = next((key for key in identity if saved.get(key) != identity[key]),
-                        "unknown fields")
-            raise GigasynthError(f"the saved cascade run in {work} is for another job "
-                                 f"({diff} differs); rerun with the same parameters, or "
-                                 "with --overwrite and without --resume to start over")
+            diff = next(
+                (key for key in identity if saved.get(key) != identity[key]), "unknown fields"
+            )
+            raise GigasynthError(
+                f"the saved cascade run in {work} is for another job "
+                f"({diff} differs); rerun with the same parameters, or "
+                "with --overwrite and without --resume to start over"
+            )
         return True
-    for out in stage_outs:      # an engine state kept in a --work-dir elsewhere
+    for out in stage_outs:  # an engine state kept in a --work-dir elsewhere
         discard_work(out)
     shutil.rmtree(work, ignore_errors=True)
     return False
@@ -209,25 +242,37 @@ def synthesize_cascade(
         atomic_write_bytes(work / RECORD, json.dumps(identity, indent=2).encode())
     result: SynthResult | None = None
     for k, (stage, spec, stage_out) in enumerate(
-            zip(cascade.stages, specs, outs, strict=True), start=1):
+        zip(cascade.stages, specs, outs, strict=True), start=1
+    ):
         last = k == n
         if not last and _stage_png(work, k).is_file():
             continue
         if not last and stage_out.is_dir() and not (work / f"{stage_out.name}.work").exists():
-            _level0_png(stage_out, _stage_png(work, k))     # done, but not yet converted
+            _level0_png(stage_out, _stage_png(work, k))  # done, but not yet converted
             continue
 
-        def report(p: SynthProgress, k: int = k, stage: Stage = stage,
-                   spec: SynthSpec = spec) -> None:
+        def report(
+            p: SynthProgress, k: int = k, stage: Stage = stage, spec: SynthSpec = spec
+        ) -> None:
             if progress is not None:
-                progress(CascadeProgress(k, n, stage.checkpoint, stage.mpp, spec.width,
-                                         spec.height, p))
+                progress(
+                    CascadeProgress(k, n, stage.checkpoint, stage.mpp, spec.width, spec.height, p)
+                )
 
-        result = synthesize(spec, stage_out, ome_tiff=ome_tiff if last else None,
-                            preview=preview if last else None, client=client,
-                            workers=workers, resume=resume, overwrite=overwrite or not last,
-                            progress=report, should_stop=should_stop,
-                            work_dir=work_dir, preflight=preflight)
+        result = synthesize(
+            spec,
+            stage_out,
+            ome_tiff=ome_tiff if last else None,
+            preview=preview if last else None,
+            client=client,
+            workers=workers,
+            resume=resume,
+            overwrite=overwrite or not last,
+            progress=report,
+            should_stop=should_stop,
+            work_dir=work_dir,
+            preflight=preflight,
+        )
         if not last:
             _level0_png(stage_out, _stage_png(work, k))
     shutil.rmtree(work, ignore_errors=True)

@@ -12,7 +12,16 @@ from gigasynth.errors import GigasynthError
 
 # Subcommand modules under gigasynth.cli; each defines register(subparsers).
 COMMANDS = [
-    "info", "train", "sample", "synth", "demo", "serve", "token", "eval", "dataset", "bench",
+    "info",
+    "train",
+    "sample",
+    "synth",
+    "demo",
+    "serve",
+    "token",
+    "eval",
+    "dataset",
+    "bench",
 ]
 
 
@@ -47,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print("gigasynth: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        print(f"gigasynth: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        print(
+            f"gigasynth: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
         return 1

@@ -21,17 +21,25 @@ def parse_size(text: str, limit: int | None = None) -> tuple[int, int]:
         raise GigasynthError(f"size {width}x{height} must be positive")
     if limit is not None and width * height > limit:
         raise GigasynthError(
-            f"size {width}x{height} exceeds the limit of {limit:,} pixels "
-            "(GIGASYNTH_MAX_PIXELS)"
+            f"size {width}x{height} exceeds the limit of {limit:,} pixels (GIGASYNTH_MAX_PIXELS)"
         )
     return width, height
 
 
 def add_sampler_args(parser: argparse.ArgumentParser, default_steps: int = 50) -> None:
-    parser.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
-                        help="ddim (deterministic, --steps K) or ddpm (ancestral, all T steps)")
-    parser.add_argument("--steps", type=int, default=default_steps,
-                        help=f"DDIM steps K (default {default_steps}; ignored by ddpm)")
-    parser.add_argument("--eta", type=float, default=0.0,
-                        help="DDIM noise scale (0: deterministic)")
+    parser.add_argument(
+        "--sampler",
+        choices=["ddpm", "ddim"],
+        default="ddim",
+        help="ddim (deterministic, --steps K) or ddpm (ancestral, all T steps)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=default_steps,
+        help=f"DDIM steps K (default {default_steps}; ignored by ddpm)",
+    )
+    parser.add_argument(
+        "--eta", type=float, default=0.0, help="DDIM noise scale (0: deterministic)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")

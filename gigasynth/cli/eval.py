@@ -21,20 +21,31 @@ from gigasynth.eval.slide import (
 
 SLIDE_OPTIONS = ("scales", "real_region", "real_downsample", "fake_mpp", "bootstrap", "report")
 
-INPUT_HELP = ("image folder, file.npz[:ARRAY], slide (tissue crops), OME-Zarr output "
-              "(crops of level 0) or image file")
+INPUT_HELP = (
+    "image folder, file.npz[:ARRAY], slide (tissue crops), OME-Zarr output "
+    "(crops of level 0) or image file"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="measure quality: FID/KID/SWD, slide-scale evaluation "
-                                    "at several zooms, and seams of tiled outputs")
+    p = sub.add_parser(
+        "eval",
+        help="measure quality: FID/KID/SWD, slide-scale evaluation "
+        "at several zooms, and seams of tiled outputs",
+    )
     p.add_argument("--real", help=f"reference images: {INPUT_HELP}; slide mode: a slide")
     p.add_argument("--fake", help=f"generated images: {INPUT_HELP}")
-    p.add_argument("--n", type=int,
-                   help="samples per side (fewer if a stack holds fewer; default 1000; slide "
-                        "mode: crops per side and scale, default 256)")
-    p.add_argument("--crop", type=int,
-                   help="crop size in px (default: whole images of stacks, 64 for slides/Zarr)")
+    p.add_argument(
+        "--n",
+        type=int,
+        help="samples per side (fewer if a stack holds fewer; default 1000; slide "
+        "mode: crops per side and scale, default 256)",
+    )
+    p.add_argument(
+        "--crop",
+        type=int,
+        help="crop size in px (default: whole images of stacks, 64 for slides/Zarr)",
+    )
     slide = p.add_argument_group(
         "slide mode (on when any of these is given)",
         "a region of --real (a slide; by default its held-out test region, background "
@@ -42,34 +53,59 @@ def register(sub: argparse._SubParsersAction) -> None:
         ".npz) at one pixel size: per zoom, KID with a bootstrap interval and FID on --n "
         "--crop px crops of each side (the crop must fit the region at every zoom); "
         "luminance energy per octave band (synthetic / real); H&E optical density and "
-        "background fraction")
-    slide.add_argument("--scales", help="comma list of zooms as downsamples of the fake's "
-                                        "pixel size, by area averaging (default 1,4,16)")
-    slide.add_argument("--real-region",
-                       help="train, test (default) or x0,y0,x1,y1 in level-0 px of --real")
-    slide.add_argument("--real-downsample", type=float,
-                       help="read --real at this downsample of level 0 (default: the fake's "
-                            "µm/px over the slide's)")
-    slide.add_argument("--fake-mpp", type=float,
-                       help="µm per pixel of --fake (default: from its OME-Zarr metadata)")
-    slide.add_argument("--bootstrap", type=int,
-                       help=f"KID bootstrap resamples (default {BOOTSTRAP})")
+        "background fraction",
+    )
+    slide.add_argument(
+        "--scales",
+        help="comma list of zooms as downsamples of the fake's "
+        "pixel size, by area averaging (default 1,4,16)",
+    )
+    slide.add_argument(
+        "--real-region", help="train, test (default) or x0,y0,x1,y1 in level-0 px of --real"
+    )
+    slide.add_argument(
+        "--real-downsample",
+        type=float,
+        help="read --real at this downsample of level 0 (default: the fake's "
+        "µm/px over the slide's)",
+    )
+    slide.add_argument(
+        "--fake-mpp",
+        type=float,
+        help="µm per pixel of --fake (default: from its OME-Zarr metadata)",
+    )
+    slide.add_argument(
+        "--bootstrap", type=int, help=f"KID bootstrap resamples (default {BOOTSTRAP})"
+    )
     slide.add_argument("--report", help="write a PNG: crops per zoom and the band ratios")
-    p.add_argument("--metrics", default="fid,kid,swd",
-                   help="comma list of fid, kid, swd (slide mode always gives KID and FID)")
-    p.add_argument("--downsample", type=float,
-                   help="read slide crops at this downsample of level 0 (default 1; slide "
-                        "mode: --real-downsample)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of crop positions, SWD and the KID bootstrap")
-    p.add_argument("--seams", action="store_true",
-                   help="seam check of --fake (an OME-Zarr output or image) for --tile")
+    p.add_argument(
+        "--metrics",
+        default="fid,kid,swd",
+        help="comma list of fid, kid, swd (slide mode always gives KID and FID)",
+    )
+    p.add_argument(
+        "--downsample",
+        type=float,
+        help="read slide crops at this downsample of level 0 (default 1; slide "
+        "mode: --real-downsample)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of crop positions, SWD and the KID bootstrap"
+    )
+    p.add_argument(
+        "--seams",
+        action="store_true",
+        help="seam check of --fake (an OME-Zarr output or image) for --tile",
+    )
     p.add_argument("--tile", type=int, help="tile size in px the output was generated with")
     p.add_argument("--windows", type=int, default=64, help="seam check: windows per direction")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (Inception features)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (slide mode: every figure, per scale, band "
-                        "and side) instead of the summary lines")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (slide mode: every figure, per scale, band "
+        "and side) instead of the summary lines",
+    )
     p.set_defaults(func=run)
 
 
@@ -86,8 +122,9 @@ def parse_scales(text: str) -> tuple[int, ...]:
     """'1,4,16' -> (1, 4, 16): whole zooms of at least 1."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts or not all(re.fullmatch(r"[0-9]+", p) and int(p) >= 1 for p in parts):
-        raise GigasynthError(f"--scales {text!r}: expected whole numbers of at least 1, "
-                             "e.g. 1,4,16")
+        raise GigasynthError(
+            f"--scales {text!r}: expected whole numbers of at least 1, e.g. 1,4,16"
+        )
     return tuple(int(p) for p in parts)
 
 
@@ -98,13 +135,18 @@ def _evaluate_slide(args: argparse.Namespace) -> SlideEvaluation:
         raise GigasynthError("--downsample reads patches; in slide mode give --real-downsample")
 
     return evaluate_slide(
-        args.real, args.fake,
+        args.real,
+        args.fake,
         scales=parse_scales(args.scales) if args.scales is not None else DEFAULT_SCALES,
         n=DEFAULT_N if args.n is None else args.n,
-        crop=DEFAULT_CROP if args.crop is None else args.crop, seed=args.seed,
-        real_region=args.real_region or "test", real_downsample=args.real_downsample,
-        mpp=args.fake_mpp, bootstrap=BOOTSTRAP if args.bootstrap is None else args.bootstrap,
-        device=str(pick_device(args.device)))
+        crop=DEFAULT_CROP if args.crop is None else args.crop,
+        seed=args.seed,
+        real_region=args.real_region or "test",
+        real_downsample=args.real_downsample,
+        mpp=args.fake_mpp,
+        bootstrap=BOOTSTRAP if args.bootstrap is None else args.bootstrap,
+        device=str(pick_device(args.device)),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,10 +181,12 @@ def run(args: argparse.Namespace) -> int:
         metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
         n = 1000 if args.n is None else args.n
         downsample = 1.0 if args.downsample is None else args.downsample
-        real = load_images(args.real, n, args.crop,
-                           np.random.default_rng([args.seed, 0]), downsample)
-        fake = load_images(args.fake, n, args.crop,
-                           np.random.default_rng([args.seed, 1]), downsample)
+        real = load_images(
+            args.real, n, args.crop, np.random.default_rng([args.seed, 0]), downsample
+        )
+        fake = load_images(
+            args.fake, n, args.crop, np.random.default_rng([args.seed, 1]), downsample
+        )
         result = compare_sets(real, fake, metrics, str(pick_device(args.device)), args.seed)
         report.update(result, real=args.real, size=list(real.shape[1:3]))
         lines += format_metrics(result)

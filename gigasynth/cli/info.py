@@ -13,8 +13,11 @@ from gigasynth.models import build_model, count_parameters, macs_per_pixel
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="parameters and MACs of a preset or checkpoint")
-    p.add_argument("model", help=f"preset ({', '.join(PRESETS)}), checkpoint path, builtin:NAME "
-                                 "or a cascade (cascade.json or its folder)")
+    p.add_argument(
+        "model",
+        help=f"preset ({', '.join(PRESETS)}), checkpoint path, builtin:NAME "
+        "or a cascade (cascade.json or its folder)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -30,8 +33,10 @@ def show_cascade(args: argparse.Namespace) -> int:
     print(f"output   {cascade.mpp:.4g} µm/px, {cascade.factor}x the layout's size")
     for k, s in enumerate(cascade.stages, start=1):
         steps = "all T" if s.steps is None else f"{s.steps} steps"
-        print(f"stage {k}  {s.checkpoint}: {s.condition_downsample}x to {s.mpp:.4g} µm/px, "
-              f"{s.sampler} {steps}, sha256 {s.sha256[:16]}")
+        print(
+            f"stage {k}  {s.checkpoint}: {s.condition_downsample}x to {s.mpp:.4g} µm/px, "
+            f"{s.sampler} {steps}, sha256 {s.sha256[:16]}"
+        )
     return 0
 
 

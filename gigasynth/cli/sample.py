@@ -31,12 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", type=Path, help="inpainting mask: white = keep, black = fill")
     p.add_argument("--upscale", type=float, help="super-resolution factor")
     p.add_argument("--t-start", type=int, help="super-resolution: noise level to start from")
-    p.add_argument("--condition", type=Path,
-                   help="a conditioned stage's low-resolution input image (PNG, JPEG, TIFF): "
-                        "the output is it times the stage's downsample factor")
-    p.add_argument("--condition-noise", type=float,
-                   help="std of the noise added to the condition (default: the stage's "
-                        "training level)")
+    p.add_argument(
+        "--condition",
+        type=Path,
+        help="a conditioned stage's low-resolution input image (PNG, JPEG, TIFF): "
+        "the output is it times the stage's downsample factor",
+    )
+    p.add_argument(
+        "--condition-noise",
+        type=float,
+        help="std of the noise added to the condition (default: the stage's training level)",
+    )
     add_sampler_args(p)
     p.set_defaults(func=run)
 
@@ -68,14 +73,19 @@ def run(args: argparse.Namespace) -> int:
     if args.condition is None and conditioned:
         raise GigasynthError(
             f"{args.checkpoint} is a conditioned stage ({cfg.condition_downsample}x "
-            "super-resolution): give its low-resolution input with --condition IMAGE")
+            "super-resolution): give its low-resolution input with --condition IMAGE"
+        )
     if args.condition is not None:
         if not conditioned:
-            raise GigasynthError(f"{args.checkpoint} takes no condition (it is not a "
-                                 "conditioned stage); drop --condition")
+            raise GigasynthError(
+                f"{args.checkpoint} takes no condition (it is not a "
+                "conditioned stage); drop --condition"
+            )
         if args.size or args.image or args.mask or args.upscale:
-            raise GigasynthError("--condition sets the output size; it does not combine "
-                                 "with --size, --image, --mask or --upscale")
+            raise GigasynthError(
+                "--condition sets the output size; it does not combine "
+                "with --size, --image, --mask or --upscale"
+            )
         x = _sample_conditioned(args, model, cfg, request, device)
     elif args.mask is not None or args.upscale is not None:
         if args.image is None:
@@ -83,10 +93,12 @@ def run(args: argparse.Namespace) -> int:
         image = to_model_space(read_rgb(args.image)).to(device)
         if args.upscale is not None:
             h, w = image.shape[-2:]
-            parse_size(f"{round(w * args.upscale)}x{round(h * args.upscale)}",
-                       MAX_WHOLE_IMAGE_PIXELS)
-            x = upscale(model, image, args.upscale, seeds, args.t_start, request,
-                        _progress("upscale"))
+            parse_size(
+                f"{round(w * args.upscale)}x{round(h * args.upscale)}", MAX_WHOLE_IMAGE_PIXELS
+            )
+            x = upscale(
+                model, image, args.upscale, seeds, args.t_start, request, _progress("upscale")
+            )
         else:
             mask_rgb = read_rgb(args.mask)
             if mask_rgb.shape[:2] != tuple(image.shape[-2:]):
@@ -95,12 +107,14 @@ def run(args: argparse.Namespace) -> int:
                     f"{image.shape[-1]}x{image.shape[-2]}"
                 )
             mask = torch.from_numpy((mask_rgb.mean(axis=-1) > 127).astype(np.float32))
-            x = inpaint(model, image, mask[None, None].to(device), seeds, request,
-                        _progress("inpaint"))
+            x = inpaint(
+                model, image, mask[None, None].to(device), seeds, request, _progress("inpaint")
+            )
     else:
         if args.size is None:
-            raise GigasynthError("--size WIDTHxHEIGHT is required (or --image with --mask or "
-                                 "--upscale)")
+            raise GigasynthError(
+                "--size WIDTHxHEIGHT is required (or --image with --mask or --upscale)"
+            )
         width, height = parse_size(args.size, MAX_WHOLE_IMAGE_PIXELS)
         x = generate(model, height, width, seeds, request, device, _progress("sample"))
     path = write_png(args.out, to_uint8(x)[0])
@@ -109,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample_conditioned(
-    args: argparse.Namespace, model: DiffNCA, cfg: ModelConfig, request: SampleRequest,
+    args: argparse.Namespace,
+    model: DiffNCA,
+    cfg: ModelConfig,
+    request: SampleRequest,
     device: torch.device,
 ) -> torch.Tensor:
     """The stage's output for the low-resolution image --condition."""
@@ -119,9 +136,11 @@ def _sample_conditioned(
     if k == 1:
         low = low.mean(dim=1, keepdim=True)
     elif k != low.shape[1]:
-        raise GigasynthError(f"the stage takes a {k}-channel condition; an image file gives "
-                             "1 (grey) or 3 (RGB)")
+        raise GigasynthError(
+            f"the stage takes a {k}-channel condition; an image file gives 1 (grey) or 3 (RGB)"
+        )
     h, w = low.shape[-2:]
     parse_size(f"{w * f}x{h * f}", MAX_WHOLE_IMAGE_PIXELS)
-    return super_resolve(model, low, [args.seed], request, _progress("super-resolve"),
-                         args.condition_noise)
+    return super_resolve(
+        model, low, [args.seed], request, _progress("super-resolve"), args.condition_noise
+    )

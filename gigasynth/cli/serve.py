@@ -12,19 +12,28 @@ from gigasynth.errors import GigasynthError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the synthesis service (HTTP API, tiles, viewer)",
-                       description="Settings come from GIGASYNTH_* environment variables "
-                                   "(see the README's Service section); these flags win.")
+    p = sub.add_parser(
+        "serve",
+        help="run the synthesis service (HTTP API, tiles, viewer)",
+        description="Settings come from GIGASYNTH_* environment variables "
+        "(see the README's Service section); these flags win.",
+    )
     p.add_argument("--host", help="address to listen on (GIGASYNTH_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (GIGASYNTH_PORT, default 8000)")
-    p.add_argument("--data-dir", type=Path,
-                   help="job outputs and models, and the job store unless GIGASYNTH_STORE_DIR "
-                        "is set (GIGASYNTH_DATA_DIR, default ./gigasynth-data)")
-    p.add_argument("--scheduler",
-                   help="Dask scheduler tcp://HOST:PORT (GIGASYNTH_SCHEDULER; default: an "
-                        "embedded LocalCluster)")
-    p.add_argument("--log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="job outputs and models, and the job store unless GIGASYNTH_STORE_DIR "
+        "is set (GIGASYNTH_DATA_DIR, default ./gigasynth-data)",
+    )
+    p.add_argument(
+        "--scheduler",
+        help="Dask scheduler tcp://HOST:PORT (GIGASYNTH_SCHEDULER; default: an "
+        "embedded LocalCluster)",
+    )
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
     p.set_defaults(func=run)
 
 
@@ -56,19 +65,28 @@ def run(args: argparse.Namespace) -> int:
 
     os.umask(0o077)
 
-    config = load_config().with_overrides(host=args.host, port=args.port,
-                                          data_dir=args.data_dir, scheduler=args.scheduler)
+    config = load_config().with_overrides(
+        host=args.host, port=args.port, data_dir=args.data_dir, scheduler=args.scheduler
+    )
     if not 0 < config.port < 65536:
         raise GigasynthError(f"--port {config.port} is not a TCP port")
     lock = lock_data_dir(config.store_path)
     try:
-        log_config = configure_logging(args.log_level)    # access log without sig= or tokens
+        log_config = configure_logging(args.log_level)  # access log without sig= or tokens
         logging.getLogger("gigasynth.service").log(
             logging.INFO if config.has_openseadragon else logging.WARNING,
-            config.openseadragon_origin())
+            config.openseadragon_origin(),
+        )
         app = create_app(config)
-        uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level,
-                    log_config=log_config, proxy_headers=True, server_header=False)
+        uvicorn.run(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=args.log_level,
+            log_config=log_config,
+            proxy_headers=True,
+            server_header=False,
+        )
     finally:
         lock.close()
     return 0

@@ -19,62 +19,123 @@ from gigasynth.synth.preflight import summary
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="synthesise a slide tile by tile (OME-Zarr, OME-TIFF)")
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint folder or builtin:NAME, or a cascade (cascade.json or "
-                        "its folder: give --layout)")
-    p.add_argument("--size", help="WIDTHxHEIGHT of the slide in px (a cascade: the "
-                                  "layout's size times its factors)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint folder or builtin:NAME, or a cascade (cascade.json or "
+        "its folder: give --layout)",
+    )
+    p.add_argument(
+        "--size",
+        help="WIDTHxHEIGHT of the slide in px (a cascade: the layout's size times its factors)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
-                   help="ddim (deterministic, --steps K) or ddpm (ancestral, all T steps)")
+    p.add_argument(
+        "--sampler",
+        choices=["ddpm", "ddim"],
+        default="ddim",
+        help="ddim (deterministic, --steps K) or ddpm (ancestral, all T steps)",
+    )
     p.add_argument("--steps", type=int, default=50, help="DDIM steps K (ignored by ddpm)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale (0: deterministic)")
-    p.add_argument("--tile", type=int, default=512,
-                   help="tile side in px (0: the whole image in one task, the reference)")
-    p.add_argument("--halo-every", type=int, metavar="K",
-                   help="exchange the full cell state every K NCA steps (halo K px) instead "
-                        "of once per diffusion step (halo S px)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=512,
+        help="tile side in px (0: the whole image in one task, the reference)",
+    )
+    p.add_argument(
+        "--halo-every",
+        type=int,
+        metavar="K",
+        help="exchange the full cell state every K NCA steps (halo K px) instead "
+        "of once per diffusion step (halo S px)",
+    )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int,
-                       help="tile tasks the embedded Dask cluster runs at once (default: "
-                            "one per CPU core, or 1 with a GPU)")
-    where.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                       help="use an existing Dask cluster (workers must see the paths)")
+    where.add_argument(
+        "--workers",
+        type=int,
+        help="tile tasks the embedded Dask cluster runs at once (default: "
+        "one per CPU core, or 1 with a GPU)",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="use an existing Dask cluster (workers must see the paths)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output SLIDE.ome.zarr folder")
     p.add_argument("--ome-tiff", type=Path, help="also write a pyramidal SLIDE.ome.tif")
     p.add_argument("--preview", type=Path, help="also write a small PREVIEW.png")
-    p.add_argument("--compression", choices=["jpeg", "zlib", "none"], default="jpeg",
-                   help="OME-TIFF compression (default jpeg)")
-    p.add_argument("--mpp", type=float,
-                   help="µm per pixel: the checkpoint's own (a different value is refused); "
-                        "only a checkpoint that records none takes it (default 0.5)")
-    p.add_argument("--save-every", type=int, default=1,
-                   help="diffusion steps between durable saves of the state (default 1; "
-                        "more keeps a third state buffer on disk)")
-    p.add_argument("--work-dir", type=Path, metavar="DIR",
-                   help="keep the state buffers (6 B/px each, two at a time) in DIR, e.g. a "
-                        "scratch disk, instead of beside --out; Dask workers must see DIR "
-                        "at the same path")
-    p.add_argument("--no-preflight", action="store_true",
-                   help="run even when the preflight finds too little free disk")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its last saved step")
+    p.add_argument(
+        "--compression",
+        choices=["jpeg", "zlib", "none"],
+        default="jpeg",
+        help="OME-TIFF compression (default jpeg)",
+    )
+    p.add_argument(
+        "--mpp",
+        type=float,
+        help="µm per pixel: the checkpoint's own (a different value is refused); "
+        "only a checkpoint that records none takes it (default 0.5)",
+    )
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=1,
+        help="diffusion steps between durable saves of the state (default 1; "
+        "more keeps a third state buffer on disk)",
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the state buffers (6 B/px each, two at a time) in DIR, e.g. a "
+        "scratch disk, instead of beside --out; Dask workers must see DIR "
+        "at the same path",
+    )
+    p.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="run even when the preflight finds too little free disk",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last saved step"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--condition", type=Path, metavar="IMAGE",
-                   help="a conditioned stage's low-resolution input (PNG, JPEG, TIFF) at "
-                        "1/F of --size, F the stage's downsample factor")
-    p.add_argument("--layout", type=Path, metavar="IMAGE|SLIDE",
-                   help="a cascade's layout: an image at the first stage's input resolution, "
-                        "or a slide (read at it through OpenSlide); the stages' own sampler "
-                        "and steps apply")
+    p.add_argument(
+        "--condition",
+        type=Path,
+        metavar="IMAGE",
+        help="a conditioned stage's low-resolution input (PNG, JPEG, TIFF) at "
+        "1/F of --size, F the stage's downsample factor",
+    )
+    p.add_argument(
+        "--layout",
+        type=Path,
+        metavar="IMAGE|SLIDE",
+        help="a cascade's layout: an image at the first stage's input resolution, "
+        "or a slide (read at it through OpenSlide); the stages' own sampler "
+        "and steps apply",
+    )
     p.set_defaults(func=run)
 
 
 # The spec's fields as this command's flags, for check_job's messages.
-FLAGS = {"checkpoint": "--checkpoint", "width": "--size", "height": "--size",
-         "seed": "--seed", "sampler": "--sampler", "steps": "--steps", "eta": "--eta",
-         "tile": "--tile", "halo_every": "--halo-every", "save_every": "--save-every",
-         "mpp": "--mpp", "tiff_compression": "--compression", "condition": "--condition"}
+FLAGS = {
+    "checkpoint": "--checkpoint",
+    "width": "--size",
+    "height": "--size",
+    "seed": "--seed",
+    "sampler": "--sampler",
+    "steps": "--steps",
+    "eta": "--eta",
+    "tile": "--tile",
+    "halo_every": "--halo-every",
+    "save_every": "--save-every",
+    "mpp": "--mpp",
+    "tiff_compression": "--compression",
+    "condition": "--condition",
+}
 
 PHASES = {"level0": "level 0", "pyramid": "pyramid", "tiff": "OME-TIFF and preview"}
 
@@ -93,13 +154,20 @@ class ProgressBar:
                 print(f"writing the slide: {PHASES.get(p.phase, p.phase)}", flush=True)
             return
         if self.bar is None:
-            self.bar = tqdm(total=p.total_steps * p.tiles_total, unit="tile",
-                            dynamic_ncols=True, desc=self.desc, mininterval=0.5)
+            self.bar = tqdm(
+                total=p.total_steps * p.tiles_total,
+                unit="tile",
+                dynamic_ncols=True,
+                desc=self.desc,
+                mininterval=0.5,
+            )
         eta = "?" if p.eta_s is None else f"{p.eta_s:.0f}s"
-        self.bar.set_postfix_str(f"step {min(p.step + 1, p.total_steps)}/{p.total_steps}, "
-                                 f"tiles {p.tiles_done}/{p.tiles_total}, "
-                                 f"{p.mpx_steps_per_s:.2f} Mpx-steps/s, ETA {eta}",
-                                 refresh=False)
+        self.bar.set_postfix_str(
+            f"step {min(p.step + 1, p.total_steps)}/{p.total_steps}, "
+            f"tiles {p.tiles_done}/{p.tiles_total}, "
+            f"{p.mpx_steps_per_s:.2f} Mpx-steps/s, ETA {eta}",
+            refresh=False,
+        )
         self.bar.update(p.step * p.tiles_total + p.tiles_done - self.bar.n)
 
     def close(self) -> None:
@@ -109,20 +177,32 @@ class ProgressBar:
 
 
 def run(args: argparse.Namespace) -> int:
-    steady_allocator()      # before torch's first allocation (transparent huge pages)
+    steady_allocator()  # before torch's first allocation (transparent huge pages)
     if is_cascade(args.checkpoint):
         return run_cascade(args)
     if args.layout is not None:
-        raise GigasynthError(f"--layout needs a cascade (cascade.json); {args.checkpoint} "
-                             "is a single model")
+        raise GigasynthError(
+            f"--layout needs a cascade (cascade.json); {args.checkpoint} is a single model"
+        )
     if args.size is None:
         raise GigasynthError("--size WIDTHxHEIGHT is required (except for a cascade)")
-    width, height = parse_size(args.size)    # the limits are check_job's
-    spec = SynthSpec(args.checkpoint, width, height, args.seed, args.sampler, args.steps,
-                     args.eta, args.tile, args.halo_every, args.save_every, args.mpp,
-                     args.compression,
-                     None if args.condition is None else str(args.condition.absolute()))
-    try:    # before a cluster is reached; synthesize runs the checked job as it is
+    width, height = parse_size(args.size)  # the limits are check_job's
+    spec = SynthSpec(
+        args.checkpoint,
+        width,
+        height,
+        args.seed,
+        args.sampler,
+        args.steps,
+        args.eta,
+        args.tile,
+        args.halo_every,
+        args.save_every,
+        args.mpp,
+        args.compression,
+        None if args.condition is None else str(args.condition.absolute()),
+    )
+    try:  # before a cluster is reached; synthesize runs the checked job as it is
         job = check_job(spec)
     except JobError as exc:
         raise GigasynthError(exc.render(FLAGS)) from None
@@ -131,18 +211,29 @@ def run(args: argparse.Namespace) -> int:
     cluster = connect(args.scheduler) if args.scheduler else contextlib.nullcontext()
     try:
         with cluster as client:
-            result = synthesize(job, args.out, ome_tiff=args.ome_tiff, preview=args.preview,
-                                client=client, workers=workers, resume=args.resume,
-                                overwrite=args.overwrite, progress=bar, work_dir=args.work_dir,
-                                preflight=not args.no_preflight,
-                                on_needs=lambda needs: print(
-                                    summary(needs, None if args.scheduler else workers),
-                                    flush=True))
+            result = synthesize(
+                job,
+                args.out,
+                ome_tiff=args.ome_tiff,
+                preview=args.preview,
+                client=client,
+                workers=workers,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=bar,
+                work_dir=args.work_dir,
+                preflight=not args.no_preflight,
+                on_needs=lambda needs: print(
+                    summary(needs, None if args.scheduler else workers), flush=True
+                ),
+            )
     finally:
         bar.close()
-    print(f"wrote {result.zarr_path} ({width}x{height}, seed {args.seed}, checkpoint "
-          f"{result.checkpoint_sha256[:16]}) in {result.seconds:.1f} s, "
-          f"{result.mpx_steps_per_s:.2f} Mpx-steps/s")
+    print(
+        f"wrote {result.zarr_path} ({width}x{height}, seed {args.seed}, checkpoint "
+        f"{result.checkpoint_sha256[:16]}) in {result.seconds:.1f} s, "
+        f"{result.mpx_steps_per_s:.2f} Mpx-steps/s"
+    )
     for path in (result.ome_tiff_path, result.preview_path):
         if path is not None:
             print(f"wrote {path}")
@@ -161,8 +252,11 @@ class CascadeBar:
             self.bar.close()
             self.stage = p.stage
             self.bar = ProgressBar(f"stage {p.stage}/{p.stages}")
-            print(f"stage {p.stage}/{p.stages}: {p.checkpoint}, {p.width}x{p.height} px at "
-                  f"{p.mpp:.4g} µm/px", flush=True)
+            print(
+                f"stage {p.stage}/{p.stages}: {p.checkpoint}, {p.width}x{p.height} px at "
+                f"{p.mpp:.4g} µm/px",
+                flush=True,
+            )
         self.bar(p.progress)
 
     def close(self) -> None:
@@ -171,34 +265,52 @@ class CascadeBar:
 
 def run_cascade(args: argparse.Namespace) -> int:
     """`gigasynth synth --checkpoint CASCADE --layout IMAGE|SLIDE`."""
-    for flag, value in (("--size", args.size), ("--condition", args.condition),
-                        ("--mpp", args.mpp)):
+    for flag, value in (
+        ("--size", args.size),
+        ("--condition", args.condition),
+        ("--mpp", args.mpp),
+    ):
         if value is not None:
-            raise GigasynthError(f"{flag} does not apply to a cascade: the layout and the "
-                                 "stages fix the slide's size, inputs and µm/px")
+            raise GigasynthError(
+                f"{flag} does not apply to a cascade: the layout and the "
+                "stages fix the slide's size, inputs and µm/px"
+            )
     if args.layout is None:
-        raise GigasynthError(f"{args.checkpoint} is a cascade: give its layout "
-                             "(--layout IMAGE|SLIDE)")
+        raise GigasynthError(
+            f"{args.checkpoint} is a cascade: give its layout (--layout IMAGE|SLIDE)"
+        )
     cascade = load_cascade(args.checkpoint)
-    settings = CascadeSettings(args.seed, args.eta, args.tile, args.halo_every,
-                               args.save_every, args.compression)
+    settings = CascadeSettings(
+        args.seed, args.eta, args.tile, args.halo_every, args.save_every, args.compression
+    )
     bar = CascadeBar()
     workers = default_workers() if args.workers is None else args.workers
     cluster = connect(args.scheduler) if args.scheduler else contextlib.nullcontext()
     try:
         with cluster as client:
-            result = synthesize_cascade(cascade, args.layout, args.out, settings,
-                                        ome_tiff=args.ome_tiff, preview=args.preview,
-                                        client=client, workers=workers, resume=args.resume,
-                                        overwrite=args.overwrite, progress=bar,
-                                        work_dir=args.work_dir,
-                                        preflight=not args.no_preflight)
+            result = synthesize_cascade(
+                cascade,
+                args.layout,
+                args.out,
+                settings,
+                ome_tiff=args.ome_tiff,
+                preview=args.preview,
+                client=client,
+                workers=workers,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=bar,
+                work_dir=args.work_dir,
+                preflight=not args.no_preflight,
+            )
     except JobError as exc:
         raise GigasynthError(exc.render(FLAGS)) from None
     finally:
         bar.close()
-    print(f"wrote {result.zarr_path} ({len(cascade.stages)} stages, {cascade.mpp:.4g} µm/px, "
-          f"seed {args.seed}) in {result.seconds:.1f} s")
+    print(
+        f"wrote {result.zarr_path} ({len(cascade.stages)} stages, {cascade.mpp:.4g} µm/px, "
+        f"seed {args.seed}) in {result.seconds:.1f} s"
+    )
     for path in (result.ome_tiff_path, result.preview_path):
         if path is not None:
             print(f"wrote {path}")

@@ -11,6 +11,16 @@ from gigasynth.cluster.devices import (
 )
 from gigasynth.cluster.worker import steady_allocator, worker_model
 
-__all__ = ["choose_device", "connect", "default_workers", "gpu_available", "pick_device",
-           "steady_allocator", "task_resources", "task_threads", "worker_device",
-           "worker_model", "workers_have_gpu"]
+__all__ = [
+    "choose_device",
+    "connect",
+    "default_workers",
+    "gpu_available",
+    "pick_device",
+    "steady_allocator",
+    "task_resources",
+    "task_threads",
+    "worker_device",
+    "worker_model",
+    "workers_have_gpu",
+]

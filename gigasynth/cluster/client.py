@@ -52,8 +52,13 @@ def _quiet_dask_logs() -> None:
 
 
 @contextmanager
-def connect(scheduler: str | None = None, workers: int = 1, *, processes: bool = False,
-            wait_for_worker_s: float | None = None) -> Iterator[Client]:
+def connect(
+    scheduler: str | None = None,
+    workers: int = 1,
+    *,
+    processes: bool = False,
+    wait_for_worker_s: float | None = None,
+) -> Iterator[Client]:
     """A client to `scheduler`, or to a new LocalCluster running `workers` tasks at once.
 
     The embedded cluster is by default one worker in this process with `workers`
@@ -87,7 +92,8 @@ def connect(scheduler: str | None = None, workers: int = 1, *, processes: bool =
                 except TimeoutError:
                     raise GigasynthError(
                         f"the Dask scheduler {scheduler} has no workers (waited "
-                        f"{wait_for_worker_s:g} s)") from None
+                        f"{wait_for_worker_s:g} s)"
+                    ) from None
             yield client
         finally:
             client.close()
@@ -96,14 +102,20 @@ def connect(scheduler: str | None = None, workers: int = 1, *, processes: bool =
         raise GigasynthError(f"--workers must be at least 1, not {workers}")
     if processes:
         cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True,
-            dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.CRITICAL,
         )
     else:
-        steady_allocator()      # the workers are threads of this process
+        steady_allocator()  # the workers are threads of this process
         cluster = LocalCluster(
-            n_workers=1, threads_per_worker=workers, processes=False,
-            dashboard_address="127.0.0.1:0", resources={GPU: 1} if gpu_available() else None,
+            n_workers=1,
+            threads_per_worker=workers,
+            processes=False,
+            dashboard_address="127.0.0.1:0",
+            resources={GPU: 1} if gpu_available() else None,
             silence_logs=logging.CRITICAL,
         )
     client = Client(cluster, set_as_default=False)

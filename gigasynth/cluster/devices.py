@@ -14,7 +14,7 @@ import torch
 
 from gigasynth.errors import GigasynthError
 
-GPU = "GPU"     # the Dask resource a GPU worker advertises
+GPU = "GPU"  # the Dask resource a GPU worker advertises
 
 
 def gpu_available() -> bool:

@@ -43,9 +43,9 @@ def worker_model(checkpoint: str, sha256: str) -> DiffNCA:
 
 # glibc mallopt parameters (malloc.h) and the values set.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-MMAP_THRESHOLD = 32 << 20     # glibc's largest on 64-bit: blocks up to it reuse the heap
-TRIM_THRESHOLD = 1 << 30      # free heap top kept before it is returned to the kernel
-TOP_PAD = 64 << 20            # heap growth per request: fewer brk calls
+MMAP_THRESHOLD = 32 << 20  # glibc's largest on 64-bit: blocks up to it reuse the heap
+TRIM_THRESHOLD = 1 << 30  # free heap top kept before it is returned to the kernel
+TOP_PAD = 64 << 20  # heap growth per request: fewer brk calls
 
 
 def steady_allocator() -> bool:
@@ -62,11 +62,16 @@ def steady_allocator() -> bool:
     try:
         libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
-    except (OSError, AttributeError):   # not glibc (musl, macOS)
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
         return False
-    return all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
-        (_M_TOP_PAD, TOP_PAD)))
+    return all(
+        mallopt(param, value) == 1
+        for param, value in (
+            (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (_M_TOP_PAD, TOP_PAD),
+        )
+    )
 
 
 def dask_setup(worker: Any) -> None:

@@ -78,8 +78,15 @@ def open_sources(
     problems: list[str] = []
     for path in expand_data(patterns):
         try:
-            sources.append(open_source(path, downsample, tissue_cache=tissue_cache,
-                                       region=region, min_tissue=min_tissue))
+            sources.append(
+                open_source(
+                    path,
+                    downsample,
+                    tissue_cache=tissue_cache,
+                    region=region,
+                    min_tissue=min_tissue,
+                )
+            )
         except GigasynthError as exc:
             if strict or not is_slide(path):
                 raise

@@ -27,8 +27,9 @@ _AUGMENT_STREAM = 0xD1
 def source_weights(sources: Sequence[PatchSource], weighting: str = "tissue") -> np.ndarray:
     """Probability of drawing each source: by tissue (or image) area, or equal."""
     if weighting not in WEIGHTINGS:
-        raise GigasynthError(f"slide weighting must be one of {', '.join(WEIGHTINGS)}, "
-                             f"not {weighting!r}")
+        raise GigasynthError(
+            f"slide weighting must be one of {', '.join(WEIGHTINGS)}, not {weighting!r}"
+        )
     if not sources:
         raise GigasynthError("no data to train on")
     if weighting == "equal":
@@ -48,11 +49,20 @@ def dihedral(patch: np.ndarray, k: int) -> np.ndarray:
 class PatchBatches(torch.utils.data.Dataset):
     """Item `it`: the (batch, size, size, 3) uint8 patches of iteration `it`."""
 
-    def __init__(self, sources: Sequence[PatchSource], weights: np.ndarray, seed: int,
-                 rank: int, batch: int, size: int, augment: str = "none") -> None:
+    def __init__(
+        self,
+        sources: Sequence[PatchSource],
+        weights: np.ndarray,
+        seed: int,
+        rank: int,
+        batch: int,
+        size: int,
+        augment: str = "none",
+    ) -> None:
         if augment not in AUGMENTATIONS:
-            raise GigasynthError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, "
-                                 f"not {augment!r}")
+            raise GigasynthError(
+                f"augmentation must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}"
+            )
         self.sources = list(sources)
         self.weights = weights
         self.seed, self.rank, self.batch, self.size = seed, rank, batch, size
@@ -61,8 +71,11 @@ class PatchBatches(torch.utils.data.Dataset):
     def __getitem__(self, it: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, self.rank, it])
         picks = rng.choice(len(self.sources), size=self.batch, p=self.weights)
-        parts = [self.sources[i].sample(rng, int((picks == i).sum()), self.size)
-                 for i in range(len(self.sources)) if (picks == i).any()]
+        parts = [
+            self.sources[i].sample(rng, int((picks == i).sum()), self.size)
+            for i in range(len(self.sources))
+            if (picks == i).any()
+        ]
         patches = np.concatenate(parts)
         if self.augment == "dihedral":
             aug = np.random.default_rng([self.seed, self.rank, it, _AUGMENT_STREAM])
@@ -71,16 +84,24 @@ class PatchBatches(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(patches))
 
 
-def load_batches(batches: PatchBatches, start: int, stop: int, workers: int = 0,
-                 ) -> Iterator[torch.Tensor]:
+def load_batches(
+    batches: PatchBatches,
+    start: int,
+    stop: int,
+    workers: int = 0,
+) -> Iterator[torch.Tensor]:
     """Batches start..stop-1 in order, made ahead by `workers` processes (0: here)."""
     if workers < 0:
         raise GigasynthError(f"loader workers must be >= 0, not {workers}")
     loader = torch.utils.data.DataLoader(
-        batches, batch_size=None, sampler=range(start, stop), num_workers=workers,
+        batches,
+        batch_size=None,
+        sampler=range(start, stop),
+        num_workers=workers,
         prefetch_factor=4 if workers else None,
         # fork starts fast and shares the sources; elsewhere spawn (sources are picklable).
         multiprocessing_context=("fork" if sys.platform == "linux" else "spawn")
-        if workers else None,
+        if workers
+        else None,
     )
     yield from loader

@@ -55,13 +55,16 @@ def held_out_split(width: int, height: int, mpp: float | None) -> dict[str, Regi
     cut = round(long_side * SPLIT_AT)
     train_end, test_start = cut - gap // 2, cut + gap - gap // 2
     if train_end <= 0 or test_start >= long_side:
-        raise GigasynthError(f"a {width}x{height} px slide is too small to split into train and "
-                             f"test regions {gap} px apart")
+        raise GigasynthError(
+            f"a {width}x{height} px slide is too small to split into train and "
+            f"test regions {gap} px apart"
+        )
     if height >= width:
-        return {"train": Region(0, 0, width, train_end),
-                "test": Region(0, test_start, width, height)}
-    return {"train": Region(0, 0, train_end, height),
-            "test": Region(test_start, 0, width, height)}
+        return {
+            "train": Region(0, 0, width, train_end),
+            "test": Region(0, test_start, width, height),
+        }
+    return {"train": Region(0, 0, train_end, height), "test": Region(test_start, 0, width, height)}
 
 
 def resolve_region(spec: str, width: int, height: int, mpp: float | None) -> Region:
@@ -70,8 +73,9 @@ def resolve_region(spec: str, width: int, height: int, mpp: float | None) -> Reg
         return held_out_split(width, height, mpp)[spec]
     parts = [p.strip() for p in spec.split(",")]
     if len(parts) != 4 or not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
-        raise GigasynthError(f"region {spec!r}: expected 'train', 'test' or x0,y0,x1,y1 "
-                             "(level-0 px)")
+        raise GigasynthError(
+            f"region {spec!r}: expected 'train', 'test' or x0,y0,x1,y1 (level-0 px)"
+        )
     region = Region(*(int(p) for p in parts))
     if region.width <= 0 or region.height <= 0:
         raise GigasynthError(f"region {region} is empty")

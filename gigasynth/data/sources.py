@@ -35,8 +35,9 @@ class ArraySource:
 
     def __init__(self, images: np.ndarray, name: str) -> None:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise GigasynthError(f"{name}: expected (N, H, W, 3) uint8 images, got "
-                                 f"{images.shape} {images.dtype}")
+            raise GigasynthError(
+                f"{name}: expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}"
+            )
         if len(images) == 0:
             raise GigasynthError(f"{name}: holds no images")
         self.images = images
@@ -50,8 +51,12 @@ class ArraySource:
         idx = rng.integers(0, n, count)
         ys = rng.integers(0, h - size + 1, count)
         xs = rng.integers(0, w - size + 1, count)
-        return np.stack([self.images[i, y:y + size, x:x + size]
-                         for i, y, x in zip(idx, ys, xs, strict=True)])
+        return np.stack(
+            [
+                self.images[i, y : y + size, x : x + size]
+                for i, y, x in zip(idx, ys, xs, strict=True)
+            ]
+        )
 
 
 def load_npz(path: Path, key: str | None = None) -> np.ndarray:
@@ -93,8 +98,14 @@ class SlideSource:
     `area` is the tissue area in patch pixels.
     """
 
-    def __init__(self, path: Path, downsample: float = 1.0, min_tissue: float = 0.5,
-                 tissue_cache: Path | None = None, region: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        downsample: float = 1.0,
+        min_tissue: float = 0.5,
+        tissue_cache: Path | None = None,
+        region: str | None = None,
+    ) -> None:
         self.name = str(path)
         self.path = path
         if not path.exists():
@@ -116,14 +127,18 @@ class SlideSource:
         mpp = slide.properties.get("openslide.mpp-x")
         level0_mpp = float(mpp) if mpp else None
         self.mpp = level0_mpp * downsample if level0_mpp else None
-        self.region = (resolve_region(region, width, height, level0_mpp) if region
-                       else Region(0, 0, width, height))
+        self.region = (
+            resolve_region(region, width, height, level0_mpp)
+            if region
+            else Region(0, 0, width, height)
+        )
         self.mask = cached_tissue_mask(path, thumbnail, tissue_cache)
         self.mask_scale = (width / self.mask.shape[1], height / self.mask.shape[0])
         sx, sy = self.mask_scale
         r = self.region
-        in_region = self.mask[int(r.y0 / sy):int(np.ceil(r.y1 / sy)),
-                              int(r.x0 / sx):int(np.ceil(r.x1 / sx))]
+        in_region = self.mask[
+            int(r.y0 / sy) : int(np.ceil(r.y1 / sy)), int(r.x0 / sx) : int(np.ceil(r.x1 / sx))
+        ]
         if in_region.size == 0 or in_region.mean() < 1e-3:
             where = f" region {region}" if region else ""
             raise GigasynthError(f"no tissue found in slide {path}{where}")
@@ -160,13 +175,18 @@ class SlideSource:
         h, w = m.shape
         if fh > h or fw > w:
             return np.empty((0, 2), dtype=np.int64)
-        frac = (integral[fh:, fw:] - integral[:-fh, fw:] - integral[fh:, :-fw]
-                + integral[:-fh, :-fw]) / (fh * fw)
+        frac = (
+            integral[fh:, fw:] - integral[:-fh, fw:] - integral[fh:, :-fw] + integral[:-fh, :-fw]
+        ) / (fh * fw)
         found = np.argwhere(frac >= self.min_tissue)
         r = self.region
         top, left = found[:, 0] * sy, found[:, 1] * sx
-        inside = ((top >= r.y0 - sy) & (top <= r.y1 - extent)
-                  & (left >= r.x0 - sx) & (left <= r.x1 - extent))
+        inside = (
+            (top >= r.y0 - sy)
+            & (top <= r.y1 - extent)
+            & (left >= r.x0 - sx)
+            & (left <= r.x1 - extent)
+        )
         found = found[inside]
         self._candidates_by_extent[extent] = found
         return found
@@ -175,8 +195,10 @@ class SlideSource:
         """(count, 2) level-0 (y, x) corners of extent-px patches, mostly tissue, in the region."""
         r = self.region
         if extent > r.width or extent > r.height:
-            raise GigasynthError(f"{self.name}: a {extent} px patch exceeds the slide region "
-                                 f"({r.width}x{r.height} px)")
+            raise GigasynthError(
+                f"{self.name}: a {extent} px patch exceeds the slide region "
+                f"({r.width}x{r.height} px)"
+            )
         cands = self._candidates(extent)
         if len(cands) == 0:
             raise GigasynthError(f"{self.name}: no {extent} px region is mostly tissue")
@@ -201,17 +223,23 @@ class SlideSource:
             try:
                 region = slide.read_region((int(x), int(y)), level, (read, read)).convert("RGB")
             except openslide.OpenSlideError as exc:
-                raise GigasynthError(f"cannot read slide {self.name} at ({x}, {y}): {exc}") \
-                    from None
+                raise GigasynthError(
+                    f"cannot read slide {self.name} at ({x}, {y}): {exc}"
+                ) from None
             if read != size:
                 region = region.resize((size, size), Image.Resampling.LANCZOS)
             patches.append(np.asarray(region))
         return np.stack(patches)
 
 
-def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None = None,
-                tissue_cache: Path | None = None, region: str | None = None,
-                min_tissue: float = 0.5) -> PatchSource:
+def open_source(
+    path: str | Path,
+    downsample: float = 1.0,
+    npz_key: str | None = None,
+    tissue_cache: Path | None = None,
+    region: str | None = None,
+    min_tissue: float = 0.5,
+) -> PatchSource:
     """A patch source for a slide file, an image folder, a single image or an .npz file.
 
     `region` restricts a slide to part of it (gigasynth.data.regions); other inputs have no
@@ -223,8 +251,11 @@ def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None =
     path = Path(path)
     if not path.exists():
         raise GigasynthError(f"data not found: {path}")
-    is_array = path.is_dir() or path.suffix == ".npz" or path.suffix.lower() in {
-        ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+    is_array = (
+        path.is_dir()
+        or path.suffix == ".npz"
+        or path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+    )
     if is_array and region:
         raise GigasynthError(f"{path}: a region applies to slides only")
     if path.is_dir():
@@ -233,5 +264,6 @@ def open_source(path: str | Path, downsample: float = 1.0, npz_key: str | None =
         return ArraySource(load_npz(path, npz_key), str(path))
     if is_array:
         return ArraySource(read_rgb(path)[None], str(path))
-    return SlideSource(path, downsample, min_tissue=min_tissue, tissue_cache=tissue_cache,
-                       region=region)
+    return SlideSource(
+        path, downsample, min_tissue=min_tissue, tissue_cache=tissue_cache, region=region
+    )

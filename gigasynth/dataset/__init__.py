@@ -5,5 +5,14 @@ from gigasynth.dataset.reader import SyntheticPatches, read_manifest
 from gigasynth.dataset.run import DatasetResult, make_dataset, regenerate
 from gigasynth.dataset.spec import DatasetSpec
 
-__all__ = ["DatasetResult", "DatasetSpec", "Patch", "SyntheticPatches", "encode_png",
-           "iter_patches", "make_dataset", "read_manifest", "regenerate"]
+__all__ = [
+    "DatasetResult",
+    "DatasetSpec",
+    "Patch",
+    "SyntheticPatches",
+    "encode_png",
+    "iter_patches",
+    "make_dataset",
+    "read_manifest",
+    "regenerate",
+]

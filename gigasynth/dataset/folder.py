@@ -51,8 +51,9 @@ def _artifacts(out: Path) -> list[Path]:
 class DatasetFolder:
     """Exclusive access to one dataset's folder for the run that writes it."""
 
-    def __init__(self, out: Path, spec: DatasetSpec, checkpoint: dict[str, Any],
-                 command: str | None) -> None:
+    def __init__(
+        self, out: Path, spec: DatasetSpec, checkpoint: dict[str, Any], command: str | None
+    ) -> None:
         self.out = out
         self.spec = spec
         self.checkpoint = checkpoint
@@ -111,8 +112,10 @@ class DatasetFolder:
         self._refuse_a_foreign_folder()
         artifacts = _artifacts(self.out)
         if artifacts and not overwrite:
-            raise GigasynthError(f"{self.out} holds a dataset without {DATASET_JSON}; pass "
-                                 "--overwrite to replace it or choose another --out")
+            raise GigasynthError(
+                f"{self.out} holds a dataset without {DATASET_JSON}; pass "
+                "--overwrite to replace it or choose another --out"
+            )
         for path in artifacts:
             if path.is_dir():
                 shutil.rmtree(path)
@@ -126,8 +129,10 @@ class DatasetFolder:
             return
         artifacts = _artifacts(self.out)
         if not artifacts and any(p.name != LOCK for p in self.out.iterdir()):
-            raise GigasynthError(f"{self.out} is not empty and holds no gigasynth dataset; "
-                                 "choose an empty or new folder")
+            raise GigasynthError(
+                f"{self.out} is not empty and holds no gigasynth dataset; "
+                "choose an empty or new folder"
+            )
 
     def description(self, complete: bool) -> dict[str, Any]:
         spec = self.spec
@@ -136,8 +141,11 @@ class DatasetFolder:
             "synthetic": True,
             "complete": complete,
             "settings": spec.to_dict(),
-            "totals": {"patches": spec.count, "shards": spec.shards,
-                       "patches_per_shard": spec.shard_size},
+            "totals": {
+                "patches": spec.count,
+                "shards": spec.shards,
+                "patches_per_shard": spec.shard_size,
+            },
             "checkpoint": self.checkpoint,
             "command": self.command,
             "gigasynth_version": __version__,
@@ -149,8 +157,11 @@ class DatasetFolder:
 
     def write_manifest(self) -> None:
         spec = self.spec
-        lines = [json.dumps(spec.manifest_line(i), sort_keys=True) + "\n"
-                 for shard in sorted(self.done) for i in spec.shard_indices(shard)]
+        lines = [
+            json.dumps(spec.manifest_line(i), sort_keys=True) + "\n"
+            for shard in sorted(self.done)
+            for i in spec.shard_indices(shard)
+        ]
         atomic_write_bytes(self.out / MANIFEST, "".join(lines).encode())
 
     def commit(self, shard: int) -> None:

@@ -71,8 +71,7 @@ def load_model(ref: str, device: str = "cpu", sha256: str | None = None) -> Chec
         return cached_checkpoint(ref, sha256, device, channels_last=True)
     except HashMismatch as exc:
         raise GigasynthError(
-            f"checkpoint {ref} has hash {exc.found[:16]}, the dataset was made with "
-            f"{sha256[:16]}"
+            f"checkpoint {ref} has hash {exc.found[:16]}, the dataset was made with {sha256[:16]}"
         ) from None
 
 
@@ -84,9 +83,7 @@ def generate_group(model: Denoiser, spec: DatasetSpec, start: int) -> np.ndarray
     return to_uint8(x)
 
 
-def generate_patches(
-    model: Denoiser, spec: DatasetSpec, indices: Iterable[int]
-) -> Iterator[Patch]:
+def generate_patches(model: Denoiser, spec: DatasetSpec, indices: Iterable[int]) -> Iterator[Patch]:
     """Patches for `indices` in the given order; a batch is computed once for neighbours."""
     group_start, images = -1, np.empty(0)
     for index in indices:
@@ -128,8 +125,18 @@ def iter_patches(
     width, height = (size, size) if isinstance(size, int) else size
     ckpt = load_model(checkpoint, device)
     spec = DatasetSpec.for_model(
-        ckpt.config, ckpt.sha256, seed=seed, count=max(chosen) + 1, width=width,
-        height=height, sampler=sampler, steps=steps, eta=eta, batch=batch, format="png",
-        shard_size=batch, device=device,
+        ckpt.config,
+        ckpt.sha256,
+        seed=seed,
+        count=max(chosen) + 1,
+        width=width,
+        height=height,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        batch=batch,
+        format="png",
+        shard_size=batch,
+        device=device,
     )
     yield from generate_patches(ckpt.model, spec, chosen)

@@ -43,8 +43,12 @@ class SyntheticPatches(torch.utils.data.Dataset):
     not finished is refused unless `allow_incomplete` (then: the patches made so far).
     """
 
-    def __init__(self, folder: str | Path, transform: Callable[[torch.Tensor], Any] | None = None,
-                 allow_incomplete: bool = False) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        allow_incomplete: bool = False,
+    ) -> None:
         self.folder = Path(folder)
         self.description = read_dataset_json(self.folder)
         if not self.description.get("complete") and not allow_incomplete:
@@ -81,10 +85,13 @@ class SyntheticPatches(torch.utils.data.Dataset):
             with Image.open(io.BytesIO(self._png_bytes(record))) as im:
                 rgb = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as exc:
-            raise GigasynthError(f"cannot read patch {record['index']} ({record['file']}): "
-                                 f"{exc}") from None
+            raise GigasynthError(
+                f"cannot read patch {record['index']} ({record['file']}): {exc}"
+            ) from None
         if [rgb.shape[1], rgb.shape[0]] != record["size"]:
-            raise GigasynthError(f"patch {record['index']} is {rgb.shape[1]}x{rgb.shape[0]}, "
-                                 f"its record says {record['size']}")
+            raise GigasynthError(
+                f"patch {record['index']} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                f"its record says {record['size']}"
+            )
         image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
         return (self.transform(image) if self.transform else image), dict(record)

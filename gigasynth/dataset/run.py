@@ -61,8 +61,9 @@ def build_shard(checkpoint: str, spec_dict: dict[str, Any], shard: int, out: str
 WAIT_FOR_WORKER_S = 60
 
 
-def _run_here(model: Denoiser, spec: DatasetSpec, folder: DatasetFolder,
-              pending: list[int], bar: tqdm) -> None:
+def _run_here(
+    model: Denoiser, spec: DatasetSpec, folder: DatasetFolder, pending: list[int], bar: tqdm
+) -> None:
     def counted(patches: Iterator[Patch]) -> Iterator[Patch]:
         for patch in patches:
             yield patch
@@ -74,15 +75,30 @@ def _run_here(model: Denoiser, spec: DatasetSpec, folder: DatasetFolder,
         folder.commit(shard)
 
 
-def _run_on_cluster(client: Any, checkpoint: str, spec: DatasetSpec, folder: DatasetFolder,
-                    pending: list[int], bar: tqdm) -> None:
+def _run_on_cluster(
+    client: Any,
+    checkpoint: str,
+    spec: DatasetSpec,
+    folder: DatasetFolder,
+    pending: list[int],
+    bar: tqdm,
+) -> None:
     from dask.distributed import as_completed
 
     resources = task_resources(client) if spec.device == "cuda" else None
-    futures = [client.submit(build_shard, checkpoint, spec.to_dict(), shard, str(folder.out),
-                             key=f"gigasynth-dataset-{spec.checkpoint_sha256[:8]}-{shard}",
-                             pure=False, resources=resources)
-               for shard in pending]
+    futures = [
+        client.submit(
+            build_shard,
+            checkpoint,
+            spec.to_dict(),
+            shard,
+            str(folder.out),
+            key=f"gigasynth-dataset-{spec.checkpoint_sha256[:8]}-{shard}",
+            pure=False,
+            resources=resources,
+        )
+        for shard in pending
+    ]
     try:
         for future in as_completed(futures, loop=client.loop):  # no default client
             shard = future.result()
@@ -124,16 +140,27 @@ def make_dataset(
     out = Path(out)
     width, height = (size, size) if isinstance(size, int) else size
     ckpt = load_model(checkpoint, "cpu")
-    settings = dict(seed=seed, count=count, width=width, height=height, sampler=sampler,
-                    steps=steps, eta=eta, batch=batch, format=format, shard_size=shard_size)
+    settings = dict(
+        seed=seed,
+        count=count,
+        width=width,
+        height=height,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        batch=batch,
+        format=format,
+        shard_size=shard_size,
+    )
     spec = DatasetSpec.for_model(ckpt.config, ckpt.sha256, device="cpu", **settings)
     described = {"ref": checkpoint, "sha256": ckpt.sha256, "config": ckpt.config.to_dict()}
     distributed = scheduler is not None or workers > 1
     with contextlib.ExitStack() as stack:
         client = None
         if distributed:
-            client = stack.enter_context(connect(
-                scheduler, workers, processes=True, wait_for_worker_s=WAIT_FOR_WORKER_S))
+            client = stack.enter_context(
+                connect(scheduler, workers, processes=True, wait_for_worker_s=WAIT_FOR_WORKER_S)
+            )
         spec = dataclasses.replace(spec, device=choose_device(device, client))
         text = command(spec) if callable(command) else command
         folder = DatasetFolder(out, spec, described, text)
@@ -143,22 +170,35 @@ def make_dataset(
         reused = sum(len(spec.shard_indices(k)) for k in done)
         made = spec.count - reused
         start = time.perf_counter()
-        with tqdm(total=spec.count, initial=reused, unit="patch", desc="dataset",
-                  disable=not progress, dynamic_ncols=True, smoothing=0.1,
-                  bar_format=BAR_FORMAT) as bar:
+        with tqdm(
+            total=spec.count,
+            initial=reused,
+            unit="patch",
+            desc="dataset",
+            disable=not progress,
+            dynamic_ncols=True,
+            smoothing=0.1,
+            bar_format=BAR_FORMAT,
+        ) as bar:
             if client is not None:
                 _run_on_cluster(client, checkpoint, spec, folder, pending, bar)
             else:
-                model = ckpt.model if spec.device == "cpu" else load_model(
-                    checkpoint, spec.device, spec.checkpoint_sha256).model
+                model = (
+                    ckpt.model
+                    if spec.device == "cpu"
+                    else load_model(checkpoint, spec.device, spec.checkpoint_sha256).model
+                )
                 _run_here(model, spec, folder, pending, bar)
         seconds = time.perf_counter() - start
         folder.finish()
     return DatasetResult(out, spec, len(done), len(pending), made, seconds)
 
 
-def regenerate(folder: str | Path, indices: int | list[int], checkpoint: str | None = None,
-               ) -> Iterator[Patch]:
+def regenerate(
+    folder: str | Path,
+    indices: int | list[int],
+    checkpoint: str | None = None,
+) -> Iterator[Patch]:
     """Patches of an existing dataset made again, alone: the bytes of its files.
 
     `checkpoint` overrides the reference recorded in dataset.json (its hash must match).
@@ -166,8 +206,9 @@ def regenerate(folder: str | Path, indices: int | list[int], checkpoint: str | N
     """
     doc = read_dataset_json(Path(folder))
     spec = DatasetSpec.from_dict(doc["settings"])
-    model = load_model(checkpoint or doc["checkpoint"]["ref"], spec.device,
-                       spec.checkpoint_sha256).model
+    model = load_model(
+        checkpoint or doc["checkpoint"]["ref"], spec.device, spec.checkpoint_sha256
+    ).model
     chosen = [indices] if isinstance(indices, int) else list(indices)
     for patch in generate_patches(model, spec, chosen):
         yield Patch(patch.index, patch.image, spec.manifest_line(patch.index))

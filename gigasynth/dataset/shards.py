@@ -92,8 +92,9 @@ def _present_members(path: Path) -> list[str]:
         with tarfile.open(path, mode="r:") as tar:
             return tar.getnames()
     except (tarfile.TarError, OSError) as exc:
-        raise GigasynthError(f"shard {path} is unreadable ({exc}); delete it and run again") \
-            from None
+        raise GigasynthError(
+            f"shard {path} is unreadable ({exc}); delete it and run again"
+        ) from None
 
 
 def shard_is_whole(spec: DatasetSpec, shard: int, out: Path) -> bool:

@@ -81,8 +81,11 @@ class DatasetSpec:
             steps = config.timesteps
         elif not 1 <= steps <= config.timesteps:
             raise GigasynthError(f"steps={steps} must be in 1..{config.timesteps} (the model's T)")
-        spec = cls(checkpoint_sha256=checkpoint_sha256, model_kind=config.kind,
-                   **{**settings, "steps": steps})
+        spec = cls(
+            checkpoint_sha256=checkpoint_sha256,
+            model_kind=config.kind,
+            **{**settings, "steps": steps},
+        )
         if config.kind == "fourier-diff-nca":
             side = 2 * config.fourier_block - 1
             if min(spec.width, spec.height) < side:
@@ -131,10 +134,17 @@ class DatasetSpec:
     def record(self, index: int) -> dict[str, Any]:
         """Provenance of patch `index`: what made it (no file placement)."""
         return {
-            "index": index, "seed": self.patch_seed(index), "dataset_seed": self.seed,
-            "checkpoint": self.checkpoint_sha256, "model": self.model_kind,
-            "sampler": self.sampler, "steps": self.steps, "eta": self.eta,
-            "size": [self.width, self.height], "batch": self.batch, "device": self.device,
+            "index": index,
+            "seed": self.patch_seed(index),
+            "dataset_seed": self.seed,
+            "checkpoint": self.checkpoint_sha256,
+            "model": self.model_kind,
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "eta": self.eta,
+            "size": [self.width, self.height],
+            "batch": self.batch,
+            "device": self.device,
             "synthetic": True,
         }
 

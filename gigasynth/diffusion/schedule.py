@@ -22,6 +22,7 @@ class ScheduleConfig(Protocol):
     @property
     def zero_terminal_snr(self) -> bool: ...
 
+
 # alpha_bar at the last step of a zero-terminal-SNR schedule. Exactly 0 would make x_T pure
 # noise, where predicting the noise tells nothing about x_0 (x0_hat = (x_T - eps_hat) / 0);
 # 2^-24 keeps x0_hat defined (the sampler clips it) while x_T is noise to float32 precision.
@@ -68,8 +69,7 @@ class NoiseSchedule:
     @classmethod
     def for_config(cls, config: ScheduleConfig) -> NoiseSchedule:
         """The schedule a model was trained with (its config's T, kind and terminal SNR)."""
-        return cls(config.timesteps, config.schedule,
-                   zero_terminal_snr=config.zero_terminal_snr)
+        return cls(config.timesteps, config.schedule, zero_terminal_snr=config.zero_terminal_snr)
 
     def snr(self, t: torch.Tensor | list[int]) -> torch.Tensor:
         """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at steps t (float64)."""

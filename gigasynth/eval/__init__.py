@@ -11,8 +11,20 @@ from gigasynth.eval.slide import SlideEvaluation, evaluate_slide
 from gigasynth.eval.swd import sliced_wasserstein_distance
 
 __all__ = [
-    "METRICS", "SeamStats", "SlideEvaluation", "compare_sets", "evaluate_slide",
-    "format_metrics", "frechet_distance",
-    "inception_features", "inception_path", "kernel_inception_distance", "load_images",
-    "open_regions", "psnr", "seam_check", "sliced_wasserstein_distance", "ssim",
+    "METRICS",
+    "SeamStats",
+    "SlideEvaluation",
+    "compare_sets",
+    "evaluate_slide",
+    "format_metrics",
+    "frechet_distance",
+    "inception_features",
+    "inception_path",
+    "kernel_inception_distance",
+    "load_images",
+    "open_regions",
+    "psnr",
+    "seam_check",
+    "sliced_wasserstein_distance",
+    "ssim",
 ]

@@ -58,8 +58,9 @@ def kernel_inception_distance(
     rng = np.random.default_rng(seed)
     size = min(subset, len(a), len(b))
     values = [
-        _polynomial_mmd2(a[rng.choice(len(a), size, replace=False)],
-                         b[rng.choice(len(b), size, replace=False)])
+        _polynomial_mmd2(
+            a[rng.choice(len(a), size, replace=False)], b[rng.choice(len(b), size, replace=False)]
+        )
         for _ in range(subsets)
     ]
     return float(np.mean(values))
@@ -72,7 +73,10 @@ def _within_mean(k: np.ndarray, idx: np.ndarray) -> float:
 
 
 def kid_bootstrap(
-    a: np.ndarray, b: np.ndarray, resamples: int = 500, confidence: float = 0.95,
+    a: np.ndarray,
+    b: np.ndarray,
+    resamples: int = 500,
+    confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of KID, resampling both sets with replacement.
@@ -83,16 +87,18 @@ def kid_bootstrap(
     """
     _check(a, b, 3)
     if resamples < 10 or not 0 < confidence < 1:
-        raise GigasynthError(f"bootstrap needs 10+ resamples and 0 < confidence < 1, not "
-                             f"{resamples}, {confidence}")
+        raise GigasynthError(
+            f"bootstrap needs 10+ resamples and 0 < confidence < 1, not {resamples}, {confidence}"
+        )
     a, b = a.astype(np.float64), b.astype(np.float64)
     kaa, kbb, kab = _polynomial_kernel(a, a), _polynomial_kernel(b, b), _polynomial_kernel(a, b)
     rng = np.random.default_rng(seed)
     values = np.empty(resamples)
     for r in range(resamples):
         ia, ib = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
-        values[r] = (_within_mean(kaa, ia) + _within_mean(kbb, ib)
-                     - 2.0 * float(kab[np.ix_(ia, ib)].mean()))
+        values[r] = (
+            _within_mean(kaa, ia) + _within_mean(kbb, ib) - 2.0 * float(kab[np.ix_(ia, ib)].mean())
+        )
     tail = 50.0 * (1.0 - confidence)
     low, high = np.percentile(values, [tail, 100.0 - tail])
     return float(low), float(high)

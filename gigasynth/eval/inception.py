@@ -67,11 +67,16 @@ def inception_features(
     parts = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch]))
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch]))
             x = chunk.to(device).permute(0, 3, 1, 2).float() / 128.0 - 1.0
             if x.shape[-2:] != (FEATURE_SIZE, FEATURE_SIZE):
                 shrink = min(x.shape[-2:]) > FEATURE_SIZE
-                x = F.interpolate(x, size=(FEATURE_SIZE, FEATURE_SIZE), mode="bilinear",
-                                  align_corners=False, antialias=shrink)
+                x = F.interpolate(
+                    x,
+                    size=(FEATURE_SIZE, FEATURE_SIZE),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=shrink,
+                )
             parts.append(net(x).double().cpu().numpy())
     return np.concatenate(parts)

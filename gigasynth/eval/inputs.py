@@ -60,7 +60,7 @@ class ArrayRegions:
         return self.image.shape[1]
 
     def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
-        return self.image[y:y + h, x:x + w]
+        return self.image[y : y + h, x : x + w]
 
 
 class ZarrRegions:
@@ -105,8 +105,9 @@ class SlideRegions:
         self.height = int(self.region.height // downsample)
         self.width = int(self.region.width // downsample)
         if self.height < 1 or self.width < 1:
-            raise GigasynthError(f"region {self.region} of {path} is under one pixel at "
-                                 f"downsample {downsample}")
+            raise GigasynthError(
+                f"region {self.region} of {path} is under one pixel at downsample {downsample}"
+            )
         self.level = self.slide.get_best_level_for_downsample(downsample)
         self.level_downsample = float(self.slide.level_downsamples[self.level])
 
@@ -119,8 +120,9 @@ class SlideRegions:
         try:
             image = self.slide.read_region((left, top), self.level, size).convert("RGB")
         except openslide.OpenSlideError as exc:
-            raise GigasynthError(f"cannot read slide {self.path} at ({left}, {top}): {exc}") \
-                from None
+            raise GigasynthError(
+                f"cannot read slide {self.path} at ({left}, {top}): {exc}"
+            ) from None
         if size != (w, h):
             image = image.resize((w, h), Image.Resampling.BOX)
         return np.asarray(image)
@@ -158,16 +160,15 @@ def open_regions(spec: str) -> Regions:
 def random_crops(regions: Regions, count: int, crop: int, rng: np.random.Generator) -> np.ndarray:
     """`count` uniformly placed crop x crop regions."""
     if crop > regions.height or crop > regions.width:
-        raise GigasynthError(
-            f"crop {crop} px exceeds the image ({regions.width}x{regions.height})"
-        )
+        raise GigasynthError(f"crop {crop} px exceeds the image ({regions.width}x{regions.height})")
     ys = rng.integers(0, regions.height - crop + 1, count)
     xs = rng.integers(0, regions.width - crop + 1, count)
     return np.stack([regions.read(int(y), int(x), crop, crop) for y, x in zip(ys, xs, strict=True)])
 
 
-def _subset(images: np.ndarray, count: int, crop: int | None, rng: np.random.Generator
-            ) -> np.ndarray:
+def _subset(
+    images: np.ndarray, count: int, crop: int | None, rng: np.random.Generator
+) -> np.ndarray:
     """Up to `count` distinct images in random order, each cropped at random if asked."""
     chosen = images[np.sort(rng.permutation(len(images))[:count])]
     if crop is None:
@@ -177,7 +178,9 @@ def _subset(images: np.ndarray, count: int, crop: int | None, rng: np.random.Gen
         raise GigasynthError(f"crop {crop} px exceeds the images ({w}x{h})")
     ys = rng.integers(0, h - crop + 1, len(chosen))
     xs = rng.integers(0, w - crop + 1, len(chosen))
-    return np.stack([im[y:y + crop, x:x + crop] for im, y, x in zip(chosen, ys, xs, strict=True)])
+    return np.stack(
+        [im[y : y + crop, x : x + crop] for im, y, x in zip(chosen, ys, xs, strict=True)]
+    )
 
 
 def load_images(

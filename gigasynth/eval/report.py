@@ -51,8 +51,9 @@ def write_report(evaluation: SlideEvaluation, path: str | Path) -> Path:
         import matplotlib.pyplot as plt
         import matplotlib.ticker
     except ImportError:
-        raise GigasynthError("--report needs matplotlib: pip install 'gigasynth[baselines]'") \
-            from None
+        raise GigasynthError(
+            "--report needs matplotlib: pip install 'gigasynth[baselines]'"
+        ) from None
     path = Path(path)
     count = len(evaluation.scales)
     fig = plt.figure(figsize=(WIDTH_IN, ROW_IN * count + PLOT_IN), dpi=DPI)
@@ -63,23 +64,34 @@ def write_report(evaluation: SlideEvaluation, path: str | Path) -> Path:
         ax.imshow(_row(real, fake), interpolation="nearest")
         ax.set_axis_off()
         where = f", {result.mpp:.3g} µm/px" if result.mpp else ""
-        ax.set_title(f"scale {result.scale}x{where}, {result.crop} px crops: real (left) | "
-                     f"synthetic (right)   KID {result.kid:.3f} [{result.kid_low:.3f}, "
-                     f"{result.kid_high:.3f}]  FID {result.fid:.0f}  (n={result.n})",
-                     fontsize=9)
+        ax.set_title(
+            f"scale {result.scale}x{where}, {result.crop} px crops: real (left) | "
+            f"synthetic (right)   KID {result.kid:.3f} [{result.kid_low:.3f}, "
+            f"{result.kid_high:.3f}]  FID {result.fid:.0f}  (n={result.n})",
+            fontsize=9,
+        )
     ax = axes[-1]
     if evaluation.bands:
         labels = [f"{b.low_px}-{b.high_px}" for b in evaluation.bands]
         # a constant side has no band energy: its ratio (0 or inf) is drawn at the clip
-        ratios = [min(max(b.ratio, RATIO_CLIP[0]), RATIO_CLIP[1]) if math.isfinite(b.ratio)
-                  else RATIO_CLIP[1] for b in evaluation.bands]
+        ratios = [
+            min(max(b.ratio, RATIO_CLIP[0]), RATIO_CLIP[1])
+            if math.isfinite(b.ratio)
+            else RATIO_CLIP[1]
+            for b in evaluation.bands
+        ]
         ax.bar(labels, ratios, color="#7a4e9c")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         low, high = min(*ratios, 0.5) / 1.3, max(*ratios, 2.0) * 1.3
-        ax.set_yticks([t for t in (0.001, 0.01, 0.03, 0.1, 0.25, 0.5, 1, 2, 4, 10, 30, 100, 1000)
-                       if low <= t <= high])
+        ax.set_yticks(
+            [
+                t
+                for t in (0.001, 0.01, 0.03, 0.1, 0.25, 0.5, 1, 2, 4, 10, 30, 100, 1000)
+                if low <= t <= high
+            ]
+        )
         ax.set_ylim(low, high)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhspan(1 / 1.5, 1.5, color="#cccccc", alpha=0.5, zorder=0)
@@ -89,10 +101,13 @@ def write_report(evaluation: SlideEvaluation, path: str | Path) -> Path:
     else:
         ax.set_axis_off()
     cr, cf = evaluation.colour_real, evaluation.colour_fake
-    ax.set_title(f"band energy ratios; background real {cr.background_fraction:.0%}, "
-                 f"synthetic {cf.background_fraction:.0%}; tissue OD H {cr.haematoxylin_mean:.2f}"
-                 f" / {cf.haematoxylin_mean:.2f}, E {cr.eosin_mean:.2f} / {cf.eosin_mean:.2f} "
-                 "(real / synthetic)", fontsize=9)
+    ax.set_title(
+        f"band energy ratios; background real {cr.background_fraction:.0%}, "
+        f"synthetic {cf.background_fraction:.0%}; tissue OD H {cr.haematoxylin_mean:.2f}"
+        f" / {cf.haematoxylin_mean:.2f}, E {cr.eosin_mean:.2f} / {cf.eosin_mean:.2f} "
+        "(real / synthetic)",
+        fontsize=9,
+    )
     fig.subplots_adjust(left=0.07, right=0.98, top=0.96, bottom=0.08, hspace=0.35)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)

@@ -57,11 +57,16 @@ def _steps(window: np.ndarray) -> np.ndarray:
 
 
 def _direction(
-    regions: Regions, tile: int, windows: int, span: int, rng: np.random.Generator,
+    regions: Regions,
+    tile: int,
+    windows: int,
+    span: int,
+    rng: np.random.Generator,
     transpose: bool,
 ) -> SeamStats:
-    length, across = (regions.height, regions.width) if not transpose else (
-        regions.width, regions.height)
+    length, across = (
+        (regions.height, regions.width) if not transpose else (regions.width, regions.height)
+    )
     borders = (across - 1) // tile
     name = "horizontal" if transpose else "vertical"
     if borders < 1:
@@ -69,8 +74,12 @@ def _direction(
     half = min(span, tile) // 2
     # Windows run along the border within one tile (a tile's offset is constant there).
     rows = min(tile // -(-tile // span), length)
-    starts = [t + k * rows for t in range(0, length, tile) for k in range(tile // rows)
-              if t + (k + 1) * rows <= length]
+    starts = [
+        t + k * rows
+        for t in range(0, length, tile)
+        for k in range(tile // rows)
+        if t + (k + 1) * rows <= length
+    ]
     # Distinct windows: every (border, run of rows) pair, or a random subset of them.
     places = borders * len(starts)
     chosen = rng.choice(places, size=min(windows, places), replace=False)
@@ -87,7 +96,7 @@ def _direction(
         # Pad so that column `half - 1` is always the pair (border - 1, border).
         left = half - (border - lo)
         padded = np.full((rows, 2 * half - 1), np.nan)
-        padded[:, left:left + measured.shape[1]] = measured
+        padded[:, left : left + measured.shape[1]] = measured
         steps.append(padded)
     data = np.stack(steps)  # (windows, rows, offsets)
     size = np.abs(data)
@@ -100,12 +109,17 @@ def _direction(
     inside_shift = float(others.mean()) if len(others) else 0.0
     z = (border_shift - inside_shift) / spread if spread > 0 else 0.0
     return SeamStats(
-        direction=name, borders=borders, windows=len(chosen),
+        direction=name,
+        borders=borders,
+        windows=len(chosen),
         pairs=int(np.isfinite(at_border).sum()),
-        border_mean=float(np.nanmean(at_border)), inside_mean=float(np.nanmean(inside)),
+        border_mean=float(np.nanmean(at_border)),
+        inside_mean=float(np.nanmean(inside)),
         border_p95=float(np.nanpercentile(at_border, 95)),
         inside_p95=float(np.nanpercentile(inside, 95)),
-        border_shift=border_shift, inside_shift=inside_shift, z=z,
+        border_shift=border_shift,
+        inside_shift=inside_shift,
+        z=z,
     )
 
 

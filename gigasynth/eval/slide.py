@@ -60,9 +60,13 @@ FIELD_WINDOWS = 4
 STACK_FIELDS = 64  # band and colour statistics of a stack: up to this many of its images
 LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 luminance
 # Ruifrok & Johnston (2001) stain optical-density vectors (R, G, B), rows normalised below.
-STAIN_VECTORS = np.array([[0.650, 0.704, 0.286],   # haematoxylin
-                          [0.072, 0.990, 0.105],   # eosin
-                          [0.268, 0.570, 0.776]])  # DAB (the third, residual axis)
+STAIN_VECTORS = np.array(
+    [
+        [0.650, 0.704, 0.286],  # haematoxylin
+        [0.072, 0.990, 0.105],  # eosin
+        [0.268, 0.570, 0.776],
+    ]
+)  # DAB (the third, residual axis)
 BACKGROUND_OD = 0.15  # near-white: optical density below this in every channel (Macenko's beta)
 MPP_TOLERANCE = 0.01  # a downsample within 1 % of a whole number is taken as that number
 
@@ -137,13 +141,20 @@ class SlideEvaluation:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: inputs, per-scale KID/FID, bands, colour (see README, `gigasynth eval`)."""
         return {
-            "real": self.real, "real_region": self.real_region,
-            "real_downsample": self.real_downsample, "fake": self.fake, "mpp": self.mpp,
+            "real": self.real,
+            "real_region": self.real_region,
+            "real_downsample": self.real_downsample,
+            "fake": self.fake,
+            "mpp": self.mpp,
             "fake_mpp": self.fake_mpp,
-            "seed": self.seed, "bootstrap": self.bootstrap, "confidence": self.confidence,
+            "seed": self.seed,
+            "bootstrap": self.bootstrap,
+            "confidence": self.confidence,
             "scales": [asdict(s) for s in self.scales],
-            "bands": [{**asdict(b), "ratio": b.ratio if math.isfinite(b.ratio) else None}
-                      for b in self.bands],
+            "bands": [
+                {**asdict(b), "ratio": b.ratio if math.isfinite(b.ratio) else None}
+                for b in self.bands
+            ],
             "band_fields": self.band_fields,
             "colour": {"real": asdict(self.colour_real), "fake": asdict(self.colour_fake)},
         }
@@ -153,20 +164,28 @@ class SlideEvaluation:
 
     def lines(self) -> list[str]:
         """Human-readable summary, every figure with its n."""
-        out = [f"real {self.real} region {self.real_region} at downsample "
-               f"{self.real_downsample:g}; fake {self.fake}; "
-               f"{_mpp_text(self.mpp)}"]
+        out = [
+            f"real {self.real} region {self.real_region} at downsample "
+            f"{self.real_downsample:g}; fake {self.fake}; "
+            f"{_mpp_text(self.mpp)}"
+        ]
         for s in self.scales:
-            out.append(f"scale {s.scale}x ({_mpp_text(s.mpp)}, {s.crop} px crops): "
-                       f"KID {s.kid:.4f} [{s.kid_low:.4f}, {s.kid_high:.4f}] "
-                       f"FID {s.fid:.1f} (n={s.n})")
+            out.append(
+                f"scale {s.scale}x ({_mpp_text(s.mpp)}, {s.crop} px crops): "
+                f"KID {s.kid:.4f} [{s.kid_low:.4f}, {s.kid_high:.4f}] "
+                f"FID {s.fid:.1f} (n={s.n})"
+            )
         if self.bands:
-            out.append("luminance band energy, synthetic / real: " + ", ".join(
-                f"{b.low_px}-{b.high_px} px {b.ratio:.2f}" for b in self.bands))
+            out.append(
+                "luminance band energy, synthetic / real: "
+                + ", ".join(f"{b.low_px}-{b.high_px} px {b.ratio:.2f}" for b in self.bands)
+            )
         for name, c in (("real", self.colour_real), ("fake", self.colour_fake)):
-            out.append(f"{name}: background {c.background_fraction:.1%}, tissue OD "
-                       f"H {c.haematoxylin_mean:.3f}±{c.haematoxylin_std:.3f} "
-                       f"E {c.eosin_mean:.3f}±{c.eosin_std:.3f} (n={c.pixels:,} px)")
+            out.append(
+                f"{name}: background {c.background_fraction:.1%}, tissue OD "
+                f"H {c.haematoxylin_mean:.3f}±{c.haematoxylin_std:.3f} "
+                f"E {c.eosin_mean:.3f}±{c.eosin_std:.3f} (n={c.pixels:,} px)"
+            )
         return out
 
 
@@ -182,7 +201,7 @@ def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return image
     h, w = image.shape[0] // factor, image.shape[1] // factor
-    blocks = image[:h * factor, :w * factor].reshape(h, factor, w, factor, 3)
+    blocks = image[: h * factor, : w * factor].reshape(h, factor, w, factor, 3)
     return np.round(blocks.mean(axis=(1, 3), dtype=np.float64)).astype(np.uint8)
 
 
@@ -234,8 +253,9 @@ class _ColourSums:
         h_std = math.sqrt(max(self.sums[1] / n - h_mean**2, 0.0))
         e_std = math.sqrt(max(self.sums[3] / n - e_mean**2, 0.0))
         tissue = self.tissue / max(self.pixels, 1)
-        return ColourStats(float(h_mean), h_std, float(e_mean), e_std, tissue, 1.0 - tissue,
-                           self.pixels)
+        return ColourStats(
+            float(h_mean), h_std, float(e_mean), e_std, tissue, 1.0 - tissue, self.pixels
+        )
 
 
 # ---------------------------------------------------------------- inputs
@@ -253,8 +273,10 @@ class _Fake:
 
 def _check_images(images: np.ndarray, name: str) -> np.ndarray:
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
-        raise GigasynthError(f"{name}: expected (H, W, 3) or (N, H, W, 3) uint8 images, got "
-                             f"{images.shape} {images.dtype}")
+        raise GigasynthError(
+            f"{name}: expected (H, W, 3) or (N, H, W, 3) uint8 images, got "
+            f"{images.shape} {images.dtype}"
+        )
     return images
 
 
@@ -277,8 +299,9 @@ def _open_fake(fake: str | Path | np.ndarray, mpp: float | None) -> _Fake:
         return _Fake(str(path), mpp, stack=_check_images(load_npz(path), str(path)))
     if path.suffix.lower() in IMAGE_FILES:
         return _Fake(str(path), mpp, field=ArrayRegions(read_rgb(path)))
-    raise GigasynthError(f"fake {path}: not an OME-Zarr output, an image, a folder of "
-                         "images or an .npz")
+    raise GigasynthError(
+        f"fake {path}: not an OME-Zarr output, an image, a folder of images or an .npz"
+    )
 
 
 def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
@@ -290,8 +313,10 @@ def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
             raise GigasynthError(f"--real-downsample must be at least 1, not {override}")
         return float(override)
     if fake.mpp is None:
-        raise GigasynthError(f"the fake {fake.name} states no pixel size: give its µm/px "
-                             "(--fake-mpp) or --real-downsample")
+        raise GigasynthError(
+            f"the fake {fake.name} states no pixel size: give its µm/px "
+            "(--fake-mpp) or --real-downsample"
+        )
     import openslide
 
     try:
@@ -299,12 +324,14 @@ def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
     except (openslide.OpenSlideError, OSError) as exc:
         raise GigasynthError(f"cannot read slide {real}: {exc}") from None
     if level0 is None:
-        raise GigasynthError(f"slide {real} states no pixel size (openslide.mpp-x): give "
-                             "--real-downsample")
+        raise GigasynthError(
+            f"slide {real} states no pixel size (openslide.mpp-x): give --real-downsample"
+        )
     d = fake.mpp / level0
     if d < 1 - MPP_TOLERANCE:
-        raise GigasynthError(f"the fake ({fake.mpp:g} µm/px) is finer than level 0 of {real} "
-                             f"({level0:g} µm/px)")
+        raise GigasynthError(
+            f"the fake ({fake.mpp:g} µm/px) is finer than level 0 of {real} ({level0:g} µm/px)"
+        )
     whole = max(1, round(d))
     return float(whole) if abs(d - whole) <= MPP_TOLERANCE * d else d
 
@@ -319,42 +346,52 @@ def _in_memory(regions: Regions) -> Regions:
 # ---------------------------------------------------------------- crops
 
 
-def _field_crops(regions: Regions, scale: int, crop: int, n: int, rng: np.random.Generator,
-                 what: str) -> tuple[np.ndarray, int, tuple[int, int]]:
+def _field_crops(
+    regions: Regions, scale: int, crop: int, n: int, rng: np.random.Generator, what: str
+) -> tuple[np.ndarray, int, tuple[int, int]]:
     """n distinct uniformly placed crops at `scale`; the count of positions; the scaled size."""
     step = scale
     if isinstance(regions, ArrayRegions) and scale > 1:
         regions, step = ArrayRegions(area_downsample(regions.image, scale)), 1
     hs, ws = regions.height // step, regions.width // step
     if hs < crop or ws < crop:
-        raise GigasynthError(f"{what} is {ws}x{hs} px at scale {scale}, smaller than a {crop} px "
-                             "crop: lower the scale or the crop")
+        raise GigasynthError(
+            f"{what} is {ws}x{hs} px at scale {scale}, smaller than a {crop} px "
+            "crop: lower the scale or the crop"
+        )
     nx = ws - crop + 1
     positions = (hs - crop + 1) * nx
     if n > positions:
-        raise GigasynthError(f"{what} offers {positions} distinct {crop} px crops at scale "
-                             f"{scale}, fewer than n={n}")
+        raise GigasynthError(
+            f"{what} offers {positions} distinct {crop} px crops at scale {scale}, fewer than n={n}"
+        )
     chosen = rng.choice(positions, n, replace=False)
-    crops = [area_downsample(regions.read(int(i // nx) * step, int(i % nx) * step,
-                                          crop * step, crop * step), step)
-             for i in chosen]
+    crops = [
+        area_downsample(
+            regions.read(int(i // nx) * step, int(i % nx) * step, crop * step, crop * step), step
+        )
+        for i in chosen
+    ]
     return np.stack(crops), positions, (ws, hs)
 
 
-def _stack_crops(stack: np.ndarray, scale: int, crop: int, n: int, rng: np.random.Generator,
-                 what: str) -> np.ndarray:
+def _stack_crops(
+    stack: np.ndarray, scale: int, crop: int, n: int, rng: np.random.Generator, what: str
+) -> np.ndarray:
     """One random crop of each of n distinct images, each downsampled by `scale`."""
     if n > len(stack):
         raise GigasynthError(f"{what} holds {len(stack)} images, fewer than n={n}")
     h, w = stack.shape[1] // scale, stack.shape[2] // scale
     if h < crop or w < crop:
-        raise GigasynthError(f"{what}: images are {w}x{h} px at scale {scale}, smaller than a "
-                             f"{crop} px crop: lower the scale or the crop")
+        raise GigasynthError(
+            f"{what}: images are {w}x{h} px at scale {scale}, smaller than a "
+            f"{crop} px crop: lower the scale or the crop"
+        )
     crops = []
     for i in rng.permutation(len(stack))[:n]:
         small = area_downsample(stack[i], scale)
         y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-        crops.append(small[y:y + crop, x:x + crop])
+        crops.append(small[y : y + crop, x : x + crop])
     return np.stack(crops)
 
 
@@ -366,9 +403,17 @@ def _fields(regions: Regions, rng: np.random.Generator) -> list[np.ndarray]:
     h, w = min(regions.height, FIELD_SIDE), min(regions.width, FIELD_SIDE)
     if (h, w) == (regions.height, regions.width):
         return [np.asarray(regions.read(0, 0, h, w))]
-    return [np.asarray(regions.read(int(rng.integers(0, regions.height - h + 1)),
-                                    int(rng.integers(0, regions.width - w + 1)), h, w))
-            for _ in range(FIELD_WINDOWS)]
+    return [
+        np.asarray(
+            regions.read(
+                int(rng.integers(0, regions.height - h + 1)),
+                int(rng.integers(0, regions.width - w + 1)),
+                h,
+                w,
+            )
+        )
+        for _ in range(FIELD_WINDOWS)
+    ]
 
 
 def _field_summary(images: list[np.ndarray]) -> dict[str, Any]:
@@ -383,8 +428,10 @@ def _bands(real: list[np.ndarray], fake: list[np.ndarray]) -> list[Band]:
         return []
     e_real = np.mean([band_energies(im, count) for im in real], axis=0)
     e_fake = np.mean([band_energies(im, count) for im in fake], axis=0)
-    return [Band(2**k, 2**(k + 1), float(r), float(f), float(f / r) if r > 0 else math.inf)
-            for k, (r, f) in enumerate(zip(e_real, e_fake, strict=True))]
+    return [
+        Band(2**k, 2 ** (k + 1), float(r), float(f), float(f / r) if r > 0 else math.inf)
+        for k, (r, f) in enumerate(zip(e_real, e_fake, strict=True))
+    ]
 
 
 def _colour(images: list[np.ndarray]) -> ColourStats:
@@ -434,10 +481,21 @@ def evaluate_slide(
     an unknown pixel size where one is needed; all before any Inception work.
     The same arguments give the same figures (crop positions come from `seed`).
     """
-    return evaluate_slides(real, [fake], scales=scales, n=n, crop=crop, seed=seed,
-                           real_region=real_region, real_downsample=real_downsample, mpp=mpp,
-                           bootstrap=bootstrap, confidence=confidence, device=device,
-                           examples=examples)[0]
+    return evaluate_slides(
+        real,
+        [fake],
+        scales=scales,
+        n=n,
+        crop=crop,
+        seed=seed,
+        real_region=real_region,
+        real_downsample=real_downsample,
+        mpp=mpp,
+        bootstrap=bootstrap,
+        confidence=confidence,
+        device=device,
+        examples=examples,
+    )[0]
 
 
 @dataclass
@@ -471,8 +529,7 @@ def evaluate_slides(
     Each result equals `evaluate_slide(real, fake, ...)` with the same arguments; `mpp`
     applies to every fake. Every input is checked before any Inception work.
     """
-    if not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
-                         for s in scales):
+    if not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in scales):
         raise GigasynthError(f"scales must be whole numbers of at least 1, not {scales}")
     if len(set(scales)) != len(scales):
         raise GigasynthError(f"scales repeat: {scales}")
@@ -483,8 +540,10 @@ def evaluate_slides(
     if mpp is not None and not mpp > 0:
         raise GigasynthError(f"the fake's µm/px must be positive, not {mpp}")
     if bootstrap < 10 or not 0 < confidence < 1:
-        raise GigasynthError(f"the KID bootstrap needs 10+ resamples and 0 < confidence < 1, "
-                             f"not {bootstrap}, {confidence}")
+        raise GigasynthError(
+            f"the KID bootstrap needs 10+ resamples and 0 < confidence < 1, "
+            f"not {bootstrap}, {confidence}"
+        )
     if not fakes:
         raise GigasynthError("no fake to evaluate")
     real_path = Path(real)
@@ -499,11 +558,21 @@ def evaluate_slides(
         if downsample not in reals:
             slide = SlideRegions(real_path, downsample, real_region)
             real_field = _in_memory(slide)
-            reals[downsample] = _RealSide(slide, real_field, {
-                scale: _field_crops(real_field, scale, crop, n,
-                                    np.random.default_rng([seed, index, 0]),
-                                    f"the real region {slide.region}")
-                for index, scale in enumerate(order)})
+            reals[downsample] = _RealSide(
+                slide,
+                real_field,
+                {
+                    scale: _field_crops(
+                        real_field,
+                        scale,
+                        crop,
+                        n,
+                        np.random.default_rng([seed, index, 0]),
+                        f"the real region {slide.region}",
+                    )
+                    for index, scale in enumerate(order)
+                },
+            )
         fake_field = _in_memory(fake_input.field) if fake_input.field is not None else None
         # per scale: the crops, the count of positions, the field size (None for a stack)
         fake_crops: dict[int, tuple[np.ndarray, int, tuple[int, int] | None]] = {}
@@ -514,8 +583,11 @@ def evaluate_slides(
                 fake_crops[scale] = _field_crops(fake_field, scale, crop, n, rng, what)
             else:
                 assert fake_input.stack is not None
-                fake_crops[scale] = (_stack_crops(fake_input.stack, scale, crop, n, rng, what),
-                                     len(fake_input.stack), None)
+                fake_crops[scale] = (
+                    _stack_crops(fake_input.stack, scale, crop, n, rng, what),
+                    len(fake_input.stack),
+                    None,
+                )
         prepared.append((fake_input, fake_field, downsample, fake_crops))
 
     out = []
@@ -532,13 +604,23 @@ def evaluate_slides(
             feats_real = side.features[scale]
             feats_fake = inception_features(crops, device)
             low, high = kid_bootstrap(feats_real, feats_fake, bootstrap, confidence, seed)
-            results.append(ScaleResult(
-                scale=scale, mpp=common_mpp * scale if common_mpp else None, crop=crop, n=n,
-                kid=kernel_inception_distance(feats_real, feats_fake, seed=seed),
-                kid_low=low, kid_high=high, fid=frechet_distance(feats_real, feats_fake),
-                real_field=real_size, fake_field=fake_size, real_crops=real_positions,
-                fake_crops=fake_positions,
-                real_tiles=(real_size[0] // crop) * (real_size[1] // crop)))
+            results.append(
+                ScaleResult(
+                    scale=scale,
+                    mpp=common_mpp * scale if common_mpp else None,
+                    crop=crop,
+                    n=n,
+                    kid=kernel_inception_distance(feats_real, feats_fake, seed=seed),
+                    kid_low=low,
+                    kid_high=high,
+                    fid=frechet_distance(feats_real, feats_fake),
+                    real_field=real_size,
+                    fake_field=fake_size,
+                    real_crops=real_positions,
+                    fake_crops=fake_positions,
+                    real_tiles=(real_size[0] // crop) * (real_size[1] // crop),
+                )
+            )
             kept[scale] = (real_crops[:examples], crops[:examples])
         rng = np.random.default_rng([seed, len(order), 2])
         real_images = _fields(side.pixels, rng)
@@ -548,12 +630,26 @@ def evaluate_slides(
             assert fake_input.stack is not None
             stack = fake_input.stack
             fake_images = list(stack[np.sort(rng.permutation(len(stack))[:STACK_FIELDS])])
-        out.append(SlideEvaluation(
-            real=str(real_path), real_region=str(side.slide.region), real_downsample=downsample,
-            fake=fake_input.name, mpp=common_mpp, fake_mpp=fake_input.mpp, seed=seed,
-            bootstrap=bootstrap, confidence=confidence, scales=results,
-            bands=_bands(real_images, fake_images),
-            band_fields={"real": _field_summary(real_images),
-                         "fake": _field_summary(fake_images)},
-            colour_real=_colour(real_images), colour_fake=_colour(fake_images), examples=kept))
+        out.append(
+            SlideEvaluation(
+                real=str(real_path),
+                real_region=str(side.slide.region),
+                real_downsample=downsample,
+                fake=fake_input.name,
+                mpp=common_mpp,
+                fake_mpp=fake_input.mpp,
+                seed=seed,
+                bootstrap=bootstrap,
+                confidence=confidence,
+                scales=results,
+                bands=_bands(real_images, fake_images),
+                band_fields={
+                    "real": _field_summary(real_images),
+                    "fake": _field_summary(fake_images),
+                },
+                colour_real=_colour(real_images),
+                colour_fake=_colour(fake_images),
+                examples=kept,
+            )
+        )
     return out

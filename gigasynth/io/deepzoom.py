@@ -50,8 +50,9 @@ def _setting(name: str, value: Any, least: int, most: int | None = None) -> int:
 
 def _format(value: Any) -> str:
     if value not in FORMATS:
-        raise GigasynthError(f"DeepZoom tile format must be one of {', '.join(FORMATS)}, "
-                             f"got {value!r}")
+        raise GigasynthError(
+            f"DeepZoom tile format must be one of {', '.join(FORMATS)}, got {value!r}"
+        )
     return str(value)
 
 
@@ -62,8 +63,9 @@ class DeepZoomGenerator:
     rows) of DeepZoom tiles, level 0 (1 x 1 px) first, as in openslide's generator.
     """
 
-    def __init__(self, slide: SlideReader, dz_tile_size: int = DZ_TILE_SIZE,
-                 dz_overlap: int = DZ_OVERLAP) -> None:
+    def __init__(
+        self, slide: SlideReader, dz_tile_size: int = DZ_TILE_SIZE, dz_overlap: int = DZ_OVERLAP
+    ) -> None:
         self.slide = slide
         self.dz_tile_size = _setting("DeepZoom tile size", dz_tile_size, 1)
         self.dz_overlap = _setting("DeepZoom overlap", dz_overlap, 0)
@@ -71,15 +73,19 @@ class DeepZoomGenerator:
         self.level_count = (max(self.width, self.height) - 1).bit_length() + 1
         self.level_dimensions: tuple[tuple[int, int], ...] = tuple(
             (-(-self.width // self._downsample(lvl)), -(-self.height // self._downsample(lvl)))
-            for lvl in range(self.level_count))
+            for lvl in range(self.level_count)
+        )
         self.level_tiles: tuple[tuple[int, int], ...] = tuple(
             (-(-w // self.dz_tile_size), -(-h // self.dz_tile_size))
-            for w, h in self.level_dimensions)
+            for w, h in self.level_dimensions
+        )
         self.tile_count = sum(cols * rows for cols, rows in self.level_tiles)
         # stored levels used: the leading ones that are each half the one above, rounded up
         usable = 1
         while usable < len(slide.levels) and slide.levels[usable] == (
-                -(-self.height >> usable), -(-self.width >> usable)):
+            -(-self.height >> usable),
+            -(-self.width >> usable),
+        ):
             usable += 1
         self._stored_levels = usable
 
@@ -94,16 +100,19 @@ class DeepZoomGenerator:
         try:
             col, row = address
         except (TypeError, ValueError):
-            raise GigasynthError(f"a DeepZoom tile address is (column, row), got "
-                                 f"{address!r}") from None
+            raise GigasynthError(
+                f"a DeepZoom tile address is (column, row), got {address!r}"
+            ) from None
         col, row = as_int("DeepZoom column", col), as_int("DeepZoom row", row)
         if not 0 <= level < self.level_count:
-            raise GigasynthError(f"DeepZoom level {level} is outside the pyramid "
-                                 f"(0..{self.level_count - 1})")
+            raise GigasynthError(
+                f"DeepZoom level {level} is outside the pyramid (0..{self.level_count - 1})"
+            )
         cols, rows = self.level_tiles[level]
         if not (0 <= col < cols and 0 <= row < rows):
-            raise GigasynthError(f"DeepZoom tile {col}_{row} is outside level {level} "
-                                 f"({cols} columns x {rows} rows)")
+            raise GigasynthError(
+                f"DeepZoom tile {col}_{row} is outside level {level} ({cols} columns x {rows} rows)"
+            )
         return level, col, row
 
     def get_tile_bounds(self, level: int, address: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -111,8 +120,12 @@ class DeepZoomGenerator:
         level, col, row = self.check_tile(level, address)
         width, height = self.level_dimensions[level]
         size, overlap = self.dz_tile_size, self.dz_overlap
-        return (max(0, col * size - overlap), max(0, row * size - overlap),
-                min(width, (col + 1) * size + overlap), min(height, (row + 1) * size + overlap))
+        return (
+            max(0, col * size - overlap),
+            max(0, row * size - overlap),
+            min(width, (col + 1) * size + overlap),
+            min(height, (row + 1) * size + overlap),
+        )
 
     def get_tile_dimensions(self, level: int, address: tuple[int, int]) -> tuple[int, int]:
         """(width, height) of a DeepZoom tile, overlap included."""
@@ -137,8 +150,13 @@ class DeepZoomGenerator:
             pixels = np.ascontiguousarray(np.moveaxis(block, 0, -1))
         return Image.fromarray(pixels, "RGB")
 
-    def get_tile_bytes(self, level: int, address: tuple[int, int], format: str = "jpeg",
-                       quality: int = JPEG_QUALITY) -> bytes:
+    def get_tile_bytes(
+        self,
+        level: int,
+        address: tuple[int, int],
+        format: str = "jpeg",
+        quality: int = JPEG_QUALITY,
+    ) -> bytes:
         """One DeepZoom tile encoded as `format` ("jpeg" at `quality`, or "png")."""
         options: dict[str, Any] = {}
         if _format(format) == "jpeg":
@@ -149,7 +167,9 @@ class DeepZoomGenerator:
 
     def get_dzi(self, format: str = "jpeg") -> str:
         """The DZI descriptor: `format` tiles of this size and overlap, the full size."""
-        return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<Image xmlns="{DZI_NAMESPACE}" Format="{_format(format)}" '
-                f'Overlap="{self.dz_overlap}" TileSize="{self.dz_tile_size}">'
-                f'<Size Width="{self.width}" Height="{self.height}"/></Image>\n')
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<Image xmlns="{DZI_NAMESPACE}" Format="{_format(format)}" '
+            f'Overlap="{self.dz_overlap}" TileSize="{self.dz_tile_size}">'
+            f'<Size Width="{self.width}" Height="{self.height}"/></Image>\n'
+        )

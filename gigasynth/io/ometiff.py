@@ -33,12 +33,12 @@ ENCODE_BUFFER_BYTES = 32 * 2**20  # tifffile encodes at most this much of queued
 def _codec_options(compression: str, quality: int) -> dict[str, Any]:
     if compression not in COMPRESSIONS:
         raise GigasynthError(
-            f"unknown TIFF compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+            f"unknown TIFF compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}"
+        )
     if compression == "jpeg":
         if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
             raise GigasynthError(f"JPEG quality must be an integer 1..100, got {quality!r}")
-        return {"compression": "jpeg", "compressionargs": {"level": quality},
-                "subsampling": (2, 2)}
+        return {"compression": "jpeg", "compressionargs": {"level": quality}, "subsampling": (2, 2)}
     if compression == "zlib":
         return {"compression": "zlib", "predictor": True}
     return {"compression": None}
@@ -50,12 +50,14 @@ def _tiff_tiles(slide: SlideReader, level: int) -> Iterator[np.ndarray]:
     height, width = slide.levels[level]
     for y in range(0, height, TIFF_TILE):
         for x in range(0, width, TIFF_TILE):
-            yield slide.read_region(level, y, x, min(TIFF_TILE, height - y),
-                                    min(TIFF_TILE, width - x))
+            yield slide.read_region(
+                level, y, x, min(TIFF_TILE, height - y), min(TIFF_TILE, width - x)
+            )
 
 
-def write_ome_tiff(zarr_path: Path, tiff_path: Path, compression: str = "jpeg",
-                   quality: int = 90) -> Path:
+def write_ome_tiff(
+    zarr_path: Path, tiff_path: Path, compression: str = "jpeg", quality: int = 90
+) -> Path:
     """Write the whole pyramid of `zarr_path` as one OME-TIFF at `tiff_path` (atomically)."""
     codec = _codec_options(compression, quality)
     tiff_path = Path(tiff_path)
@@ -64,19 +66,26 @@ def write_ome_tiff(zarr_path: Path, tiff_path: Path, compression: str = "jpeg",
         pixels_per_cm = 1e4 / meta.mpp
         if tiff_path.is_dir():
             raise GigasynthError(f"OME-TIFF target is a folder: {tiff_path}")
-        with atomic_path(tiff_path) as tmp, \
-                tifffile.TiffWriter(tmp, bigtiff=True, ome=False) as tif:
+        with (
+            atomic_path(tiff_path) as tmp,
+            tifffile.TiffWriter(tmp, bigtiff=True, ome=False) as tif,
+        ):
             for level, (height, width) in enumerate(shapes):
                 scale = 2**level
                 options: dict[str, Any] = {
-                    "shape": (height, width, 3), "dtype": np.uint8, "tile": (TIFF_TILE, TIFF_TILE),
-                    "photometric": "rgb", "planarconfig": "contig", "metadata": None,
+                    "shape": (height, width, 3),
+                    "dtype": np.uint8,
+                    "tile": (TIFF_TILE, TIFF_TILE),
+                    "photometric": "rgb",
+                    "planarconfig": "contig",
+                    "metadata": None,
                     "resolution": (pixels_per_cm / scale, pixels_per_cm / scale),
-                    "resolutionunit": "CENTIMETER", "buffersize": ENCODE_BUFFER_BYTES, **codec,
+                    "resolutionunit": "CENTIMETER",
+                    "buffersize": ENCODE_BUFFER_BYTES,
+                    **codec,
                 }
                 if level == 0:
-                    options.update(subifds=len(shapes) - 1,
-                                   description=build_omexml(meta, "tiff"))
+                    options.update(subifds=len(shapes) - 1, description=build_omexml(meta, "tiff"))
                 else:
                     options.update(subfiletype=1)
                 tif.write(_tiff_tiles(slide, level), **options)

@@ -60,32 +60,59 @@ def nominal_magnification(mpp: float) -> float:
 def build_omexml(meta: SlideMetadata, layout: Layout) -> bytes:
     """Return the OME-XML document as UTF-8 bytes (non-ASCII as characters, never references)."""
     provenance = meta.stamped_provenance()
-    root = ET.Element("OME", {
-        "xmlns": OME_NS, "xmlns:xsi": XSI_NS,
-        "xsi:schemaLocation": f"{OME_NS} {OME_NS}/ome.xsd",
-        "Creator": f"gigasynth {provenance['gigasynth_version']}",
-    })
+    root = ET.Element(
+        "OME",
+        {
+            "xmlns": OME_NS,
+            "xmlns:xsi": XSI_NS,
+            "xsi:schemaLocation": f"{OME_NS} {OME_NS}/ome.xsd",
+            "Creator": f"gigasynth {provenance['gigasynth_version']}",
+        },
+    )
     instrument = ET.SubElement(root, "Instrument", {"ID": "Instrument:0"})
-    ET.SubElement(instrument, "Objective", {
-        "ID": "Objective:0:0", "NominalMagnification": repr(nominal_magnification(meta.mpp)),
-    })
+    ET.SubElement(
+        instrument,
+        "Objective",
+        {
+            "ID": "Objective:0:0",
+            "NominalMagnification": repr(nominal_magnification(meta.mpp)),
+        },
+    )
     image = ET.SubElement(root, "Image", {"ID": "Image:0", "Name": meta.name})
     ET.SubElement(image, "Description").text = DESCRIPTION
     ET.SubElement(image, "InstrumentRef", {"ID": "Instrument:0"})
     ET.SubElement(image, "ObjectiveSettings", {"ID": "Objective:0:0"})
-    pixels = ET.SubElement(image, "Pixels", {
-        "ID": "Pixels:0", "DimensionOrder": "XYCZT", "Type": "uint8", "SignificantBits": "8",
-        "SizeX": str(meta.width), "SizeY": str(meta.height),
-        "SizeC": "3", "SizeZ": "1", "SizeT": "1",
-        "PhysicalSizeX": repr(float(meta.mpp)), "PhysicalSizeXUnit": "µm",
-        "PhysicalSizeY": repr(float(meta.mpp)), "PhysicalSizeYUnit": "µm",
-    })
+    pixels = ET.SubElement(
+        image,
+        "Pixels",
+        {
+            "ID": "Pixels:0",
+            "DimensionOrder": "XYCZT",
+            "Type": "uint8",
+            "SignificantBits": "8",
+            "SizeX": str(meta.width),
+            "SizeY": str(meta.height),
+            "SizeC": "3",
+            "SizeZ": "1",
+            "SizeT": "1",
+            "PhysicalSizeX": repr(float(meta.mpp)),
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": repr(float(meta.mpp)),
+            "PhysicalSizeYUnit": "µm",
+        },
+    )
     if layout == "zarr":
         for index, (name, rgba) in enumerate(CHANNELS):
-            ET.SubElement(pixels, "Channel", {
-                "ID": f"Channel:0:{index}", "Name": name, "SamplesPerPixel": "1",
-                "Color": str(_signed_rgba(rgba)),
-            })
+            ET.SubElement(
+                pixels,
+                "Channel",
+                {
+                    "ID": f"Channel:0:{index}",
+                    "Name": name,
+                    "SamplesPerPixel": "1",
+                    "Color": str(_signed_rgba(rgba)),
+                },
+            )
         ET.SubElement(pixels, "MetadataOnly")
     else:
         ET.SubElement(pixels, "Channel", {"ID": "Channel:0:0", "SamplesPerPixel": "3"})
@@ -94,14 +121,27 @@ def build_omexml(meta: SlideMetadata, layout: Layout) -> bytes:
     ET.SubElement(image, "AnnotationRef", {"ID": "Annotation:1"})
 
     annotations = ET.SubElement(root, "StructuredAnnotations")
-    pairs = ET.SubElement(ET.SubElement(annotations, "MapAnnotation", {
-        "ID": "Annotation:0", "Namespace": PROVENANCE_NS,
-    }), "Value")
+    pairs = ET.SubElement(
+        ET.SubElement(
+            annotations,
+            "MapAnnotation",
+            {
+                "ID": "Annotation:0",
+                "Namespace": PROVENANCE_NS,
+            },
+        ),
+        "Value",
+    )
     for key, value in provenance.items():
         ET.SubElement(pairs, "M", {"K": str(key)}).text = _text_value(value)
-    comment = ET.SubElement(annotations, "CommentAnnotation", {
-        "ID": "Annotation:1", "Namespace": PROVENANCE_NS,
-    })
+    comment = ET.SubElement(
+        annotations,
+        "CommentAnnotation",
+        {
+            "ID": "Annotation:1",
+            "Namespace": PROVENANCE_NS,
+        },
+    )
     ET.SubElement(comment, "Value").text = json.dumps(provenance, sort_keys=True)
 
     body = ET.tostring(root, encoding="unicode", xml_declaration=False)

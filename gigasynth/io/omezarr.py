@@ -54,8 +54,9 @@ def create_ome_zarr(path: Path, meta: SlideMetadata, chunk: int = SLIDE_CHUNK) -
         raise GigasynthError(f"chunk must be an integer of at least 16 px, got {chunk!r}")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise GigasynthError(f"output already exists: {path}")
-    root = zarr.open_group(str(path), mode="w", zarr_format=2,
-                           attributes={"bioformats2raw.layout": 3})
+    root = zarr.open_group(
+        str(path), mode="w", zarr_format=2, attributes={"bioformats2raw.layout": 3}
+    )
     root.create_group("OME", attributes={"series": [IMAGE]})
     atomic_write_bytes(path / OMEXML_PATH, build_omexml(meta, "zarr"))
     image = root.create_group(IMAGE)
@@ -67,17 +68,26 @@ def create_ome_zarr(path: Path, meta: SlideMetadata, chunk: int = SLIDE_CHUNK) -
 def create_level(image: zarr.Group, level: int, shape: tuple[int, int], chunk: int) -> zarr.Array:
     """Create (or replace) the empty array of one pyramid level."""
     return image.create_array(
-        str(level), shape=(3, *shape), chunks=(3, chunk, chunk), dtype="uint8",
-        compressors=COMPRESSOR, fill_value=0, chunk_key_encoding=CHUNK_KEYS, overwrite=True,
+        str(level),
+        shape=(3, *shape),
+        chunks=(3, chunk, chunk),
+        dtype="uint8",
+        compressors=COMPRESSOR,
+        fill_value=0,
+        chunk_key_encoding=CHUNK_KEYS,
+        overwrite=True,
     )
 
 
 def write_multiscales(path: Path, meta: SlideMetadata, shapes: list[tuple[int, int]]) -> None:
     """Write the NGFF 0.4 multiscales (µm scale per level) and omero channel metadata."""
     datasets = [
-        {"path": str(level), "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, meta.mpp * 2**level, meta.mpp * 2**level]},
-        ]}
+        {
+            "path": str(level),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [1.0, meta.mpp * 2**level, meta.mpp * 2**level]},
+            ],
+        }
         for level in range(len(shapes))
     ]
     multiscales: dict[str, Any] = {
@@ -90,17 +100,25 @@ def write_multiscales(path: Path, meta: SlideMetadata, shapes: list[tuple[int, i
         ],
         "datasets": datasets,
         "type": "mean",
-        "metadata": {"description": "each level is the 2x2 mean of the level above, rounded "
-                                    "half up; at odd edges the mean of the pixels that exist"},
+        "metadata": {
+            "description": "each level is the 2x2 mean of the level above, rounded "
+            "half up; at odd edges the mean of the pixels that exist"
+        },
     }
     omero: dict[str, Any] = {
         "name": meta.name,
         "version": "0.4",
         "rdefs": {"model": "color", "defaultZ": 0, "defaultT": 0},
         "channels": [
-            {"label": name, "color": f"{rgba >> 8:06X}", "active": True, "coefficient": 1.0,
-             "family": "linear", "inverted": False,
-             "window": {"start": 0, "end": 255, "min": 0, "max": 255}}
+            {
+                "label": name,
+                "color": f"{rgba >> 8:06X}",
+                "active": True,
+                "coefficient": 1.0,
+                "family": "linear",
+                "inverted": False,
+                "window": {"start": 0, "end": 255, "min": 0, "max": 255},
+            }
             for name, rgba in CHANNELS
         ],
     }

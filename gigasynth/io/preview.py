@@ -35,8 +35,11 @@ def preview_level(shapes: list[tuple[int, int]], max_side: int) -> int:
 
 def write_preview(zarr_path: Path, png_path: Path, max_side: int = 1024) -> Path:
     """Write an RGB PNG whose longer side is at most `max_side` px (never upscaled)."""
-    if isinstance(max_side, bool) or not isinstance(max_side, int) \
-            or not 16 <= max_side <= MAX_PREVIEW_SIDE:
+    if (
+        isinstance(max_side, bool)
+        or not isinstance(max_side, int)
+        or not 16 <= max_side <= MAX_PREVIEW_SIDE
+    ):
         raise GigasynthError(f"preview size must be 16..{MAX_PREVIEW_SIDE} px, got {max_side!r}")
     with open_slide(zarr_path) as slide:
         meta = slide.metadata
@@ -50,6 +53,10 @@ def write_preview(zarr_path: Path, png_path: Path, max_side: int = 1024) -> Path
     text.add_text("gigasynth", json.dumps(meta.stamped_provenance(), sort_keys=True))
     png_path = Path(png_path)
     with atomic_path(png_path) as tmp:  # gigasynth.images.write_png would import torch
-        image.save(tmp, format="PNG", pnginfo=text,
-                   dpi=tuple(1e6 / mpp * METRES_PER_INCH for mpp in mpp_xy))
+        image.save(
+            tmp,
+            format="PNG",
+            pnginfo=text,
+            dpi=tuple(1e6 / mpp * METRES_PER_INCH for mpp in mpp_xy),
+        )
     return png_path

@@ -62,7 +62,8 @@ def downsample_chunk(source: zarr.Array, target: zarr.Array, row: int, col: int)
     y0, x0 = row * chunk_h, col * chunk_w
     y1, x1 = min(y0 + chunk_h, target.shape[1]), min(x0 + chunk_w, target.shape[2])
     block = np.asarray(
-        source[:, 2 * y0:min(2 * y1, source.shape[1]), 2 * x0:min(2 * x1, source.shape[2])])
+        source[:, 2 * y0 : min(2 * y1, source.shape[1]), 2 * x0 : min(2 * x1, source.shape[2])]
+    )
     target[:, y0:y1, x0:x1] = downsample2x(block)
 
 
@@ -99,8 +100,9 @@ def build_pyramid(path: Path, client: distributed.Client | None = None) -> list[
         else:
             rows, cols = zip(*grid, strict=True)
             n = len(rows)
-            futures = client.map(_downsample_task, [str(path)] * n, [level] * n, rows, cols,
-                                 pure=False)
+            futures = client.map(
+                _downsample_task, [str(path)] * n, [level] * n, rows, cols, pure=False
+            )
             client.gather(futures)
     write_multiscales(path, meta, shapes)
     return shapes

@@ -93,8 +93,9 @@ class SlideReader(ABC):
         """`level` as an int, or a one-line GigasynthError if the slide has no such level."""
         level = as_int("level", level)
         if not 0 <= level < len(self.levels):
-            raise GigasynthError(f"level {level} out of range: {self.path} has levels "
-                                 f"0..{len(self.levels) - 1}")
+            raise GigasynthError(
+                f"level {level} out of range: {self.path} has levels 0..{len(self.levels) - 1}"
+            )
         return level
 
     def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
@@ -103,8 +104,10 @@ class SlideReader(ABC):
         y, x, h, w = (as_int(n, v) for n, v in (("y", y), ("x", x), ("h", h), ("w", w)))
         height, width = self.levels[level]
         if min(y, x, h, w) < 0 or y + h > height or x + w > width:
-            raise GigasynthError(f"region of {w}x{h} px at x={x}, y={y} is outside level "
-                                 f"{level} ({width}x{height} px) of {self.path}")
+            raise GigasynthError(
+                f"region of {w}x{h} px at x={x}, y={y} is outside level "
+                f"{level} ({width}x{height} px) of {self.path}"
+            )
         return self._read(level, y, x, h, w)
 
     @abstractmethod
@@ -118,8 +121,9 @@ class SlideReader(ABC):
     def __enter__(self) -> SlideReader:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -127,8 +131,9 @@ def _check_rgb(shape: tuple[int, ...], dtype: np.dtype, channel_axis: int, where
     """A one-line error unless `shape` is 3-D with 3 channels on `channel_axis`, uint8."""
     if len(shape) != 3 or shape[channel_axis] != 3 or dtype != np.uint8:
         layout = "(3, H, W)" if channel_axis == 0 else "(H, W, 3)"
-        raise GigasynthError(f"{where}: expected a {layout} uint8 image, got {tuple(shape)} "
-                             f"{dtype}")
+        raise GigasynthError(
+            f"{where}: expected a {layout} uint8 image, got {tuple(shape)} {dtype}"
+        )
 
 
 class ZarrSlide(SlideReader):
@@ -146,8 +151,9 @@ class ZarrSlide(SlideReader):
             while _is_array(self.path / IMAGE / str(len(names))):
                 names.append(str(len(names)))
         if not names:
-            raise GigasynthError(f"not an OME-Zarr output (no pyramid level at "
-                                 f"{IMAGE}/0): {self.path}")
+            raise GigasynthError(
+                f"not an OME-Zarr output (no pyramid level at {IMAGE}/0): {self.path}"
+            )
         self._attrs: dict[str, Any] = attrs  # NGFF JSON, read defensively in `mpp`
         self._arrays = [self._open(name) for name in names]
         self.levels = tuple((int(a.shape[1]), int(a.shape[2])) for a in self._arrays)
@@ -158,8 +164,9 @@ class ZarrSlide(SlideReader):
         except FileNotFoundError:
             raise GigasynthError(f"level {name} is listed but missing in {self.path}") from None
         except (OSError, ValueError, KeyError) as exc:
-            raise GigasynthError(f"level {name} of {self.path} is not a readable Zarr array "
-                                 f"({type(exc).__name__})") from None
+            raise GigasynthError(
+                f"level {name} of {self.path} is not a readable Zarr array ({type(exc).__name__})"
+            ) from None
         _check_rgb(array.shape, array.dtype, 0, f"level {name} of {self.path}")
         return array
 
@@ -186,7 +193,7 @@ class ZarrSlide(SlideReader):
         """Nothing to release: Zarr opens a chunk's file only while reading it."""
 
     def _read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
-        block = np.asarray(self._arrays[level][:, y:y + h, x:x + w])
+        block = np.asarray(self._arrays[level][:, y : y + h, x : x + w])
         return np.ascontiguousarray(np.moveaxis(block, 0, -1))
 
 
@@ -207,15 +214,18 @@ class TiffSlide(SlideReader):
             series = self._tif.series[0]
             _check_rgb(series.shape, series.dtype, 2, f"{self.path}")
             self._xml = self._tif.ome_metadata
-            self._arrays = [zarr.open_array(series.aszarr(level=level), mode="r")
-                            for level in range(len(series.levels))]
+            self._arrays = [
+                zarr.open_array(series.aszarr(level=level), mode="r")
+                for level in range(len(series.levels))
+            ]
         except GigasynthError:
             self._tif.close()
             raise
         except (IndexError, KeyError, ValueError, OSError, tifffile.TiffFileError) as exc:
             self._tif.close()
-            raise GigasynthError(f"cannot read the image levels of TIFF {self.path}: "
-                                 f"{type(exc).__name__}") from None
+            raise GigasynthError(
+                f"cannot read the image levels of TIFF {self.path}: {type(exc).__name__}"
+            ) from None
         self.levels = tuple((int(a.shape[0]), int(a.shape[1])) for a in self._arrays)
         self._lock = threading.Lock()
 
@@ -228,7 +238,7 @@ class TiffSlide(SlideReader):
 
     def _read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         with self._lock:
-            return np.ascontiguousarray(self._arrays[level][y:y + h, x:x + w])
+            return np.ascontiguousarray(self._arrays[level][y : y + h, x : x + w])
 
     def close(self) -> None:
         """Close the TIFF file."""

@@ -16,5 +16,12 @@ from gigasynth.kernels.dispatch import (
 )
 from gigasynth.kernels.folded import FoldedUpdate, border_pads
 
-__all__ = ["FoldedUpdate", "Kernel", "border_pads", "fast_kernel", "fast_update",
-           "set_fast_path", "triton_available"]
+__all__ = [
+    "FoldedUpdate",
+    "Kernel",
+    "border_pads",
+    "fast_kernel",
+    "fast_update",
+    "set_fast_path",
+    "triton_available",
+]

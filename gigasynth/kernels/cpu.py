@@ -68,8 +68,9 @@ def update_cpu(
     padded = _channels_last(state)
     batch, channels, height, width = padded.shape
     out_h, out_w = height - 2, width - 2
-    out = torch.empty((batch, channels, out_h, out_w), dtype=padded.dtype,
-                      memory_format=torch.channels_last)
+    out = torch.empty(
+        (batch, channels, out_h, out_w), dtype=padded.dtype, memory_format=torch.channels_last
+    )
     perception_weight = _channels_last(folded.perception_weight)
     fc1_weight = _channels_last(folded.fc1_weight[:, :, None, None])
     fc2_weight = _channels_last(folded.fc2_weight[:, :, None, None])
@@ -86,15 +87,21 @@ def update_cpu(
         fc1_bias = folded.fc1_bias[first]
         for r0 in range(0, out_h, rows):
             r1 = min(out_h, r0 + rows)
-            perceived = _conv(padded[first:last, :, r0:r1 + 2], perception_weight,
-                              perception_bias)
-            centre = padded_nhwc[first:last, r0 + 1:r1 + 1, 1:out_w + 1]
+            perceived = _conv(
+                padded[first:last, :, r0 : r1 + 2], perception_weight, perception_bias
+            )
+            centre = padded_nhwc[first:last, r0 + 1 : r1 + 1, 1 : out_w + 1]
             # A fresh tensor keeps canonical channels-last strides: oneDNN copies a view
             # whose size-1 batch axis has an odd stride back to NCHW.
             joined = torch.cat([centre, perceived.permute(0, 2, 3, 1)], dim=-1)
             h = _conv(joined.permute(0, 3, 1, 2), fc1_weight, fc1_bias)
-            h = F.layer_norm(h.permute(0, 2, 3, 1), (hidden,), folded.norm_weight,
-                             folded.norm_bias, folded.norm_eps)
+            h = F.layer_norm(
+                h.permute(0, 2, 3, 1),
+                (hidden,),
+                folded.norm_weight,
+                folded.norm_bias,
+                folded.norm_eps,
+            )
             F.leaky_relu_(h, LEAKY_SLOPE)
             dx = _conv(h.permute(0, 3, 1, 2), fc2_weight, folded.fc2_bias).permute(0, 2, 3, 1)
             target = out_nhwc[first:last, r0:r1]
@@ -103,6 +110,10 @@ def update_cpu(
                 torch.add(centre[..., frozen:], dx[..., frozen:], out=target[..., frozen:])
             else:
                 # dx * mask is exact (mask is 0 or 1), so this is the plain path's sum.
-                torch.addcmul(centre[..., frozen:], dx[..., frozen:],
-                              mask_nhwc[first:last, r0:r1], out=target[..., frozen:])
+                torch.addcmul(
+                    centre[..., frozen:],
+                    dx[..., frozen:],
+                    mask_nhwc[first:last, r0:r1],
+                    out=target[..., frozen:],
+                )
     return out

@@ -58,16 +58,18 @@ def fast_kernel(state: torch.Tensor) -> Kernel | None:
     return None
 
 
-def _cpu_kernel(folded: FoldedUpdate, state: torch.Tensor, fire_mask: torch.Tensor | None,
-                borders: Borders) -> torch.Tensor:
+def _cpu_kernel(
+    folded: FoldedUpdate, state: torch.Tensor, fire_mask: torch.Tensor | None, borders: Borders
+) -> torch.Tensor:
     return update_cpu(folded, state, fire_mask, border_pads(borders))
 
 
 def _triton_kernel(dot_bf16: bool) -> Kernel:
     from gigasynth.kernels.triton_update import update_triton
 
-    def run(folded: FoldedUpdate, state: torch.Tensor, fire_mask: torch.Tensor | None,
-            borders: Borders) -> torch.Tensor:
+    def run(
+        folded: FoldedUpdate, state: torch.Tensor, fire_mask: torch.Tensor | None, borders: Borders
+    ) -> torch.Tensor:
         return update_triton(folded, state, fire_mask, border_pads(borders), dot_bf16)
 
     return run

@@ -33,8 +33,19 @@ LEAKY_SLOPE = 0.01
 
 
 @triton.jit
-def _fc1_chunk(xc, pc, w1a_ptr, w1b_ptr, b1_row, j, c_in, hid,
-               H_P: tl.constexpr, OP: tl.constexpr, PRECISION: tl.constexpr):
+def _fc1_chunk(
+    xc,
+    pc,
+    w1a_ptr,
+    w1b_ptr,
+    b1_row,
+    j,
+    c_in,
+    hid,
+    H_P: tl.constexpr,
+    OP: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """Hidden channels j..j+HB of fc1 for a block of pixels, fp32."""
     cols = j + hid
     w_off = c_in[:, None] * H_P + cols[None, :]
@@ -47,15 +58,49 @@ def _fc1_chunk(xc, pc, w1a_ptr, w1b_ptr, b1_row, j, c_in, hid,
 
 @triton.jit
 def _nca_update_kernel(
-    x_ptr, out_ptr, mask_ptr,
-    wp_ptr, bp_ptr, w1a_ptr, w1b_ptr, b1_ptr, mean_a_ptr, mean_b_ptr, mean_bias_ptr,
-    g_ptr, beta_ptr, w2_ptr, b2_ptr,
-    h_in, w_in, h_out, w_out, pad_top, pad_left,
-    sxb, sxy, sxx, sob, soy, sox, smb, smy, smx,
-    channels, frozen, hidden, eps,
-    C_P: tl.constexpr, H_P: tl.constexpr, HB: tl.constexpr,
-    BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr,
-    REFLECT: tl.constexpr, HAS_MASK: tl.constexpr, ROUND: tl.constexpr, OP: tl.constexpr,
+    x_ptr,
+    out_ptr,
+    mask_ptr,
+    wp_ptr,
+    bp_ptr,
+    w1a_ptr,
+    w1b_ptr,
+    b1_ptr,
+    mean_a_ptr,
+    mean_b_ptr,
+    mean_bias_ptr,
+    g_ptr,
+    beta_ptr,
+    w2_ptr,
+    b2_ptr,
+    h_in,
+    w_in,
+    h_out,
+    w_out,
+    pad_top,
+    pad_left,
+    sxb,
+    sxy,
+    sxx,
+    sob,
+    soy,
+    sox,
+    smb,
+    smy,
+    smx,
+    channels,
+    frozen,
+    hidden,
+    eps,
+    C_P: tl.constexpr,
+    H_P: tl.constexpr,
+    HB: tl.constexpr,
+    BLOCK_Y: tl.constexpr,
+    BLOCK_X: tl.constexpr,
+    REFLECT: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    ROUND: tl.constexpr,
+    OP: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     # A BLOCK_Y x BLOCK_X block of output pixels, flattened row-major.
@@ -126,8 +171,7 @@ def _nca_update_kernel(
         dx = dx * fire[:, None]
     new = tl.where((ch >= frozen)[None, :], centre + dx, centre)
     out_off = b.to(tl.int64) * sob + oy.to(tl.int64) * soy + ox.to(tl.int64) * sox
-    tl.store(out_ptr + out_off[:, None] + ch[None, :], new.to(out_ptr.dtype.element_ty),
-             mask=io_ok)
+    tl.store(out_ptr + out_off[:, None] + ch[None, :], new.to(out_ptr.dtype.element_ty), mask=io_ok)
 
 
 def _padded(t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -179,8 +223,12 @@ def update_triton(
     w2 = _padded(folded.fc2_weight.detach().T, (h_p, c_p), wdt)
     b2 = _padded(folded.fc2_bias.detach(), (c_p,), f32)
 
-    out = torch.empty((batch, channels, h_out, w_out), dtype=state.dtype, device=state.device,
-                      memory_format=torch.channels_last)
+    out = torch.empty(
+        (batch, channels, h_out, w_out),
+        dtype=state.dtype,
+        device=state.device,
+        memory_format=torch.channels_last,
+    )
     if mask is not None:
         fire = mask[:, 0]
         mask_strides = fire.stride()
@@ -190,18 +238,50 @@ def update_triton(
     grid = (triton.cdiv(w_out, block_x), triton.cdiv(h_out, block_y), batch)
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     _nca_update_kernel[grid](
-        state, out, fire,
-        wp, bp, w1a, w1b, b1, mean_a, mean_b, mean_bias, g, beta, w2, b2,
-        h_in, w_in, h_out, w_out, top, left,
-        state.stride(0), state.stride(2), state.stride(3),
-        out.stride(0), out.stride(2), out.stride(3), *mask_strides,
-        channels, folded.frozen, hidden, folded.norm_eps,
-        C_P=c_p, H_P=h_p, HB=hidden_block, BLOCK_Y=block_y, BLOCK_X=block_x,
-        REFLECT=folded.reflect, HAS_MASK=mask is not None,
+        state,
+        out,
+        fire,
+        wp,
+        bp,
+        w1a,
+        w1b,
+        b1,
+        mean_a,
+        mean_b,
+        mean_bias,
+        g,
+        beta,
+        w2,
+        b2,
+        h_in,
+        w_in,
+        h_out,
+        w_out,
+        top,
+        left,
+        state.stride(0),
+        state.stride(2),
+        state.stride(3),
+        out.stride(0),
+        out.stride(2),
+        out.stride(3),
+        *mask_strides,
+        channels,
+        folded.frozen,
+        hidden,
+        folded.norm_eps,
+        C_P=c_p,
+        H_P=h_p,
+        HB=hidden_block,
+        BLOCK_Y=block_y,
+        BLOCK_X=block_x,
+        REFLECT=folded.reflect,
+        HAS_MASK=mask is not None,
         # Operands are rounded to ROUND, then multiplied as OP (see the module notes).
         ROUND=tl.bfloat16 if dot_bf16 else tl.float32,
         OP=tl.bfloat16 if dot_bf16 and not interpreted else tl.float32,
         # IEEE for fp32 operands; bf16 operands take the tensor-core default.
-        PRECISION="tf32" if dot_bf16 else "ieee", num_warps=num_warps,
+        PRECISION="tf32" if dot_bf16 else "ieee",
+        num_warps=num_warps,
     )
     return out

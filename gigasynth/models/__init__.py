@@ -11,8 +11,15 @@ from gigasynth.models.diffnca import DiffNCA
 from gigasynth.models.fourier import FourierDiffNCA
 from gigasynth.models.nca import Rule, conv_bias
 
-__all__ = ["Denoiser", "DenoiserConfig", "DiffNCA", "FourierDiffNCA", "build_model",
-           "count_parameters", "macs_per_pixel"]
+__all__ = [
+    "Denoiser",
+    "DenoiserConfig",
+    "DiffNCA",
+    "FourierDiffNCA",
+    "build_model",
+    "count_parameters",
+    "macs_per_pixel",
+]
 
 
 def build_model(config: ModelConfig, zero_output: bool = True) -> DiffNCA:

@@ -25,9 +25,7 @@ class Conditioning(nn.Module):
     def __init__(self, features: int, hidden: int, out: int) -> None:
         super().__init__()
         self.features = features
-        self.mlp = nn.Sequential(
-            nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, out)
-        )
+        self.mlp = nn.Sequential(nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, out))
 
     def forward(self, t_frac: torch.Tensor, s_frac: float) -> torch.Tensor:
         """t_frac: (B,) diffusion time in [0, 1]; s_frac: NCA step in [0, 1]. Returns (B, out)."""

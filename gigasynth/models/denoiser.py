@@ -60,8 +60,9 @@ class Denoiser(Protocol):
     @property
     def config(self) -> DenoiserConfig: ...
 
-    def __call__(self, x_t: torch.Tensor, t: Sequence[int], seeds: Sequence[int],
-                 *args: Any, **kwargs: Any) -> torch.Tensor: ...
+    def __call__(
+        self, x_t: torch.Tensor, t: Sequence[int], seeds: Sequence[int], *args: Any, **kwargs: Any
+    ) -> torch.Tensor: ...
 
     def set_checkpointing(self, enabled: bool) -> None:
         """Recompute activations in backward (training memory)."""

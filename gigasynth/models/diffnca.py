@@ -104,7 +104,7 @@ class DiffNCA(nn.Module):
         return torch.cat([*parts, zeros], dim=1)
 
     def readout(self, state: torch.Tensor) -> torch.Tensor:
-        return state[:, self.frozen:self.frozen + self.config.image_channels]
+        return state[:, self.frozen : self.frozen + self.config.image_channels]
 
     def forward(
         self,
@@ -134,13 +134,19 @@ def check_condition_region(
         if k:
             raise GigasynthError(
                 f"this model is conditioned ({k}-channel condition at 1/"
-                f"{config.condition_downsample} of its grid): give it a condition image")
+                f"{config.condition_downsample} of its grid): give it a condition image"
+            )
         return
     if not k:
         raise GigasynthError("this model takes no condition (condition_channels = 0)")
     b, _, h, w = x_t.shape
-    if (condition.dim() != 4 or condition.shape[1] != k
-            or condition.shape[0] not in (1, b) or tuple(condition.shape[-2:]) != (h, w)):
+    if (
+        condition.dim() != 4
+        or condition.shape[1] != k
+        or condition.shape[0] not in (1, b)
+        or tuple(condition.shape[-2:]) != (h, w)
+    ):
         raise GigasynthError(
             f"condition of shape {tuple(condition.shape)} does not fit the region: "
-            f"need ({b} or 1, {k}, {h}, {w})")
+            f"need ({b} or 1, {k}, {h}, {w})"
+        )

@@ -32,8 +32,11 @@ class FourierStage(nn.Module):
         self.frozen = frozen
         self.cond = Conditioning(config.cond_features, config.cond_hidden, config.cond_out)
         self.update = NCAUpdate(
-            2 * config.channels, config.cond_out, config.fourier_hidden,
-            frozen_channels=2 * frozen, padding_mode="constant",
+            2 * config.channels,
+            config.cond_out,
+            config.fourier_hidden,
+            frozen_channels=2 * frozen,
+            padding_mode="constant",
         )
 
     def forward(self, state: torch.Tensor, t: Sequence[int]) -> torch.Tensor:
@@ -49,7 +52,7 @@ class FourierStage(nn.Module):
                 torch.fft.fft2(state.float(), norm="forward"), dim=(-2, -1)
             )
             r0, c0 = height // 2, width // 2
-            block = spectrum[..., r0:r0 + n, c0:c0 + n]
+            block = spectrum[..., r0 : r0 + n, c0 : c0 + n]
             # frozen real, frozen imaginary, then the rest: the update's frozen prefix.
             cells = torch.cat(
                 [block.real[:, :f], block.imag[:, :f], block.real[:, f:], block.imag[:, f:]],
@@ -62,9 +65,9 @@ class FourierStage(nn.Module):
         with torch.autocast(state.device.type, enabled=False):
             rest = cfg.channels - f
             cells = cells.float()
-            new_block = torch.complex(cells[:, 2 * f:2 * f + rest], cells[:, 2 * f + rest:])
+            new_block = torch.complex(cells[:, 2 * f : 2 * f + rest], cells[:, 2 * f + rest :])
             spectrum = spectrum.clone()
-            spectrum[:, f:, r0:r0 + n, c0:c0 + n] = new_block
+            spectrum[:, f:, r0 : r0 + n, c0 : c0 + n] = new_block
             image = torch.fft.ifft2(
                 torch.fft.ifftshift(spectrum, dim=(-2, -1)), norm="forward"
             ).real.to(state.dtype)

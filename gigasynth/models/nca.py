@@ -86,8 +86,8 @@ class Rule(nn.Module):
         """fc1 as a (hidden, 2C) weight over (state, perceived) and a (B, hidden) bias."""
         c, k = self.channels, self.cond
         w = self.fc1.weight[:, :, 0, 0]
-        w_main = torch.cat([w[:, :c], w[:, c + k:]], dim=1)
-        return w_main, conv_bias(self.fc1) + cond @ w[:, c:c + k].T
+        w_main = torch.cat([w[:, :c], w[:, c + k :]], dim=1)
+        return w_main, conv_bias(self.fc1) + cond @ w[:, c : c + k].T
 
     def forward(
         self, state: torch.Tensor, cond: torch.Tensor, perceived: torch.Tensor
@@ -107,8 +107,8 @@ def crop_to(state: torch.Tensor, borders: Borders) -> torch.Tensor:
     h, w = state.shape[-2:]
     return state[
         ...,
-        (not borders.top): h - (not borders.bottom),
-        (not borders.left): w - (not borders.right),
+        (not borders.top) : h - (not borders.bottom),
+        (not borders.left) : w - (not borders.right),
     ]
 
 
@@ -173,10 +173,10 @@ class NCAUpdate(nn.Module):
                 return kernel(self.folded(cond), state, fire_mask, borders)
         perceived = self.perception(state, cond, borders)
         state = crop_to(state, borders)
-        dx = self.rule(state, cond, perceived)[:, self.frozen:]
+        dx = self.rule(state, cond, perceived)[:, self.frozen :]
         if fire_mask is not None:
             dx = dx * fire_mask
-        return torch.cat([state[:, :self.frozen], state[:, self.frozen:] + dx], dim=1)
+        return torch.cat([state[:, : self.frozen], state[:, self.frozen :] + dx], dim=1)
 
 
 def fire_mask(

@@ -37,7 +37,8 @@ def area_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Mean over factor x factor blocks: (B, C, H, W) -> (B, C, H / f, W / f)."""
     if x.shape[-2] % factor or x.shape[-1] % factor:
         raise GigasynthError(
-            f"a {x.shape[-1]}x{x.shape[-2]} image does not divide into {factor}x{factor} blocks")
+            f"a {x.shape[-1]}x{x.shape[-2]} image does not divide into {factor}x{factor} blocks"
+        )
     return x if factor == 1 else F.avg_pool2d(x, factor)
 
 
@@ -81,16 +82,23 @@ def upsample_bilinear(
     x0, x1, wx0, wx1 = _taps(window.x0, width, factor, lw, low.device)
     y0, y1 = y0 - low_window.y0, y1 - low_window.y0
     x0, x1 = x0 - low_window.x0, x1 - low_window.x0
-    if min(int(y0.min()), int(x0.min())) < 0 or int(y1.max()) >= low.shape[-2] \
-            or int(x1.max()) >= low.shape[-1]:
+    if (
+        min(int(y0.min()), int(x0.min())) < 0
+        or int(y1.max()) >= low.shape[-2]
+        or int(x1.max()) >= low.shape[-1]
+    ):
         raise ValueError("the low-resolution crop does not cover the window")
     rows = low[:, :, y0] * wy0[:, None] + low[:, :, y1] * wy1[:, None]
     return rows[..., x0] * wx0 + rows[..., x1] * wx1
 
 
 def condition_noise(
-    seeds: Sequence[int], channels: int, height: int, width: int,
-    window: Window = Window(), device: torch.device | str = "cpu",
+    seeds: Sequence[int],
+    channels: int,
+    height: int,
+    width: int,
+    window: Window = Window(),
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Keyed standard normal noise for the condition of each sample (one draw per sample)."""
     keys = key_words(list(seeds), Stream.CONDITION_NOISE, 0, 0)
@@ -116,8 +124,9 @@ def model_condition(
     std = config.condition_noise if noise is None else noise
     if std < 0:
         raise GigasynthError(f"condition noise must be >= 0, not {std}")
-    up = upsample_bilinear(low, config.condition_downsample, height, width, window,
-                           low_window, low_shape)
+    up = upsample_bilinear(
+        low, config.condition_downsample, height, width, window, low_window, low_shape
+    )
     up = up.expand(len(seeds), -1, -1, -1)
     if std == 0:
         return up.contiguous()
@@ -125,9 +134,7 @@ def model_condition(
     return up + std * z
 
 
-def training_condition(
-    config: ModelConfig, x0: torch.Tensor, seeds: Sequence[int]
-) -> torch.Tensor:
+def training_condition(config: ModelConfig, x0: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
     """The condition a training crop x0 (B, C, H, W) gets: area-downsampled by the model's
     factor, upsampled back, plus keyed noise (the crop is its own canvas)."""
     f = config.condition_downsample
@@ -144,18 +151,23 @@ def check_low_condition(
         if k:
             raise GigasynthError(
                 f"this model is a conditioned stage: it needs a {k}-channel condition image "
-                f"at 1/{f} of the output size")
+                f"at 1/{f} of the output size"
+            )
         return
     if not k:
         raise GigasynthError("this model takes no condition (it is not a conditioned stage)")
     if low.dim() != 4 or low.shape[1] != k or low.shape[0] not in (1, batch):
         raise GigasynthError(
             f"condition of shape {tuple(low.shape)} does not fit: need ({batch} or 1, {k}, "
-            "height, width)")
+            "height, width)"
+        )
     if height % f or width % f:
-        raise GigasynthError(f"output size {width}x{height} is not a multiple of the "
-                             f"condition's downsample factor {f}")
+        raise GigasynthError(
+            f"output size {width}x{height} is not a multiple of the "
+            f"condition's downsample factor {f}"
+        )
     if tuple(low.shape[-2:]) != (height // f, width // f):
         raise GigasynthError(
             f"condition is {low.shape[-1]}x{low.shape[-2]} px; a {width}x{height} output "
-            f"needs it at 1/{f}: {width // f}x{height // f} px")
+            f"needs it at 1/{f}: {width // f}x{height // f} px"
+        )

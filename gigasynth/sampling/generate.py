@@ -67,8 +67,10 @@ def _condition_of(model: Denoiser) -> int:
 
 def _refuse_condition(model: Denoiser, what: str) -> None:
     if _condition_of(model):
-        raise GigasynthError(f"{what} needs an unconditioned model; a conditioned stage "
-                             "samples with a condition image (super_resolve, --condition)")
+        raise GigasynthError(
+            f"{what} needs an unconditioned model; a conditioned stage "
+            "samples with a condition image (super_resolve, --condition)"
+        )
 
 
 def _check_size(model: Denoiser, height: int, width: int) -> None:
@@ -106,8 +108,9 @@ def generate(
     if isinstance(config, ModelConfig):  # NCAs (conditioned or not); the UNet has no condition
         check_low_condition(config, condition, len(seeds), height, width)
         if condition is not None:
-            cond = model_condition(config, condition.to(device), seeds, height, width,
-                                   noise=condition_noise)
+            cond = model_condition(
+                config, condition.to(device), seeds, height, width, noise=condition_noise
+            )
     elif condition is not None:
         raise GigasynthError("this model takes no condition (it is not a conditioned stage)")
     sampler = request.build(model)
@@ -126,14 +129,17 @@ def super_resolve(
     """A conditioned stage's output for a low-resolution image (1 or B, C, h, w) in [-1, 1]:
     (len(seeds), 3, h * f, w * f), f the model's condition_downsample, from pure noise."""
     if not _condition_of(model):
-        raise GigasynthError("this model takes no condition (it is not a conditioned stage); "
-                             "use upscale for training-free super-resolution")
+        raise GigasynthError(
+            "this model takes no condition (it is not a conditioned stage); "
+            "use upscale for training-free super-resolution"
+        )
     f = model.config.condition_downsample
     if low.dim() != 4:
         raise GigasynthError(f"condition of shape {tuple(low.shape)} is not (B, C, H, W)")
     height, width = low.shape[-2] * f, low.shape[-1] * f
-    return generate(model, height, width, seeds, request, low.device, progress, low,
-                    condition_noise)
+    return generate(
+        model, height, width, seeds, request, low.device, progress, low, condition_noise
+    )
 
 
 def inpaint(

@@ -30,8 +30,13 @@ def round_state(x: torch.Tensor) -> torch.Tensor:
 
 
 def initial_noise(
-    seeds: Sequence[int], t: int, channels: int, height: int, width: int,
-    window: Window = Window(), device: torch.device | str = "cpu",
+    seeds: Sequence[int],
+    t: int,
+    channels: int,
+    height: int,
+    width: int,
+    window: Window = Window(),
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """x_T for the given region: keyed standard normal noise."""
     keys = key_words(list(seeds), Stream.INIT_NOISE, t, 0)

@@ -10,5 +10,14 @@ from gigasynth.synth.spec import (
     SynthSpec,
 )
 
-__all__ = ["Job", "JobError", "SynthCancelled", "SynthDiskFull", "SynthProgress",
-           "SynthResult", "SynthSpec", "check_job", "synthesize"]
+__all__ = [
+    "Job",
+    "JobError",
+    "SynthCancelled",
+    "SynthDiskFull",
+    "SynthProgress",
+    "SynthResult",
+    "SynthSpec",
+    "check_job",
+    "synthesize",
+]

@@ -39,7 +39,7 @@ class RateMeter:
         self.total = total_work
         self.base = done_before
         self.done = done_before
-        self._first_step: tuple[float, float] | None = None    # (time, work done)
+        self._first_step: tuple[float, float] | None = None  # (time, work done)
         self._last_step: tuple[float, float] | None = None
 
     def add(self, work: float) -> None:
@@ -73,9 +73,16 @@ class RateMeter:
         return (self.total - self.done) / (rate * 1e6) if rate else None
 
 
-def _run_exchange(client: Client, job: Job, exchange: Exchange, token: str,
-                  resources: dict[str, int] | None, threads: int | None,
-                  on_tile: Callable[[int], None], should_stop: StopFn | None) -> bool:
+def _run_exchange(
+    client: Client,
+    job: Job,
+    exchange: Exchange,
+    token: str,
+    resources: dict[str, int] | None,
+    threads: int | None,
+    on_tile: Callable[[int], None],
+    should_stop: StopFn | None,
+) -> bool:
     """Submit one task per tile and wait for all; False when should_stop() turned True.
 
     On a stop or a failure the tasks not yet finished are cancelled. A task that ran on
@@ -85,8 +92,15 @@ def _run_exchange(client: Client, job: Job, exchange: Exchange, token: str,
     exchange started reading.
     """
     futures = [
-        client.submit(denoise_tile, job.ref, exchange, tile, threads, resources=resources,
-                      key=f"gigasynth-{token}-{tile.index}")
+        client.submit(
+            denoise_tile,
+            job.ref,
+            exchange,
+            tile,
+            threads,
+            resources=resources,
+            key=f"gigasynth-{token}-{tile.index}",
+        )
         for tile in job.plan
     ]
     try:
@@ -102,10 +116,17 @@ def _run_exchange(client: Client, job: Job, exchange: Exchange, token: str,
         client.cancel([f for f in futures if not f.done()])
 
 
-def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
-            resources: dict[str, int] | None = None, threads: int | None = None,
-            progress: ProgressFn | None = None,
-            should_stop: StopFn | None = None) -> tuple[Path, float]:
+def denoise(
+    job: Job,
+    work: WorkDir,
+    client: Client,
+    start_step: int,
+    *,
+    resources: dict[str, int] | None = None,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> tuple[Path, float]:
     """Run diffusion steps start_step..end: (buffer holding the final x_0, Mpx-steps/s).
 
     Saves progress after every `save_every`-th step and the last one. A cancel raises
@@ -124,12 +145,23 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
 
     def report(step: int) -> None:
         if progress is not None:
-            progress(SynthProgress("denoise", step, job.total_steps, tiles_done, per_step,
-                                   meter.steady_rate or meter.rate, meter.eta_s))
+            progress(
+                SynthProgress(
+                    "denoise",
+                    step,
+                    job.total_steps,
+                    tiles_done,
+                    per_step,
+                    meter.steady_rate or meter.rate,
+                    meter.eta_s,
+                )
+            )
 
     def cancelled(step: int) -> SynthCancelled:
-        return SynthCancelled(f"cancelled at diffusion step {step}/{job.total_steps}; "
-                              f"state saved at step {saved} in {work.root}")
+        return SynthCancelled(
+            f"cancelled at diffusion step {step}/{job.total_steps}; "
+            f"state saved at step {saved} in {work.root}"
+        )
 
     report(start_step)
     for step in range(start_step, job.total_steps):
@@ -142,9 +174,16 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
             target = work.x_buffer(step + 1) if final else work.cells_buffer(step + 1, j)
             channels = 3 if final else job.config.channels
             work.create_buffer(target, channels, spec.height, spec.width, plan.chunk)
-            exchange = Exchange(job.timesteps[step], nca_steps, source, j > 0, target, final,
-                                len(job.exchanges) == 1,
-                                None if job.condition is None else work.condition)
+            exchange = Exchange(
+                job.timesteps[step],
+                nca_steps,
+                source,
+                j > 0,
+                target,
+                final,
+                len(job.exchanges) == 1,
+                None if job.condition is None else work.condition,
+            )
 
             def on_tile(pixels: int, n: int = len(nca_steps), s: int = step) -> None:
                 nonlocal tiles_done
@@ -152,10 +191,11 @@ def denoise(job: Job, work: WorkDir, client: Client, start_step: int, *,
                 meter.add(pixels * n)
                 report(s)
 
-            if not _run_exchange(client, job, exchange, f"{run}-{step}-{j}", resources,
-                                 threads, on_tile, should_stop):
+            if not _run_exchange(
+                client, job, exchange, f"{run}-{step}-{j}", resources, threads, on_tile, should_stop
+            ):
                 raise cancelled(step)
-            if j > 0:      # a full cell state is read by the next exchange only
+            if j > 0:  # a full cell state is read by the next exchange only
                 assert source is not None  # the previous exchange's target
                 work.drop(source)
             source = target

@@ -46,8 +46,7 @@ from gigasynth.synth.tasks import to_uint8_chunk
 SLIDE_IN_WORK = "slide.ome.zarr"
 
 
-def _check_targets(out: Path, ome_tiff: Path | None, preview: Path | None,
-                   overwrite: bool) -> None:
+def _check_targets(out: Path, ome_tiff: Path | None, preview: Path | None, overwrite: bool) -> None:
     if not out.name.endswith(".zarr"):
         raise GigasynthError(f"the output must be a .ome.zarr folder, not {out}")
     if ome_tiff is not None and ome_tiff.suffix.lower() not in (".tif", ".tiff"):
@@ -66,8 +65,9 @@ def _first_difference(saved: dict, now: dict) -> str:
     return "unknown fields"
 
 
-def _open_work(out: Path, work_dir: Path | None, job: Job, resume: bool,
-               overwrite: bool) -> tuple[WorkDir, int | None]:
+def _open_work(
+    out: Path, work_dir: Path | None, job: Job, resume: bool, overwrite: bool
+) -> tuple[WorkDir, int | None]:
     """The work folder and the step to resume from (None: start afresh); writes nothing.
 
     A resumed run keeps its state where it started (the record names the folder),
@@ -133,8 +133,9 @@ def _disk_full(exc: BaseException) -> OSError | None:
     return None
 
 
-def _convert_level0(job: Job, client: Client, final: Path, slide: Path, mpp: float,
-                    provenance: dict) -> None:
+def _convert_level0(
+    job: Job, client: Client, final: Path, slide: Path, mpp: float, provenance: dict
+) -> None:
     """Level 0 of the slide from the final float state, one task per Zarr chunk of the
     slide (SLIDE_CHUNK, not the engine tile: the state's chunks are engine tiles)."""
     spec = job.spec
@@ -142,9 +143,16 @@ def _convert_level0(job: Job, client: Client, final: Path, slide: Path, mpp: flo
     _, cy, cx = create_ome_zarr(slide, meta, SLIDE_CHUNK).chunks
     token = uuid.uuid4().hex[:12]
     futures = [
-        client.submit(to_uint8_chunk, final, slide, slice(y, min(y + cy, spec.height)),
-                      slice(x, min(x + cx, spec.width)), key=f"gigasynth-uint8-{token}-{y}-{x}")
-        for y in range(0, spec.height, cy) for x in range(0, spec.width, cx)
+        client.submit(
+            to_uint8_chunk,
+            final,
+            slide,
+            slice(y, min(y + cy, spec.height)),
+            slice(x, min(x + cx, spec.width)),
+            key=f"gigasynth-uint8-{token}-{y}-{x}",
+        )
+        for y in range(0, spec.height, cy)
+        for x in range(0, spec.width, cx)
     ]
     client.gather(futures)
 
@@ -212,10 +220,16 @@ def synthesize(
         check_disk(needs, work.state, out, ome_tiff, held)
     out.parent.mkdir(parents=True, exist_ok=True)
     start_step = _begin(work, out, job, resume_step)
-    provenance = {"checkpoint": spec.checkpoint, "checkpoint_sha256": job.ref.sha256,
-                  "model": job.config.kind, "seed": spec.seed, "sampler": spec.sampler,
-                  "steps": job.total_steps, "eta": spec.eta,
-                  "mpp_source": job.resolution.source}
+    provenance = {
+        "checkpoint": spec.checkpoint,
+        "checkpoint_sha256": job.ref.sha256,
+        "model": job.config.kind,
+        "seed": spec.seed,
+        "sampler": spec.sampler,
+        "steps": job.total_steps,
+        "eta": spec.eta,
+        "mpp_source": job.resolution.source,
+    }
     if job.condition_sha256 is not None:
         provenance["condition_sha256"] = job.condition_sha256
 
@@ -225,9 +239,16 @@ def synthesize(
 
     try:
         with _client(client, workers) as cl:
-            final, rate = denoise(job, work, cl, start_step, resources=task_resources(cl),
-                                  threads=task_threads(cl), progress=progress,
-                                  should_stop=should_stop)
+            final, rate = denoise(
+                job,
+                work,
+                cl,
+                start_step,
+                resources=task_resources(cl),
+                threads=task_threads(cl),
+                progress=progress,
+                should_stop=should_stop,
+            )
             report("level0", rate)
             slide = work.root / SLIDE_IN_WORK
             shutil.rmtree(slide, ignore_errors=True)
@@ -248,9 +269,10 @@ def synthesize(
         raise SynthDiskFull(
             f"disk full while writing {full.filename or work.root}: the state saved at step "
             f"{saved}/{job.total_steps} is kept in {work.root}; free some space and "
-            "rerun with --resume", saved, job.total_steps
+            "rerun with --resume",
+            saved,
+            job.total_steps,
         ) from None
     work.remove()
     report("done", rate)
-    return SynthResult(out, ome_tiff, preview, job.ref.sha256,
-                       time.perf_counter() - started, rate)
+    return SynthResult(out, ome_tiff, preview, job.ref.sha256, time.perf_counter() - started, rate)

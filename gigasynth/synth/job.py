@@ -42,8 +42,8 @@ from gigasynth.synth.state import X_DTYPE
 from gigasynth.synth.tasks import ModelRef
 from gigasynth.tiling import TilePlan, plan_tiles
 
-DEFAULT_MPP = 0.5           # µm per pixel of a model that records none, when none is asked
-MPP_TOLERANCE = 0.01        # a requested mpp within 1 % of the model's is the model's
+DEFAULT_MPP = 0.5  # µm per pixel of a model that records none, when none is asked
+MPP_TOLERANCE = 0.01  # a requested mpp within 1 % of the model's is the model's
 # Pixels of one slide: tiled, and in one task (tile 0, the whole state in memory).
 MAX_PIXELS = int(os.environ.get("GIGASYNTH_MAX_PIXELS", str(1 << 36)))
 MAX_WHOLE_IMAGE_PIXELS = int(os.environ.get("GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS", str(1 << 26)))
@@ -94,14 +94,18 @@ def slide_resolution(requested: float | None, meta: Mapping[str, Any]) -> Resolu
     mpp (None: not asked); a GigasynthError when the request asks for another one."""
     made = model_mpp(meta)
     if made is None:
-        return Resolution(DEFAULT_MPP, "default") if requested is None else \
-            Resolution(float(requested), "request")
+        return (
+            Resolution(DEFAULT_MPP, "default")
+            if requested is None
+            else Resolution(float(requested), "request")
+        )
     if requested is not None and abs(requested - made) > MPP_TOLERANCE * made:
         raise JobError(
             f"mpp {requested:g} µm/px is not the model's resolution: it makes "
             f"{made:g} µm/px (about {nominal_magnification(made):g}x), fixed by the slides it "
             f"was trained on; leave [mpp] out or give {made:g} (within "
-            f"{MPP_TOLERANCE:.0%})")
+            f"{MPP_TOLERANCE:.0%})"
+        )
     return Resolution(made, "model")
 
 
@@ -133,9 +137,17 @@ class Job:
         """What a saved state must match to be resumed: pixels, state chunking and the
         precision x is stored in."""
         s = self.spec
-        identity = {"checkpoint_sha256": self.ref.sha256, "width": s.width,
-                    "height": s.height, "seed": s.seed, "sampler": s.sampler, "eta": s.eta,
-                    "timesteps": list(self.timesteps), "tile": s.tile, "state": X_DTYPE}
+        identity = {
+            "checkpoint_sha256": self.ref.sha256,
+            "width": s.width,
+            "height": s.height,
+            "seed": s.seed,
+            "sampler": s.sampler,
+            "eta": s.eta,
+            "timesteps": list(self.timesteps),
+            "tile": s.tile,
+            "state": X_DTYPE,
+        }
         if self.condition_sha256 is not None:
             identity["condition_sha256"] = self.condition_sha256
         return identity
@@ -170,20 +182,24 @@ def _check_fields(spec: SynthSpec) -> None:
     if spec.mpp is not None and not spec.mpp > 0:
         raise JobError(f"[mpp] must be positive, not {spec.mpp}")
     if spec.tiff_compression not in COMPRESSIONS:
-        raise JobError(
-            f"unknown TIFF compression {spec.tiff_compression!r} (jpeg, zlib or none)")
+        raise JobError(f"unknown TIFF compression {spec.tiff_compression!r} (jpeg, zlib or none)")
     limit = MAX_PIXELS if spec.tile else MAX_WHOLE_IMAGE_PIXELS
     if spec.width * spec.height > limit:
-        what, env = ("", "GIGASYNTH_MAX_PIXELS") if spec.tile else \
-            ("whole-image ([tile] 0) ", "GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS")
-        raise JobError(f"size {spec.width}x{spec.height} exceeds the {what}limit of "
-                       f"{limit:,} pixels ({env})")
+        what, env = (
+            ("", "GIGASYNTH_MAX_PIXELS")
+            if spec.tile
+            else ("whole-image ([tile] 0) ", "GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS")
+        )
+        raise JobError(
+            f"size {spec.width}x{spec.height} exceeds the {what}limit of {limit:,} pixels ({env})"
+        )
     if min(spec.width, spec.height) < 2:
         raise JobError(f"size {spec.width}x{spec.height} is too small (at least 2x2)")
 
 
-def check_job(spec: SynthSpec, checkpoint: Checkpoint | None = None, *,
-              model: str | None = None) -> Job:
+def check_job(
+    spec: SynthSpec, checkpoint: Checkpoint | None = None, *, model: str | None = None
+) -> Job:
     """The checked job of `spec`, or a JobError (one line) naming the field at fault.
 
     The one place a job is checked: fields, size limits, then the spec against the model
@@ -202,34 +218,59 @@ def check_job(spec: SynthSpec, checkpoint: Checkpoint | None = None, *,
         why = "FourierDiff-NCA" if config.kind == "fourier-diff-nca" else "canvas coordinates"
         raise JobError(f"{name} is a whole-image model ({why}): use [tile] 0")
     if spec.sampler == "ddim" and spec.steps is not None and spec.steps > config.timesteps:
-        raise JobError(f"steps={spec.steps} exceeds the model's T={config.timesteps}: DDIM "
-                       f"steps {spec.steps} exceeds the model's {config.timesteps} diffusion "
-                       f"timesteps; give [steps] {config.timesteps} or fewer")
+        raise JobError(
+            f"steps={spec.steps} exceeds the model's T={config.timesteps}: DDIM "
+            f"steps {spec.steps} exceeds the model's {config.timesteps} diffusion "
+            f"timesteps; give [steps] {config.timesteps} or fewer"
+        )
     condition, condition_sha256 = read_condition(spec, config, name)
     if spec.halo_every is not None and spec.halo_every > config.nca_steps:
-        raise JobError(f"halo_every {spec.halo_every} exceeds the model's "
-                       f"{config.nca_steps} NCA steps per diffusion step")
+        raise JobError(
+            f"halo_every {spec.halo_every} exceeds the model's "
+            f"{config.nca_steps} NCA steps per diffusion step"
+        )
     exchanges = _exchanges(config.nca_steps, spec.halo_every)
     halo = len(exchanges[0])
     if spec.tile and spec.tile < 2 * halo:
-        whose = "the model's halo" if spec.halo_every is None else \
-            f"the halo of [halo_every] {spec.halo_every}"
-        raise JobError(f"tile {spec.tile} px is smaller than twice the halo (2 x {halo} px): "
-                       f"use [tile] {2 * halo} or more, twice {whose}")
+        whose = (
+            "the model's halo"
+            if spec.halo_every is None
+            else f"the halo of [halo_every] {spec.halo_every}"
+        )
+        raise JobError(
+            f"tile {spec.tile} px is smaller than twice the halo (2 x {halo} px): "
+            f"use [tile] {2 * halo} or more, twice {whose}"
+        )
     plan = plan_tiles(spec.width, spec.height, spec.tile, halo)
     sampler = SampleRequest(spec.sampler, spec.steps, spec.eta).build(checkpoint.model)
     # Workers of a remote cluster resolve paths in their own working folder: pass absolute ones.
     where = spec.checkpoint
     if not where.startswith("builtin:"):
         where = str(Path(where).absolute())
-    ref = ModelRef(where, checkpoint.sha256, spec.sampler,
-                   spec.steps if spec.sampler == "ddim" else None, spec.eta, spec.seed)
-    return Job(spec, ref, config, plan, tuple(sampler.timesteps), exchanges, resolution,
-               condition, condition_sha256)
+    ref = ModelRef(
+        where,
+        checkpoint.sha256,
+        spec.sampler,
+        spec.steps if spec.sampler == "ddim" else None,
+        spec.eta,
+        spec.seed,
+    )
+    return Job(
+        spec,
+        ref,
+        config,
+        plan,
+        tuple(sampler.timesteps),
+        exchanges,
+        resolution,
+        condition,
+        condition_sha256,
+    )
 
 
-def read_condition(spec: SynthSpec, config: ModelConfig, name: str | None = None
-                   ) -> tuple[np.ndarray | None, str | None]:
+def read_condition(
+    spec: SynthSpec, config: ModelConfig, name: str | None = None
+) -> tuple[np.ndarray | None, str | None]:
     """A conditioned stage's input image as (channels, h, w) float32 in [-1, 1] and the
     sha256 of its pixels; (None, None) for an unconditioned model. One-line JobErrors;
     `name`: how they name the model (default: spec.checkpoint)."""
@@ -238,24 +279,28 @@ def read_condition(spec: SynthSpec, config: ModelConfig, name: str | None = None
         if config.is_conditioned:
             raise JobError(
                 f"{name} is a conditioned stage ({config.condition_downsample}x "
-                "super-resolution): give its low-resolution input image ([condition])")
+                "super-resolution): give its low-resolution input image ([condition])"
+            )
         return None, None
     if not config.is_conditioned:
-        raise JobError(f"{name} takes no condition (it is not a conditioned "
-                       "stage): leave the [condition] out")
+        raise JobError(
+            f"{name} takes no condition (it is not a conditioned stage): leave the [condition] out"
+        )
     rgb = read_rgb(spec.condition)
     k, f = config.condition_channels, config.condition_downsample
     h, w = rgb.shape[:2]
     if (w * f, h * f) != (spec.width, spec.height):
         raise JobError(
             f"condition is {w}x{h} px; a {spec.width}x{spec.height} slide from this "
-            f"{f}x stage needs it at {spec.width / f:g}x{spec.height / f:g} px")
+            f"{f}x stage needs it at {spec.width / f:g}x{spec.height / f:g} px"
+        )
     low = to_model_space(np.array(rgb))[0].numpy()  # a writable copy for torch
     if k == 1:
         low = low.mean(axis=0, keepdims=True)
     elif k != 3:
-        raise JobError(f"the stage takes a {k}-channel condition; an image file gives "
-                             "1 (grey) or 3 (RGB)")
+        raise JobError(
+            f"the stage takes a {k}-channel condition; an image file gives 1 (grey) or 3 (RGB)"
+        )
     low = np.ascontiguousarray(low, dtype=np.float32)
     digest = hashlib.sha256(f"{low.shape}".encode() + low.tobytes()).hexdigest()
     return low, digest

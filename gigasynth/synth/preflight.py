@@ -29,13 +29,13 @@ from gigasynth.io.pyramid import pyramid_shapes
 from gigasynth.synth.job import Job
 
 BLOCK = 4096
-X_BYTES = 3 * 2            # x: 3 channels of float16
-CELL_BYTES = 4             # full cell state: float32 per channel
+X_BYTES = 3 * 2  # x: 3 channels of float16
+CELL_BYTES = 4  # full cell state: float32 per channel
 # OME-TIFF bytes per pixel of each level, as written: raw for "none" and "zlib" (an upper
 # bound), and for JPEG (quality 90, 4:2:0) what noise-like content measured, its worst
 # case (1.34 B/px for all levels: BENCHMARKS.md, "Sizing a job").
 TIFF_BYTES_PER_PX = {"none": 3.0, "zlib": 3.0, "jpeg": 1.0}
-MARGIN = 64 << 20          # metadata, preview, progress records: per filesystem
+MARGIN = 64 << 20  # metadata, preview, progress records: per filesystem
 # Memory of one engine-tile task: bytes per read-window pixel per state channel, plus a fixed
 # part (band activations, oneDNN scratch). Measured growth of a one-thread task of the
 # tiny model (24 channels): 266 MiB for a 536 px window, 425 MiB for 1048 px; this
@@ -63,11 +63,11 @@ def _chunked(channels: int, item: int, height: int, width: int, chunk: tuple[int
 class Needs:
     """Bytes a job needs: disk by part, memory per tile task and per worker process."""
 
-    state_peak: int          # the state buffers at their peak (the work folder)
-    final_state: int         # the final x buffer, kept while the slide is written
-    slide: int               # OME-Zarr, all levels
-    tiff: int                # OME-TIFF (0: none asked)
-    task_memory: int         # one tile task at its peak
+    state_peak: int  # the state buffers at their peak (the work folder)
+    final_state: int  # the final x buffer, kept while the slide is written
+    slide: int  # OME-Zarr, all levels
+    tiff: int  # OME-TIFF (0: none asked)
+    task_memory: int  # one tile task at its peak
     pixels: int
 
     def per_pixel(self, value: int) -> float:
@@ -83,12 +83,15 @@ def estimate(job: Job, tiff_compression: str | None) -> Needs:
     count = len(job.exchanges)
     during = [(cells if j > 0 else 0) + (x if j == count - 1 else cells) for j in range(count)]
     state_peak = x * (2 if spec.save_every > 1 else 1) + max(during)
-    slide = sum(_chunked(3, 1, lh, lw, (SLIDE_CHUNK, SLIDE_CHUNK))
-                for lh, lw in pyramid_shapes(h, w))
+    slide = sum(
+        _chunked(3, 1, lh, lw, (SLIDE_CHUNK, SLIDE_CHUNK)) for lh, lw in pyramid_shapes(h, w)
+    )
     tiff = 0
     if tiff_compression is not None:
-        tiff = int(sum(_padded(lh, TIFF_TILE) * _padded(lw, TIFF_TILE)
-                       for lh, lw in pyramid_shapes(h, w)) * TIFF_BYTES_PER_PX[tiff_compression])
+        tiff = int(
+            sum(_padded(lh, TIFF_TILE) * _padded(lw, TIFF_TILE) for lh, lw in pyramid_shapes(h, w))
+            * TIFF_BYTES_PER_PX[tiff_compression]
+        )
     side = plan.tile or max(h, w)
     halo = len(job.exchanges[0])
     window = min(side + 2 * halo, h) * min(side + 2 * halo, w)
@@ -123,8 +126,14 @@ class DiskShortage(GigasynthError):
         self.free = free
 
 
-def check_disk(needs: Needs, state_dir: Path, out: Path, tiff: Path | None,
-               held: int = 0, free: FreeFn | None = None) -> None:
+def check_disk(
+    needs: Needs,
+    state_dir: Path,
+    out: Path,
+    tiff: Path | None,
+    held: int = 0,
+    free: FreeFn | None = None,
+) -> None:
     """Refuse (DiskShortage, one line) when a filesystem lacks the space a phase needs.
 
     `held`: bytes the state already occupies (a resumed run); `free`: bytes free on the
@@ -135,8 +144,11 @@ def check_disk(needs: Needs, state_dir: Path, out: Path, tiff: Path | None,
     if tiff is not None:
         parts["the TIFF"] = _filesystem(tiff)
     state_only = {"the state": max(0, needs.state_peak - held)}
-    assembly = {"the state": max(0, needs.final_state - held), "the slide": needs.slide,
-                "the TIFF": needs.tiff}
+    assembly = {
+        "the state": max(0, needs.final_state - held),
+        "the slide": needs.slide,
+        "the TIFF": needs.tiff,
+    }
     need: dict[int, int] = {}
     for phase in (state_only, assembly):
         on: dict[int, int] = {}
@@ -145,31 +157,39 @@ def check_disk(needs: Needs, state_dir: Path, out: Path, tiff: Path | None,
         for dev, size in on.items():
             need[dev] = max(need.get(dev, 0), size)
     short = []
-    worst = (0, 0, 0)       # (deficit, needed, free)
+    worst = (0, 0, 0)  # (deficit, needed, free)
     for dev, size in need.items():
         names = [part for part, (d, _) in parts.items() if d == dev]
         where = parts[names[0]][1]
         available = free(where)
         if size + MARGIN > available:
-            short.append(f"{' and '.join(names)} need {gb(size + MARGIN)} on {where}, "
-                         f"{gb(available)} free")
+            short.append(
+                f"{' and '.join(names)} need {gb(size + MARGIN)} on {where}, {gb(available)} free"
+            )
             worst = max(worst, (size + MARGIN - available, size + MARGIN, available))
     if short:
         raise DiskShortage(
             f"not enough disk space for a {needs.pixels / 1e6:,.0f} Mpx slide: "
-            + "; ".join(short) + f" (state peak {gb(needs.state_peak)}, slide "
+            + "; ".join(short)
+            + f" (state peak {gb(needs.state_peak)}, slide "
             f"{gb(needs.slide)}, TIFF {gb(needs.tiff)}): put the state on a larger disk "
-            "with --work-dir, or pass --no-preflight to run anyway", worst[1], worst[2]
+            "with --work-dir, or pass --no-preflight to run anyway",
+            worst[1],
+            worst[2],
         )
 
 
 def summary(needs: Needs, workers: int | None = None) -> str:
     """One line for the user: disk by part and memory."""
     per = needs.per_pixel
-    text = (f"preflight: work folder peak {gb(needs.state_peak)} "
-            f"({per(needs.state_peak):.1f} B/px), slide {gb(needs.slide)}, "
-            f"TIFF {gb(needs.tiff)}, about {needs.task_memory / 2**20:,.0f} MiB per tile task")
+    text = (
+        f"preflight: work folder peak {gb(needs.state_peak)} "
+        f"({per(needs.state_peak):.1f} B/px), slide {gb(needs.slide)}, "
+        f"TIFF {gb(needs.tiff)}, about {needs.task_memory / 2**20:,.0f} MiB per tile task"
+    )
     if workers:
-        text += (f", {(PROCESS_BYTES + workers * needs.task_memory) / 2**30:,.1f} GiB for "
-                 f"{workers} at once")
+        text += (
+            f", {(PROCESS_BYTES + workers * needs.task_memory) / 2**30:,.1f} GiB for "
+            f"{workers} at once"
+        )
     return text

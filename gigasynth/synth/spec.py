@@ -26,9 +26,9 @@ class SynthSpec:
     sampler: str = "ddim"
     steps: int | None = 50
     eta: float = 0.0
-    tile: int = 512          # engine tile side, px (0: the whole image in one task)
+    tile: int = 512  # engine tile side, px (0: the whole image in one task)
     halo_every: int | None = None
-    save_every: int = 1      # a save every step keeps two state buffers, not three
+    save_every: int = 1  # a save every step keeps two state buffers, not three
     mpp: float | None = None
     tiff_compression: str = "jpeg"
     # A conditioned stage's low-resolution input: an image file at 1/f of the slide

@@ -83,7 +83,7 @@ def allocated_bytes(root: Path) -> int:
     total = 0
     for folder, _, files in os.walk(root):
         for name in files:
-            with contextlib.suppress(FileNotFoundError):   # pruned while we walked
+            with contextlib.suppress(FileNotFoundError):  # pruned while we walked
                 total += os.lstat(os.path.join(folder, name)).st_blocks * 512
     return total
 
@@ -115,14 +115,21 @@ class WorkDir:
         with atomic_path(self.condition) as tmp, open(tmp, "wb") as f:
             np.save(f, low)
 
-    def create_buffer(self, path: Path, channels: int, height: int, width: int,
-                      chunk: tuple[int, int]) -> None:
+    def create_buffer(
+        self, path: Path, channels: int, height: int, width: int, chunk: tuple[int, int]
+    ) -> None:
         """An empty (channels, height, width) buffer, one uncompressed chunk per engine tile:
         float16 for x (3 channels), float32 for the full cell state."""
         dtype = X_DTYPE if path.name.startswith("x-") else CELLS_DTYPE
-        zarr.create_array(str(path), shape=(channels, height, width),
-                          chunks=(channels, *chunk), dtype=dtype, compressors=None,
-                          fill_value=0.0, overwrite=True)
+        zarr.create_array(
+            str(path),
+            shape=(channels, height, width),
+            chunks=(channels, *chunk),
+            dtype=dtype,
+            compressors=None,
+            fill_value=0.0,
+            overwrite=True,
+        )
 
     def load(self) -> dict[str, Any] | None:
         """The progress record, or None when the folder holds none.
@@ -159,11 +166,17 @@ class WorkDir:
 
         `job` is what a resumed run must match; `spec` the full request, for readers.
         """
-        record = {"version": FORMAT_VERSION, "step": step,
-                  "buffer": self.x_buffer(step).name if step else None,
-                  "state_dir": str(self.state.absolute()), "job": job, "spec": spec}
-        atomic_write_bytes(self.root / PROGRESS,
-                           json.dumps(record, indent=2, sort_keys=True).encode())
+        record = {
+            "version": FORMAT_VERSION,
+            "step": step,
+            "buffer": self.x_buffer(step).name if step else None,
+            "state_dir": str(self.state.absolute()),
+            "job": job,
+            "spec": spec,
+        }
+        atomic_write_bytes(
+            self.root / PROGRESS, json.dumps(record, indent=2, sort_keys=True).encode()
+        )
 
     def prune(self, keep: Iterable[Path]) -> None:
         """Remove every buffer except `keep` (stale steps, debris of a killed run)."""

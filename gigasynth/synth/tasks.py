@@ -63,17 +63,26 @@ class Exchange:
 @lru_cache(maxsize=8)
 def _sampler(ref: ModelRef) -> Sampler:
     """The job's sampler with its timesteps, built once per worker process."""
-    return SampleRequest(ref.sampler, ref.steps, ref.eta).build(worker_model(ref.checkpoint,
-                                                                            ref.sha256))
+    return SampleRequest(ref.sampler, ref.steps, ref.eta).build(
+        worker_model(ref.checkpoint, ref.sha256)
+    )
 
 
-def _read_x(exchange: Exchange, ref: ModelRef, rows: slice, cols: slice,
-            device: torch.device) -> torch.Tensor:
+def _read_x(
+    exchange: Exchange, ref: ModelRef, rows: slice, cols: slice, device: torch.device
+) -> torch.Tensor:
     """x_t on a window: read from the source buffer, or keyed noise x_T for the first step."""
     if exchange.source is None:
         window = Window(rows.start, cols.start)
-        return initial_noise([ref.seed], exchange.t, 3, rows.stop - rows.start,
-                             cols.stop - cols.start, window, device)
+        return initial_noise(
+            [ref.seed],
+            exchange.t,
+            3,
+            rows.stop - rows.start,
+            cols.stop - cols.start,
+            window,
+            device,
+        )
     return torch.from_numpy(read_region(exchange.source, rows, cols))[None].to(device)
 
 
@@ -94,13 +103,13 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
     with torch.no_grad():
         # The condition's window, halo included (a full cell state already holds it).
         cond = None
-        if exchange.condition is not None and (exchange.whole_step
-                                               or not exchange.source_cells):
+        if exchange.condition is not None and (exchange.whole_step or not exchange.source_cells):
             cond = _read_condition(exchange.condition, model, seeds, rows, cols, device)
         if exchange.whole_step:
             x = _read_x(exchange, ref, rows, cols, device)
-            out = denoise_step(model, sampler, x, exchange.t, seeds, region.window,
-                               region.borders, condition=cond)
+            out = denoise_step(
+                model, sampler, x, exchange.t, seeds, region.window, region.borders, condition=cond
+            )
         else:
             if exchange.source_cells:
                 assert exchange.source is not None  # cells come from an earlier exchange
@@ -108,8 +117,7 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
                 state = torch.from_numpy(cells)[None].to(device)
             else:
                 state = model.initial_state(_read_x(exchange, ref, rows, cols, device), cond)
-            out = model.nca(state, [exchange.t], seeds, region.window, region.borders,
-                            steps=steps)
+            out = model.nca(state, [exchange.t], seeds, region.window, region.borders, steps=steps)
         out = out[(..., *tile.crop(region, len(steps)))]
         if exchange.final and not exchange.whole_step:
             out = _sampler_step(model, sampler, out, exchange.t, seeds, tile)
@@ -117,8 +125,9 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
     return tile.pixels
 
 
-def _read_condition(path: Path, model: DiffNCA, seeds: list[int], rows: slice, cols: slice,
-                    device: torch.device) -> torch.Tensor:
+def _read_condition(
+    path: Path, model: DiffNCA, seeds: list[int], rows: slice, cols: slice, device: torch.device
+) -> torch.Tensor:
     """The condition on a window, from the low-resolution pixels it reads: the same
     numbers the whole image computes there (gigasynth.sampling.condition)."""
     config = model.config
@@ -129,12 +138,14 @@ def _read_condition(path: Path, model: DiffNCA, seeds: list[int], rows: slice, c
     y0, y1 = source_span(rows.start, h, f, lh)
     x0, x1 = source_span(cols.start, w, f, lw)
     crop = torch.from_numpy(np.array(low[:, y0:y1, x0:x1]))[None].to(device)  # a copy
-    return model_condition(config, crop, seeds, h, w, Window(rows.start, cols.start),
-                           Window(y0, x0), (lh, lw))
+    return model_condition(
+        config, crop, seeds, h, w, Window(rows.start, cols.start), Window(y0, x0), (lh, lw)
+    )
 
 
-def _sampler_step(model: DiffNCA, sampler: Sampler, state: torch.Tensor, t: int, seeds: list[int],
-                  tile: Tile) -> torch.Tensor:
+def _sampler_step(
+    model: DiffNCA, sampler: Sampler, state: torch.Tensor, t: int, seeds: list[int], tile: Tile
+) -> torch.Tensor:
     """x_{t_prev} on a tile from its final cell state (as denoise_step does on a region,
     rounded alike)."""
     eps_hat = model.readout(state).float()

@@ -39,8 +39,10 @@ class ReadWindow:
 
     def output_origin(self, steps: int) -> tuple[int, int]:
         """Canvas position of the first pixel left after `steps` shrinking NCA steps."""
-        return (self.y0 + (0 if self.borders.top else steps),
-                self.x0 + (0 if self.borders.left else steps))
+        return (
+            self.y0 + (0 if self.borders.top else steps),
+            self.x0 + (0 if self.borders.left else steps),
+        )
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,12 @@ class Tile:
         y0, x0 = max(self.y0 - halo, 0), max(self.x0 - halo, 0)
         y1 = min(self.y0 + self.height + halo, self.canvas_height)
         x1 = min(self.x0 + self.width + halo, self.canvas_width)
-        borders = Borders(top=y0 == 0, bottom=y1 == self.canvas_height,
-                          left=x0 == 0, right=x1 == self.canvas_width)
+        borders = Borders(
+            top=y0 == 0,
+            bottom=y1 == self.canvas_height,
+            left=x0 == 0,
+            right=x1 == self.canvas_width,
+        )
         return ReadWindow(y0, x0, y1 - y0, x1 - x0, borders)
 
     def crop(self, region: ReadWindow, steps: int) -> tuple[slice, slice]:
@@ -118,8 +124,15 @@ class TilePlan:
             return Tile(0, 0, 0, self.height, self.width, self.height, self.width)
         row, col = divmod(index, self.grid[1])
         y0, x0 = row * self.tile, col * self.tile
-        return Tile(index, y0, x0, min(self.tile, self.height - y0),
-                    min(self.tile, self.width - x0), self.height, self.width)
+        return Tile(
+            index,
+            y0,
+            x0,
+            min(self.tile, self.height - y0),
+            min(self.tile, self.width - x0),
+            self.height,
+            self.width,
+        )
 
     def __iter__(self) -> Iterator[Tile]:
         """The tiles one by one, row-major (a generator: nothing is kept)."""
@@ -142,8 +155,10 @@ class TilePlan:
         step = self.tile or max(self.height, self.width)
 
         def extents(length: int) -> int:
-            return sum(min(start + step + self.halo, length) - max(start - self.halo, 0)
-                       for start in range(0, length, step))
+            return sum(
+                min(start + step + self.halo, length) - max(start - self.halo, 0)
+                for start in range(0, length, step)
+            )
 
         return extents(self.height) * extents(self.width)
 

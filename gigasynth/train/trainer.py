@@ -95,13 +95,16 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.batch < 1 or cfg.iterations < 0 or cfg.size < 8:
         raise GigasynthError("batch must be >= 1, iterations >= 0 and size >= 8")
     if cfg.loss_weighting not in LOSS_WEIGHTINGS:
-        raise GigasynthError(f"loss weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, "
-                             f"not {cfg.loss_weighting!r}")
+        raise GigasynthError(
+            f"loss weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, "
+            f"not {cfg.loss_weighting!r}"
+        )
     if cfg.min_snr_gamma <= 0:
         raise GigasynthError(f"min-SNR gamma must be positive, not {cfg.min_snr_gamma}")
     if cfg.lr_schedule not in LR_SCHEDULES:
-        raise GigasynthError(f"LR schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                             f"not {cfg.lr_schedule!r}")
+        raise GigasynthError(
+            f"LR schedule must be one of {', '.join(LR_SCHEDULES)}, not {cfg.lr_schedule!r}"
+        )
     if cfg.warmup < 0 or cfg.max_cpu_seconds < 0:
         raise GigasynthError("warmup and the CPU budget must be >= 0")
 
@@ -143,8 +146,12 @@ def _batch_randomness(
 
 
 def diffusion_loss(
-    model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
-    seeds: list[int], t: list[int], weights: torch.Tensor | None = None,
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    seeds: list[int],
+    t: list[int],
+    weights: torch.Tensor | None = None,
     condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MSE + L1 (1:1) between the true and the predicted noise; `weights` per sample.
@@ -174,7 +181,10 @@ class _Run:
     """Model, EMA copy, optimizer and LR schedule of one training run."""
 
     def __init__(
-        self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device,
+        self,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        device: torch.device,
         build: Callable[[Any], torch.nn.Module],
     ) -> None:
         self.model = build(model_cfg).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -187,7 +197,8 @@ class _Run:
             self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
         else:
             self.sched = torch.optim.lr_scheduler.LambdaLR(
-                self.opt, lambda step: lr_factor(cfg, step))
+                self.opt, lambda step: lr_factor(cfg, step)
+            )
         self.step = 0
 
     @torch.no_grad()
@@ -197,8 +208,10 @@ class _Run:
 
     def state(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-            "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
             "step": self.step,
         }
 
@@ -251,11 +264,14 @@ def train(
     factor = getattr(model_cfg, "condition_downsample", 1)
     conditioned = getattr(model_cfg, "condition_channels", 0) > 0
     if conditioned and cfg.size % factor:
-        raise GigasynthError(f"crop size {cfg.size} is not a multiple of the condition's "
-                             f"downsample factor {factor}")
+        raise GigasynthError(
+            f"crop size {cfg.size} is not a multiple of the condition's downsample factor {factor}"
+        )
     if conditioned and model_cfg.condition_channels != model_cfg.image_channels:
-        raise GigasynthError("a stage trained from slides takes the downsampled image as its "
-                             f"condition: condition_channels must be {model_cfg.image_channels}")
+        raise GigasynthError(
+            "a stage trained from slides takes the downsampled image as its "
+            f"condition: condition_channels must be {model_cfg.image_channels}"
+        )
     if world > 1 and cfg.max_cpu_seconds:
         raise GigasynthError("a CPU-time budget applies to single-process training only")
     out.mkdir(parents=True, exist_ok=True)
@@ -269,9 +285,11 @@ def train(
     if resume and is_checkpoint_folder(saved):
         before = type(model_cfg).from_dict(read_document(str(saved))["model"])
         if before != model_cfg:
-            raise GigasynthError(f"{out} was trained with another model config (preset, "
-                                 "--zero-terminal-snr or --condition-*); resume it with "
-                                 "the same one")
+            raise GigasynthError(
+                f"{out} was trained with another model config (preset, "
+                "--zero-terminal-snr or --condition-*); resume it with "
+                "the same one"
+            )
     if resume and state_path.exists():
         run.load(torch.load(state_path, map_location=dev, weights_only=False))
         if rank == 0:
@@ -288,8 +306,14 @@ def train(
         save_checkpoint(out / "checkpoint", run.ema, model_cfg, {**meta, "step": run.step})
         atomic_write_bytes(state_path, _serialise(run.state()))
 
-    bar = tqdm(total=cfg.iterations, initial=run.step, disable=not show_progress or rank != 0,
-               desc="train", unit="it", dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.iterations,
+        initial=run.step,
+        disable=not show_progress or rank != 0,
+        desc="train",
+        unit="it",
+        dynamic_ncols=True,
+    )
     metrics = open(out / METRICS, "a") if rank == 0 else None  # noqa: SIM115 (closed below)
     batches = PatchBatches(sources, weights, cfg.seed, rank, cfg.batch, cfg.size, cfg.augment)
     loader = load_batches(batches, run.step, cfg.iterations, cfg.loader_workers)
@@ -304,8 +328,9 @@ def train(
             if cond is not None:
                 cond = cond.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = diffusion_loss(net, schedule, x0, seeds, t,
-                                      loss_weights(cfg, schedule, t), cond)
+                loss = diffusion_loss(
+                    net, schedule, x0, seeds, t, loss_weights(cfg, schedule, t), cond
+                )
             if not torch.isfinite(loss):
                 raise GigasynthError(f"loss became {loss.item()} at iteration {run.step}")
             run.opt.zero_grad(set_to_none=True)
@@ -318,17 +343,27 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{ips:.1f}")
             if metrics and (run.step % cfg.log_every == 0 or run.step == cfg.iterations):
-                record = {"step": run.step, "loss": loss.item(), "images_per_s": ips,
-                          "lr": run.sched.get_last_lr()[0],
-                          "cpu_s": round(time.process_time() - cpu0, 2)}
+                record = {
+                    "step": run.step,
+                    "loss": loss.item(),
+                    "images_per_s": ips,
+                    "lr": run.sched.get_last_lr()[0],
+                    "cpu_s": round(time.process_time() - cpu0, 2),
+                }
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
             if run.step % cfg.save_every == 0:
                 save()
             if rank == 0 and cfg.sample_every and run.step % cfg.sample_every == 0:
                 low = area_downsample(x0.float(), factor) if conditioned else None
-                write_sample_grid(run.ema, out / "samples" / f"step{run.step:07d}.png",
-                                  cfg.size, cfg.sample_count, dev, low=low)
+                write_sample_grid(
+                    run.ema,
+                    out / "samples" / f"step{run.step:07d}.png",
+                    cfg.size,
+                    cfg.sample_count,
+                    dev,
+                    low=low,
+                )
             if cfg.max_cpu_seconds and time.process_time() - cpu0 >= cfg.max_cpu_seconds:
                 break  # the budget is this process's CPU time (loader workers not counted)
             t0 = time.perf_counter()
@@ -341,7 +376,12 @@ def train(
 
 
 def write_sample_grid(
-    model: Denoiser, path: Path, size: int, count: int, device: torch.device, steps: int = 50,
+    model: Denoiser,
+    path: Path,
+    size: int,
+    count: int,
+    device: torch.device,
+    steps: int = 50,
     low: torch.Tensor | None = None,
 ) -> Path:
     """A grid of `count` samples (DDIM) from the model, as PNG.
@@ -349,12 +389,20 @@ def write_sample_grid(
     A conditioned model samples for the low-resolution crops `low` (one per sample, as
     many as there are) and the grid shows each real crop's condition above its sample."""
     if low is None:
-        x = generate(model, size, size, list(range(count)), SampleRequest("ddim", steps),
-                     device=device)
+        x = generate(
+            model, size, size, list(range(count)), SampleRequest("ddim", steps), device=device
+        )
         return write_png(path, grid(to_uint8(x), columns=min(count, 8)))
     low = low[:count]
     n, f = low.shape[0], size // low.shape[-1]
-    x = generate(model, size, size, list(range(n)), SampleRequest("ddim", steps),
-                 device=device, condition=low)
+    x = generate(
+        model,
+        size,
+        size,
+        list(range(n)),
+        SampleRequest("ddim", steps),
+        device=device,
+        condition=low,
+    )
     shown = F.interpolate(low, scale_factor=f, mode="nearest")
     return write_png(path, grid(to_uint8(torch.cat([shown, x])), columns=n))

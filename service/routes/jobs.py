@@ -20,8 +20,11 @@ from gigasynth_service.store import RETRYABLE_STATES, ActiveLimit, JobRecord, St
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-DOWNLOADS = {"ome-tiff": "application/octet-stream", "ome-zarr": "application/zip",
-             "preview": "image/png"}
+DOWNLOADS = {
+    "ome-tiff": "application/octet-stream",
+    "ome-zarr": "application/zip",
+    "preview": "image/png",
+}
 
 
 def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) -> JobView:
@@ -40,36 +43,64 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
             links[f"download:{fmt}"] = f"/v1/jobs/{job.id}/download?format={fmt}"
     throughput = result.get("mpx_steps_per_s", progress.get("mpx_steps_per_s"))
     return JobView(
-        id=job.id, state=job.state, cancel_requested=job.cancel_requested,
-        request=JobRequest.model_validate(job.request), created=job.created,
-        started=job.started, finished=job.finished, attempts=job.attempts,
+        id=job.id,
+        state=job.state,
+        cancel_requested=job.cancel_requested,
+        request=JobRequest.model_validate(job.request),
+        created=job.created,
+        started=job.started,
+        finished=job.finished,
+        attempts=job.attempts,
         progress=Progress(**{k: progress[k] for k in Progress.model_fields})
-        if job.progress else None,
+        if job.progress
+        else None,
         throughput_mpx_steps_per_s=throughput,
         eta_s=progress.get("eta_s") if job.state == "running" else None,
-        error=job.error, provenance=provenance(job, svc.catalog), links=links,
+        error=job.error,
+        provenance=provenance(job, svc.catalog),
+        links=links,
     )
 
 
-@router.post("", status_code=202, response_model=JobView,
-             responses={202: {"headers": {"Location": {
-                            "description": "the job's URL", "schema": {"type": "string"},
-                            "required": True}}},
-                        **errors(400, 401, 403, 413, 422, 429, 503, notes={
-                            422: "invalid job: unknown model or field, a value out of this "
-                                 "service's limits, or a size, tile or resolution (mpp) the "
-                                 "model cannot make"})})
-def submit(body: JobRequest, response: Response, token: Token,
-           svc: Svc) -> JobView:
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobView,
+    responses={
+        202: {
+            "headers": {
+                "Location": {
+                    "description": "the job's URL",
+                    "schema": {"type": "string"},
+                    "required": True,
+                }
+            }
+        },
+        **errors(
+            400,
+            401,
+            403,
+            413,
+            422,
+            429,
+            503,
+            notes={
+                422: "invalid job: unknown model or field, a value out of this "
+                "service's limits, or a size, tile or resolution (mpp) the "
+                "model cannot make"
+            },
+        ),
+    },
+)
+def submit(body: JobRequest, response: Response, token: Token, svc: Svc) -> JobView:
     """Accept a job (202) after checking limits, the model and the token's quotas."""
     request = body.model_dump()
     request["formats"] = sorted(set(body.formats) | {"ome-zarr"})
     uncounted = svc.runner.unrecorded()
     admit(body, token, svc.config, svc.catalog, svc.store, uncounted)
     try:
-        job = svc.store.add_job(new_job_id(), token.id, request, token.max_concurrent,
-                                uncounted)
-    except ActiveLimit as exc:       # another request took the last slot meanwhile
+        job = svc.store.add_job(new_job_id(), token.id, request, token.max_concurrent, uncounted)
+    except ActiveLimit as exc:  # another request took the last slot meanwhile
         raise concurrency_refusal(exc.active, token) from None
     svc.runner.enqueue(job.id)
     svc.metrics.jobs_submitted.inc()
@@ -78,31 +109,38 @@ def submit(body: JobRequest, response: Response, token: Token,
 
 
 @router.get("", response_model=JobList, responses=errors(401, 422))
-def list_jobs(token: Token, svc: Svc,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20,
-              cursor: Annotated[str | None, Query(max_length=18, pattern=r"^\d+$")] = None,
-              ) -> JobList:
+def list_jobs(
+    token: Token,
+    svc: Svc,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=18, pattern=r"^\d+$")] = None,
+) -> JobList:
     """The token's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
     jobs = svc.store.jobs_of(token.id, limit, int(cursor) if cursor else None)
     next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
     return JobList(jobs=[job_view(j, svc) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobView, openapi_extra=signed_link(),
-            responses=errors(401, 404))
+@router.get(
+    "/{job_id}", response_model=JobView, openapi_extra=signed_link(), responses=errors(401, 404)
+)
 def status(job_id: str, request: Request, svc: Svc) -> JobView:
     """State, progress, throughput and ETA (by token, or by the job's signed link)."""
     access = read_access(request, job_id, svc)
     return job_view(access.job, svc, access)
 
 
-@router.delete("/{job_id}", response_model=None, status_code=202,
-               responses={202: {"model": JobView,
-                                "description": "cancelling a queued or running job"},
-                          204: {"description": "a finished job and its files deleted"},
-                          **errors(401, 404, 503)})
-def cancel_or_delete(job_id: str, token: Token,
-                     svc: Svc) -> JobView | Response:
+@router.delete(
+    "/{job_id}",
+    response_model=None,
+    status_code=202,
+    responses={
+        202: {"model": JobView, "description": "cancelling a queued or running job"},
+        204: {"description": "a finished job and its files deleted"},
+        **errors(401, 404, 503),
+    },
+)
+def cancel_or_delete(job_id: str, token: Token, svc: Svc) -> JobView | Response:
     """Cancel a queued or running job (202, partial state kept for a retry); delete a
     finished one and its files (204)."""
     job = owned_job(job_id, token, svc)
@@ -115,13 +153,35 @@ def cancel_or_delete(job_id: str, token: Token,
     return Response(status_code=204)
 
 
-@router.post("/{job_id}/retry", status_code=202, response_model=JobView,
-             responses={202: {"headers": {"Location": {
-                            "description": "the job's URL", "schema": {"type": "string"},
-                            "required": True}}},
-                        **errors(401, 403, 404, 409, 422, 429, 503, notes={
-                            409: "the job is not failed or cancelled",
-                            422: "the job no longer fits this service's limits or models"})})
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    response_model=JobView,
+    responses={
+        202: {
+            "headers": {
+                "Location": {
+                    "description": "the job's URL",
+                    "schema": {"type": "string"},
+                    "required": True,
+                }
+            }
+        },
+        **errors(
+            401,
+            403,
+            404,
+            409,
+            422,
+            429,
+            503,
+            notes={
+                409: "the job is not failed or cancelled",
+                422: "the job no longer fits this service's limits or models",
+            },
+        ),
+    },
+)
 def retry(job_id: str, response: Response, token: Token, svc: Svc) -> JobView:
     """Queue a failed or cancelled job again (202): it resumes from its last saved step.
 
@@ -130,47 +190,66 @@ def retry(job_id: str, response: Response, token: Token, svc: Svc) -> JobView:
     """
     job = owned_job(job_id, token, svc)
     if job.state not in RETRYABLE_STATES:
-        raise ApiError(409, f"job {job.id} is {job.state}; only a failed or cancelled job "
-                            "can be retried")
+        raise ApiError(
+            409, f"job {job.id} is {job.state}; only a failed or cancelled job can be retried"
+        )
     uncounted = svc.runner.unrecorded()
-    admit(JobRequest.model_validate(job.request), token, svc.config, svc.catalog, svc.store,
-          uncounted)
+    admit(
+        JobRequest.model_validate(job.request), token, svc.config, svc.catalog, svc.store, uncounted
+    )
     try:
         job = svc.store.requeue(job.id, token.max_concurrent, uncounted)
     except ActiveLimit as exc:
         raise concurrency_refusal(exc.active, token) from None
     except StateConflict as exc:
-        raise ApiError(409, f"job {job.id} is {exc}; only a failed or cancelled job can be "
-                            "retried") from None
+        raise ApiError(
+            409, f"job {job.id} is {exc}; only a failed or cancelled job can be retried"
+        ) from None
     svc.runner.enqueue(job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_view(job, svc)
 
 
-@router.get("/{job_id}/download", response_model=None, openapi_extra=signed_link(),
-            responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                         for t in DOWNLOADS.values()}},
-                       **errors(401, 404, 409, 410, 422, notes={
-                           404: "no such job, or the job did not make this format"})})
-def download(job_id: str, request: Request,
-             format: Annotated[Literal["ome-tiff", "ome-zarr", "preview"], Query()],
-             svc: Svc) -> Response:
+@router.get(
+    "/{job_id}/download",
+    response_model=None,
+    openapi_extra=signed_link(),
+    responses={
+        200: {
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in DOWNLOADS.values()
+            }
+        },
+        **errors(
+            401, 404, 409, 410, 422, notes={404: "no such job, or the job did not make this format"}
+        ),
+    },
+)
+def download(
+    job_id: str,
+    request: Request,
+    format: Annotated[Literal["ome-tiff", "ome-zarr", "preview"], Query()],
+    svc: Svc,
+) -> Response:
     """The finished slide as OME-TIFF, zipped OME-Zarr or a PNG preview, streamed."""
     job = readable_job(request, job_id, svc)
     if job.state != "succeeded":
         raise ApiError(409, f"job {job.id} is {job.state}; downloads exist once it succeeded")
     formats = (job.result or {}).get("formats", [])
     if format not in formats:
-        raise ApiError(404, f"job {job.id} did not produce {format} (it made: "
-                            f"{', '.join(formats)})")
+        raise ApiError(
+            404, f"job {job.id} did not produce {format} (it made: {', '.join(formats)})"
+        )
     paths = JobPaths.of(svc.config.data_dir, job.id)
     name = f"gigasynth-{job.id}"
     if format == "ome-zarr":
         if not paths.zarr.is_dir():
             raise ApiError(410, f"the OME-Zarr of job {job.id} is gone")
         return StreamingResponse(
-            zip_stream(paths.zarr, f"{name}.ome.zarr"), media_type=DOWNLOADS[format],
-            headers={"Content-Disposition": f'attachment; filename="{name}.ome.zarr.zip"'})
+            zip_stream(paths.zarr, f"{name}.ome.zarr"),
+            media_type=DOWNLOADS[format],
+            headers={"Content-Disposition": f'attachment; filename="{name}.ome.zarr.zip"'},
+        )
     path = paths.ome_tiff if format == "ome-tiff" else paths.preview
     if not path.is_file():
         raise ApiError(410, f"the {format} file of job {job.id} is gone")

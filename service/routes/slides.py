@@ -25,19 +25,29 @@ router = APIRouter(prefix="/v1/slides", tags=["slides"])
 CACHE_CONTROL = "private, max-age=86400, immutable"
 
 # OpenAPI: conditional requests, the validators sent back, and what a slide request answers.
-_IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
-                  "schema": {"type": "string"},
-                  "description": "an ETag from an earlier answer: 304 while it still holds"}
-_CACHE_HEADERS = {name: {"schema": {"type": "string"}, "required": True}
-                  for name in ("ETag", "Cache-Control")}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "an ETag from an earlier answer: 304 while it still holds",
+}
+_CACHE_HEADERS = {
+    name: {"schema": {"type": "string"}, "required": True} for name in ("ETag", "Cache-Control")
+}
 
 
 def _slide_responses(media_type: str, not_found: str) -> dict[int | str, dict]:
-    return {200: {"content": {media_type: {"schema": {"type": "string"}}},
-                  "headers": _CACHE_HEADERS},
-            304: {"description": "not modified: the If-None-Match ETag still holds",
-                  "headers": _CACHE_HEADERS},
-            **errors(401, 404, 409, 410, notes={404: not_found})}
+    return {
+        200: {"content": {media_type: {"schema": {"type": "string"}}}, "headers": _CACHE_HEADERS},
+        304: {
+            "description": "not modified: the If-None-Match ETag still holds",
+            "headers": _CACHE_HEADERS,
+        },
+        **errors(401, 404, 409, 410, notes={404: not_found}),
+    }
+
+
 # ASCII digits only: str.isdigit() and \d also take '¹' or '٣', which int() refuses or reads.
 _LEVEL = re.compile(r"[0-9]{1,3}")
 _TILE_NAME = re.compile(r"([0-9]{1,9})_([0-9]{1,9})\.jpeg")
@@ -70,35 +80,46 @@ def _not_modified(request: Request, tag: str) -> Response | None:
 
 
 def _cached(tag: str, body: bytes, media_type: str) -> Response:
-    return Response(body, media_type=media_type,
-                    headers={"ETag": tag, "Cache-Control": CACHE_CONTROL})
+    return Response(
+        body, media_type=media_type, headers={"ETag": tag, "Cache-Control": CACHE_CONTROL}
+    )
 
 
-@router.get("/{job_id}.dzi", response_class=Response,
-            openapi_extra=signed_link(_IF_NONE_MATCH),
-            responses=_slide_responses("application/xml", "no such job"))
+@router.get(
+    "/{job_id}.dzi",
+    response_class=Response,
+    openapi_extra=signed_link(_IF_NONE_MATCH),
+    responses=_slide_responses("application/xml", "no such job"),
+)
 def dzi(job_id: str, request: Request, svc: Svc) -> Response:
     """The DeepZoom descriptor (size, tile size 254, overlap 1, JPEG)."""
     job, paths = _finished_slide(request, job_id, svc)
     generator = _generator(job, paths, svc)
     tag = etag(job.id, job.finished or 0.0, "dzi")
-    return _not_modified(request, tag) or _cached(tag, generator.get_dzi().encode(),
-                                                  "application/xml")
+    return _not_modified(request, tag) or _cached(
+        tag, generator.get_dzi().encode(), "application/xml"
+    )
 
 
-@router.get("/{job_id}_files/{level}/{tile_name}", response_class=Response,
-            openapi_extra=signed_link(_IF_NONE_MATCH),
-            responses=_slide_responses("image/jpeg", "no such job, or no such tile: a "
-                                                     "level or column/row outside the pyramid, "
-                                                     "or a name not LEVEL/COL_ROW.jpeg"))
-def tile(job_id: str, level: str, tile_name: str, request: Request,
-         svc: Svc) -> Response:
+@router.get(
+    "/{job_id}_files/{level}/{tile_name}",
+    response_class=Response,
+    openapi_extra=signed_link(_IF_NONE_MATCH),
+    responses=_slide_responses(
+        "image/jpeg",
+        "no such job, or no such tile: a "
+        "level or column/row outside the pyramid, "
+        "or a name not LEVEL/COL_ROW.jpeg",
+    ),
+)
+def tile(job_id: str, level: str, tile_name: str, request: Request, svc: Svc) -> Response:
     """One JPEG tile `{col}_{row}.jpeg` of a DeepZoom level; 404 outside the pyramid."""
     job, paths = _finished_slide(request, job_id, svc)
     match = _TILE_NAME.fullmatch(tile_name)
     if _LEVEL.fullmatch(level) is None or match is None:
-        raise ApiError(404, f"no such tile: {level[:20]}/{tile_name[:40]} "
-                            "(expected LEVEL/COL_ROW.jpeg)")
+        raise ApiError(
+            404, f"no such tile: {level[:20]}/{tile_name[:40]} (expected LEVEL/COL_ROW.jpeg)"
+        )
     lvl, col, row = int(level), int(match.group(1)), int(match.group(2))
     try:
         _generator(job, paths, svc).check_tile(lvl, (col, row))

@@ -19,11 +19,15 @@ from gigasynth_service.schemas import ModelList
 router = APIRouter()
 
 
-HEALTH_WAIT_S = 2.0      # how long /healthz waits for a busy store before a 503
+HEALTH_WAIT_S = 2.0  # how long /healthz waits for a busy store before a 503
 
 
-@router.get("/healthz", tags=["system"], openapi_extra=PUBLIC,
-            responses=errors(503, notes={503: "the job store does not answer"}))
+@router.get(
+    "/healthz",
+    tags=["system"],
+    openapi_extra=PUBLIC,
+    responses=errors(503, notes={503: "the job store does not answer"}),
+)
 async def healthz(request: Request) -> dict[str, str]:
     """Liveness and readiness: the store answers. No token needed, nothing private shown.
 
@@ -42,18 +46,22 @@ async def healthz(request: Request) -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/metrics", tags=["system"], response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
-                       **errors(401)})
-def metrics(_: Token,
-            svc: Svc) -> Response:
+@router.get(
+    "/metrics",
+    tags=["system"],
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        **errors(401),
+    },
+)
+def metrics(_: Token, svc: Svc) -> Response:
     """Prometheus text: gigasynth_jobs{state}, tiles served, request latency histograms."""
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/models", tags=["models"], response_model=ModelList, responses=errors(401))
-def models(_: Token,
-           svc: Svc) -> ModelList:
+def models(_: Token, svc: Svc) -> ModelList:
     """The models this service offers, by the names a job request uses."""
     return ModelList(models=[m.describe() for m in svc.catalog.entries()])
 

@@ -33,15 +33,19 @@ from gigasynth_service.schemas import LinkRequest, SignedLink, TileSignature
 router = APIRouter(tags=["viewer"])
 
 # No server path in it: the static route answers without a token.
-OSD_MISSING = ("the viewer is unavailable: OpenSeadragon is not installed (set "
-               "GIGASYNTH_OPENSEADRAGON_DIR to its build folder, "
-               "node_modules/openseadragon/build/openseadragon after `npm ci` with the "
-               "repository's package.json; in a source checkout `npm ci` in its root is enough)")
+OSD_MISSING = (
+    "the viewer is unavailable: OpenSeadragon is not installed (set "
+    "GIGASYNTH_OPENSEADRAGON_DIR to its build folder, "
+    "node_modules/openseadragon/build/openseadragon after `npm ci` with the "
+    "repository's package.json; in a source checkout `npm ci` in its root is enough)"
+)
 
 # OpenSeadragon sets inline styles on its elements, hence 'unsafe-inline' for styles only.
-CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
-       "style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; "
-       "base-uri 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -91,18 +95,23 @@ _PAGE = """<!doctype html>
 """
 
 
-@router.get("/view/{job_id}", response_class=HTMLResponse, openapi_extra=signed_link(),
-            responses=errors(401, 404, 503, notes={
-                503: "the viewer is unavailable: OpenSeadragon is not installed"}))
+@router.get(
+    "/view/{job_id}",
+    response_class=HTMLResponse,
+    openapi_extra=signed_link(),
+    responses=errors(
+        401, 404, 503, notes={503: "the viewer is unavailable: OpenSeadragon is not installed"}
+    ),
+)
 def view(job_id: str, request: Request, svc: Svc) -> HTMLResponse:
     """The viewer page for one job (by token or by the job's signed link)."""
     access = read_access(request, job_id, svc)
     if not svc.config.has_openseadragon:
         raise ApiError(503, OSD_MISSING)
-    page = _PAGE.format(job_id=html.escape(access.job.id),
-                        query=html.escape(access.signed_query(svc)))
-    return HTMLResponse(page, headers={"Content-Security-Policy": CSP,
-                                       "Cache-Control": "no-store"})
+    page = _PAGE.format(
+        job_id=html.escape(access.job.id), query=html.escape(access.signed_query(svc))
+    )
+    return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
 
 class OpenSeadragonFiles(StaticFiles):
@@ -120,27 +129,51 @@ class OpenSeadragonFiles(StaticFiles):
         await super().__call__(scope, receive, send)
 
 
-@router.post("/v1/jobs/{job_id}/links", status_code=201, response_model=SignedLink,
-             tags=["jobs"], responses=errors(400, 401, 404, 413, 422, notes={
-                 422: "ttl_s is not a whole number of seconds from 1 to this service's "
-                      "maximum (GIGASYNTH_LINK_MAX_TTL_S)"}))
-def mint_link(job_id: str, token: Token, svc: Svc,
-              body: LinkRequest | None = None) -> SignedLink:
+@router.post(
+    "/v1/jobs/{job_id}/links",
+    status_code=201,
+    response_model=SignedLink,
+    tags=["jobs"],
+    responses=errors(
+        400,
+        401,
+        404,
+        413,
+        422,
+        notes={
+            422: "ttl_s is not a whole number of seconds from 1 to this service's "
+            "maximum (GIGASYNTH_LINK_MAX_TTL_S)"
+        },
+    ),
+)
+def mint_link(job_id: str, token: Token, svc: Svc, body: LinkRequest | None = None) -> SignedLink:
     """A signed link to the job for `ttl_s` seconds (the owner's token only): its viewer
     and status URLs. It ends then, or when the token expires or is revoked, if sooner."""
     job = owned_job(job_id, token, svc)
     ttl_s = svc.config.link_ttl_s if body is None or body.ttl_s is None else body.ttl_s
     if ttl_s > svc.config.link_max_ttl_s:
-        raise ApiError(422, f"ttl_s {ttl_s} exceeds this service's longest link lifetime of "
-                            f"{svc.config.link_max_ttl_s} s")
+        raise ApiError(
+            422,
+            f"ttl_s {ttl_s} exceeds this service's longest link lifetime of "
+            f"{svc.config.link_max_ttl_s} s",
+        )
     exp = svc.signer.expiry(ttl_s=ttl_s, not_after=token.expires)
     query = svc.signer.signed(job.id, job.token_id, exp)
-    return SignedLink(viewer=f"/view/{job.id}?{query}", status=f"/v1/jobs/{job.id}?{query}",
-                      query=query, expires=exp)
+    return SignedLink(
+        viewer=f"/view/{job.id}?{query}",
+        status=f"/v1/jobs/{job.id}?{query}",
+        query=query,
+        expires=exp,
+    )
 
 
-@router.get("/v1/jobs/{job_id}/tile-signature", response_model=TileSignature, tags=["jobs"],
-            openapi_extra=signed_link(), responses=errors(401, 404))
+@router.get(
+    "/v1/jobs/{job_id}/tile-signature",
+    response_model=TileSignature,
+    tags=["jobs"],
+    openapi_extra=signed_link(),
+    responses=errors(401, 404),
+)
 def tile_signature(job_id: str, request: Request, svc: Svc) -> TileSignature:
     """A signature for the job's DZI and tiles, valid GIGASYNTH_TILE_TTL_S seconds but never
     past the link it is asked with (nor its token's expiry): the viewer renews it while
@@ -153,4 +186,5 @@ def tile_signature(job_id: str, request: Request, svc: Svc) -> TileSignature:
     return TileSignature(
         query=svc.signer.signed(access.job.id, access.job.token_id, exp, TILES),
         expires_in_s=round(exp - now, 3),
-        link_expires_in_s=None if access.link_exp is None else round(access.link_exp - now, 3))
+        link_expires_in_s=None if access.link_exp is None else round(access.link_exp - now, 3),
+    )
