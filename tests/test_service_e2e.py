@@ -185,19 +185,24 @@ def _store_state(data_dir, job_id) -> str:
 
 
 def _kill_mid_job(server, token: str, request: dict) -> tuple[str, int]:
-    """Submit jobs of growing length until one is seen running past its first save, then
-    SIGKILL the server: (that job's id, its steps). Short jobs can finish between two
-    polls on a fast machine, so each miss retries with four times the steps."""
-
-    def past_first_save(job: dict) -> bool:
-        return job["state"] == "running" and (job["progress"] or {}).get("step", 0) >= 3
+    """Submit jobs of growing length until one is seen running past its first save and
+    within its first half, then SIGKILL the server: (that job's id, its steps). Short jobs
+    can pass that window between two polls on a fast machine, so each miss retries with
+    four times the steps."""
 
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as api:
-        for steps in (8, 32, 128, 400):
+        for steps in (16, 64, 256, 400):
+
+            def in_first_half(job: dict, steps: int = steps) -> bool:
+                # Past the first save, with half the job left: the kill lands mid-denoise
+                # even when the job runs on between this poll and the kill.
+                step = (job["progress"] or {}).get("step", 0)
+                return job["state"] == "running" and 3 <= step <= steps // 2
+
             job_id = api.post("/v1/jobs", json={**request, "steps": steps}).json()["id"]
             job = wait_for_job(
-                api, job_id, until=("succeeded",), timeout=120, predicate=past_first_save
+                api, job_id, until=("succeeded",), timeout=120, predicate=in_first_half
             )
             if job["state"] == "running":
                 server.kill()  # SIGKILL: a crash
