@@ -13,6 +13,7 @@ from gigasynth.config import ModelConfig
 from .test_cli import gigasynth
 
 
+@pytest.mark.slow
 def test_bench_quick_json_runs_every_stage():
     proc = gigasynth(
         "bench", "--device", "cpu", "--preset", "tiny", "--quick", "--json", "--threads", "1"

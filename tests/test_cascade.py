@@ -80,6 +80,7 @@ def _run_script(tree: Path, out: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_unconditioned_models_unchanged_against_the_old_code(tmp_path):
     """The bundled model samples the same bits (DDIM and DDPM) and a saved checkpoint
     has the same bytes here as at the commit before conditioning existed."""
@@ -277,6 +278,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> 
     assert len(lines) == 1 and fragment in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_samples_from_a_low_resolution_png(tmp_path, cond_model):
     ckpt = save_checkpoint(tmp_path / "stage", cond_model, COND)
     low = tmp_path / "low.png"

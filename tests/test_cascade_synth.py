@@ -245,6 +245,7 @@ def test_bad_layouts_are_one_line_errors(cascade, tmp_path, monkeypatch, slide_p
     assert 100 < rgb.mean() < 250 and rgb.std() > 5
 
 
+@pytest.mark.slow
 def test_cli_runs_a_cascade(cascade, tmp_path):
     root, _, _ = cascade
     layout = _layout(tmp_path / "layout.png", 5, 4)

@@ -85,6 +85,7 @@ def _noise(image: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(np.round(noise), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_kid_ranks_real_below_blurred_below_noise_at_each_scale(halves, bottom, inception):
     """KID of top half vs bottom half < vs bottom blurred < vs colour-matched noise, per scale.
 
@@ -154,6 +155,7 @@ def _write_zarr(path: Path, image: np.ndarray, mpp: float) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_cli_slide_vs_ome_zarr_writes_report_and_json(tmp_path, halves, bottom, inception):
     """`gigasynth eval` in a real process: slide vs an OME-Zarr (µm/px from its metadata)."""
     slide = openslide.OpenSlide(str(SLIDE))

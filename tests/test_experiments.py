@@ -26,6 +26,7 @@ STEPS = [
 ]
 
 
+@pytest.mark.slow
 def test_experiment_scripts_run_and_tabulate(tmp_path):
     pytest.importorskip("diffusers")
     from gigasynth.eval import inception_path

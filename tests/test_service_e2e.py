@@ -318,6 +318,7 @@ def test_viewer_in_headless_chromium(served, finished, tmp_path):
     assert red > green and blue > green, f"not H&E-like colours: {shown_mean} ({shot})"
 
 
+@pytest.mark.slow
 def test_load_tiles_and_submissions(served):
     """Many concurrent clients on loopback, bounded in time: tile latency, jobs accepted/s.
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from distributed import Client
 from fastapi.testclient import TestClient
 
@@ -144,6 +145,7 @@ def test_a_lost_run_stays_cancellable(tmp_path):
         assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
 
 
+@pytest.mark.slow
 def test_disk_full_error_is_clean_and_retry_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     """A full disk fails the job with a message free of server paths and CLI advice;
     POST /retry resumes it from its saved step; a cancelled job resumes the same way;
@@ -271,6 +273,7 @@ def dask_cluster_processes(workdir: Path, workers: int = 2) -> Iterator[tuple[st
         log.close()
 
 
+@pytest.mark.slow
 def test_scheduler_and_worker_processes_give_the_embedded_bytes(tmp_path):
     """The deployed path: a real scheduler and two worker processes. `gigasynth synth
     --scheduler` and the service with GIGASYNTH_SCHEDULER write the embedded cluster's

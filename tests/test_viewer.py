@@ -204,6 +204,7 @@ def test_scale_bar_follows_the_zoom_and_matches_the_ome_xml(browser_and_job):
     assert tiles and all_served(tiles)
 
 
+@pytest.mark.slow
 def test_tiles_load_past_their_signature_until_the_link_ends(browser_and_job):
     server, token, _, job, browser = browser_and_job
     minted = httpx.post(
