@@ -186,6 +186,31 @@ def test_whole_image_engine_is_the_library_sampler(checkpoints, whole_states):
 RESUME_SPEC = dict(width=200, height=150, seed=11, sampler="ddim", steps=8, tile=64, save_every=2)
 
 
+def resume_spec_argv(checkpoint: str, out: Path) -> list[str]:
+    """`gigasynth synth` of RESUME_SPEC with `checkpoint` into `out`, as a subprocess argv."""
+    s = RESUME_SPEC
+    return [
+        sys.executable,
+        "-m",
+        "gigasynth",
+        "synth",
+        "--checkpoint",
+        checkpoint,
+        "--size",
+        f"{s['width']}x{s['height']}",
+        "--seed",
+        str(s["seed"]),
+        "--steps",
+        str(s["steps"]),
+        "--tile",
+        str(s["tile"]),
+        "--save-every",
+        str(s["save_every"]),
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(checkpoints, client2, tmp_path_factory) -> dict:
     """One uninterrupted synth with every output and its progress reports."""
@@ -239,26 +264,8 @@ def test_killed_run_resumes_to_the_same_bytes(uninterrupted, checkpoints, tmp_pa
     """A real CLI process killed with SIGKILL after a saved step, then --resume."""
     out = tmp_path / "k.ome.zarr"
     progress = work_path(out) / "progress.json"
-    s = RESUME_SPEC
     argv = [
-        sys.executable,
-        "-m",
-        "gigasynth",
-        "synth",
-        "--checkpoint",
-        checkpoints["micro"],
-        "--size",
-        f"{s['width']}x{s['height']}",
-        "--seed",
-        str(s["seed"]),
-        "--steps",
-        str(s["steps"]),
-        "--tile",
-        str(s["tile"]),
-        "--save-every",
-        str(s["save_every"]),
-        "--out",
-        str(out),
+        *resume_spec_argv(checkpoints["micro"], out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -521,26 +528,8 @@ def test_work_dir_holds_the_state_and_a_resume_finds_it(uninterrupted, checkpoin
     """CLI end to end: --work-dir puts every state buffer there (nothing beside --out), a
     killed run resumes from it without being told where, and the result is unchanged."""
     out, scratch = tmp_path / "out" / "w.ome.zarr", tmp_path / "scratch"
-    s = RESUME_SPEC
     argv = [
-        sys.executable,
-        "-m",
-        "gigasynth",
-        "synth",
-        "--checkpoint",
-        checkpoints["micro"],
-        "--size",
-        f"{s['width']}x{s['height']}",
-        "--seed",
-        str(s["seed"]),
-        "--steps",
-        str(s["steps"]),
-        "--tile",
-        str(s["tile"]),
-        "--save-every",
-        str(s["save_every"]),
-        "--out",
-        str(out),
+        *resume_spec_argv(checkpoints["micro"], out),
         "--work-dir",
         str(scratch),
     ]
