@@ -49,3 +49,11 @@ def slide_path() -> Path:
     if not SLIDE.exists():
         pytest.skip(f"sample slide missing: {SLIDE}")
     return SLIDE
+
+
+@pytest.fixture
+def cascade(tmp_path):
+    """tests.cascade_fixtures' two-stage cascade in tmp_path/casc: (root, model 1, model 2)."""
+    from tests.cascade_fixtures import write_cascade
+
+    return write_cascade(tmp_path / "casc")

@@ -12,58 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from distributed import Client, LocalCluster
 from PIL import Image
 
 from gigasynth.cascade import load_cascade
 from gigasynth.cascade.layout import read_layout
 from gigasynth.cascade.synth import CascadeSettings, cascade_work, synthesize_cascade
-from gigasynth.checkpoint import save_checkpoint
 from gigasynth.errors import GigasynthError
 from gigasynth.images import to_model_space, to_uint8
 from gigasynth.io import open_level
 from gigasynth.io.omezarr import read_zarr_metadata
-from gigasynth.models import build_model
 from gigasynth.sampling import SampleRequest, super_resolve
 from gigasynth.synth import SynthCancelled
 
+from .cascade_fixtures import MPP1, MPP2, STAGE1, STAGE2
+from .cascade_fixtures import write_layout as _layout
+from .cascade_fixtures import write_stage as _stage
 from .conftest import MICRO
-
-STAGE1 = replace(MICRO, condition_channels=3, condition_downsample=2, condition_noise=0.05)
-STAGE2 = replace(MICRO, condition_channels=3, condition_downsample=3, condition_noise=0.05)
-MPP1, MPP2 = 2.0, 2.0 / 3
-
-
-def _stage(folder: Path, config, mpp: float | None, seed: int):
-    torch.manual_seed(seed)
-    model = build_model(config, zero_output=False).eval()
-    save_checkpoint(folder, model, config, None if mpp is None else {"mpp": mpp})
-    return model
-
-
-@pytest.fixture
-def cascade(tmp_path):
-    """A 2x stage to 2 µm/px and a 3x stage to 0.667 µm/px; the folder holds cascade.json
-    with paths relative to it."""
-    root = tmp_path / "casc"
-    m1 = _stage(root / "s1", STAGE1, MPP1, 0)
-    m2 = _stage(root / "s2", STAGE2, MPP2, 1)
-    doc = {
-        "layout": "given",
-        "stages": [
-            {"checkpoint": "s1", "sampler": "ddim", "steps": 3},
-            {"checkpoint": "s2", "sampler": "ddim", "steps": 2},
-        ],
-    }
-    (root / "cascade.json").write_text(json.dumps(doc))
-    return root, m1, m2
-
-
-def _layout(path: Path, width: int, height: int, seed: int = 3) -> Path:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8)).save(path)
-    return path
 
 
 def _level0(path: Path) -> np.ndarray:
