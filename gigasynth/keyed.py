@@ -35,6 +35,7 @@ class Stream(IntEnum):
     TRAIN_TIME = 5
     INPAINT_NOISE = 6
     CONDITION_NOISE = 7
+    TISSUE_MASK = 8  # gigasynth.cascade.masks: procedural tissue masks
 
 
 def _mul32(x: torch.Tensor, m: int) -> torch.Tensor:
