@@ -3,10 +3,12 @@
 Writing: `create_ome_zarr` -> the engine fills level 0 chunk by chunk -> `build_pyramid`
 -> `write_ome_tiff` / `write_preview`. Reading either format: `open_slide` (levels, µm per
 pixel, metadata, regions), `DeepZoomGenerator` (DeepZoom tiles and the DZI, as a viewer
-wants them), `read_metadata` / `read_provenance`.
+wants them), `read_metadata` / `read_provenance`. A tissue mask rides along in the OME-Zarr
+as an NGFF label image: `write_label` / `read_label`.
 """
 
 from gigasynth.io.deepzoom import DeepZoomGenerator
+from gigasynth.io.labels import read_label, write_label
 from gigasynth.io.metadata import SlideMetadata
 from gigasynth.io.ometiff import write_ome_tiff
 from gigasynth.io.omezarr import create_ome_zarr, open_level
@@ -24,8 +26,10 @@ __all__ = [
     "level_shapes",
     "open_level",
     "open_slide",
+    "read_label",
     "read_metadata",
     "read_provenance",
+    "write_label",
     "write_ome_tiff",
     "write_preview",
 ]
