@@ -20,7 +20,7 @@ from gigasynth_service.links import LinkSigner, load_or_create_key
 from gigasynth_service.metrics import LatencyMiddleware, Metrics
 from gigasynth_service.openapi import install_openapi
 from gigasynth_service.paths import private_dir
-from gigasynth_service.routes import jobs, slides, system, viewer
+from gigasynth_service.routes import jobs, layouts, slides, system, viewer
 from gigasynth_service.runner import JobRunner
 from gigasynth_service.slides import SlideTiles
 from gigasynth_service.store import JobStore
@@ -81,12 +81,16 @@ def create_app(config: ServiceConfig, run_jobs: bool = True) -> FastAPI:
     app.state.services = svc
     app.dependency_overrides[services] = _services
     install_error_handlers(app)
-    for module in (system, jobs, slides, viewer):
+    for module in (system, jobs, layouts, slides, viewer):
         app.include_router(module.router)
     install_openapi(app)
     app.mount("/static/viewer", StaticFiles(directory=STATIC), name="viewer-static")
     app.mount("/static/openseadragon", viewer.OpenSeadragonFiles(config), name="openseadragon")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=config.max_body_bytes,
+        uploads={"/v1/layouts": (config.max_layout_bytes, "GIGASYNTH_MAX_LAYOUT_BYTES")},
+    )
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,7 +1,9 @@
-"""The models a deployment offers, by name: bundled ones and checkpoint folders.
+"""The models a deployment offers, by name: bundled ones, checkpoint folders and cascades.
 
 Clients name a model (`builtin:tiny-pathology`, or the folder name of a checkpoint under
-the models dir); they never send a path. A name is looked up in this catalog or refused.
+the models dir) or a cascade (the folder name of a cascade under the models dir: a folder
+holding cascade.json, its stages' checkpoints referenced from it); they never send a
+path. A name is looked up in this catalog or refused.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gigasynth.cascade import Cascade, is_cascade, load_cascade
 from gigasynth.checkpoint import (
     BUILTIN,
     Checkpoint,
@@ -42,6 +45,41 @@ class ModelEntry:
         return {"name": self.name, **info.describe()}
 
 
+@dataclass(frozen=True)
+class CascadeEntry:
+    """One offered cascade: its public name and the checked definition."""
+
+    name: str
+    cascade: Cascade
+
+    @property
+    def sha256(self) -> str:
+        """The finest stage's weights: the checkpoint that makes the slide's pixels."""
+        return self.cascade.stages[-1].sha256
+
+    def describe(self) -> dict[str, Any]:
+        """What GET /v1/models shows of it: stages and resolutions, no server path."""
+        c = self.cascade
+        return {
+            "name": self.name,
+            "kind": "cascade",
+            "layout": c.layout,
+            "layout_mpp": c.layout_mpp,
+            "factor": c.factor,
+            "mpp": c.mpp,
+            "stages": [
+                {
+                    "sha256": s.sha256,
+                    "mpp": s.mpp,
+                    "sampler": s.sampler,
+                    "steps": s.steps,
+                    "condition_downsample": s.condition_downsample,
+                }
+                for s in c.stages
+            ],
+        }
+
+
 class ModelCatalog:
     """Bundled checkpoints (optionally filtered) plus the folders of a models dir.
 
@@ -66,6 +104,16 @@ class ModelCatalog:
                     found[folder.name] = str(folder)
         return found
 
+    def _cascades(self) -> dict[str, Path]:
+        """name -> cascade folder."""
+        if not self.models_dir.is_dir():
+            return {}
+        return {
+            folder.name: folder
+            for folder in sorted(self.models_dir.iterdir())
+            if _FOLDER_NAME.fullmatch(folder.name) and is_cascade(folder)
+        }
+
     def _entry(self, name: str, ref: str) -> ModelEntry:
         try:
             info = describe_checkpoint(ref)
@@ -73,21 +121,40 @@ class ModelCatalog:
             raise GigasynthError(f"model {name!r} has an unreadable config: {exc}") from None
         return ModelEntry(name, ref, info.config, info.parameters, info.sha256, info.meta)
 
-    def entries(self) -> list[ModelEntry]:
-        """Every usable model; a broken checkpoint folder is left out, not fatal."""
-        out = []
+    def _cascade_entry(self, name: str, folder: Path) -> CascadeEntry:
+        try:
+            return CascadeEntry(name, load_cascade(folder))
+        except (OSError, GigasynthError) as exc:
+            message = str(exc).replace(str(folder.absolute() / "cascade.json"), name)
+            raise GigasynthError(f"cascade {name!r} is unusable: {message}") from None
+
+    def entries(self) -> list[ModelEntry | CascadeEntry]:
+        """Every usable model and cascade; a broken one is left out, not fatal."""
+        out: list[ModelEntry | CascadeEntry] = []
         for name, ref in self._candidates().items():
             try:
                 out.append(self._entry(name, ref))
             except (GigasynthError, OSError):
                 continue
+        for name, folder in self._cascades().items():
+            try:
+                out.append(self._cascade_entry(name, folder))
+            except (GigasynthError, OSError):
+                continue
         return out
+
+    def lookup(self, name: str) -> ModelEntry | CascadeEntry:
+        """The model or cascade called `name`, or a GigasynthError listing the known names."""
+        cascades = self._cascades()
+        if name in cascades:
+            return self._cascade_entry(name, cascades[name])
+        return self.get(name)
 
     def get(self, name: str) -> ModelEntry:
         """The model called `name`, or a GigasynthError listing the known names."""
         candidates = self._candidates()
         if name not in candidates:
-            known = ", ".join(candidates) or "none installed"
+            known = ", ".join([*candidates, *self._cascades()]) or "none installed"
             raise GigasynthError(f"unknown model {name[:100]!r} (available: {known})")
         return self._entry(name, candidates[name])
 

@@ -39,6 +39,8 @@ class ServiceConfig:
     work_dir: Path | None = None  # None: job state beside its outputs in the data dir
     cors_origins: tuple[str, ...] = ()  # empty: no cross-origin access
     max_body_bytes: int = 64 * 1024
+    max_layout_bytes: int = 16 * 1024 * 1024  # one uploaded layout image (POST /v1/layouts)
+    max_layouts: int = 100  # layouts each token may keep uploaded
     max_megapixels: float = 10_000.0  # per job, for every token
     max_side: int = 262_144  # px, width or height
     max_steps: int = 1000  # DDIM steps
@@ -157,6 +159,8 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         work_dir=Path(work_dir) if work_dir else None,
         cors_origins=_list(env, "GIGASYNTH_CORS_ORIGINS") or (),
         max_body_bytes=_int(env, "GIGASYNTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+        max_layout_bytes=_int(env, "GIGASYNTH_MAX_LAYOUT_BYTES", 16 * 1024 * 1024, minimum=1024),
+        max_layouts=_int(env, "GIGASYNTH_MAX_LAYOUTS", 100, minimum=1),
         max_megapixels=_float(env, "GIGASYNTH_MAX_MEGAPIXELS", 10_000.0),
         max_side=_int(env, "GIGASYNTH_MAX_SIDE", 262_144, minimum=16),
         max_steps=_int(env, "GIGASYNTH_MAX_STEPS", 1000, minimum=1),

@@ -27,6 +27,7 @@ MEANINGS: dict[int, str] = {
     409: "the job has not succeeded (yet): there is nothing to serve",
     410: "the job's output files are gone",
     413: "request body larger than the service's limit (GIGASYNTH_MAX_BODY_BYTES)",
+    415: "an upload's Content-Type is not one taken, or its bytes are not that type",
     422: "invalid or out-of-limit parameters",
     429: "the token already has as many jobs queued or running as it may",
     503: "the job store cannot record changes right now (e.g. a full disk): try again later",
@@ -152,6 +153,7 @@ _JOB_OPERATIONS = (
     ("DownloadJob", "/v1/jobs/{job_id}/download", "get"),
     ("SlideDescriptor", "/v1/slides/{job_id}.dzi", "get"),
     ("ViewJob", "/view/{job_id}", "get"),
+    ("JobLayout", "/v1/jobs/{job_id}/layout", "get"),
 )
 
 

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gigasynth.cascade.synth import cascade_work
 from gigasynth.synth.state import discard_work
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -70,8 +71,16 @@ class JobPaths:
     def preview(self) -> Path:
         return self.root / "preview.png"
 
+    @property
+    def layout(self) -> Path:
+        """A cascade job's layout: the uploaded image's pixels as PNG, copied at submission."""
+        return self.root / "layout.png"
+
     def remove(self) -> None:
         """Delete everything of this job (outputs and the engine's resumable work state,
-        also where GIGASYNTH_WORK_DIR put it)."""
+        also where GIGASYNTH_WORK_DIR put it; for a cascade, its stages' too)."""
+        work = cascade_work(self.zarr)  # a stage's engine record: stage-K.ome.zarr.work
+        for stage in sorted({p.name.split(".")[0] for p in work.glob("stage-*.ome.zarr*")}):
+            discard_work(work / f"{stage}.ome.zarr")
         discard_work(self.zarr)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -12,21 +12,43 @@ comparisons and one indexed count), then the model and check_job (its tile plan 
 arithmetic too, so its cost does not grow with the slide). No lock is
 held here: the concurrency quota is checked again where the job is inserted, in the
 same store transaction (`JobStore.add_job(max_active=...)`).
+
+A cascade job is admitted the same way at its final size (its layout's size times the
+cascade's factor), then every stage is checked by the cascade's own precheck (check_job
+per stage; its messages name the stage: "stage 2 of 2: ..."). Its disk need is left to
+the engine's preflight when it runs (a failed job, not a 507).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+from gigasynth.cascade.definition import Stage
+from gigasynth.cascade.synth import _layout_condition as check_layout
+from gigasynth.cascade.synth import _precheck as check_stages
+from gigasynth.cascade.synth import make_layout, stage_specs
 from gigasynth.errors import GigasynthError
-from gigasynth.synth import Job, check_job
+from gigasynth.synth import Job, SynthSpec, check_job
 from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
-from gigasynth_service.catalog import ModelCatalog, ModelEntry
+from gigasynth_service.catalog import CascadeEntry, ModelCatalog, ModelEntry
 from gigasynth_service.config import ServiceConfig
 from gigasynth_service.errors import ApiError
+from gigasynth_service.runner import public_error
 from gigasynth_service.schemas import JobRequest
-from gigasynth_service.spec import synth_spec
+from gigasynth_service.spec import cascade_settings, synth_spec
 from gigasynth_service.store import JobStore, TokenRecord
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted job: its model or cascade and the slide's size (a cascade with a
+    layout: the layout's size times the cascade's factor)."""
+
+    entry: ModelEntry | CascadeEntry
+    width: int
+    height: int
 
 
 def admit(
@@ -36,22 +58,39 @@ def admit(
     catalog: ModelCatalog,
     store: JobStore,
     uncounted: Collection[str] = (),
-) -> ModelEntry:
-    """The model the job will use, or an ApiError saying why the job is refused.
+    layout: Path | None = None,
+) -> Admission:
+    """The job's model or cascade and size, or an ApiError saying why it is refused.
 
     `uncounted`: ids of the token's jobs that ended but whose end the store has not
-    recorded yet (they hold no slot).
+    recorded yet (they hold no slot). `layout`: the image file of the layout the request
+    names (given exactly when it names one).
     """
-    for side, value in (("width", request.width), ("height", request.height)):
+    plan: CascadePlan | None = None
+    width, height = request.width, request.height
+    if layout is not None:  # the layout and the cascade's stages fix the size
+        plan = _plan(_cascade(request, catalog), layout, request, config)
+        width, height = plan.size
+        if (request.width or width, request.height or height) != (width, height):
+            raise ApiError(
+                422,
+                f"this layout makes a {width}x{height} px slide through cascade "
+                f"{plan.entry.name!r}, not {request.width or width}x{request.height or height}: "
+                "leave width and height out",
+            )
+    for side, value in (("width", width), ("height", height)):
+        if value is None:
+            raise ApiError(422, f"invalid request: missing field {side!r}")
         if value > config.max_side:
             raise ApiError(
                 422, f"{side} {value} exceeds this service's limit of {config.max_side} px"
             )
-    megapixels = request.width * request.height / 1e6
+    assert width is not None and height is not None
+    megapixels = width * height / 1e6
     if megapixels > config.max_megapixels:
         raise ApiError(
             422,
-            f"{request.width}x{request.height} is {megapixels:,.2f} megapixels, "
+            f"{width}x{height} is {megapixels:,.2f} megapixels, "
             f"over this service's limit of {config.max_megapixels:,g}",
         )
     if request.steps is not None and request.steps > config.max_steps:
@@ -67,20 +106,103 @@ def admit(
     active = store.active_count(token.id, uncounted)
     if active >= token.max_concurrent:
         raise concurrency_refusal(active, token)
-    try:
-        model = catalog.get(request.model)
-    except GigasynthError as exc:
-        raise ApiError(422, str(exc)) from None
+    if plan is None:
+        try:
+            entry = catalog.lookup(request.model)
+        except GigasynthError as exc:
+            raise ApiError(422, public_error(str(exc))) from None
+        if isinstance(entry, CascadeEntry):
+            plan = _plan(_cascade(request, catalog, entry), None, request, config)
+    if plan is not None:
+        try:  # every stage as the engine will check it, before any work (check_job)
+            check_stages(plan.stages, plan.specs)
+        except GigasynthError as exc:
+            raise ApiError(422, public_error(str(exc))) from None
+        return Admission(plan.entry, width, height)
+    assert isinstance(entry, ModelEntry)
+    if request.layout is not None:
+        raise ApiError(
+            422, f"layout is for a cascade job; {entry.name!r} is a single model, not a cascade"
+        )
     try:  # whatever the engine would refuse (model fit, sizes, tile plan), refused now
         job = check_job(
-            synth_spec(request.model_dump(), model.ref, config.save_every),
-            catalog.checkpoint(model),
-            model=f"model {model.name!r}",
+            synth_spec(request.model_dump(), entry.ref, config.save_every),
+            catalog.checkpoint(entry),
+            model=f"model {entry.name!r}",
         )
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
     _check_disk(request, job, config)
-    return model
+    return Admission(entry, width, height)
+
+
+@dataclass(frozen=True)
+class CascadePlan:
+    """A cascade job's stages that run (a layout may enter past the first) and their
+    specs, as the engine will make them."""
+
+    entry: CascadeEntry
+    stages: Sequence[Stage]
+    specs: list[SynthSpec]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.specs[-1].width, self.specs[-1].height
+
+
+def _cascade(
+    request: JobRequest, catalog: ModelCatalog, entry: ModelEntry | CascadeEntry | None = None
+) -> CascadeEntry:
+    """The cascade the request names, and nothing it does not take; 422 for anything else."""
+    if entry is None:
+        try:
+            entry = catalog.lookup(request.model)
+        except GigasynthError as exc:
+            raise ApiError(422, public_error(str(exc))) from None
+    if not isinstance(entry, CascadeEntry):
+        raise ApiError(
+            422, f"layout is for a cascade job; {entry.name!r} is a single model, not a cascade"
+        )
+    unused = [
+        name
+        for name, value, default in (
+            ("sampler", request.sampler, "ddim"),
+            ("steps", request.steps, 50),
+            ("mpp", request.mpp, None),
+        )
+        if value != default
+    ]
+    if unused:
+        raise ApiError(
+            422,
+            f"{unused[0]} is not taken with cascade {entry.name!r}: its stages bring their "
+            "own samplers, steps and resolutions (GET /v1/models)",
+        )
+    if request.layout is None and entry.cascade.layout == "given":
+        raise ApiError(
+            422,
+            f"cascade {entry.name!r} starts from a layout: upload the image "
+            "(POST /v1/layouts) and name its id as the job's layout",
+        )
+    return entry
+
+
+def _plan(
+    entry: CascadeEntry, layout: Path | None, request: JobRequest, config: ServiceConfig
+) -> CascadePlan:
+    """The stages and specs of a cascade job from its layout (None: a generated one of
+    the request's size), as synthesize_cascade makes them; 422 for what it refuses."""
+    settings = cascade_settings(request.model_dump(), config.save_every)
+    size = None if layout is not None else (request.width, request.height)
+    try:
+        start = make_layout(entry.cascade, layout, settings.seed, size)
+        stages = entry.cascade.stages[entry.cascade.entry(start.kind) :]
+        check_layout(stages[0], start)
+    except GigasynthError as exc:
+        message = str(exc).replace(str(layout), "the layout") if layout else str(exc)
+        raise ApiError(422, public_error(message)) from None
+    # The condition files' folder is only named in the specs; the check leaves them out.
+    return CascadePlan(entry, stages, stage_specs(stages, start.size, settings, Path()))
 
 
 def _check_disk(request: JobRequest, job: Job, config: ServiceConfig) -> None:
@@ -95,7 +217,7 @@ def _check_disk(request: JobRequest, job: Job, config: ServiceConfig) -> None:
         raise ApiError(
             507,
             f"not enough disk space on the server for a "
-            f"{request.width}x{request.height} slide: it needs "
+            f"{job.spec.width}x{job.spec.height} slide: it needs "
             f"{gb(short.needed)}, {gb(short.free)} free",
         ) from None
 

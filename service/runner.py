@@ -29,14 +29,21 @@ from typing import Any
 from distributed import Client
 
 from gigasynth import __version__
+from gigasynth.cascade.synth import CascadeProgress, synthesize_cascade
 from gigasynth.cluster import connect, default_workers
 from gigasynth.errors import GigasynthError
-from gigasynth.synth import SynthCancelled, SynthDiskFull, SynthProgress, synthesize
+from gigasynth.synth import (
+    SynthCancelled,
+    SynthDiskFull,
+    SynthProgress,
+    SynthResult,
+    synthesize,
+)
 from gigasynth.synth.preflight import DiskShortage, gb
-from gigasynth_service.catalog import ModelCatalog
+from gigasynth_service.catalog import CascadeEntry, ModelCatalog
 from gigasynth_service.config import ServiceConfig
 from gigasynth_service.paths import JobPaths
-from gigasynth_service.spec import synth_spec
+from gigasynth_service.spec import cascade_settings, synth_spec
 from gigasynth_service.store import JobRecord, JobStore, StoreUnavailable
 
 log = logging.getLogger("gigasynth.service")
@@ -66,15 +73,24 @@ def disk_full_error(saved_step: int | None, total_steps: int | None) -> str:
     )
 
 
-def progress_record(p: SynthProgress, start_step: int) -> dict[str, Any]:
+def progress_record(
+    p: SynthProgress, start_step: int, stage: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """What the store keeps of a progress report, with an overall fraction done and the
-    step this attempt started from (above 0: resumed from a saved state)."""
+    step this attempt started from (above 0: resumed from a saved state). A cascade's
+    report carries its `stage` (k, of n): the fraction counts each stage as 1/n."""
     if p.phase == "denoise" and p.total_steps:
         within = p.tiles_done / p.tiles_total if p.tiles_total else 0.0
         fraction = min(0.99, (p.step + within) / p.total_steps)
     else:
         fraction = 1.0 if p.phase == "done" else 0.99
+    staged: dict[str, Any] = {}
+    if stage is not None:
+        k, n = stage
+        fraction = min(0.99, (k - 1 + fraction) / n)
+        staged = {"stage": k, "stages": n, "stage_label": f"stage {k} of {n}"}
     return {
+        **staged,
         "phase": p.phase,
         "step": p.step,
         "start_step": start_step,
@@ -88,7 +104,8 @@ def progress_record(p: SynthProgress, start_step: int) -> dict[str, Any]:
 
 
 class ProgressWriter:
-    """The engine's progress callback: writes to the store at most every `interval_s`."""
+    """The engine's progress callback: writes to the store at most every `interval_s`
+    (and at every change of phase or cascade stage)."""
 
     def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
         self.store = store
@@ -97,15 +114,23 @@ class ProgressWriter:
         self._last_write = 0.0
         self._last: dict[str, Any] | None = None
         self._start_step: int | None = None
+        self._stage: tuple[int, int] | None = None
 
-    def __call__(self, p: SynthProgress) -> None:
+    def __call__(self, p: SynthProgress | CascadeProgress) -> None:
+        stage = None
+        if isinstance(p, CascadeProgress):
+            stage, p = (p.stage, p.stages), p.progress
+            if stage != self._stage:  # each stage's engine reports where it starts first
+                self._stage, self._start_step = stage, None
         if self._start_step is None:  # the engine reports where it starts first
             self._start_step = p.step
-        record = progress_record(p, self._start_step)
+        record = progress_record(p, self._start_step, stage)
         now = time.monotonic()
-        phase_changed = self._last is None or self._last["phase"] != record["phase"]
+        changed = self._last is None or any(
+            self._last.get(key) != record.get(key) for key in ("phase", "stage")
+        )
         self._last = record
-        if phase_changed or now - self._last_write >= self.interval_s:
+        if changed or now - self._last_write >= self.interval_s:
             self._last_write = now
             self._write(record)
 
@@ -336,22 +361,8 @@ class JobRunner:
         progress = ProgressWriter(self.store, job.id, self.config.progress_interval_s)
 
         try:
-            model = self.catalog.get(job.request["model"])
             paths.root.mkdir(parents=True, exist_ok=True)
-            result = synthesize(
-                synth_spec(job.request, model.ref, self.config.save_every),
-                paths.zarr,
-                ome_tiff=paths.ome_tiff if "ome-tiff" in formats else None,
-                preview=paths.preview if "preview" in formats else None,
-                # resume=True continues a saved state and starts afresh where there is
-                # none; overwrite=True replaces outputs an interrupted attempt left behind.
-                client=self._dask_client(),
-                resume=True,
-                overwrite=True,
-                progress=progress,
-                should_stop=stop.is_set,
-                work_dir=self.config.work_dir,
-            )
+            result = self._synthesize(job, paths, formats, progress, stop)
         except SynthCancelled:
             if self._shutting_down.is_set() and not self._cancel_requested(job.id):
                 return "queued", {"message": "server stopping; resumes on restart"}
@@ -385,6 +396,39 @@ class JobRunner:
                 "gigasynth_version": __version__,
             }
         }
+
+    def _synthesize(
+        self,
+        job: JobRecord,
+        paths: JobPaths,
+        formats: set[str],
+        progress: ProgressWriter,
+        stop: threading.Event,
+    ) -> SynthResult:
+        """The engine's run of a job: `synthesize` for a model, `synthesize_cascade` for a
+        cascade; both resumable from the saved state of an earlier attempt."""
+        # resume=True continues a saved state and starts afresh where there is none;
+        # overwrite=True replaces outputs an interrupted attempt left behind.
+        common: dict[str, Any] = {
+            "ome_tiff": paths.ome_tiff if "ome-tiff" in formats else None,
+            "preview": paths.preview if "preview" in formats else None,
+            "client": self._dask_client(),
+            "resume": True,
+            "overwrite": True,
+            "progress": progress,
+            "should_stop": stop.is_set,
+            "work_dir": self.config.work_dir,
+        }
+        entry = self.catalog.lookup(job.request["model"])
+        if not isinstance(entry, CascadeEntry):
+            spec = synth_spec(job.request, entry.ref, self.config.save_every)
+            return synthesize(spec, paths.zarr, **common)
+        settings = cascade_settings(job.request, self.config.save_every)
+        if job.request.get("layout") is not None:
+            return synthesize_cascade(entry.cascade, paths.layout, paths.zarr, settings, **common)
+        # A generated layout: the slide's size is the request's.
+        size = (job.request["width"], job.request["height"])
+        return synthesize_cascade(entry.cascade, None, paths.zarr, settings, size=size, **common)
 
     def _cancel_requested(self, job_id: str) -> bool:
         job = self.store.job(job_id)

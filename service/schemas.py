@@ -15,7 +15,13 @@ HARD_MAX_STEPS = 100_000
 
 
 class JobRequest(BaseModel):
-    """A synthesis job: which model, what size, which seed and sampler."""
+    """A synthesis job: which model (or cascade), what size, which seed and sampler.
+
+    A cascade job names a cascade from GET /v1/models and, for a cascade whose layout is
+    "given", an uploaded layout (POST /v1/layouts); the layout's size times the cascade's
+    factor is the slide's, so width and height may be left out. The stages bring their
+    own samplers and steps: `sampler`, `steps` and `mpp` are not taken with a cascade.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -33,9 +39,26 @@ class JobRequest(BaseModel):
         },
     )
 
-    model: str = Field(min_length=1, max_length=200, description="a name from GET /v1/models")
-    width: int = Field(ge=1, le=HARD_MAX_SIDE, description="pixels")
-    height: int = Field(ge=1, le=HARD_MAX_SIDE, description="pixels")
+    model: str = Field(
+        min_length=1,
+        max_length=200,
+        description="a model's or a cascade's name from GET /v1/models",
+    )
+    width: int | None = Field(
+        None,
+        ge=1,
+        le=HARD_MAX_SIDE,
+        description="pixels; required, except for a cascade job with a layout (its size "
+        "times the cascade's factor)",
+    )
+    height: int | None = Field(
+        None, ge=1, le=HARD_MAX_SIDE, description="pixels; required as width is"
+    )
+    layout: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="a cascade job's layout: the id of an image uploaded with POST /v1/layouts",
+    )
     seed: int = Field(0, ge=0, le=(1 << 63) - 1)
     sampler: Literal["ddim", "ddpm"] = "ddim"
     steps: int | None = Field(
@@ -74,6 +97,11 @@ class Progress(BaseModel):
     tiles_done: int = Field(description="engine tiles of the current diffusion step done")
     tiles_total: int = Field(description="engine tiles per diffusion step")
     fraction: float
+    stage: int | None = Field(
+        None, description="a cascade job: the stage running (1-based); None for a model's job"
+    )
+    stages: int | None = Field(None, description="a cascade job: how many stages it has")
+    stage_label: str | None = Field(None, description='a cascade job: "stage 2 of 2"')
 
 
 class JobView(BaseModel):
@@ -102,6 +130,21 @@ class JobList(BaseModel):
 
 class ModelList(BaseModel):
     models: list[dict[str, object]]
+
+
+class LayoutView(BaseModel):
+    """An uploaded layout image: name its id as a cascade job's `layout`."""
+
+    id: str = Field(description="the sha256 of the uploaded bytes")
+    media_type: str
+    width: int = Field(description="pixels")
+    height: int = Field(description="pixels")
+    bytes: int
+    created: float
+
+
+class LayoutList(BaseModel):
+    layouts: list[LayoutView]
 
 
 class ErrorBody(BaseModel):

@@ -1,5 +1,6 @@
-"""How a job request maps to the engine: its SynthSpec (one place, for admission and the
-runner) and the provenance a client sees, resolution included.
+"""How a job request maps to the engine: its SynthSpec, or a cascade job's CascadeSettings
+(one place, for admission and the runner), and the provenance a client sees, resolution
+included.
 
 The slide's µm per pixel follows the engine's rule (gigasynth.synth.job.slide_resolution):
 the model's recorded resolution, which a request may only repeat; the magnification is
@@ -12,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from gigasynth import __version__
+from gigasynth.cascade.synth import CascadeSettings
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import SynthSpec
 from gigasynth.synth.job import Resolution, slide_resolution
-from gigasynth_service.catalog import ModelCatalog, ModelEntry
+from gigasynth_service.catalog import CascadeEntry, ModelCatalog, ModelEntry
 from gigasynth_service.store import JobRecord
 
 
@@ -35,16 +37,28 @@ def synth_spec(request: dict[str, Any], checkpoint_ref: str, save_every: int) ->
     )
 
 
-def _model(name: str, catalog: ModelCatalog) -> ModelEntry | None:
+def cascade_settings(request: dict[str, Any], save_every: int) -> CascadeSettings:
+    """What every stage of a cascade job shares: the request's seed, eta and tile."""
+    return CascadeSettings(
+        seed=request["seed"], eta=request["eta"], tile=request["tile"], save_every=save_every
+    )
+
+
+def _model(name: str, catalog: ModelCatalog) -> ModelEntry | CascadeEntry | None:
     try:
-        return catalog.get(name)
+        return catalog.lookup(name)
     except (GigasynthError, OSError):  # no longer offered: what the request says
         return None
 
 
-def resolution(request: dict[str, Any], model: ModelEntry | None) -> Resolution | None:
+def resolution(
+    request: dict[str, Any], model: ModelEntry | CascadeEntry | None
+) -> Resolution | None:
     """The resolution of the job's slide; from the request alone when its model is gone or
-    the job predates the rule (a request's mpp was then written as asked)."""
+    the job predates the rule (a request's mpp was then written as asked). A cascade's
+    slide is at its finest stage's µm per pixel."""
+    if isinstance(model, CascadeEntry):
+        return Resolution(model.cascade.mpp, "model")
     asked = request.get("mpp")
     if model is None:
         return None if asked is None else Resolution(float(asked), "request")
@@ -61,13 +75,18 @@ def provenance(job: JobRecord, catalog: ModelCatalog) -> dict[str, Any]:
     model = _model(r["model"], catalog)
     res = resolution(r, model)
     ended = job.finished if job.state == "succeeded" else None
+    # A cascade's stages bring their own samplers and steps (the request's are unused).
+    cascade = model.describe() if isinstance(model, CascadeEntry) else None
+    staged = cascade is not None or r.get("layout") is not None
     return {
         "synthetic": True,
         "model": r["model"],
         "checkpoint_sha256": result.get("checkpoint_sha256") or (model and model.sha256),
         "seed": r["seed"],
-        "sampler": r["sampler"],
-        "steps": r["steps"],
+        "sampler": None if staged else r["sampler"],
+        "steps": None if staged else r["steps"],
+        "stages": cascade["stages"] if cascade else None,
+        "layout": r.get("layout"),
         "eta": r["eta"],
         "width": r["width"],
         "height": r["height"],

@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_token ON jobs(token_id, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS layouts (
+    token_id TEXT NOT NULL REFERENCES tokens(id),
+    id TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (token_id, id)
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,
@@ -98,6 +108,19 @@ class JobRecord:
         return self.state in ACTIVE_STATES
 
 
+@dataclass(frozen=True)
+class LayoutRecord:
+    """An uploaded layout image of one token: its id (the sha256 of its bytes) and size."""
+
+    token_id: str
+    id: str
+    media_type: str
+    width: int
+    height: int
+    bytes: int
+    created: float
+
+
 def _job(row: sqlite3.Row) -> JobRecord:
     def doc(text: str | None) -> dict[str, Any] | None:
         return json.loads(text) if text else None
@@ -141,6 +164,14 @@ class ActiveLimit(Exception):
     def __init__(self, active: int) -> None:
         super().__init__(f"{active} jobs queued or running")
         self.active = active
+
+
+class LayoutLimit(Exception):
+    """A token already keeps `kept` layouts, its limit."""
+
+    def __init__(self, kept: int) -> None:
+        super().__init__(f"{kept} layouts kept")
+        self.kept = kept
 
 
 class StateConflict(Exception):
@@ -432,6 +463,56 @@ class JobStore:
                 ),
             ]
         )
+
+    # --- layouts --------------------------------------------------------------------
+
+    def add_layout(self, layout: LayoutRecord, max_kept: int) -> tuple[LayoutRecord, bool]:
+        """Record a token's upload, unless it keeps `max_kept` already (LayoutLimit);
+        checked and inserted in one transaction. (the record, whether it is new): the
+        same bytes uploaded again are the record kept before."""
+        with self._immediate() as db:
+            row = db.execute(
+                "SELECT * FROM layouts WHERE token_id = ? AND id = ?", (layout.token_id, layout.id)
+            ).fetchone()
+            if row is not None:
+                return LayoutRecord(**dict(row)), False
+            kept = int(
+                db.execute(
+                    "SELECT COUNT(*) FROM layouts WHERE token_id = ?", (layout.token_id,)
+                ).fetchone()[0]
+            )
+            if kept >= max_kept:
+                raise LayoutLimit(kept)
+            db.execute(
+                "INSERT INTO layouts (token_id, id, media_type, width, height, bytes, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    layout.token_id,
+                    layout.id,
+                    layout.media_type,
+                    layout.width,
+                    layout.height,
+                    layout.bytes,
+                    layout.created,
+                ),
+            )
+        return layout, True
+
+    def layout(self, token_id: str, layout_id: str) -> LayoutRecord | None:
+        rows = self._read(
+            "SELECT * FROM layouts WHERE token_id = ? AND id = ?", (token_id, layout_id)
+        )
+        return LayoutRecord(**dict(rows[0])) if rows else None
+
+    def layouts_of(self, token_id: str) -> list[LayoutRecord]:
+        """A token's layouts, newest first."""
+        rows = self._read(
+            "SELECT * FROM layouts WHERE token_id = ? ORDER BY created DESC, id", (token_id,)
+        )
+        return [LayoutRecord(**dict(r)) for r in rows]
+
+    def delete_layout(self, token_id: str, layout_id: str) -> None:
+        self._write("DELETE FROM layouts WHERE token_id = ? AND id = ?", (token_id, layout_id))
 
     def events(self, job_id: str) -> list[tuple[float, str, str | None]]:
         rows = self._read(

@@ -8,12 +8,14 @@ documents. experiments/openapi_fuzz.sh runs schemathesis against a real server f
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from gigasynth_service.app import create_app
 from gigasynth_service.paths import JobPaths
@@ -36,6 +38,7 @@ LINK_OPERATIONS = {
     ("get", "/v1/slides/{job_id}_files/{level}/{tile_name}"),
     ("get", "/view/{job_id}"),
     ("get", "/v1/jobs/{job_id}/tile-signature"),
+    ("get", "/v1/jobs/{job_id}/layout"),
 }
 
 
@@ -183,6 +186,17 @@ def test_every_status_the_api_answers_is_documented(api):
     check("GET", f"/v1/jobs/{done}/tile-signature?{link['query']}", 200)
     check("GET", f"/v1/jobs/{done}/tile-signature", 401)
     check("GET", f"/v1/jobs/{'0' * 32}/tile-signature", 404, headers=h)
+    check("GET", f"/v1/jobs/{done}/layout", 404, headers=h)  # not a cascade job
+    png = io.BytesIO()
+    Image.new("RGB", (4, 3), (200, 90, 150)).save(png, format="PNG")
+    as_png = {**h, "Content-Type": "image/png"}
+    check("POST", "/v1/layouts", 201, headers=as_png, content=png.getvalue())
+    check("POST", "/v1/layouts", 200, headers=as_png, content=png.getvalue())
+    check("POST", "/v1/layouts", 400, headers=as_png, content=b"")
+    check("POST", "/v1/layouts", 415, headers={**h, "Content-Type": "text/plain"}, content=b"x")
+    check("POST", "/v1/layouts", 422, headers=as_png, content=b"\x89PNG\r\n\x1a\nbroken")
+    check("GET", "/v1/layouts", 200, headers=h)
+    check("DELETE", f"/v1/layouts/{'0' * 64}", 404, headers=h)
     check("DELETE", f"/v1/jobs/{queued}", 202, headers=h)
     shutil.rmtree(JobPaths.of(data_dir, done).zarr)
     check("GET", f"/v1/slides/{done}.dzi", 410, headers=h)

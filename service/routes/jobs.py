@@ -1,4 +1,5 @@
-"""`/v1/jobs`: submit, list, status, cancel or delete, retry, download."""
+"""`/v1/jobs`: submit, list, status, cancel or delete, retry, download, a cascade job's
+layout."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from gigasynth_service.auth import ReadAccess, Token, owned_job, read_access, re
 from gigasynth_service.context import Services, Svc
 from gigasynth_service.download import zip_stream
 from gigasynth_service.errors import ApiError
+from gigasynth_service.layouts import copy_to_job, layout_file
 from gigasynth_service.openapi import errors, signed_link
 from gigasynth_service.paths import JobPaths, new_job_id
 from gigasynth_service.quotas import admit, concurrency_refusal
@@ -37,6 +39,8 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
     result = job.result or {}
     signed = (access or ReadAccess(job, None)).signed_query(svc)
     links = {"self": f"/v1/jobs/{job.id}", "viewer": f"/view/{job.id}?{signed}"}
+    if job.request.get("layout") is not None:
+        links["layout"] = f"/v1/jobs/{job.id}/layout?{signed}"
     if job.state == "succeeded":
         links["dzi"] = f"/v1/slides/{job.id}.dzi?{signed}"
         for fmt in result.get("formats", []):
@@ -51,7 +55,7 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
         started=job.started,
         finished=job.finished,
         attempts=job.attempts,
-        progress=Progress(**{k: progress[k] for k in Progress.model_fields})
+        progress=Progress(**{k: progress[k] for k in Progress.model_fields if k in progress})
         if job.progress
         else None,
         throughput_mpx_steps_per_s=throughput,
@@ -85,23 +89,40 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
             429,
             503,
             notes={
-                422: "invalid job: unknown model or field, a value out of this "
-                "service's limits, or a size, tile or resolution (mpp) the "
-                "model cannot make"
+                422: "invalid job: unknown model, cascade, layout or field, a value out "
+                "of this service's limits, or a size, tile or resolution (mpp) the "
+                "model or one of the cascade's stages cannot make"
             },
         ),
     },
 )
 def submit(body: JobRequest, response: Response, token: Token, svc: Svc) -> JobView:
-    """Accept a job (202) after checking limits, the model and the token's quotas."""
+    """Accept a job (202) after checking limits, the model or cascade (with its layout)
+    and the token's quotas."""
     request = body.model_dump()
     request["formats"] = sorted(set(body.formats) | {"ome-zarr"})
+    upload = None
+    if body.layout is not None:
+        upload = layout_file(svc.config.data_dir, token.id, body.layout)
+        if svc.store.layout(token.id, body.layout) is None or not upload.is_file():
+            raise ApiError(
+                422, f"no such layout: {body.layout} (upload it first: POST /v1/layouts)"
+            )
     uncounted = svc.runner.unrecorded()
-    admit(body, token, svc.config, svc.catalog, svc.store, uncounted)
+    admitted = admit(body, token, svc.config, svc.catalog, svc.store, uncounted, upload)
+    request.update(width=admitted.width, height=admitted.height)
+    job_id = new_job_id()
+    paths = JobPaths.of(svc.config.data_dir, job_id)
+    if upload is not None:  # the job's own copy: it runs on and shows that one
+        copy_to_job(upload, paths.layout)
     try:
-        job = svc.store.add_job(new_job_id(), token.id, request, token.max_concurrent, uncounted)
+        job = svc.store.add_job(job_id, token.id, request, token.max_concurrent, uncounted)
     except ActiveLimit as exc:  # another request took the last slot meanwhile
+        paths.remove()
         raise concurrency_refusal(exc.active, token) from None
+    except BaseException:
+        paths.remove()
+        raise
     svc.runner.enqueue(job.id)
     svc.metrics.jobs_submitted.inc()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -194,9 +215,13 @@ def retry(job_id: str, response: Response, token: Token, svc: Svc) -> JobView:
             409, f"job {job.id} is {job.state}; only a failed or cancelled job can be retried"
         )
     uncounted = svc.runner.unrecorded()
-    admit(
-        JobRequest.model_validate(job.request), token, svc.config, svc.catalog, svc.store, uncounted
-    )
+    layout = None
+    if job.request.get("layout") is not None:  # its own copy, whatever became of the upload
+        layout = JobPaths.of(svc.config.data_dir, job.id).layout
+        if not layout.is_file():
+            raise ApiError(422, f"job {job.id}'s copy of its layout is gone")
+    request = JobRequest.model_validate(job.request)
+    admit(request, token, svc.config, svc.catalog, svc.store, uncounted, layout)
     try:
         job = svc.store.requeue(job.id, token.max_concurrent, uncounted)
     except ActiveLimit as exc:
@@ -255,3 +280,28 @@ def download(
         raise ApiError(410, f"the {format} file of job {job.id} is gone")
     suffix = ".ome.tiff" if format == "ome-tiff" else ".png"
     return FileResponse(path, media_type=DOWNLOADS[format], filename=f"{name}{suffix}")
+
+
+@router.get(
+    "/{job_id}/layout",
+    response_class=FileResponse,
+    openapi_extra=signed_link(),
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        **errors(
+            401, 404, 410, notes={404: "no such job, or the job is not a cascade job with a layout"}
+        ),
+    },
+)
+def job_layout(job_id: str, request: Request, svc: Svc) -> FileResponse:
+    """The layout a cascade job started from, as PNG (its own copy, made at submission);
+    the viewer shows it beside the slide."""
+    job = readable_job(request, job_id, svc)
+    if job.request.get("layout") is None:
+        raise ApiError(404, f"job {job.id} has no layout: it is not a cascade job with one")
+    path = JobPaths.of(svc.config.data_dir, job.id).layout
+    if not path.is_file():
+        raise ApiError(410, f"the layout of job {job.id} is gone")
+    return FileResponse(
+        path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"}
+    )

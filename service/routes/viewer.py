@@ -1,5 +1,6 @@
 """`/view/{id}`: an OpenSeadragon page showing the slide at its physical scale, the job's
-progress and provenance; and the links that open it.
+progress and provenance (a cascade job: its stage, and the layout it started from beside
+the slide, fetched with the page's signed link); and the links that open it.
 
 The page carries a signed link for its job, used by its script for status polls and to
 ask for tile signatures (`GET /v1/jobs/{id}/tile-signature`), which OpenSeadragon's DZI
@@ -79,6 +80,10 @@ _PAGE = """<!doctype html>
     <p id="state">loading...</p>
     <progress id="bar" max="1" value="0"></progress>
     <dl id="progress"></dl>
+    <section id="layout-panel" hidden>
+      <h2>Layout</h2>
+      <img id="layout" alt="the layout the cascade started from">
+    </section>
     <h2>Slide</h2>
     <dl id="resolution"></dl>
     <h2>Provenance</h2>

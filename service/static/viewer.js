@@ -64,7 +64,13 @@
     $("state").textContent =
       job.state + (job.cancel_requested && job.state === "running" ? " (cancelling)" : "");
     $("bar").value = job.state === "succeeded" ? 1 : (p ? p.fraction : 0);
+    if (r.layout && $("layout-panel").hidden) {
+      // A cascade job's layout: its own copy, read with the page's link like the status.
+      $("layout").src = `${api}jobs/${jobId}/layout?${link}`;
+      $("layout-panel").hidden = false;
+    }
     fill("progress", [
+      ["stage", p && p.stage_label],
       ["phase", p && p.phase],
       ["step", p && p.total_steps ? `${p.step} of ${p.total_steps}` : null],
       ["tiles", p && p.tiles_total ? `${p.tiles_done} of ${p.tiles_total} this step` : null],
@@ -88,7 +94,12 @@
       ["checkpoint", prov.checkpoint_sha256 ? prov.checkpoint_sha256.slice(0, 16) : null],
       ["size", `${r.width} x ${r.height} px`],
       ["seed", r.seed],
-      ["sampler", r.sampler === "ddim" ? `ddim, ${r.steps} steps, eta ${r.eta}` : "ddpm"],
+      ["sampler", prov.stages ? null
+        : r.sampler === "ddim" ? `ddim, ${r.steps} steps, eta ${r.eta}` : "ddpm"],
+      ["stages", prov.stages ? prov.stages.map((s) =>
+        `${s.condition_downsample}x to ${s.mpp.toPrecision(3)} µm/px, ` +
+        (s.sampler === "ddim" ? `ddim ${s.steps} steps` : "ddpm")).join("; ") : null],
+      ["layout", r.layout ? r.layout.slice(0, 16) : null],
       ["tile", r.tile ? `${r.tile} px` : "whole image"],
       ["gigasynth", prov.gigasynth_version],
       ["submitted", when(job.created)],
