@@ -70,6 +70,12 @@ def test_tissue_fraction_varies_and_stays_mostly_in_range(side):
     assert (fractions > 0).all()  # every field shows some tissue
 
 
+def test_a_field_wider_than_the_largest_piece_is_not_mostly_glass():
+    """A 30 mm field gets more pieces of at most 10 mm, not the same few on more glass."""
+    fractions = [generate_tissue_mask(seed, 600, 600, 50.0).mean() for seed in range(5)]
+    assert all(0.15 <= f <= 0.8 for f in fractions), np.round(fractions, 2)
+
+
 def test_holes_in_a_fair_share_of_seeds():
     """Background enclosed by tissue (vessels, fat, tears) of at least 3 px (a 50 µm hole)."""
     with_holes = [

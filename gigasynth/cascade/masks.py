@@ -16,7 +16,9 @@ seed, stream `Stream.TISSUE_MASK`; the draw is plain data, `TissueLayout`):
   0.3-0.9 as wide as long, at any angle, centred anywhere in the field or a little beyond
   it, so in a small field a piece may run off the edge. The fraction of glass then varies
   by seed and stays mostly within 20-80 % for fields of 2-10 mm (tests/test_masks.py
-  measures it); a field much larger than 10 mm is mostly glass, as a whole slide is.
+  measures it). A field wider than 10 mm gets that count once per 10 x 10 mm of its
+  area (pieces stay at most 10 mm), so its tissue fraction stays in the same range
+  instead of the field turning to glass.
 - **Edges**: a piece is tissue where `(1 - rho) * r + n > 0`, with `rho` the ellipse's
   normalised radius, `r` its mean semi-axis and `n` keyed value noise (smoothstep
   interpolation of uniform values on a square lattice in µm) in three octaves: lattice
@@ -145,6 +147,11 @@ def _check(seed: int, width: int, height: int, mpp: float) -> None:
         raise GigasynthError(f"mpp must be a positive finite number of µm per pixel, got {mpp}")
 
 
+def _areas(side: float) -> int:
+    """How many squares of the largest piece's diameter a field of `side` µm spans (at least 1)."""
+    return max(1, math.ceil((side / PIECE_DIAMETER_UM[1]) ** 2 - 1e-9))
+
+
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
@@ -153,7 +160,8 @@ def draw_layout(seed: int, height_um: float, width_um: float) -> TissueLayout:
     """The pieces, holes and clefts of a field of `height_um` x `width_um` µm (see above)."""
     rng = np.random.default_rng(mix_int(int(seed), int(Stream.TISSUE_MASK), 0, 0))
     side = math.sqrt(height_um * width_um)
-    count = int(rng.choice(PIECE_COUNTS, p=PIECE_COUNT_P))
+    # fields wider than the largest piece hold more of them: one draw per 10 x 10 mm
+    count = int(rng.choice(PIECE_COUNTS, p=PIECE_COUNT_P)) * _areas(side)
     hole_density = _log_uniform(rng, *HOLE_DENSITY_PER_MM2) / 1e6  # per µm²
     tear_rate = float(rng.uniform(0.0, 2.0))
     pieces: list[Piece] = []
