@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gigasynth.cascade import Cascade, is_cascade, load_cascade
+from gigasynth.cascade import CASCADE_FILE, Cascade, is_cascade, load_cascade
 from gigasynth.checkpoint import (
     BUILTIN,
     Checkpoint,
@@ -80,6 +80,14 @@ class CascadeEntry:
         }
 
 
+def named(message: str, folder: Path, name: str) -> str:
+    """An engine message about a cascade with its definition's path (as given, or
+    absolute) replaced by the cascade's public name."""
+    for path in (folder.absolute() / CASCADE_FILE, folder / CASCADE_FILE):
+        message = message.replace(str(path), repr(name))
+    return message
+
+
 class ModelCatalog:
     """Bundled checkpoints (optionally filtered) plus the folders of a models dir.
 
@@ -125,8 +133,9 @@ class ModelCatalog:
         try:
             return CascadeEntry(name, load_cascade(folder))
         except (OSError, GigasynthError) as exc:
-            message = str(exc).replace(str(folder.absolute() / "cascade.json"), name)
-            raise GigasynthError(f"cascade {name!r} is unusable: {message}") from None
+            raise GigasynthError(
+                f"cascade {name!r} is unusable: {named(str(exc), folder, name)}"
+            ) from None
 
     def entries(self) -> list[ModelEntry | CascadeEntry]:
         """Every usable model and cascade; a broken one is left out, not fatal."""

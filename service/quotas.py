@@ -32,7 +32,7 @@ from gigasynth.cascade.synth import make_layout, stage_specs
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import Job, SynthSpec, check_job
 from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
-from gigasynth_service.catalog import CascadeEntry, ModelCatalog, ModelEntry
+from gigasynth_service.catalog import CascadeEntry, ModelCatalog, ModelEntry, named
 from gigasynth_service.config import ServiceConfig
 from gigasynth_service.errors import ApiError
 from gigasynth_service.runner import public_error
@@ -117,7 +117,8 @@ def admit(
         try:  # every stage as the engine will check it, before any work (check_job)
             check_stages(plan.stages, plan.specs)
         except GigasynthError as exc:
-            raise ApiError(422, public_error(str(exc))) from None
+            message = named(str(exc), plan.entry.cascade.path.parent, plan.entry.name)
+            raise ApiError(422, public_error(message)) from None
         return Admission(plan.entry, width, height)
     assert isinstance(entry, ModelEntry)
     if request.layout is not None:
@@ -199,7 +200,8 @@ def _plan(
         stages = entry.cascade.stages[entry.cascade.entry(start.kind) :]
         check_layout(stages[0], start)
     except GigasynthError as exc:
-        message = str(exc).replace(str(layout), "the layout") if layout else str(exc)
+        message = named(str(exc), entry.cascade.path.parent, entry.name)
+        message = message.replace(f"layout {layout}", "the layout") if layout else message
         raise ApiError(422, public_error(message)) from None
     # The condition files' folder is only named in the specs; the check leaves them out.
     return CascadePlan(entry, stages, stage_specs(stages, start.size, settings, Path()))

@@ -250,6 +250,48 @@ def test_a_cascade_jobs_status_shows_its_stage(served):
     assert set(seen) <= {"stage 1 of 2", "stage 2 of 2"}
 
 
+def test_a_cancelled_cascade_job_resumes_inside_its_stage(served, tmp_path):
+    """Cancelled inside stage 2 (its engine state kept), retried: it resumes there, not
+    from stage 1, and ends with the bytes of an uninterrupted run."""
+    server, token, data_dir, layout, _, _ = served
+    root = data_dir / "models" / "casc-long"  # the same stages, stage 2 with 40 steps
+    root.mkdir()
+    (root / "cascade.json").write_text(
+        '{"stages": [{"checkpoint": "../casc/s1", "steps": 3},'
+        ' {"checkpoint": "../casc/s2", "steps": 40}]}'
+    )
+    with httpx.Client(base_url=server.url, headers=auth(token), timeout=60) as client:
+        layout_id = upload(client, token, layout.read_bytes(), "image/png").json()["id"]
+        submitted = client.post("/v1/jobs", json={**JOB, "model": "casc-long", "layout": layout_id})
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["id"]
+
+        def in_stage_2(job: dict) -> bool:
+            progress = job["progress"] or {}
+            return progress.get("stage") == 2 and progress.get("step", 0) >= 2
+
+        wait_for_job(client, job_id, until=(), predicate=in_stage_2, timeout=240)
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 202
+        wait_for_job(client, job_id, until=("cancelled",))
+        retried = client.post(f"/v1/jobs/{job_id}/retry")
+        assert retried.status_code == 202, retried.text
+        first: list[dict] = []
+
+        def note(job: dict) -> bool:
+            if job["state"] == "running" and job["progress"] and not first:
+                first.append(job["progress"])
+            return False
+
+        done = wait_for_job(client, job_id, timeout=240, predicate=note)
+    assert done["attempts"] == 2 and done["progress"]["start_step"] >= 2
+    assert all(p["stage"] == 2 for p in first)  # stage 1 was not made again
+    direct = synthesize_cascade(
+        load_cascade(root), layout, tmp_path / "direct.ome.zarr", CascadeSettings(5, 0.5, 16)
+    )
+    served_level0 = open_level(JobPaths.of(data_dir, job_id).zarr, 0, mode="r")[:]
+    assert np.array_equal(served_level0, open_level(direct.zarr_path, 0, mode="r")[:])
+
+
 def test_the_viewer_shows_the_layout_beside_the_slide(served):
     server, _, _, _, job, _ = served
     if not CHROMIUM.exists():
