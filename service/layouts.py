@@ -19,8 +19,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from gigasynth.atomic import atomic_write_bytes
 from gigasynth.cascade.layout import read_layout
 from gigasynth.errors import GigasynthError
@@ -76,17 +74,19 @@ def media_type_of(content_type: str | None) -> str:
     return media_type
 
 
-def check_upload(data: bytes, media_type: str) -> tuple[CheckedLayout, np.ndarray]:
-    """The checked upload and its pixels ((H, W, 3) uint8), or an ApiError in one line:
-    400 for an empty body, 415 for bytes that are not the declared format, 422 for an
-    image read_layout refuses (undecodable, empty, too many pixels)."""
+def check_upload(data_dir: Path, data: bytes, media_type: str) -> CheckedLayout:
+    """The checked upload, or an ApiError in one line: 400 for an empty body, 415 for
+    bytes that are not the declared format, 422 for an image read_layout refuses
+    (undecodable, empty, too many pixels). It is decoded from a private temporary file
+    in the data dir's layouts folder, gone when this returns."""
     if not data:
         raise ApiError(400, "the layout is empty (0 bytes): send the image as the request body")
     if not data.startswith(MEDIA_TYPES[media_type]):
         raise ApiError(
             415, f"the layout is not a {media_type.split('/')[1].upper()} image (its first bytes)"
         )
-    with tempfile.TemporaryDirectory(prefix="gigasynth-layout-") as tmp:
+    folder = private_dir(data_dir / "layouts")
+    with tempfile.TemporaryDirectory(prefix=".checking-", dir=folder) as tmp:
         path = Path(tmp) / _CHECKED_NAME
         path.write_bytes(data)
         try:
@@ -95,8 +95,7 @@ def check_upload(data: bytes, media_type: str) -> tuple[CheckedLayout, np.ndarra
             message = str(exc).replace(f"layout {path}", "the layout")
             raise ApiError(422, message.replace(str(path), "the layout")) from None
     layout_id = hashlib.sha256(data).hexdigest()
-    checked = CheckedLayout(layout_id, media_type, rgb.shape[1], rgb.shape[0], len(data))
-    return checked, rgb
+    return CheckedLayout(layout_id, media_type, rgb.shape[1], rgb.shape[0], len(data))
 
 
 def keep_upload(data_dir: Path, token_id: str, checked: CheckedLayout, data: bytes) -> Path:

@@ -44,7 +44,7 @@ from gigasynth_service.store import JobStore, TokenRecord
 @dataclass(frozen=True)
 class Admission:
     """An admitted job: its model or cascade and the slide's size (a cascade with a
-    layout: the layout's size times the cascade's factor)."""
+    layout: the size its stages make from the layout)."""
 
     entry: ModelEntry | CascadeEntry
     width: int
@@ -120,11 +120,7 @@ def admit(
             message = named(str(exc), plan.entry.cascade.path.parent, plan.entry.name)
             raise ApiError(422, public_error(message)) from None
         return Admission(plan.entry, width, height)
-    assert isinstance(entry, ModelEntry)
-    if request.layout is not None:
-        raise ApiError(
-            422, f"layout is for a cascade job; {entry.name!r} is a single model, not a cascade"
-        )
+    assert isinstance(entry, ModelEntry)  # a request with a layout names a cascade (_cascade)
     try:  # whatever the engine would refuse (model fit, sizes, tile plan), refused now
         job = check_job(
             synth_spec(request.model_dump(), entry.ref, config.save_every),

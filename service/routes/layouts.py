@@ -57,7 +57,7 @@ def _keep(
     data: bytes, media_type: str, token: TokenRecord, svc: Services
 ) -> tuple[LayoutRecord, bool]:
     """Check and keep an upload (in a worker thread: decoding takes a while)."""
-    checked, _ = check_upload(data, media_type)
+    checked = check_upload(svc.config.data_dir, data, media_type)
     path = keep_upload(svc.config.data_dir, token.id, checked, data)
     record = LayoutRecord(
         token.id,
