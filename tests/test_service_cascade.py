@@ -143,7 +143,7 @@ def test_layout_uploads_are_checked_and_kept_per_token(api, monkeypatch):
 
 
 def test_cascade_jobs_are_admitted_with_the_stages_checks(api):
-    client, data_dir, token_a, _ = api
+    client, data_dir, token_a, token_b = api
     models = {
         m["name"]: m for m in client.get("/v1/models", headers=auth(token_a)).json()["models"]
     }
@@ -188,6 +188,9 @@ def test_cascade_jobs_are_admitted_with_the_stages_checks(api):
     )
     assert "missing field 'height'" in error_of(plain, 422)
     assert "missing API token" in error_of(client.get(f"/v1/jobs/{body['id']}/layout"), 401)
+    assert "no such job" in error_of(
+        client.get(f"/v1/jobs/{body['id']}/layout", headers=auth(token_b)), 404
+    )
 
 
 # ---- one real server, one real cascade job ----
@@ -273,6 +276,8 @@ def test_a_cancelled_cascade_job_resumes_inside_its_stage(served, tmp_path):
         wait_for_job(client, job_id, until=(), predicate=in_stage_2, timeout=240)
         assert client.delete(f"/v1/jobs/{job_id}").status_code == 202
         wait_for_job(client, job_id, until=("cancelled",))
+        # The upload may go: the job runs on its own copy.
+        assert client.delete(f"/v1/layouts/{layout_id}").status_code == 204
         retried = client.post(f"/v1/jobs/{job_id}/retry")
         assert retried.status_code == 202, retried.text
         first: list[dict] = []
