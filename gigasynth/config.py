@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 from gigasynth.errors import GigasynthError
 
 ModelKind = Literal["diff-nca", "fourier-diff-nca"]
+# What a conditioned stage's condition is: a lower-resolution image (a super-resolution
+# stage) or a tissue mask (+1 tissue, -1 background; a cascade's layout stage).
+ConditionKind = Literal["image", "mask"]
+CONDITION_KINDS: tuple[ConditionKind, ...] = ("image", "mask")
 
 
 class JsonConfig:
@@ -92,6 +96,10 @@ class ModelConfig(JsonConfig):
     condition_channels: int = 0
     condition_downsample: int = 1
     condition_noise: float = 0.0
+    # "image": the condition is the image at 1/condition_downsample (condition_channels =
+    # image_channels); "mask": it is the tissue mask there (1 channel). Left out of the
+    # JSON when "image", so stages written before the field existed keep their bytes.
+    condition_kind: ConditionKind = "image"
 
     def __post_init__(self) -> None:
         if self.kind not in ("diff-nca", "fourier-diff-nca"):
@@ -112,13 +120,23 @@ class ModelConfig(JsonConfig):
     def _check_condition(self) -> None:
         if self.condition_channels < 0:
             raise GigasynthError(f"condition_channels={self.condition_channels} must be >= 0")
+        if self.condition_kind not in CONDITION_KINDS:
+            raise GigasynthError(f"unknown condition_kind {self.condition_kind!r} (image or mask)")
         if not self.is_conditioned:
-            if self.condition_downsample != 1 or self.condition_noise != 0.0:
+            if (
+                self.condition_downsample != 1
+                or self.condition_noise != 0.0
+                or self.condition_kind != "image"
+            ):
                 raise GigasynthError(
-                    "condition_downsample and condition_noise apply to "
+                    "condition_downsample, condition_noise and condition_kind apply to "
                     "conditioned models only (condition_channels > 0)"
                 )
             return
+        if self.condition_kind == "mask" and self.condition_channels != 1:
+            raise GigasynthError(
+                f"a mask-conditioned stage takes 1 condition channel, not {self.condition_channels}"
+            )
         if self.kind != "diff-nca":
             raise GigasynthError(f"a conditioned model must be a diff-nca, not {self.kind}")
         if (
@@ -146,6 +164,8 @@ class ModelConfig(JsonConfig):
         if not self.is_conditioned:
             for name in ("condition_channels", "condition_downsample", "condition_noise"):
                 del data[name]
+        if self.condition_kind == "image":
+            del data["condition_kind"]
         return data
 
     @property

@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gigasynth.cascade.definition import Stage
-from gigasynth.cascade.synth import _layout_condition as check_layout
-from gigasynth.cascade.synth import _precheck as check_stages
-from gigasynth.cascade.synth import make_layout, stage_specs
+from gigasynth.cascade.synth import check_entry, check_stages, make_layout, stage_specs
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import Job, SynthSpec, check_job
 from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
@@ -194,7 +192,7 @@ def _plan(
     try:
         start = make_layout(entry.cascade, layout, settings.seed, size)
         stages = entry.cascade.stages[entry.cascade.entry(start.kind) :]
-        check_layout(stages[0], start)
+        check_entry(stages[0], start)
     except GigasynthError as exc:
         message = named(str(exc), entry.cascade.path.parent, entry.name)
         message = message.replace(f"layout {layout}", "the layout") if layout else message

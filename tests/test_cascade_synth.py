@@ -79,7 +79,11 @@ def test_definition_is_checked_and_shown(cascade, tmp_path):
         "empty": ({"stages": []}, "non-empty list"),
         "sampler": ({"stages": [{"checkpoint": s1, "sampler": "euler"}]}, "unknown sampler"),
         "steps": ({"stages": [{"checkpoint": s1, "steps": 500}]}, "exceeds"),
-        "layout source": ({"layout": "generated", "stages": [{"checkpoint": s1}]}, "layout source"),
+        "layout source": ({"layout": "drawn", "stages": [{"checkpoint": s1}]}, "layout source"),
+        "generated, no mask stage": (
+            {"layout": "generated", "stages": [{"checkpoint": s1}]},
+            "stage 1 must be a mask stage",
+        ),
         "unknown key": ({"stages": [{"checkpoint": s1}], "stagez": []}, "unknown field"),
     }
     for name, (doc, fragment) in bad.items():

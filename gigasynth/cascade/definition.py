@@ -1,20 +1,27 @@
 """A cascade definition: `cascade.json`, an ordered list of stages from coarse to fine.
 
-    {"layout": "given",
-     "stages": [{"checkpoint": "sr4/checkpoint", "sampler": "ddim", "steps": 20},
-                {"checkpoint": "sr2/checkpoint", "sampler": "ddim", "steps": 10}]}
+    {"layout": "generated",
+     "stages": [{"checkpoint": "layout/checkpoint", "sampler": "ddim", "steps": 25},
+                {"checkpoint": "sr4/checkpoint", "sampler": "ddim", "steps": 20}]}
 
 Each stage is a conditioned Diff-NCA checkpoint (a reference as `--checkpoint` takes it;
 a relative path is relative to the cascade file's folder) with its sampler settings.
 Its µm per pixel is the checkpoint's metadata (`mpp`); a stage may state `"mpp"` itself,
 which must then agree with the metadata within 1 %, or stands in where the metadata
-records none. The layout source says where the first stage's condition comes from: only
-"given" exists so far (the user's `--layout IMAGE|SLIDE`).
+records none.
+
+Stage 1 may be a mask stage (`condition_kind` "mask": it draws tissue from a tissue
+mask); every later stage is an image stage (a super-resolution stage conditioned on the
+stage before). A layout enters where its kind fits: a mask at stage 1 (a mask stage), an
+RGB image at the first image stage, replacing the stages before it. The layout source
+says where the layout comes from when the user gives none: "given" (the user must give
+`--layout IMAGE|SLIDE`) or "generated" (a procedural tissue mask,
+gigasynth.cascade.masks, for a cascade that starts with a mask stage).
 
 Checked on load (one-line GigasynthError naming the cascade and the stage): the JSON's
-shape, every checkpoint exists and is a conditioned stage, and resolutions chain: stage
-k's condition_downsample equals stage k-1's mpp over its own, within 1 %. The layout is
-read at stage 1's mpp times its condition_downsample.
+shape, every checkpoint exists and is a conditioned stage, only stage 1 is a mask stage,
+and resolutions chain: stage k's condition_downsample equals stage k-1's mpp over its
+own, within 1 %.
 
 This module reads checkpoints' descriptions (gigasynth.checkpoint) and nothing above it.
 """
@@ -25,13 +32,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 from gigasynth.checkpoint import BUILTIN, describe_checkpoint
 from gigasynth.errors import GigasynthError
 
 CASCADE_FILE = "cascade.json"
-LAYOUT_SOURCES = ("given",)
+LAYOUT_SOURCES = ("given", "generated")
+LayoutKind = Literal["mask", "image"]
 SAMPLERS = ("ddim", "ddpm")
 MPP_TOLERANCE = 0.01  # resolutions within 1 % are the same
 _CASCADE_KEYS = {"stages", "layout", "name"}
@@ -49,6 +57,7 @@ class Stage:
     steps: int | None  # DDIM steps; None for ddpm (all T)
     condition_downsample: int
     condition_channels: int
+    condition_kind: str = "image"  # "mask": a layout stage drawing from a tissue mask
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -59,6 +68,7 @@ class Stage:
             "steps": self.steps,
             "condition_downsample": self.condition_downsample,
             "condition_channels": self.condition_channels,
+            "condition_kind": self.condition_kind,
         }
 
 
@@ -85,6 +95,38 @@ class Cascade:
     def mpp(self) -> float:
         """The finest stage's µm per pixel: the output's."""
         return self.stages[-1].mpp
+
+    @property
+    def starts_from_mask(self) -> bool:
+        """Whether stage 1 is a mask stage (draws tissue from a tissue mask)."""
+        return self.stages[0].condition_kind == "mask"
+
+    def entry(self, kind: LayoutKind) -> int:
+        """The index of the stage a layout of `kind` enters (the stages before it are
+        skipped); one-line GigasynthError where the cascade has no such stage."""
+        if kind == "mask":
+            if not self.starts_from_mask:
+                raise GigasynthError(
+                    f"cascade {self.path} has no mask stage: give an RGB layout at "
+                    f"{self.layout_mpp:g} µm/px, not a tissue mask"
+                )
+            return 0
+        first = 1 if self.starts_from_mask else 0
+        if first >= len(self.stages):
+            raise GigasynthError(
+                f"cascade {self.path} draws from a tissue mask only: give a mask "
+                "(a grey image, light = tissue), not an RGB image"
+            )
+        return first
+
+    def entry_mpp(self, kind: LayoutKind) -> float:
+        """µm per pixel a layout of `kind` is read at: its entry stage's condition's."""
+        stage = self.stages[self.entry(kind)]
+        return stage.mpp * stage.condition_downsample
+
+    def entry_factor(self, kind: LayoutKind) -> int:
+        """Final pixels per layout pixel for a layout of `kind`."""
+        return math.prod(s.condition_downsample for s in self.stages[self.entry(kind) :])
 
     def identity(self) -> dict[str, Any]:
         """What a saved cascade run must match: each stage's weights and sampler."""
@@ -206,6 +248,7 @@ def _load_stage(raw: Any, k: int, base: Path, where: str) -> Stage:
         steps,
         config.condition_downsample,
         config.condition_channels,
+        config.condition_kind,
     )
 
 
@@ -238,13 +281,24 @@ def load_cascade(ref: str | Path) -> Cascade:
     layout = doc.get("layout", "given")
     if layout not in LAYOUT_SOURCES:
         raise GigasynthError(
-            f'{where} unknown layout source {layout!r} (only "given": '
-            "the layout comes from --layout)"
+            f'{where} unknown layout source {layout!r} ("given": the layout comes '
+            'from --layout; "generated": a procedural tissue mask)'
         )
     raw = doc.get("stages")
     if not isinstance(raw, list) or not raw:
         raise GigasynthError(f'{where} "stages" must be a non-empty list, coarse to fine')
     stages = tuple(_load_stage(s, k, path.parent, where) for k, s in enumerate(raw, start=1))
+    for k, stage in enumerate(stages[1:], start=2):
+        if stage.condition_kind == "mask":
+            raise GigasynthError(
+                f"{where} stage {k} is a mask stage; only stage 1 may draw from a "
+                "tissue mask, the others refine the stage before"
+            )
+    if layout == "generated" and stages[0].condition_kind != "mask":
+        raise GigasynthError(
+            f'{where} a "generated" layout is a tissue mask: stage 1 must be a mask '
+            "stage (trained with --condition-kind mask)"
+        )
     for k in range(1, len(stages)):
         before, stage = stages[k - 1], stages[k]
         ratio = before.mpp / stage.mpp

@@ -1,16 +1,20 @@
-"""The layout a cascade starts from: an image file as it is, or a slide read through
-OpenSlide at the resolution the first stage's condition needs (one-line errors)."""
+"""The layout a cascade starts from: a tissue mask or an RGB image, from an image file
+as it is, or from a slide read through OpenSlide at the resolution the stage it enters
+needs (one-line errors)."""
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gigasynth.cascade.definition import Cascade, LayoutKind
 from gigasynth.data.discover import is_slide
+from gigasynth.data.tissue import tissue_mask
 from gigasynth.errors import GigasynthError
 
 # Pixels of a layout (at the layout's resolution), read into memory whole.
@@ -90,6 +94,69 @@ def _read_slide(path: Path, mpp: float) -> np.ndarray:
     if rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.BOX)
     return np.asarray(rgb)
+
+
+def is_mask_image(rgb: np.ndarray) -> bool:
+    """Whether a layout image is a tissue mask: grey (R = G = B at every pixel)."""
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def mask_of(rgb: np.ndarray) -> np.ndarray:
+    """A grey mask image as a boolean tissue mask: light pixels (>= 128) are tissue."""
+    return np.asarray(rgb[..., 0] >= 128)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a cascade starts from: a tissue mask (bool (H, W)) or an RGB image ((H, W, 3)
+    uint8), at the µm per pixel of the stage it enters."""
+
+    kind: LayoutKind
+    pixels: np.ndarray
+    mpp: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in px."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    @property
+    def tissue(self) -> np.ndarray:
+        """The layout's tissue mask (bool): the mask itself, or the image's tissue."""
+        return self.pixels if self.kind == "mask" else tissue_mask(self.pixels)
+
+    def condition_rgb(self) -> np.ndarray:
+        """The entry stage's condition as an RGB image (a mask: white tissue on black)."""
+        if self.kind == "image":
+            return self.pixels
+        grey = np.where(self.pixels, 255, 0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+
+
+LAYOUT_KINDS = ("auto", "mask", "image")
+
+
+def load_layout(path: str | Path, cascade: Cascade, kind: str = "auto") -> Layout:
+    """The layout `path` gives `cascade`: an image file (grey: a tissue mask, light =
+    tissue; colour: an RGB image), or a slide (its low-resolution image; with kind
+    "mask", its tissue mask). `kind` forces how it is taken ("mask" turns an RGB image or
+    slide into its tissue mask). It is read at the resolution of the stage it enters
+    (an image file is taken to be at it). One-line GigasynthErrors."""
+    if kind not in LAYOUT_KINDS:
+        raise GigasynthError(f"unknown layout kind {kind!r} (auto, mask or image)")
+    path = Path(path)
+    if is_slide(path) and path.is_file():
+        taken: LayoutKind = "mask" if kind == "mask" else "image"
+        mpp = cascade.entry_mpp(taken)
+        rgb = read_layout(path, mpp)
+        return Layout(taken, tissue_mask(rgb) if taken == "mask" else rgb, mpp)
+    rgb = read_layout(path, cascade.layout_mpp)
+    grey = is_mask_image(rgb)
+    taken = ("mask" if grey else "image") if kind == "auto" else kind  # type: ignore[assignment]
+    mpp = cascade.entry_mpp(taken)
+    if taken == "image":
+        return Layout("image", rgb, mpp)
+    return Layout("mask", mask_of(rgb) if grey else tissue_mask(rgb), mpp)
 
 
 def read_layout(path: str | Path, mpp: float) -> np.ndarray:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,16 +34,19 @@ from distributed import Client
 
 from gigasynth.atomic import atomic_write_bytes
 from gigasynth.cascade.definition import Cascade, Stage
-from gigasynth.cascade.layout import read_layout
+from gigasynth.cascade.layout import Layout, load_layout
+from gigasynth.cascade.masks import generate_tissue_mask
 from gigasynth.checkpoint import load_checkpoint
 from gigasynth.errors import GigasynthError
 from gigasynth.images import write_png
 from gigasynth.io import open_level
+from gigasynth.io.labels import write_label
 from gigasynth.synth import JobError, SynthProgress, SynthResult, SynthSpec, synthesize
 from gigasynth.synth.job import check_job
 from gigasynth.synth.state import discard_work
 
 RECORD = "record.json"
+TISSUE_LABEL = "tissue"  # the layout's tissue mask, as the output's NGFF label image
 LAYOUT = "layout.png"
 
 
@@ -86,13 +89,17 @@ def _stage_png(work: Path, k: int) -> Path:
 
 
 def stage_specs(
-    cascade: Cascade, layout_size: tuple[int, int], settings: CascadeSettings, work: Path
+    stages: Sequence[Stage],
+    layout_size: tuple[int, int],
+    settings: CascadeSettings,
+    work: Path,
 ) -> list[SynthSpec]:
-    """Each stage's SynthSpec: its size (the layout's times the factors so far) and its
-    condition file in the work folder (the layout, or the stage before's level 0)."""
+    """The SynthSpec of each stage that runs: its size (the layout's times the factors so
+    far) and its condition file in the work folder (the layout, or the stage before's
+    level 0)."""
     specs = []
     width, height = layout_size
-    for k, stage in enumerate(cascade.stages, start=1):
+    for k, stage in enumerate(stages, start=1):
         width, height = width * stage.condition_downsample, height * stage.condition_downsample
         condition = work / LAYOUT if k == 1 else _stage_png(work, k - 1)
         specs.append(
@@ -115,18 +122,22 @@ def stage_specs(
     return specs
 
 
-def _precheck(cascade: Cascade, specs: list[SynthSpec]) -> None:
+def check_stages(stages: Sequence[Stage], specs: list[SynthSpec]) -> None:
     """Every stage's job checked before any work (check_job, the one owner), with the
     condition left out: it is the stage before's output, not there yet. One-line
     JobErrors that name the stage."""
-    for k, (stage, spec) in enumerate(zip(cascade.stages, specs, strict=True), start=1):
+    for k, (stage, spec) in enumerate(zip(stages, specs, strict=True), start=1):
         ckpt = load_checkpoint(stage.checkpoint)
         if ckpt.sha256 != stage.sha256:
             raise GigasynthError(
                 f"stage {k}: checkpoint {stage.checkpoint} changed while the cascade was loaded"
             )
         plain = replace(
-            ckpt.config, condition_channels=0, condition_downsample=1, condition_noise=0.0
+            ckpt.config,
+            condition_channels=0,
+            condition_downsample=1,
+            condition_noise=0.0,
+            condition_kind="image",
         )
         try:
             check_job(
@@ -138,19 +149,66 @@ def _precheck(cascade: Cascade, specs: list[SynthSpec]) -> None:
             raise JobError(f"stage {k} of {len(specs)}: {exc.template}") from None
 
 
-def _layout_condition(cascade: Cascade, rgb: np.ndarray) -> None:
-    k = cascade.stages[0].condition_channels
-    if k not in (1, 3):
+def check_entry(stage: Stage, layout: Layout) -> None:
+    """That the layout fits the stage it enters (an RGB layout needs an RGB condition)."""
+    k = stage.condition_channels
+    if layout.kind == "image" and k != 3:
         raise GigasynthError(
-            f"the cascade's first stage takes a {k}-channel condition; a "
-            "layout image gives 1 (grey) or 3 (RGB)"
+            f"the cascade's entry stage takes a {k}-channel condition; an RGB layout gives 3"
         )
 
 
-def _identity(cascade: Cascade, layout: np.ndarray, settings: CascadeSettings) -> dict:
-    digest = hashlib.sha256(f"{layout.shape}".encode() + layout.tobytes()).hexdigest()
+def make_layout(
+    cascade: Cascade,
+    layout: str | Path | None,
+    seed: int,
+    size: tuple[int, int] | None,
+    kind: str = "auto",
+) -> Layout:
+    """The layout a run starts from: the user's (`layout`, read as `kind`), or a generated
+    tissue mask for a slide of `size` (width, height) px at the output's resolution."""
+    if layout is not None:
+        if size is not None:
+            raise GigasynthError(
+                "a slide's size comes from its layout (the layout's size times the "
+                "cascade's factors): give a layout or a size, not both"
+            )
+        return load_layout(layout, cascade, kind)
+    if cascade.layout != "generated":
+        raise GigasynthError(
+            f"cascade {cascade.path} needs a layout (--layout IMAGE|SLIDE): it "
+            "generates none of its own"
+        )
+    if size is None:
+        raise GigasynthError(
+            "a generated layout needs the slide's size (--size WIDTHxHEIGHT at the "
+            f"output's {cascade.mpp:.4g} µm/px)"
+        )
+    if kind not in ("auto", "mask"):
+        raise GigasynthError(f"a generated layout is a tissue mask, not {kind!r}")
+    f = cascade.factor
+    width, height = size
+    if width < 1 or height < 1 or width % f or height % f:
+        raise GigasynthError(
+            f"--size {width}x{height} is not a multiple of the cascade's factor {f} "
+            f"(the layout's pixels are {f}x{f} output pixels), e.g. "
+            f"{max(1, round(width / f)) * f}x{max(1, round(height / f)) * f}"
+        )
+    mpp = cascade.entry_mpp("mask")
+    return Layout("mask", generate_tissue_mask(seed, width // f, height // f, mpp), mpp)
+
+
+def _identity(
+    cascade: Cascade, stages: Sequence[Stage], layout: Layout, settings: CascadeSettings
+) -> dict:
+    pixels = layout.condition_rgb()
+    digest = hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
+    identity = cascade.identity()
+    skipped = len(cascade.stages) - len(stages)
     return {
-        **cascade.identity(),
+        **identity,
+        "stages": identity["stages"][skipped:],
+        "layout_kind": layout.kind,
         "layout_sha256": digest,
         "seed": settings.seed,
         "eta": settings.eta,
@@ -199,10 +257,12 @@ def _level0_png(zarr: Path, png: Path) -> None:
 
 def synthesize_cascade(
     cascade: Cascade,
-    layout: str | Path,
+    layout: str | Path | None,
     out: Path,
     settings: CascadeSettings = CascadeSettings(),  # noqa: B008 (frozen)
     *,
+    size: tuple[int, int] | None = None,
+    layout_kind: str = "auto",
     ome_tiff: Path | None = None,
     preview: Path | None = None,
     client: Client | None = None,
@@ -216,9 +276,13 @@ def synthesize_cascade(
 ) -> SynthResult:
     """The slide of `cascade` from `layout` into the OME-Zarr `out`, stage by stage.
 
-    Every stage is checked before any work (one-line errors; JobErrors name the spec's
-    fields); a cancel (SynthCancelled) or crash leaves the run resumable with resume=True.
-    The result is the last stage's, with the seconds of the whole run (this call).
+    `layout` is an image or slide (taken as `layout_kind`: auto, mask or image; it enters
+    the stage its kind fits, see Cascade.entry), or None for a generated tissue mask of a
+    slide `size` (width, height) px. The output holds the layout's tissue mask as its
+    label image "tissue" (gigasynth.io.labels). Every stage is checked before any work
+    (one-line errors; JobErrors name the spec's fields); a cancel (SynthCancelled) or
+    crash leaves the run resumable with resume=True. The result is the last stage's,
+    with the seconds of the whole run (this call).
     """
     started = time.perf_counter()
     out = Path(out).absolute()
@@ -226,24 +290,22 @@ def synthesize_cascade(
         raise GigasynthError(f"the output must be a .ome.zarr folder, not {out}")
     if out.exists() and not overwrite:
         raise GigasynthError(f"{out} exists (pass --overwrite to replace it)")
-    rgb = read_layout(layout, cascade.layout_mpp)
-    _layout_condition(cascade, rgb)
+    start = make_layout(cascade, layout, settings.seed, size, layout_kind)
+    stages = cascade.stages[cascade.entry(start.kind) :]
+    check_entry(stages[0], start)
     work = cascade_work(out)
-    size = (rgb.shape[1], rgb.shape[0])
-    specs = stage_specs(cascade, size, settings, work)
-    _precheck(cascade, specs)
-    identity = _identity(cascade, rgb, settings)
+    specs = stage_specs(stages, start.size, settings, work)
+    check_stages(stages, specs)
+    identity = _identity(cascade, stages, start, settings)
     n = len(specs)
     outs = [_stage_out(work, k) for k in range(1, n)] + [out]
     resumed = _open(work, identity, resume, overwrite, outs[:-1])
     if not resumed:
         work.mkdir(parents=True)
-        write_png(work / LAYOUT, rgb)
+        write_png(work / LAYOUT, start.condition_rgb())
         atomic_write_bytes(work / RECORD, json.dumps(identity, indent=2).encode())
     result: SynthResult | None = None
-    for k, (stage, spec, stage_out) in enumerate(
-        zip(cascade.stages, specs, outs, strict=True), start=1
-    ):
+    for k, (stage, spec, stage_out) in enumerate(zip(stages, specs, outs, strict=True), start=1):
         last = k == n
         if not last and _stage_png(work, k).is_file():
             continue
@@ -275,6 +337,7 @@ def synthesize_cascade(
         )
         if not last:
             _level0_png(stage_out, _stage_png(work, k))
+    write_label(out, TISSUE_LABEL, start.tissue, cascade.entry_factor(start.kind))
     shutil.rmtree(work, ignore_errors=True)
     assert result is not None
     return replace(result, seconds=time.perf_counter() - started)

@@ -29,13 +29,16 @@ def show_cascade(args: argparse.Namespace) -> int:
         print(json.dumps(cascade.describe(), indent=2))
         return 0
     print(f"cascade  {cascade.path}")
-    print(f"layout   {cascade.layout} (--layout), read at {cascade.layout_mpp:.4g} µm/px")
+    source = "generated tissue mask, or --layout" if cascade.layout == "generated" else "--layout"
+    print(f"layout   {source}, read at {cascade.layout_mpp:.4g} µm/px")
     print(f"output   {cascade.mpp:.4g} µm/px, {cascade.factor}x the layout's size")
     for k, s in enumerate(cascade.stages, start=1):
         steps = "all T" if s.steps is None else f"{s.steps} steps"
+        what = "mask stage" if s.condition_kind == "mask" else f"{s.condition_downsample}x"
         print(
-            f"stage {k}  {s.checkpoint}: {s.condition_downsample}x to {s.mpp:.4g} µm/px, "
-            f"{s.sampler} {steps}, sha256 {s.sha256[:16]}"
+            f"stage {k}  {s.checkpoint}: {what} to {s.mpp:.4g} µm/px "
+            f"({s.condition_downsample}x its input), {s.sampler} {steps}, "
+            f"sha256 {s.sha256[:16]}"
         )
     return 0
 

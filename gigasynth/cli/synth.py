@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--size",
-        help="WIDTHxHEIGHT of the slide in px (a cascade: the layout's size times its factors)",
+        help="WIDTHxHEIGHT of the slide in px (a cascade given --layout: the layout's "
+        "size times its factors)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -113,9 +114,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layout",
         type=Path,
         metavar="IMAGE|SLIDE",
-        help="a cascade's layout: an image at the first stage's input resolution, "
-        "or a slide (read at it through OpenSlide); the stages' own sampler "
-        "and steps apply",
+        help="a cascade's layout: a tissue mask (a grey image, light = tissue) at "
+        "the mask stage's input resolution, an RGB image at the first image "
+        "stage's, or a slide (read at it through OpenSlide); without it a cascade "
+        "that generates its layout draws a tissue mask for --size",
+    )
+    p.add_argument(
+        "--layout-kind",
+        choices=("auto", "mask", "image"),
+        default="auto",
+        help="how --layout is taken: auto (grey images are masks; colour images "
+        "and slides are images), mask (an RGB image or slide becomes its tissue "
+        "mask) or image",
     )
     p.set_defaults(func=run)
 
@@ -265,21 +275,23 @@ class CascadeBar:
 
 def run_cascade(args: argparse.Namespace) -> int:
     """`gigasynth synth --checkpoint CASCADE --layout IMAGE|SLIDE`."""
-    for flag, value in (
-        ("--size", args.size),
-        ("--condition", args.condition),
-        ("--mpp", args.mpp),
-    ):
+    for flag, value in (("--condition", args.condition), ("--mpp", args.mpp)):
         if value is not None:
             raise GigasynthError(
                 f"{flag} does not apply to a cascade: the layout and the "
-                "stages fix the slide's size, inputs and µm/px"
+                "stages fix the slide's inputs and µm/px"
             )
-    if args.layout is None:
+    if args.size is not None and args.layout is not None:
         raise GigasynthError(
-            f"{args.checkpoint} is a cascade: give its layout (--layout IMAGE|SLIDE)"
+            "--size does not apply with --layout: the layout's size times the "
+            "cascade's factors is the slide's"
         )
     cascade = load_cascade(args.checkpoint)
+    if args.layout is None and cascade.layout != "generated":
+        raise GigasynthError(
+            f"{args.checkpoint} is a cascade without a layout generator: give its "
+            "layout (--layout IMAGE|SLIDE)"
+        )
     settings = CascadeSettings(
         args.seed, args.eta, args.tile, args.halo_every, args.save_every, args.compression
     )
@@ -293,6 +305,8 @@ def run_cascade(args: argparse.Namespace) -> int:
                 args.layout,
                 args.out,
                 settings,
+                size=None if args.size is None else parse_size(args.size),
+                layout_kind=args.layout_kind,
                 ome_tiff=args.ome_tiff,
                 preview=args.preview,
                 client=client,

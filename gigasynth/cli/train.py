@@ -76,6 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "unconditioned model); sample it with `gigasynth sample --condition`",
     )
     p.add_argument(
+        "--condition-kind",
+        choices=("image", "mask"),
+        default="image",
+        help="with --condition-downsample: the condition is the downsampled crop "
+        "(image: a super-resolution stage) or its tissue mask (mask: a cascade's "
+        "layout stage, trained on slides with --min-tissue 0 so it sees edges)",
+    )
+    p.add_argument(
         "--condition-noise",
         type=float,
         default=0.05,
@@ -150,10 +158,14 @@ def run(args: argparse.Namespace) -> int:
             f"--condition-downsample must be >= 1 (or 0: no condition), "
             f"not {args.condition_downsample}"
         )
+    if args.condition_kind != "image" and not args.condition_downsample:
+        raise GigasynthError("--condition-kind needs --condition-downsample F")
     if args.condition_downsample:
+        mask = args.condition_kind == "mask"
         model_cfg = replace(
             model_cfg,
-            condition_channels=model_cfg.image_channels,
+            condition_kind=args.condition_kind,
+            condition_channels=1 if mask else model_cfg.image_channels,
             condition_downsample=args.condition_downsample,
             condition_noise=args.condition_noise,
         )

@@ -7,6 +7,7 @@ to data-loader worker processes.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from gigasynth.data.regions import Region, resolve_region
-from gigasynth.data.tissue import THUMBNAIL_SIDE, cached_tissue_mask
+from gigasynth.data.tissue import THUMBNAIL_SIDE, cached_tissue_mask, tissue_threshold
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb
 
@@ -120,10 +121,6 @@ class SlideSource:
         self.dimensions: tuple[int, int] = slide.dimensions
         width, height = self.dimensions
 
-        def thumbnail() -> np.ndarray:
-            side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
-            return np.asarray(slide.get_thumbnail(side).convert("RGB"))
-
         mpp = slide.properties.get("openslide.mpp-x")
         level0_mpp = float(mpp) if mpp else None
         self.mpp = level0_mpp * downsample if level0_mpp else None
@@ -132,7 +129,7 @@ class SlideSource:
             if region
             else Region(0, 0, width, height)
         )
-        self.mask = cached_tissue_mask(path, thumbnail, tissue_cache)
+        self.mask = cached_tissue_mask(path, self._thumbnail, tissue_cache)
         self.mask_scale = (width / self.mask.shape[1], height / self.mask.shape[0])
         sx, sy = self.mask_scale
         r = self.region
@@ -145,6 +142,15 @@ class SlideSource:
         self.tissue_fraction = float(in_region.mean())
         self.area = self.tissue_fraction * r.width * r.height / downsample**2
         self._candidates_by_extent: dict[int, np.ndarray] = {}
+
+    def _thumbnail(self) -> np.ndarray:
+        side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+        return np.asarray(self.slide.get_thumbnail(side).convert("RGB"))
+
+    @cached_property
+    def tissue_threshold(self) -> float:
+        """The saturation above which this slide's pixels are tissue (its thumbnail's)."""
+        return tissue_threshold(self._thumbnail())
 
     @property
     def slide(self) -> Any:

@@ -36,11 +36,19 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return (sat * 255).round().astype(np.uint8)
 
 
-def tissue_mask(thumbnail: np.ndarray, min_saturation: int = 20) -> np.ndarray:
+MIN_SATURATION = 20  # the threshold's floor, for blank (all-background) images
+
+
+def tissue_threshold(thumbnail: np.ndarray, min_saturation: int = MIN_SATURATION) -> float:
+    """The saturation above which a pixel is tissue: Otsu's threshold over the whole
+    thumbnail, floored. Computed once per slide, it also labels that slide's small crops,
+    which are too small for a threshold of their own (a mask-conditioned stage's training)."""
+    return max(otsu_threshold(saturation(thumbnail)), float(min_saturation))
+
+
+def tissue_mask(thumbnail: np.ndarray, min_saturation: int = MIN_SATURATION) -> np.ndarray:
     """Boolean mask of tissue: saturation above Otsu's threshold (and a floor for blank slides)."""
-    sat = saturation(thumbnail)
-    threshold = max(otsu_threshold(sat), float(min_saturation))
-    return sat > threshold
+    return saturation(thumbnail) > tissue_threshold(thumbnail, min_saturation)
 
 
 # Bump when the mask computation changes: old cache files are then ignored.

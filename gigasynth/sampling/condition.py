@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from gigasynth.config import ModelConfig
+from gigasynth.data.tissue import saturation
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Window
 from gigasynth.keyed import Stream, key_words, keyed_normal
@@ -134,11 +136,36 @@ def model_condition(
     return up + std * z
 
 
-def training_condition(config: ModelConfig, x0: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+def mask_values(tissue: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A tissue mask as a mask stage's condition values: +1 tissue, -1 background, float32,
+    the same (..., H, W) shape."""
+    t = torch.as_tensor(np.asarray(tissue, dtype=bool))
+    return t.float() * 2.0 - 1.0
+
+
+def crop_tissue(low: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The tissue mask of low-resolution crops (B, 3, h, w) in [-1, 1] as (B, 1, h, w)
+    condition values: saturation above the slide's threshold (gigasynth.data.tissue)."""
+    rgb = ((low.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    sat = saturation(rgb.permute(0, 2, 3, 1).numpy())
+    return mask_values(sat > threshold)[:, None].to(low.device)
+
+
+def training_condition(
+    config: ModelConfig,
+    x0: torch.Tensor,
+    seeds: Sequence[int],
+    tissue_threshold: float | None = None,
+) -> torch.Tensor:
     """The condition a training crop x0 (B, C, H, W) gets: area-downsampled by the model's
-    factor, upsampled back, plus keyed noise (the crop is its own canvas)."""
+    factor (for a mask stage: that crop's tissue mask, by the slide's saturation
+    threshold), upsampled back, plus keyed noise (the crop is its own canvas)."""
     f = config.condition_downsample
     low = area_downsample(x0.float(), f)
+    if config.condition_kind == "mask":
+        if tissue_threshold is None:
+            raise GigasynthError("a mask stage trains on slides: their tissue threshold is needed")
+        low = crop_tissue(low, tissue_threshold)
     return model_condition(config, low, seeds, x0.shape[-2], x0.shape[-1])
 
 

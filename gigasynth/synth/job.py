@@ -297,6 +297,8 @@ def read_condition(
     low = to_model_space(np.array(rgb))[0].numpy()  # a writable copy for torch
     if k == 1:
         low = low.mean(axis=0, keepdims=True)
+        if config.condition_kind == "mask":  # a tissue mask: light pixels are tissue
+            low = np.where(low > 0, 1.0, -1.0)
     elif k != 3:
         raise JobError(
             f"the stage takes a {k}-channel condition; an image file gives 1 (grey) or 3 (RGB)"

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ from gigasynth.images import grid, to_model_space, to_uint8, write_png
 from gigasynth.keyed import Stream, key_words, keyed_normal, mix_int
 from gigasynth.models import Denoiser, build_model
 from gigasynth.sampling import SampleRequest, generate
-from gigasynth.sampling.condition import area_downsample, training_condition
+from gigasynth.sampling.condition import area_downsample, crop_tissue, training_condition
 
 STATE = "train_state.pt"
 METRICS = "metrics.jsonl"
@@ -241,6 +242,18 @@ def _ddp_rank() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def tissue_threshold(sources: list[PatchSource]) -> float:
+    """The saturation threshold that labels a mask stage's training crops: the slides'
+    (their median, for several); only slides have a tissue threshold."""
+    values = [getattr(s, "tissue_threshold", None) for s in sources]
+    if any(v is None for v in values):
+        raise GigasynthError(
+            "a mask-conditioned stage (--condition-kind mask) trains on slides only: "
+            "the tissue mask of each crop comes from its slide's tissue threshold"
+        )
+    return float(np.median([float(v) for v in values if v is not None]))
+
+
 def train(
     model_cfg: ModelConfig,
     cfg: TrainConfig,
@@ -267,11 +280,13 @@ def train(
         raise GigasynthError(
             f"crop size {cfg.size} is not a multiple of the condition's downsample factor {factor}"
         )
-    if conditioned and model_cfg.condition_channels != model_cfg.image_channels:
+    mask_stage = conditioned and model_cfg.condition_kind == "mask"
+    if conditioned and not mask_stage and model_cfg.condition_channels != model_cfg.image_channels:
         raise GigasynthError(
             "a stage trained from slides takes the downsampled image as its "
             f"condition: condition_channels must be {model_cfg.image_channels}"
         )
+    threshold = tissue_threshold(sources) if mask_stage else None
     if world > 1 and cfg.max_cpu_seconds:
         raise GigasynthError("a CPU-time budget applies to single-process training only")
     out.mkdir(parents=True, exist_ok=True)
@@ -298,7 +313,13 @@ def train(
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(run.model)
     use_bf16 = cfg.bf16 and dev.type == "cuda"
-    meta = {"train": asdict(cfg), "world_size": world}
+    meta: dict[str, Any] = {"train": asdict(cfg), "world_size": world}
+    if threshold is not None:
+        meta["tissue_threshold"] = threshold
+    mpps = {getattr(s, "mpp", None) for s in sources}
+    mpp = mpps.pop() if len(mpps) == 1 else None
+    if mpp is not None:  # the resolution a cascade stage runs at
+        meta["mpp"] = round(float(mpp), 6)
 
     def save() -> None:
         if rank != 0:
@@ -324,7 +345,7 @@ def train(
             x0 = to_model_space(patches.numpy()).to(dev)
             x0 = x0.contiguous(memory_format=torch.channels_last)
             seeds, t = _batch_randomness(cfg, run.step, cfg.batch, model_cfg.timesteps, rank)
-            cond = training_condition(model_cfg, x0, seeds) if conditioned else None
+            cond = training_condition(model_cfg, x0, seeds, threshold) if conditioned else None
             if cond is not None:
                 cond = cond.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -356,6 +377,8 @@ def train(
                 save()
             if rank == 0 and cfg.sample_every and run.step % cfg.sample_every == 0:
                 low = area_downsample(x0.float(), factor) if conditioned else None
+                if low is not None and threshold is not None:
+                    low = crop_tissue(low, threshold)
                 write_sample_grid(
                     run.ema,
                     out / "samples" / f"step{run.step:07d}.png",
@@ -405,4 +428,6 @@ def write_sample_grid(
         condition=low,
     )
     shown = F.interpolate(low, scale_factor=f, mode="nearest")
+    if shown.shape[1] != x.shape[1]:  # a mask: grey
+        shown = shown[:, :1].expand(-1, x.shape[1], -1, -1)
     return write_png(path, grid(to_uint8(torch.cat([shown, x])), columns=n))
