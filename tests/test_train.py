@@ -311,3 +311,16 @@ def test_min_tissue_zero_allows_background_patches(slide_path):
     assert len(uniform._candidates(64)) > len(tissue._candidates(64))
     with pytest.raises(GigasynthError, match="min_tissue"):
         open_source(slide_path, downsample=4, min_tissue=1.5)
+
+
+def test_wall_clock_budget_stops_early_and_saves(tmp_path, slide_path):
+    from gigasynth.cli import main
+
+    args = ["train", "--data", str(slide_path), "--iterations", "50", "--batch", "1"]
+    args += ["--size", "16", "--downsample", "4", "--quiet", "--loader-workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "r"), "--max-seconds", "1e-9"]) == 0
+    assert torch.load(tmp_path / "r" / STATE, weights_only=False)["step"] == 1
+    doc = json.loads((tmp_path / "r" / "checkpoint" / "config.json").read_text())
+    assert doc["meta"]["step"] == 1 and doc["meta"]["train"]["max_seconds"] == 1e-9
+    with pytest.raises(GigasynthError, match="wall-clock budgets must be >= 0"):
+        train(MICRO, TrainConfig(max_seconds=-1), [], tmp_path / "n", show_progress=False)

@@ -128,6 +128,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stop (and save) once this process has used this much CPU time "
         "(0: no limit); for equal-budget comparisons",
     )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="stop (and save) after this many wall-clock seconds of training "
+        "(0: no limit); a time budget on a GPU, where CPU time says little",
+    )
     p.add_argument("--ema", type=float, default=0.99)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -193,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         lr_schedule=args.lr_schedule,
         warmup=args.warmup,
         max_cpu_seconds=args.max_cpu_seconds,
+        max_seconds=args.max_seconds,
     )
     if args.loader_workers < 0:
         raise GigasynthError(f"--loader-workers must be >= 0, not {args.loader_workers}")

@@ -84,6 +84,7 @@ class TrainConfig:
     lr_schedule: str = "exponential"
     warmup: int = 0
     max_cpu_seconds: float = 0.0
+    max_seconds: float = 0.0
 
 
 LOSS_WEIGHTINGS = ("none", "min-snr")
@@ -106,8 +107,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise GigasynthError(
             f"LR schedule must be one of {', '.join(LR_SCHEDULES)}, not {cfg.lr_schedule!r}"
         )
-    if cfg.warmup < 0 or cfg.max_cpu_seconds < 0:
-        raise GigasynthError("warmup and the CPU budget must be >= 0")
+    if cfg.warmup < 0 or cfg.max_cpu_seconds < 0 or cfg.max_seconds < 0:
+        raise GigasynthError("warmup and the CPU and wall-clock budgets must be >= 0")
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -287,8 +288,8 @@ def train(
             f"condition: condition_channels must be {model_cfg.image_channels}"
         )
     threshold = tissue_threshold(sources) if mask_stage else None
-    if world > 1 and cfg.max_cpu_seconds:
-        raise GigasynthError("a CPU-time budget applies to single-process training only")
+    if world > 1 and (cfg.max_cpu_seconds or cfg.max_seconds):
+        raise GigasynthError("a time budget applies to single-process training only")
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE
     if state_path.exists() and not resume:
@@ -338,7 +339,7 @@ def train(
     metrics = open(out / METRICS, "a") if rank == 0 else None  # noqa: SIM115 (closed below)
     batches = PatchBatches(sources, weights, cfg.seed, rank, cfg.batch, cfg.size, cfg.augment)
     loader = load_batches(batches, run.step, cfg.iterations, cfg.loader_workers)
-    cpu0 = time.process_time()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
         t0 = time.perf_counter()
         for patches in loader:
@@ -389,6 +390,8 @@ def train(
                 )
             if cfg.max_cpu_seconds and time.process_time() - cpu0 >= cfg.max_cpu_seconds:
                 break  # the budget is this process's CPU time (loader workers not counted)
+            if cfg.max_seconds and time.perf_counter() - wall0 >= cfg.max_seconds:
+                break  # wall clock of the loop, setup not counted (a device's budget)
             t0 = time.perf_counter()
         save()
     finally:
