@@ -78,3 +78,52 @@ def test_experiment_scripts_run_and_tabulate(tmp_path):
     ).stdout
     for name in ("quality", "ood-sizes", "inpaint", "superres", "ddim-steps"):
         assert f"### {name}-pathology-10x" in tables, name
+
+
+def _figures(fake: str, kids: dict[int, float], ratios: list[float]) -> dict:
+    """A slide-mode `gigasynth eval --json` document with these KIDs and band ratios."""
+    scales = [
+        {"scale": s, "kid": k, "kid_low": k - 0.01, "kid_high": k + 0.01, "fid": 100.0}
+        | {"n": 256, "crop": 32, "real_tiles": 2}
+        for s, k in kids.items()
+    ]
+    bands = [{"low_px": 2**i, "high_px": 2 ** (i + 1), "ratio": r} for i, r in enumerate(ratios)]
+    colour = {"background_fraction": 0.5}
+    return {
+        "fake": fake,
+        "scales": scales,
+        "bands": bands,
+        "colour": {"real": colour, "fake": colour},
+    }
+
+
+def test_gpu_cascade_script_parses_and_its_verdict_needs_every_figure_better(tmp_path):
+    subprocess.run(["bash", "-n", str(EXPERIMENTS / "gpu_cascade.sh")], check=True)
+    bundled = _figures("bundled", {1: 0.2, 4: 0.3, 16: 0.4}, [1.5, 0.5, None])
+    cases = {
+        "REPLACE": _figures("gpu", {1: 0.3, 4: 0.2, 16: 0.3}, [1.1, 0.9, 1.0]),
+        "KEEP": _figures("gpu", {1: 0.1, 4: 0.2, 16: 0.5}, [1.1, 0.9, 1.0]),
+    }
+    (tmp_path / "bundled.json").write_text(json.dumps(bundled))
+    for word, gpu in cases.items():
+        (tmp_path / "gpu.json").write_text(json.dumps(gpu))
+        done = subprocess.run(
+            [sys.executable, "gpu_cascade.py", "verdict", tmp_path / "gpu.json"]
+            + [tmp_path / "bundled.json"],
+            cwd=EXPERIMENTS,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert done.stdout.splitlines()[-1].startswith(f"verdict: {word}"), done.stdout
+    assert "KID 16x 0.5000 vs 0.4000" in done.stdout and "4x" not in done.stdout.splitlines()[-1]
+    (tmp_path / "gpu.json").write_text("{}")
+    done = subprocess.run(
+        [sys.executable, "gpu_cascade.py", "verdict", tmp_path / "gpu.json"],
+        cwd=EXPERIMENTS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "not a slide-mode" in done.stderr
