@@ -25,33 +25,17 @@ from gigasynth.errors import GigasynthError
 from gigasynth.io import open_level
 from gigasynth.synth import SynthCancelled
 
-from .cascade_fixtures import write_cascade, write_layout, write_stage
-from .conftest import MICRO
-
-MASK_STAGE = replace(
-    MICRO,
-    condition_channels=1,
-    condition_downsample=2,
-    condition_noise=0.1,
-    condition_kind="mask",
+from .cascade_fixtures import (
+    MASK_STAGE,
+    write_cascade,
+    write_layout,
+    write_mask_cascade,
 )
-MASK_MPP = 4.0  # the mask stage draws 4 µm/px from a mask at 8 µm/px
+from .conftest import MICRO
 
 
 def _level0(path: Path) -> np.ndarray:
     return np.asarray(open_level(path, 0, mode="r")[:])
-
-
-def _three_stages(root: Path, layout: str = "generated") -> Path:
-    """The two-stage fixture cascade with a mask stage before it (8 -> 4 -> 2 -> 0.667
-    µm/px, factor 12)."""
-    write_cascade(root)
-    write_stage(root / "m", MASK_STAGE, MASK_MPP, 7)
-    doc = json.loads((root / "cascade.json").read_text())
-    doc["layout"] = layout
-    doc["stages"].insert(0, {"checkpoint": "m", "sampler": "ddim", "steps": 2})
-    (root / "cascade.json").write_text(json.dumps(doc))
-    return root
 
 
 def _mask_png(path: Path, mask: np.ndarray) -> Path:
@@ -76,7 +60,7 @@ def test_generated_layout_tiled_equals_whole_with_its_label_and_resumes(tmp_path
     """No layout: a generated tissue mask of the slide's size / 12 enters the mask stage;
     an awkward 84x108 slide is the same bytes tiled on 2 workers and whole, holds the mask
     as its tissue label, and a run stopped inside stage 3 resumes to the same bytes."""
-    c = load_cascade(_three_stages(tmp_path / "casc"))
+    c = load_cascade(write_mask_cascade(tmp_path / "casc"))
     assert c.starts_from_mask and c.factor == 12 and c.entry_mpp("mask") == 8.0
     base = CascadeSettings(seed=4, eta=0.5, tile=16)
     size = (84, 108)
@@ -142,7 +126,7 @@ def test_layouts_enter_where_their_kind_fits(tmp_path, slide_path):
     gives the same bytes as the cascade without it; a slide taken as a mask is its tissue
     mask at 8 µm/px."""
     two = load_cascade(write_cascade(tmp_path / "two")[0])
-    three = load_cascade(_three_stages(tmp_path / "three", layout="given"))
+    three = load_cascade(write_mask_cascade(tmp_path / "three", layout="given"))
     rgb = write_layout(tmp_path / "rgb.png", 7, 9)
     settings = CascadeSettings(seed=2, tile=0)
     a = synthesize_cascade(two, rgb, tmp_path / "a.ome.zarr", settings)
@@ -172,7 +156,7 @@ def test_layouts_enter_where_their_kind_fits(tmp_path, slide_path):
 
 def test_what_cannot_run_is_a_one_line_error(tmp_path):
     given = load_cascade(write_cascade(tmp_path / "two")[0])
-    three = load_cascade(_three_stages(tmp_path / "three"))
+    three = load_cascade(write_mask_cascade(tmp_path / "three"))
     mask = _mask_png(tmp_path / "mask.png", np.ones((4, 4), bool))
     rgb = write_layout(tmp_path / "rgb.png", 4, 4)
     out = tmp_path / "x.ome.zarr"

@@ -15,14 +15,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dataset",
         help="generate a synthetic patch dataset (PNG folders or tar shards)",
         description="Patch i is a pure function of the checkpoint, --seed, i and the sampler "
-        "settings. Run the same command again to resume a killed run.",
+        "settings. Run the same command again to resume a killed run. With a cascade for "
+        "--checkpoint, patch i is a cascade run on its own layout: a generated tissue mask "
+        "seeded by mix(seed, i) (a 'generated' cascade; --size a multiple of its factor), or "
+        "layout i mod n of --layouts (each patch its layout's size); its tissue mask is "
+        "written beside it.",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or builtin:NAME")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint folder, builtin:NAME or a cascade"
+    )
     p.add_argument("--count", type=int, required=True, help="number of patches")
-    p.add_argument("--size", required=True, help="patch side in px (or WIDTHxHEIGHT)")
+    p.add_argument(
+        "--size",
+        help="patch side in px (or WIDTHxHEIGHT); with --layouts each patch's size is its "
+        "layout's, and a --size given must be every layout's",
+    )
+    p.add_argument(
+        "--layouts",
+        type=Path,
+        help="a cascade's layouts: a folder of layout images (grey: tissue masks, colour: "
+        "RGB layouts), cycled through by patch index in name order",
+    )
     p.add_argument("--out", type=Path, required=True, help="dataset folder")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (patch i: mix(seed, i))")
     add_sampler_args(p)
+    # Unset unless given: a checkpoint then gets ddim and 50 steps, a cascade its stages'.
+    p.set_defaults(sampler=None, steps=None)
     p.add_argument(
         "--batch",
         type=int,
@@ -55,46 +73,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def canonical_command(args: argparse.Namespace, spec: DatasetSpec) -> str:
     """A command that makes this dataset again (where it runs does not change the bytes)."""
-    words = [
-        "gigasynth",
-        "dataset",
-        "--checkpoint",
-        args.checkpoint,
-        "--count",
-        str(spec.count),
-        "--size",
-        f"{spec.width}x{spec.height}",
-        "--out",
-        str(args.out),
-        "--seed",
-        str(spec.seed),
-        "--sampler",
-        spec.sampler,
-        "--steps",
-        str(spec.steps),
-        "--eta",
-        str(spec.eta),
-        "--batch",
-        str(spec.batch),
-        "--format",
-        spec.format,
-        "--shard-size",
-        str(spec.shard_size),
-        "--device",
-        spec.device,
-    ]
+    words = ["gigasynth", "dataset", "--checkpoint", args.checkpoint, "--count", str(spec.count)]
+    if args.layouts is not None:
+        words += ["--layouts", str(args.layouts)]
+    else:
+        words += ["--size", f"{spec.width}x{spec.height}"]
+    words += ["--out", str(args.out), "--seed", str(spec.seed)]
+    if spec.cascade is None:
+        words += ["--sampler", spec.sampler, "--steps", str(spec.steps)]
+    words += ["--eta", str(spec.eta)]
+    if spec.cascade is None:
+        words += ["--batch", str(spec.batch)]
+    words += ["--format", spec.format, "--shard-size", str(spec.shard_size)]
+    words += ["--device", spec.device]
     return shlex.join(words)
 
 
 def run(args: argparse.Namespace) -> int:
     from gigasynth.dataset import make_dataset
 
-    width, height = parse_size(args.size, MAX_PATCH_PIXELS)
+    size = None if args.size is None else parse_size(args.size, MAX_PATCH_PIXELS)
     result = make_dataset(
         args.checkpoint,
         args.out,
         args.count,
-        (width, height),
+        size,
         seed=args.seed,
         sampler=args.sampler,
         steps=args.steps,
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         format=args.format,
         shard_size=args.shard_size,
+        layouts=args.layouts,
         workers=args.workers,
         scheduler=args.scheduler,
         device=args.device,

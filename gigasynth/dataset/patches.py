@@ -37,11 +37,13 @@ NCA_KINDS = ("diff-nca", "fourier-diff-nca")
 
 @dataclass
 class Patch:
-    """One synthetic patch: (H, W, 3) uint8 RGB and its provenance record."""
+    """One synthetic patch: (H, W, 3) uint8 RGB and its provenance record; a cascade
+    patch also has its tissue mask, (H, W) bool."""
 
     index: int
     image: np.ndarray
     metadata: dict[str, Any]
+    tissue: np.ndarray | None = None
 
 
 def load_model(ref: str, device: str = "cpu", sha256: str | None = None) -> Checkpoint:
@@ -96,7 +98,10 @@ def generate_patches(model: Denoiser, spec: DatasetSpec, indices: Iterable[int])
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of (H, W, 3) uint8: the same image always gives the same bytes."""
+    """PNG bytes of (H, W, 3) uint8, or of an (H, W) bool mask as a grey image (white =
+    True): the same image always gives the same bytes."""
+    if image.dtype == np.bool_:
+        image = np.where(image, 255, 0).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()

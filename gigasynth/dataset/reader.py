@@ -39,7 +39,8 @@ class SyntheticPatches(torch.utils.data.Dataset):
     """Patches of a finished `gigasynth dataset` folder (PNG folders or tar shards).
 
     Item k is `(image, metadata)`: image a float32 tensor (3, H, W) in [0, 1] (or
-    `transform(image)`), metadata the patch's manifest record. A folder whose run has
+    `transform(image)`), metadata the patch's manifest record; a cascade patch's tissue
+    mask is `tissue_mask(k)`. A folder whose run has
     not finished is refused unless `allow_incomplete` (then: the patches made so far).
     """
 
@@ -64,14 +65,16 @@ class SyntheticPatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _png_bytes(self, record: dict[str, Any]) -> bytes:
-        path = self.folder / record["file"]
+    def _png_bytes(self, record: dict[str, Any], member: str | None = None) -> bytes:
+        """The bytes of the patch's PNG, or of `member` of its shard (a relative path in
+        a png dataset, a tar member's name in a tar one)."""
         if self.format == "png":
-            return path.read_bytes()
+            return (self.folder / (member or record["file"])).read_bytes()
+        path = self.folder / record["file"]
         index = self._tar_indexes.get(record["file"])
         if index is None:
             index = self._tar_indexes.setdefault(record["file"], _tar_index(path))
-        name = f"{record['key']}.png"
+        name = member or f"{record['key']}.png"
         if name not in index:
             raise GigasynthError(f"shard {path} has no {name}")
         offset, size = index[name]
@@ -95,3 +98,19 @@ class SyntheticPatches(torch.utils.data.Dataset):
             )
         image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
         return (self.transform(image) if self.transform else image), dict(record)
+
+    def tissue_mask(self, k: int) -> np.ndarray:
+        """Item k's tissue mask, (H, W) bool (True = tissue), for a cascade dataset's
+        patches (each is written beside its image)."""
+        record = self.records[k]
+        if "mask" not in record:
+            raise GigasynthError(
+                f"patch {record['index']} has no tissue mask (only cascade datasets have one)"
+            )
+        try:
+            with Image.open(io.BytesIO(self._png_bytes(record, record["mask"]))) as im:
+                return np.asarray(im.convert("L")) >= 128
+        except (UnidentifiedImageError, OSError) as exc:
+            raise GigasynthError(
+                f"cannot read the tissue mask of patch {record['index']} ({record['mask']}): {exc}"
+            ) from None

@@ -1,7 +1,9 @@
 """Shards on disk: written whole under a temporary name, then renamed.
 
 A PNG shard is a folder `shard-NNNNNN/` of `KEY.png` files; a tar shard is
-`shard-NNNNNN.tar` holding `KEY.png` and `KEY.json` per sample (webdataset style).
+`shard-NNNNNN.tar` holding `KEY.png` and `KEY.json` per sample (webdataset style). A
+cascade dataset's shards also hold each patch's tissue mask, `KEY.mask.png`, beside it
+(webdataset: the sample's "mask.png").
 Temporary names start with `.shard-` and end in `.tmp`, so a reader listing
 `shard-*` never sees a partial shard, and a resumed run removes the leftovers.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from gigasynth.atomic import atomic_path
 from gigasynth.dataset.patches import Patch, encode_png
-from gigasynth.dataset.spec import DatasetSpec
+from gigasynth.dataset.spec import MASK_SUFFIX, DatasetSpec
 from gigasynth.errors import GigasynthError
 
 TEMP_GLOB = ".shard-*.tmp"
@@ -40,14 +42,27 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _files(spec: DatasetSpec, patch: Patch) -> dict[str, bytes]:
+    """A patch's files by suffix: its PNG, its tissue mask (a cascade's) and, in a tar
+    shard, its metadata."""
+    files = {".png": encode_png(patch.image)}
+    if spec.cascade is not None:
+        if patch.tissue is None:
+            raise ValueError(f"cascade patch {patch.index} has no tissue mask")
+        files[MASK_SUFFIX] = encode_png(patch.tissue)
+    if spec.format == "tar":
+        meta = spec.manifest_line(patch.index)
+        files[".json"] = json.dumps(meta, sort_keys=True).encode()
+    return files
+
+
 def _write_tar(spec: DatasetSpec, final: Path, patches: Iterable[Patch]) -> None:
     with atomic_path(final) as tmp, open(tmp, "wb") as f:
         with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for patch in patches:
-                key = spec.key(patch.index)
-                meta = spec.manifest_line(patch.index)
-                _tar_member(tar, f"{key}.png", encode_png(patch.image))
-                _tar_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+                files = _files(spec, patch)
+                for suffix in member_suffixes(spec):
+                    _tar_member(tar, spec.key(patch.index) + suffix, files[suffix])
         f.flush()
         os.fsync(f.fileno())
 
@@ -56,10 +71,11 @@ def _write_png_folder(spec: DatasetSpec, final: Path, patches: Iterable[Patch]) 
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         for patch in patches:
-            with open(tmp / f"{spec.key(patch.index)}.png", "wb") as f:
-                f.write(encode_png(patch.image))
-                f.flush()
-                os.fsync(f.fileno())
+            for suffix, data in _files(spec, patch).items():
+                with open(tmp / (spec.key(patch.index) + suffix), "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
         _fsync_dir(tmp)
         os.rename(tmp, final)
@@ -79,9 +95,18 @@ def write_shard(spec: DatasetSpec, shard: int, out: Path, patches: Iterable[Patc
     return final
 
 
+def member_suffixes(spec: DatasetSpec) -> tuple[str, ...]:
+    """A patch's files in a shard, by suffix, in the order a whole shard lists them (a
+    tar's order of writing; a folder's sorted names)."""
+    mask = (MASK_SUFFIX,) if spec.cascade is not None else ()
+    if spec.format == "tar":
+        return (".png", *mask, ".json")
+    return tuple(sorted((".png", *mask)))
+
+
 def shard_members(spec: DatasetSpec, shard: int) -> list[str]:
     """The file names a whole shard holds, in order."""
-    suffixes = (".png", ".json") if spec.format == "tar" else (".png",)
+    suffixes = member_suffixes(spec)
     return [spec.key(i) + s for i in spec.shard_indices(shard) for s in suffixes]
 
 

@@ -4,14 +4,25 @@ Patch i is generated from seed `mix_int(seed, i)` in canonical group i // batch 
 group's patches are denoised together). The settings below, with the checkpoint hash,
 are the dataset's identity: a folder holds one dataset, and resuming needs the same
 identity, because any of them changes the bytes of the patches.
+
+A cascade dataset (gigasynth.dataset.cascade) adds `cascade`: its stages' identity
+(weights' sha256, sampler, steps, µm per pixel, factor) and its layouts: None for a
+generated tissue mask per patch (seeded by the patch's seed), or the layout files it
+cycles through (name, sha256 of the bytes, kind, the patch size each gives, its tissue
+fraction). Then `checkpoint_sha256` is the sha256 of the stages' identity, `model_kind`
+"cascade", `sampler` "cascade" and `steps` 0 (each stage's are in `cascade`), `batch` 1, and
+`width`, `height` the largest patch's (each patch's own size is `patch_size(i)`).
+Specs without a cascade are written as before (no `cascade` key).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from gigasynth.cascade.masks import generate_tissue_mask
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.keyed import mix_int
@@ -23,6 +34,19 @@ FORMATS = ("png", "tar")
 DEVICE_KINDS = ("cpu", "cuda")
 
 Format = Literal["png", "tar"]
+MASK_SUFFIX = ".mask.png"  # a cascade patch's tissue mask beside its image
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def generated_tissue_fraction(seed: int, width: int, height: int, mpp: float) -> float:
+    """The tissue fraction of a generated tissue mask (cached: every manifest rewrite
+    lists every patch made so far)."""
+    return tissue_fraction(generate_tissue_mask(seed, width, height, mpp))
+
+
+def tissue_fraction(mask: Any) -> float:
+    """The share of True pixels of a tissue mask, rounded to 6 digits (as recorded)."""
+    return round(float(mask.mean()), 6)
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,7 @@ class DatasetSpec:
     format: Format
     shard_size: int
     device: str
+    cascade: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 1 << 32:
@@ -100,7 +125,10 @@ class DatasetSpec:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.cascade is None:
+            del data["cascade"]  # the identity of datasets made before cascades
+        return data
 
     @property
     def shards(self) -> int:
@@ -131,8 +159,52 @@ class DatasetSpec:
         """Final name of a shard: a folder of PNGs or a tar file."""
         return f"shard-{shard:06d}" + (".tar" if self.format == "tar" else "")
 
+    def layout_of(self, index: int) -> dict[str, Any] | None:
+        """A cascade patch's layout file (cycling through them); None when generated."""
+        layouts = None if self.cascade is None else self.cascade["layouts"]
+        return None if layouts is None else layouts[index % len(layouts)]
+
+    def patch_size(self, index: int) -> tuple[int, int]:
+        """(width, height) of patch `index`: the dataset's, or its layout's."""
+        layout = self.layout_of(index)
+        return (self.width, self.height) if layout is None else (layout["width"], layout["height"])
+
+    def _cascade_record(self, index: int) -> dict[str, Any]:
+        assert self.cascade is not None
+        seed = self.patch_seed(index)
+        layout = self.layout_of(index)
+        width, height = self.patch_size(index)
+        if layout is None:
+            f = self.cascade["factor"]
+            fraction = generated_tissue_fraction(
+                seed, width // f, height // f, self.cascade["mask_mpp"]
+            )
+            source = {"source": "generated", "seed": seed}
+        else:
+            fraction = layout["tissue_fraction"]
+            source = {"source": "file", "file": layout["file"], "sha256": layout["sha256"]}
+        return {
+            "index": index,
+            "seed": seed,
+            "dataset_seed": self.seed,
+            "cascade": self.checkpoint_sha256,
+            "model": self.model_kind,
+            "stages": [
+                {k: s[k] for k in ("sha256", "sampler", "steps", "mpp")}
+                for s in self.cascade["stages"]
+            ],
+            "layout": source,
+            "tissue_fraction": fraction,
+            "eta": self.eta,
+            "size": [width, height],
+            "device": self.device,
+            "synthetic": True,
+        }
+
     def record(self, index: int) -> dict[str, Any]:
         """Provenance of patch `index`: what made it (no file placement)."""
+        if self.cascade is not None:
+            return self._cascade_record(index)
         return {
             "index": index,
             "seed": self.patch_seed(index),
@@ -152,10 +224,16 @@ class DatasetSpec:
         """The manifest record of patch `index`: its provenance and where it lies.
 
         `file` is relative to the dataset folder: the PNG, or the tar shard holding
-        `KEY.png` and `KEY.json` (webdataset style).
+        `KEY.png` and `KEY.json` (webdataset style). A cascade patch's tissue mask
+        (`KEY.mask.png`, white = tissue, the patch's size) is `mask`: relative to the
+        folder too (png), or the member of the tar shard (tar).
         """
         shard = index // self.shard_size
         key = self.key(index)
         name = self.shard_name(shard)
         file = name if self.format == "tar" else f"{name}/{key}.png"
-        return {**self.record(index), "key": key, "file": file, "shard": shard}
+        line = {**self.record(index), "key": key, "file": file, "shard": shard}
+        if self.cascade is not None:
+            mask = key + MASK_SUFFIX
+            line["mask"] = mask if self.format == "tar" else f"{name}/{mask}"
+        return line

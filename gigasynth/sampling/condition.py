@@ -32,6 +32,7 @@ from gigasynth.config import ModelConfig
 from gigasynth.data.tissue import saturation
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Window
+from gigasynth.images import to_model_space
 from gigasynth.keyed import Stream, key_words, keyed_normal
 
 
@@ -141,6 +142,24 @@ def mask_values(tissue: np.ndarray | torch.Tensor) -> torch.Tensor:
     the same (..., H, W) shape."""
     t = torch.as_tensor(np.asarray(tissue, dtype=bool))
     return t.float() * 2.0 - 1.0
+
+
+def image_condition(rgb: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """A stage's condition from an (h, w, 3) uint8 image, as (k, h, w) float32 in [-1, 1]:
+    RGB for a 3-channel stage, the grey mean for a 1-channel one (for a mask stage: +1
+    where light, tissue, -1 elsewhere). The one reading of a condition image, shared by
+    the tiled engine and in-memory cascades."""
+    k = config.condition_channels
+    if k not in (1, 3):
+        raise GigasynthError(
+            f"the stage takes a {k}-channel condition; an image gives 1 (grey) or 3 (RGB)"
+        )
+    low = to_model_space(np.array(rgb))[0].numpy()  # a writable copy for torch
+    if k == 1:
+        low = low.mean(axis=0, keepdims=True)
+        if config.condition_kind == "mask":  # a tissue mask: light pixels are tissue
+            low = np.where(low > 0, 1.0, -1.0)
+    return np.ascontiguousarray(low, dtype=np.float32)
 
 
 def crop_tissue(low: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -34,9 +34,10 @@ import numpy as np
 from gigasynth.checkpoint import Checkpoint, load_checkpoint
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
-from gigasynth.images import read_rgb, to_model_space
+from gigasynth.images import read_rgb
 from gigasynth.io.omexml import nominal_magnification
 from gigasynth.sampling import SampleRequest
+from gigasynth.sampling.condition import image_condition
 from gigasynth.synth.spec import COMPRESSIONS, SAMPLERS, SynthSpec
 from gigasynth.synth.state import X_DTYPE
 from gigasynth.synth.tasks import ModelRef
@@ -294,15 +295,10 @@ def read_condition(
             f"condition is {w}x{h} px; a {spec.width}x{spec.height} slide from this "
             f"{f}x stage needs it at {spec.width / f:g}x{spec.height / f:g} px"
         )
-    low = to_model_space(np.array(rgb))[0].numpy()  # a writable copy for torch
-    if k == 1:
-        low = low.mean(axis=0, keepdims=True)
-        if config.condition_kind == "mask":  # a tissue mask: light pixels are tissue
-            low = np.where(low > 0, 1.0, -1.0)
-    elif k != 3:
+    if k not in (1, 3):
         raise JobError(
             f"the stage takes a {k}-channel condition; an image file gives 1 (grey) or 3 (RGB)"
         )
-    low = np.ascontiguousarray(low, dtype=np.float32)
+    low = image_condition(rgb, config)
     digest = hashlib.sha256(f"{low.shape}".encode() + low.tobytes()).hexdigest()
     return low, digest
