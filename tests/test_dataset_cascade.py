@@ -206,6 +206,8 @@ def test_layouts_folder_cycles_with_each_patch_at_its_layout_size(cascade_root, 
     write_layout(layouts / "c-small.png", 4, 2, seed=99)
     with pytest.raises(GigasynthError, match="changed since the dataset was made"):
         list(regenerate(mixed, [2]))
+    with pytest.raises(GigasynthError, match=r"holds another dataset \(cascade layouts differ\)"):
+        make_dataset(str(cascade_root), mixed, size=None, layouts=layouts, **common)
 
 
 def one_line_error(capsys, args: list[str]) -> str:

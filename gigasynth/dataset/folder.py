@@ -39,9 +39,20 @@ def read_dataset_json(out: Path) -> dict[str, Any]:
     return doc
 
 
+def _difference(key: str, old: Any, new: Any) -> str:
+    """One setting that differs; a cascade's by the parts that do (its layouts' list may
+    be long)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        parts = sorted(p for p in set(old) | set(new) if old.get(p) != new.get(p))
+        return f"{key} {', '.join(parts)} differ"
+    if isinstance(old, dict) or isinstance(new, dict):
+        return f"{key} differs"
+    return f"{key} {old} -> {new}"
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    changed = [f"{k} {old.get(k)} -> {new.get(k)}" for k in new if old.get(k) != new.get(k)]
-    return ", ".join(changed[:4])
+    keys = [k for k in {**old, **new} if old.get(k) != new.get(k)]
+    return ", ".join(_difference(k, old.get(k), new.get(k)) for k in keys[:4])
 
 
 def _artifacts(out: Path) -> list[Path]:

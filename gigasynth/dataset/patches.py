@@ -46,6 +46,15 @@ class Patch:
     tissue: np.ndarray | None = None
 
 
+def prepare_device(device: str) -> None:
+    """Patches on cuda: a GPU must be there, and cuDNN picks deterministic kernels."""
+    if device == "cuda":
+        if not gpu_available():
+            raise GigasynthError("this dataset is generated on cuda, but no GPU is available")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
 def load_model(ref: str, device: str = "cpu", sha256: str | None = None) -> Checkpoint:
     """An NCA checkpoint on `device`, in the layout patches are computed in.
 
@@ -60,11 +69,7 @@ def load_model(ref: str, device: str = "cpu", sha256: str | None = None) -> Chec
             f"checkpoint {ref} is a {kind!r} model; datasets need a Diff-NCA or "
             "FourierDiff-NCA checkpoint"
         )
-    if device == "cuda":
-        if not gpu_available():
-            raise GigasynthError("this dataset is generated on cuda, but no GPU is available")
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+    prepare_device(device)
     if sha256 is None:
         ckpt = load_checkpoint(ref, device)
         ckpt.model = ckpt.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

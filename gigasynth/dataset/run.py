@@ -30,7 +30,7 @@ from gigasynth.dataset.cascade import (
     plan_cascade,
 )
 from gigasynth.dataset.folder import DatasetFolder, read_dataset_json
-from gigasynth.dataset.patches import Patch, generate_patches, load_model
+from gigasynth.dataset.patches import Patch, generate_patches, load_model, prepare_device
 from gigasynth.dataset.shards import shard_is_whole, write_shard
 from gigasynth.dataset.spec import DatasetSpec
 from gigasynth.errors import GigasynthError
@@ -62,6 +62,7 @@ def patch_maker(checkpoint: str, spec: DatasetSpec, layouts: str | None) -> Patc
     """What makes the dataset's patches where it runs: the checkpoint's model (from the
     process's cache, hash checked), or the cascade with its layout folder."""
     if spec.cascade is not None:
+        prepare_device(spec.device)
         cascade = open_cascade(checkpoint, spec)
         folder = None if layouts is None else Path(layouts)
         return lambda indices: generate_cascade_patches(cascade, spec, folder, indices)
