@@ -1,4 +1,7 @@
-"""A conditioned super-resolution stage on the held-out region: band ratios and background.
+"""A conditioned stage on the held-out region: band ratios and background.
+
+A mask stage is given the region's tissue mask at its input resolution (by the threshold
+its training recorded) instead of the low-resolution image.
 
 Reads the slide's test region at `--downsample` (the stage's grid), area-downsamples it by
 the stage's factor, samples the stage from that low-resolution copy (whole image, DDIM),
@@ -26,7 +29,7 @@ from gigasynth.eval.inputs import SlideRegions
 from gigasynth.eval.slide import _ColourSums, area_downsample, band_count, band_energies
 from gigasynth.images import to_model_space, to_uint8, write_png
 from gigasynth.sampling import SampleRequest, super_resolve
-from gigasynth.sampling.condition import upsample_bilinear
+from gigasynth.sampling.condition import crop_tissue, upsample_bilinear
 
 
 def _figures(real: np.ndarray, image: np.ndarray, bands: int) -> dict:
@@ -55,12 +58,14 @@ def main() -> None:
     h, w = regions.height // f * f, regions.width // f * f
     real = np.asarray(regions.read(0, 0, h, w))
     low = to_model_space(area_downsample(real, f))
+    if ckpt.config.condition_kind == "mask":  # a mask stage: the region's tissue mask
+        low = crop_tissue(low, float(ckpt.meta["tissue_threshold"]))
     t0 = time.perf_counter()
     fake = to_uint8(super_resolve(ckpt.model, low, [args.seed], SampleRequest("ddim", args.steps)))[
         0
     ]
     seconds = time.perf_counter() - t0
-    bilinear = to_uint8(upsample_bilinear(low, f, h, w))[0]
+    bilinear = to_uint8(upsample_bilinear(low, f, h, w).expand(-1, 3, -1, -1))[0]
     args.out.mkdir(parents=True, exist_ok=True)
     for name, image in (
         ("real", real),

@@ -2,7 +2,8 @@
 
 Layout: a checkpoint is a folder holding `model.safetensors` and `config.json`, or the
 pair `NAME.safetensors` + `NAME.json` side by side; `builtin:NAME` names one shipped
-with the package (`builtin_names`). Weights are safetensors, the config JSON
+with the package (`builtin_names`), or a shipped cascade `NAME.cascade.json` whose
+stages are shipped models (`builtin_cascade_names`). Weights are safetensors, the config JSON
 {"model": ..., "meta": ...}, each written atomically; `read_document` is the only
 reader of that JSON. Identity: the checkpoint hash (sha256 of the weights file)
 identifies a model in provenance records and job identities. `describe_checkpoint`
@@ -79,6 +80,26 @@ def _builtin_dir() -> Path:
 def builtin_names() -> list[str]:
     """The models shipped with the package, sorted (reference each as `builtin:NAME`)."""
     return sorted(p.stem for p in _builtin_dir().glob("*.safetensors"))
+
+
+BUILTIN_CASCADE_SUFFIX = ".cascade.json"
+
+
+def builtin_cascade_file(ref: str) -> Path | None:
+    """The cascade definition shipped as `builtin:NAME` (NAME.cascade.json beside the
+    bundled models, its stages bundled models too); None when `ref` names none."""
+    if not ref.startswith(BUILTIN):
+        return None
+    path = _builtin_dir() / f"{ref.removeprefix(BUILTIN)}{BUILTIN_CASCADE_SUFFIX}"
+    return path if path.is_file() else None
+
+
+def builtin_cascade_names() -> list[str]:
+    """The cascades shipped with the package, sorted (each `builtin:NAME`)."""
+    return sorted(
+        p.name.removesuffix(BUILTIN_CASCADE_SUFFIX)
+        for p in _builtin_dir().glob(f"*{BUILTIN_CASCADE_SUFFIX}")
+    )
 
 
 def is_checkpoint_folder(path: Path) -> bool:

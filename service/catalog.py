@@ -1,9 +1,9 @@
 """The models a deployment offers, by name: bundled ones, checkpoint folders and cascades.
 
 Clients name a model (`builtin:tiny-pathology`, or the folder name of a checkpoint under
-the models dir) or a cascade (the folder name of a cascade under the models dir: a folder
-holding cascade.json, its stages' checkpoints referenced from it); they never send a
-path. A name is looked up in this catalog or refused.
+the models dir) or a cascade (`builtin:skin`, or the folder name of a cascade under the
+models dir: a folder holding cascade.json, its stages' checkpoints referenced from it);
+they never send a path. A name is looked up in this catalog or refused.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gigasynth.cascade import CASCADE_FILE, Cascade, is_cascade, load_cascade
+from gigasynth.cascade import Cascade, cascade_file, is_cascade, load_cascade
 from gigasynth.checkpoint import (
     BUILTIN,
     Checkpoint,
     CheckpointInfo,
+    builtin_cascade_names,
     builtin_names,
     cached_checkpoint,
     describe_checkpoint,
@@ -80,10 +81,10 @@ class CascadeEntry:
         }
 
 
-def named(message: str, folder: Path, name: str) -> str:
-    """An engine message about a cascade with its definition's path (as given, or
+def named(message: str, definition: Path, name: str) -> str:
+    """An engine message about a cascade with its definition file's path (as given, or
     absolute) replaced by the cascade's public name."""
-    for path in (folder.absolute() / CASCADE_FILE, folder / CASCADE_FILE):
+    for path in (definition.absolute(), definition):
         message = message.replace(str(path), repr(name))
     return message
 
@@ -112,15 +113,19 @@ class ModelCatalog:
                     found[folder.name] = str(folder)
         return found
 
-    def _cascades(self) -> dict[str, Path]:
-        """name -> cascade folder."""
-        if not self.models_dir.is_dir():
-            return {}
-        return {
-            folder.name: folder
-            for folder in sorted(self.models_dir.iterdir())
-            if _FOLDER_NAME.fullmatch(folder.name) and is_cascade(folder)
+    def _cascades(self) -> dict[str, str]:
+        """name -> cascade reference: bundled cascades (`builtin:NAME`, filtered like the
+        bundled models) and cascade folders of the models dir."""
+        found = {
+            BUILTIN + name: BUILTIN + name
+            for name in builtin_cascade_names()
+            if self.builtin_names is None or name in self.builtin_names
         }
+        if self.models_dir.is_dir():
+            for folder in sorted(self.models_dir.iterdir()):
+                if _FOLDER_NAME.fullmatch(folder.name) and is_cascade(folder):
+                    found[folder.name] = str(folder)
+        return found
 
     def _entry(self, name: str, ref: str) -> ModelEntry:
         try:
@@ -129,12 +134,13 @@ class ModelCatalog:
             raise GigasynthError(f"model {name!r} has an unreadable config: {exc}") from None
         return ModelEntry(name, ref, info.config, info.parameters, info.sha256, info.meta)
 
-    def _cascade_entry(self, name: str, folder: Path) -> CascadeEntry:
+    def _cascade_entry(self, name: str, ref: str) -> CascadeEntry:
         try:
-            return CascadeEntry(name, load_cascade(folder))
+            return CascadeEntry(name, load_cascade(ref))
         except (OSError, GigasynthError) as exc:
+            definition = cascade_file(ref) or Path(ref)
             raise GigasynthError(
-                f"cascade {name!r} is unusable: {named(str(exc), folder, name)}"
+                f"cascade {name!r} is unusable: {named(str(exc), definition, name)}"
             ) from None
 
     def entries(self) -> list[ModelEntry | CascadeEntry]:
@@ -145,9 +151,9 @@ class ModelCatalog:
                 out.append(self._entry(name, ref))
             except (GigasynthError, OSError):
                 continue
-        for name, folder in self._cascades().items():
+        for name, ref in self._cascades().items():
             try:
-                out.append(self._cascade_entry(name, folder))
+                out.append(self._cascade_entry(name, ref))
             except (GigasynthError, OSError):
                 continue
         return out

@@ -115,7 +115,7 @@ def admit(
         try:  # every stage as the engine will check it, before any work (check_job)
             check_stages(plan.stages, plan.specs)
         except GigasynthError as exc:
-            message = named(str(exc), plan.entry.cascade.path.parent, plan.entry.name)
+            message = named(str(exc), plan.entry.cascade.path, plan.entry.name)
             raise ApiError(422, public_error(message)) from None
         return Admission(plan.entry, width, height)
     assert isinstance(entry, ModelEntry)  # a request with a layout names a cascade (_cascade)
@@ -194,7 +194,7 @@ def _plan(
         stages = entry.cascade.stages[entry.cascade.entry(start.kind) :]
         check_entry(stages[0], start)
     except GigasynthError as exc:
-        message = named(str(exc), entry.cascade.path.parent, entry.name)
+        message = named(str(exc), entry.cascade.path, entry.name)
         message = message.replace(f"layout {layout}", "the layout") if layout else message
         raise ApiError(422, public_error(message)) from None
     # The condition files' folder is only named in the specs; the check leaves them out.

@@ -28,13 +28,14 @@ class JobRequest(BaseModel):
         strict=True,
         json_schema_extra={
             "examples": [
+                {"model": "builtin:skin", "width": 2048, "height": 2048, "seed": 7},
                 {
                     "model": "builtin:tiny-pathology",
                     "width": 256,
                     "height": 256,
                     "seed": 7,
                     "steps": 10,
-                }
+                },
             ]
         },
     )

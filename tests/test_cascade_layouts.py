@@ -242,3 +242,34 @@ def test_cli_trains_a_mask_stage_and_synthesises_without_a_layout(tmp_path, slid
     )
     assert proc.returncode != 0 and "multiple of the cascade's factor 2" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_bundled_cascade_is_the_demo_default():
+    from gigasynth.cascade import is_cascade
+    from gigasynth.checkpoint import builtin_cascade_names
+    from gigasynth.cli.demo import DEMO_MODEL, DEMO_SIZE
+
+    assert DEMO_MODEL == "builtin:skin" and "skin" in builtin_cascade_names()
+    c = load_cascade(DEMO_MODEL)
+    assert c.layout == "generated" and c.starts_from_mask and len(c.stages) == 2
+    assert c.mpp == pytest.approx(0.998) and c.factor == 16
+    assert DEMO_SIZE % c.factor == 0 and DEMO_SIZE * c.mpp >= 2000  # at least 2 mm wide
+    assert not is_cascade("builtin:tiny-pathology") and not is_cascade("builtin:nope")
+
+
+def test_demo_runs_a_cascade_and_refuses_steps_for_it(tmp_path, capfd):
+    from gigasynth.cli import main
+    from gigasynth.io.labels import read_label
+
+    root = write_mask_cascade(tmp_path / "casc")
+    out = tmp_path / "demo"
+    argv = ["demo", "--checkpoint", str(root), "--size", "48", "--tile", "32", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capfd.readouterr().out
+    assert "3 stages from a generated tissue mask" in printed and "labels/tissue" in printed
+    assert _level0(out / "demo.ome.zarr").shape == (3, 48, 48)
+    assert read_label(out / "demo.ome.zarr", "tissue")[0].shape == (4, 4)
+    assert (out / "demo.ome.tif").stat().st_size > 0 and (out / "demo.png").stat().st_size > 0
+    assert main([*argv, "--steps", "3"]) == 2
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--steps does not apply" in lines[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import replace
 
 import httpx
@@ -149,6 +150,9 @@ def test_cascade_jobs_are_admitted_with_the_stages_checks(api):
     }
     listed = models[CASCADE]
     assert listed["kind"] == "cascade" and listed["factor"] == 6
+    bundled = models["builtin:skin"]  # the bundled cascade is offered by its builtin name
+    assert bundled["kind"] == "cascade" and bundled["layout"] == "generated"
+    assert bundled["factor"] == 16 and "/" not in json.dumps(bundled).replace("µm", "")
     assert [s["mpp"] for s in listed["stages"]] == [MPP1, MPP2]
     assert str(data_dir) not in str(listed)
     rgb = np.random.default_rng(1).integers(0, 256, (9, 7, 3), np.uint8)  # colour: an image

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
-from gigasynth.checkpoint import BUILTIN, describe_checkpoint
+from gigasynth.checkpoint import BUILTIN, builtin_cascade_file, describe_checkpoint
 from gigasynth.errors import GigasynthError
 
 CASCADE_FILE = "cascade.json"
@@ -160,7 +160,7 @@ def cascade_file(ref: str | Path) -> Path | None:
     None when `ref` is not a cascade (a checkpoint reference, or nothing)."""
     text = str(ref)
     if text.startswith(BUILTIN):
-        return None
+        return builtin_cascade_file(text)
     path = Path(text)
     if path.is_dir():
         inner = path / CASCADE_FILE

@@ -1,22 +1,32 @@
-"""`gigasynth demo`: a small synthetic slide from the bundled model, in the slide formats."""
+"""`gigasynth demo`: a small synthetic slide from the bundled cascade, in the slide formats.
+
+The bundled cascade (`builtin:skin`) draws a tissue mask, tissue at 4 µm/px on it, and
+1 µm/px detail on that; a single model (`--checkpoint builtin:tiny-pathology`) draws
+one texture everywhere, as before the cascade existed.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from gigasynth.cli.synth import ProgressBar
+from gigasynth.cascade import is_cascade, load_cascade
+from gigasynth.cascade.synth import CascadeSettings, synthesize_cascade
+from gigasynth.cli.synth import CascadeBar, ProgressBar
 from gigasynth.cluster import default_workers
-from gigasynth.synth import SynthSpec, synthesize
+from gigasynth.errors import GigasynthError
+from gigasynth.synth import SynthResult, SynthSpec, synthesize
 
-DEMO_MODEL = "builtin:tiny-pathology"
+DEMO_MODEL = "builtin:skin"
+DEMO_SIZE = 2048  # px at the cascade's 0.998 µm/px: a 2 mm x 2 mm field
+SINGLE_MODEL_STEPS = 50
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="synthesise a small slide with the bundled model "
-        "(OME-Zarr, OME-TIFF and a PNG preview)",
+        help="synthesise a small slide with the bundled cascade "
+        "(OME-Zarr with its tissue label, OME-TIFF and a PNG preview)",
     )
     p.add_argument(
         "--out",
@@ -24,47 +34,99 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=Path("gigasynth-demo"),
         help="output folder (its demo.* files are replaced)",
     )
-    p.add_argument("--size", type=int, default=512, help="side of the slide in px")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=DEMO_SIZE,
+        help=f"side of the slide in px (default {DEMO_SIZE}; a cascade: a multiple of its factor)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"DDIM steps of a single model (default {SINGLE_MODEL_STEPS}); a cascade's "
+        "stages bring their own",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tile", type=int, default=256, help="tile side in px (0: whole image)")
-    p.add_argument("--checkpoint", default=DEMO_MODEL, help=f"model (default {DEMO_MODEL})")
+    p.add_argument("--tile", type=int, default=512, help="tile side in px (0: whole image)")
+    p.add_argument(
+        "--checkpoint", default=DEMO_MODEL, help=f"cascade or model (default {DEMO_MODEL})"
+    )
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    spec = SynthSpec(
-        args.checkpoint,
-        args.size,
-        args.size,
-        args.seed,
-        "ddim",
-        args.steps,
-        tile=args.tile,
-        tiff_compression="jpeg",
-    )
+def _run_cascade(args: argparse.Namespace, out: Path) -> SynthResult:
+    if args.steps is not None:
+        raise GigasynthError(
+            f"--steps does not apply to cascade {args.checkpoint}: its stages bring their own"
+        )
+    cascade = load_cascade(args.checkpoint)
+    width_mm = args.size * cascade.mpp / 1000
     print(
-        f"model {args.checkpoint}: a {args.size}x{args.size} px slide, DDIM {args.steps} "
-        f"steps, seed {args.seed}, tiles of {args.tile or args.size} px",
+        f"cascade {args.checkpoint}: a {args.size}x{args.size} px slide "
+        f"({width_mm:.2f} mm wide at {cascade.mpp:.3g} µm/px) in {len(cascade.stages)} "
+        f"stages from a generated tissue mask, seed {args.seed}",
         flush=True,
     )
-    zarr_path = args.out / "demo.ome.zarr"
-    bar = ProgressBar()
+    bar = CascadeBar()
     try:
-        result = synthesize(
-            spec,
-            zarr_path,
-            ome_tiff=args.out / "demo.ome.tif",
-            preview=args.out / "demo.png",
+        return synthesize_cascade(
+            cascade,
+            None,
+            out / "demo.ome.zarr",
+            CascadeSettings(seed=args.seed, tile=args.tile),
+            size=(args.size, args.size),
+            ome_tiff=out / "demo.ome.tif",
+            preview=out / "demo.png",
             workers=default_workers(),
             overwrite=True,
             progress=bar,
         )
     finally:
         bar.close()
+
+
+def _run_model(args: argparse.Namespace, out: Path) -> SynthResult:
+    steps = SINGLE_MODEL_STEPS if args.steps is None else args.steps
+    spec = SynthSpec(
+        args.checkpoint,
+        args.size,
+        args.size,
+        args.seed,
+        "ddim",
+        steps,
+        tile=args.tile,
+        tiff_compression="jpeg",
+    )
+    print(
+        f"model {args.checkpoint}: a {args.size}x{args.size} px slide, DDIM {steps} "
+        f"steps, seed {args.seed}, tiles of {args.tile or args.size} px",
+        flush=True,
+    )
+    bar = ProgressBar()
+    try:
+        return synthesize(
+            spec,
+            out / "demo.ome.zarr",
+            ome_tiff=out / "demo.ome.tif",
+            preview=out / "demo.png",
+            workers=default_workers(),
+            overwrite=True,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    cascade = is_cascade(args.checkpoint)
+    result = (_run_cascade if cascade else _run_model)(args, args.out)
     assert result.ome_tiff_path is not None and result.preview_path is not None  # both asked
-    print(f"done in {result.seconds:.0f} s ({result.mpx_steps_per_s:.2f} Mpx-steps/s):")
+    print(f"done in {result.seconds:.0f} s:")
     print(f"  {result.ome_tiff_path.resolve()}  QuPath: File > Open..., pick this file")
-    print(f"  {result.zarr_path.resolve()}  OME-Zarr (NGFF 0.4): QuPath, napari, large-image")
+    label = " with its tissue label (labels/tissue)" if cascade else ""
+    print(
+        f"  {result.zarr_path.resolve()}  OME-Zarr (NGFF 0.4){label}: QuPath, napari, large-image"
+    )
     print(f"  {result.preview_path.resolve()}  preview: any image viewer")
     return 0
