@@ -42,7 +42,14 @@ import zarr
 
 from gigasynth.atomic import atomic_write_bytes
 from gigasynth.errors import GigasynthError
-from gigasynth.io.omezarr import CHUNK_KEYS, COMPRESSOR, IMAGE, SLIDE_CHUNK, read_zarr_metadata
+from gigasynth.io.omezarr import (
+    AXES,
+    CHUNK_KEYS,
+    COMPRESSOR,
+    IMAGE,
+    SLIDE_CHUNK,
+    read_zarr_metadata,
+)
 from gigasynth.io.pyramid import pyramid_shapes
 
 LABELS = "labels"
@@ -117,11 +124,7 @@ def _label_attrs(name: str, mpp: float, scale: float, levels: int) -> dict[str, 
             {
                 "version": "0.4",
                 "name": name,
-                "axes": [
-                    {"name": "c", "type": "channel"},
-                    {"name": "y", "type": "space", "unit": "micrometer"},
-                    {"name": "x", "type": "space", "unit": "micrometer"},
-                ],
+                "axes": [dict(axis) for axis in AXES],
                 "datasets": datasets,
                 "type": "max",
                 "metadata": {

@@ -40,6 +40,12 @@ OMEXML_PATH = Path("OME") / "METADATA.ome.xml"
 COMPRESSOR = numcodecs.Zlib(level=1)
 CHUNK_KEYS: dict[str, JSON] = {"name": "v2", "separator": "/"}
 SLIDE_CHUNK = 512  # side of a slide's Zarr chunks, px, at every level (the preflight's too)
+# The NGFF axes of every multiscale image written here (the slide and its label images).
+AXES: tuple[dict[str, str], ...] = (
+    {"name": "c", "type": "channel"},
+    {"name": "y", "type": "space", "unit": "micrometer"},
+    {"name": "x", "type": "space", "unit": "micrometer"},
+)
 
 
 def create_ome_zarr(path: Path, meta: SlideMetadata, chunk: int = SLIDE_CHUNK) -> zarr.Array:
@@ -93,11 +99,7 @@ def write_multiscales(path: Path, meta: SlideMetadata, shapes: list[tuple[int, i
     multiscales: dict[str, Any] = {
         "version": "0.4",
         "name": meta.name,
-        "axes": [
-            {"name": "c", "type": "channel"},
-            {"name": "y", "type": "space", "unit": "micrometer"},
-            {"name": "x", "type": "space", "unit": "micrometer"},
-        ],
+        "axes": [dict(axis) for axis in AXES],
         "datasets": datasets,
         "type": "mean",
         "metadata": {
