@@ -17,6 +17,7 @@ from distributed import Client, LocalCluster
 from PIL import Image
 
 from gigasynth.cascade import load_cascade
+from gigasynth.cascade.layout import load_layout
 from gigasynth.cascade.masks import generate_tissue_mask
 from gigasynth.cascade.synth import CascadeSettings, cascade_work, synthesize_cascade
 from gigasynth.checkpoint import read_document
@@ -124,7 +125,7 @@ def test_generated_layout_tiled_equals_whole_with_its_label_and_resumes(tmp_path
 def test_layouts_enter_where_their_kind_fits(tmp_path, slide_path):
     """A grey image is a mask and runs every stage; an RGB image skips the mask stage and
     gives the same bytes as the cascade without it; a slide taken as a mask is its tissue
-    mask at 8 µm/px."""
+    mask at 8 µm/px (its image otherwise)."""
     two = load_cascade(write_cascade(tmp_path / "two")[0])
     three = load_cascade(write_mask_cascade(tmp_path / "three", layout="given"))
     rgb = write_layout(tmp_path / "rgb.png", 7, 9)
@@ -146,12 +147,11 @@ def test_layouts_enter_where_their_kind_fits(tmp_path, slide_path):
     assert np.array_equal(label.astype(bool), mask) and scale == 12
     rgb_label, rgb_scale = read_label(b.zarr_path, "tissue")
     assert rgb_label.shape == (9, 7) and rgb_scale == 6
-    s = synthesize_cascade(
-        three, slide_path, tmp_path / "s.ome.zarr", CascadeSettings(tile=64), layout_kind="mask"
-    )
-    slide_mask, _ = read_label(s.zarr_path, "tissue")
-    assert slide_mask.shape == (round(2967 * 0.499 / 8), round(2220 * 0.499 / 8))
-    assert 0.05 < slide_mask.astype(bool).mean() < 0.95
+    from_slide = load_layout(slide_path, three, "mask")  # its tissue mask at 8 µm/px
+    assert from_slide.kind == "mask" and from_slide.mpp == 8.0
+    assert from_slide.pixels.shape == (round(2967 * 0.499 / 8), round(2220 * 0.499 / 8))
+    assert 0.05 < from_slide.pixels.mean() < 0.95
+    assert load_layout(slide_path, three).kind == "image"  # a slide's image by default
 
 
 def test_what_cannot_run_is_a_one_line_error(tmp_path):
