@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from gigasynth.cascade import is_cascade, load_cascade
 from gigasynth.cascade.synth import CascadeSettings, synthesize_cascade
@@ -20,6 +21,7 @@ from gigasynth.synth import SynthResult, SynthSpec, synthesize
 DEMO_MODEL = "builtin:skin"
 DEMO_SIZE = 2048  # px at the cascade's 0.998 µm/px: a 2 mm x 2 mm field
 SINGLE_MODEL_STEPS = 50
+DEMO_ZARR = "demo.ome.zarr"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +57,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _outputs(out: Path) -> dict[str, Any]:
+    """What both kinds of run write beside the OME-Zarr, and how: the demo's files in
+    `out`, replaced, on every core."""
+    return {
+        "ome_tiff": out / "demo.ome.tif",
+        "preview": out / "demo.png",
+        "workers": default_workers(),
+        "overwrite": True,
+    }
+
+
 def _run_cascade(args: argparse.Namespace, out: Path) -> SynthResult:
     if args.steps is not None:
         raise GigasynthError(
@@ -73,14 +86,11 @@ def _run_cascade(args: argparse.Namespace, out: Path) -> SynthResult:
         return synthesize_cascade(
             cascade,
             None,
-            out / "demo.ome.zarr",
+            out / DEMO_ZARR,
             CascadeSettings(seed=args.seed, tile=args.tile),
             size=(args.size, args.size),
-            ome_tiff=out / "demo.ome.tif",
-            preview=out / "demo.png",
-            workers=default_workers(),
-            overwrite=True,
             progress=bar,
+            **_outputs(out),
         )
     finally:
         bar.close()
@@ -107,12 +117,9 @@ def _run_model(args: argparse.Namespace, out: Path) -> SynthResult:
     try:
         return synthesize(
             spec,
-            out / "demo.ome.zarr",
-            ome_tiff=out / "demo.ome.tif",
-            preview=out / "demo.png",
-            workers=default_workers(),
-            overwrite=True,
+            out / DEMO_ZARR,
             progress=bar,
+            **_outputs(out),
         )
     finally:
         bar.close()
