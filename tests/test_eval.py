@@ -18,6 +18,7 @@ from gigasynth.cli import main
 from gigasynth.errors import GigasynthError
 from gigasynth.eval import (
     compare_sets,
+    format_metrics,
     frechet_distance,
     inception_features,
     inception_path,
@@ -288,6 +289,18 @@ def test_cli_eval_lines_and_one_line_errors(tmp_path, faces_test, capsys, monkey
 def test_compare_sets_reports_n_of_the_smaller_set(faces_test):
     result = compare_sets(faces_test[:6], faces_test[6:16], metrics=("swd",))
     assert result["n"] == 6 and len(result["swd_levels"]) == 3
+
+
+def test_compare_sets_gives_kid_a_bootstrap_interval_and_prints_it(faces_test):
+    try:
+        inception_path()
+    except GigasynthError as exc:
+        pytest.skip(str(exc))
+    result = compare_sets(faces_test[:6], _blur(faces_test[6:12], 2.0), metrics=("kid",))
+    low, high = result["kid_interval"]
+    assert low < result["kid"] < high, result
+    (line,) = format_metrics(result)
+    assert line == f"KID {result['kid']:.4f} [95 % CI {low:.4f}, {high:.4f}] (n=6)"
 
 
 def test_unet_baseline_trains_samples_and_refuses_tiles(tmp_path):

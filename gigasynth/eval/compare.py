@@ -8,7 +8,11 @@ import numpy as np
 import torch
 
 from gigasynth.errors import GigasynthError
-from gigasynth.eval.feature_distances import frechet_distance, kernel_inception_distance
+from gigasynth.eval.feature_distances import (
+    frechet_distance,
+    kernel_inception_distance,
+    kid_bootstrap,
+)
 from gigasynth.eval.inception import inception_features
 from gigasynth.eval.swd import sliced_wasserstein_distance
 
@@ -24,8 +28,9 @@ def compare_sets(
 ) -> dict[str, Any]:
     """Metrics between two (N, H, W, 3) uint8 sets, truncated to the same N.
 
-    Returns {"n": N, "fid": ..., "kid": ..., "swd": ..., "swd_levels": [...]} for the
-    metrics asked for.
+    Returns {"n": N, "fid": ..., "kid": ..., "kid_interval": [low, high], "swd": ...,
+    "swd_levels": [...]} for the metrics asked for; the KID interval is a 95 % percentile
+    bootstrap over both sets (`kid_bootstrap`), so a figure at small n carries its spread.
     """
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown or not metrics:
@@ -42,6 +47,8 @@ def compare_sets(
             result["fid"] = frechet_distance(feats_real, feats_fake)
         if "kid" in metrics:
             result["kid"] = kernel_inception_distance(feats_real, feats_fake, seed=seed)
+            if n >= 3:  # a bootstrap resample of two items has no distinct pairs left
+                result["kid_interval"] = list(kid_bootstrap(feats_real, feats_fake, seed=seed))
     if "swd" in metrics:
         result["swd"], result["swd_levels"] = sliced_wasserstein_distance(real, fake, seed=seed)
     return result
@@ -54,7 +61,9 @@ def format_metrics(result: dict[str, Any]) -> list[str]:
     if "fid" in result:
         lines.append(f"FID {result['fid']:.2f} (n={n})")
     if "kid" in result:
-        lines.append(f"KID {result['kid']:.4f} (n={n})")
+        interval = result.get("kid_interval")
+        spread = f" [95 % CI {interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        lines.append(f"KID {result['kid']:.4f}{spread} (n={n})")
     if "swd" in result:
         lines.append(f"SWD {result['swd']:.1f} (n={n})")
     return lines
