@@ -51,6 +51,10 @@ class Task:
     models: dict[str, dict[str, str]]  # scale -> {model label: preset}
     downsample: float = 1.0  # slides: read crops at this downsample of level 0
     size: int = 64  # training crop and sample size in px
+    # Slides: training crops come from train_region, reference crops from test_region
+    # (gigasynth.data.regions, the held-out protocol); None for data with its own split.
+    train_region: str | None = None
+    test_region: str | None = None
 
 
 TASKS = {
@@ -62,6 +66,8 @@ TASKS = {
             "tiny": {"diff-nca": "tiny", "unet": "unet-tiny"},
             "paper": {"diff-nca": "paper-pathology", "unet": "unet-pathology"},
         },
+        train_region="train",
+        test_region="test",
     ),
     # The same slide at half the magnification (about 10x), 32 px crops: the setting of
     # the bundled tiny-pathology model (4000 iterations x 8), so that longer Diff-NCA run
@@ -76,6 +82,8 @@ TASKS = {
         },
         downsample=2.0,
         size=32,
+        train_region="train",
+        test_region="test",
     ),
     "faces": Task(
         "faces",
@@ -97,17 +105,39 @@ TASKS = {
 REFERENCE_SEED = 20_240_113
 
 
+def _slide_crops(task: Task, region: str | None, count: int, seed: int) -> np.ndarray:
+    """`count` tissue crops of the task's slide, inside `region`, at the task's size."""
+    source = open_source(task.reference, task.downsample, region=region)
+    return source.sample(np.random.default_rng(seed), count, task.size)
+
+
 def reference_images(task: Task, count: int) -> np.ndarray:
-    """Held-out real images of the task's size: the faces test split, or slide tissue crops."""
+    """Held-out real images of the task's size: the faces test split, or tissue crops of
+    the slide's test region (the training crops never touch it)."""
+    if task.test_region:
+        return _slide_crops(task, task.test_region, count, REFERENCE_SEED)
     return load_images(
         task.reference, count, task.size, np.random.default_rng(REFERENCE_SEED), task.downsample
     )
 
 
 def second_real_set(task: Task, count: int) -> np.ndarray:
-    """Another real set (training images, other crop positions): the metric's floor at this n."""
+    """Another real set of the same distribution (other crop positions; for slides, in
+    the test region too): the metric's floor at this n."""
+    if task.test_region:
+        return _slide_crops(task, task.test_region, count, REFERENCE_SEED + 1)
     return load_images(
         task.data, count, task.size, np.random.default_rng(REFERENCE_SEED + 1), task.downsample
+    )
+
+
+def validation_images(task: Task, count: int) -> np.ndarray:
+    """Real images to choose training settings on (a learning rate), never the test
+    region: tissue crops of the train region, or the faces' training split."""
+    if task.train_region:
+        return _slide_crops(task, task.train_region, count, REFERENCE_SEED + 2)
+    return load_images(
+        task.data, count, task.size, np.random.default_rng(REFERENCE_SEED + 2), task.downsample
     )
 
 
@@ -164,21 +194,28 @@ def train_model(
     batch: int,
     seed: int,
     device: str | None = None,
+    lr: float = TrainConfig.lr,
+    max_cpu_seconds: float = 0.0,
 ) -> Path:
-    """Train (or resume) one model of a task; identical data, schedule and budget for all."""
+    """Train (or resume) one model of a task on its training data (a slide's train region);
+    identical data, schedule and seed for all. `max_cpu_seconds` stops it at that much CPU
+    time instead (equal compute); the record states the iterations it reached."""
     config, build = model_config(preset_name)
     out = run_folder(task.name, label)
     cfg = TrainConfig(
         iterations=iterations,
         batch=batch,
         size=task.size,
+        lr=lr,
         seed=seed,
-        save_every=max(50, iterations // 4),
+        save_every=500 if max_cpu_seconds else max(50, iterations // 4),
         data=[task.data],
         downsample=task.downsample,
+        region=task.train_region,
+        max_cpu_seconds=max_cpu_seconds,
     )
-    sources = [open_source(task.data, task.downsample)]
-    started = time.perf_counter()
+    sources = [open_source(task.data, task.downsample, region=task.train_region)]
+    started, cpu_started = time.perf_counter(), time.process_time()
     folder = train(
         config, cfg, sources, out, resume=True, device=device, show_progress=False, build=build
     )
@@ -187,10 +224,14 @@ def train_model(
         "model": label,
         "preset": preset_name,
         "parameters": count_parameters(build(config)),
-        "iterations": iterations,
+        "iterations": int(read_document(str(folder))["meta"]["step"]),
         "batch": batch,
+        "lr": lr,
         "seed": seed,
+        "region": task.train_region,
+        "max_cpu_seconds": max_cpu_seconds,
         "seconds_this_call": time.perf_counter() - started,
+        "cpu_seconds_this_call": time.process_time() - cpu_started,
     }
     (out / "experiment.json").write_text(json.dumps(record, indent=2))
     return folder

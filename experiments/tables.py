@@ -22,6 +22,13 @@ def _budget(train: dict) -> str:
     )
 
 
+def _kid(r: dict) -> str:
+    """KID with its 95 % bootstrap interval where the record has one."""
+    interval = r.get("kid_interval")
+    kid = f"{r['kid']:.4f}"
+    return f"{kid} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else kid
+
+
 def quality(task: str) -> list[str]:
     rec = _load(f"quality-{task}")
     if not rec:
@@ -30,18 +37,18 @@ def quality(task: str) -> list[str]:
         f"### quality-{task} (n={rec['n']} per side, {rec.get('size', 64)} px, "
         f"{rec['sampler']} {rec['steps']} steps)",
         "",
-        "| model | FID | KID | SWD x1e3 | training | sampling s/image |",
+        "| model | FID | KID [95 % CI] | SWD x1e3 | training | sampling s/image |",
         "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
     floor = rec.get("real_vs_real")
     if floor:
         out.append(
-            f"| real vs real (floor) | {floor['fid']:.1f} | {floor['kid']:.4f} | "
+            f"| real vs real (floor) | {floor['fid']:.1f} | {_kid(floor)} | "
             f"{floor['swd']:.1f} | - | - |"
         )
     for label, r in rec["models"].items():
         out.append(
-            f"| {label} | {r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} | "
+            f"| {label} | {r['fid']:.1f} | {_kid(r)} | {r['swd']:.1f} | "
             f"{_budget(r['train'])} | {r['sampling_seconds'] / r['n']:.2f} |"
         )
     return out
@@ -54,13 +61,13 @@ def ddim_steps(task: str) -> list[str]:
     out = [
         f"### ddim-steps-{task} (n={rec['n']} per side, {rec['sampler']})",
         "",
-        "| model | DDIM steps | FID | KID | SWD x1e3 | s/image |",
+        "| model | DDIM steps | FID | KID [95 % CI] | SWD x1e3 | s/image |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, rows in rec["models"].items():
         for r in rows:
             out.append(
-                f"| {label} | {r['steps']} | {r['fid']:.1f} | {r['kid']:.4f} | "
+                f"| {label} | {r['steps']} | {r['fid']:.1f} | {_kid(r)} | "
                 f"{r['swd']:.1f} | {r['seconds_per_image']:.2f} |"
             )
     return out
@@ -75,14 +82,14 @@ def ood(task: str) -> list[str]:
         f"scale, DDIM "
         f"{rec['steps']} steps)",
         "",
-        "| model | scale | image size | images | FID | KID | SWD x1e3 |",
+        "| model | scale | image size | images | FID | KID [95 % CI] | SWD x1e3 |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, rows in rec["models"].items():
         for r in rows:
             out.append(
                 f"| {label} | {r['scale']}x | {r['size']} | {r['images']} | "
-                f"{r['fid']:.1f} | {r['kid']:.4f} | {r['swd']:.1f} |"
+                f"{r['fid']:.1f} | {_kid(r)} | {r['swd']:.1f} |"
             )
     return out
 
@@ -121,8 +128,32 @@ def superres(task: str) -> list[str]:
     return out
 
 
+def equal_compute() -> list[str]:
+    rec = _load("equal-compute")
+    if not rec:
+        return []
+    out = [
+        f"### equal-compute-{rec['task']} (each run to the same CPU seconds; learning rate "
+        f"chosen by KID against {rec['region']['validation']}-region crops, {rec['sampler']})",
+        "",
+        "| model | learning rate | iterations | CPU s | validation KID (n) | chosen |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rec["runs"].values():
+        chosen = "yes" if rec["chosen"][r["model"]] == r["lr"] else ""
+        out.append(
+            f"| {r['model']} | {r['lr']:g} | {r['iterations']} | {r['cpu_s']:.0f} | "
+            f"{r['validation_kid']:.4f} ({r['n']}) | {chosen} |"
+        )
+    eq = rec["unet_equal_iterations"]
+    out.append(
+        f"| unet-equal-iterations | {eq['lr']:g} | {eq['iterations']} | {eq['cpu_s']:.0f} | - | - |"
+    )
+    return out
+
+
 def main() -> None:
-    sections = []
+    sections = ["\n".join(equal_compute())] if _load("equal-compute") else []
     for task in ("pathology", "pathology-10x", "faces"):
         for make in (quality, ddim_steps, ood, inpaint, superres):
             lines = make(task)

@@ -6,6 +6,7 @@ is a real subprocess writing under EXPERIMENTS_OUT, as a user runs them.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,8 @@ def test_experiment_scripts_run_and_tabulate(tmp_path):
     quality = json.loads((results / "quality-pathology-10x.json").read_text())
     assert quality["n"] == 4 and set(quality["models"]) == {"diff-nca", "unet"}
     assert quality["models"]["unet"]["train"]["iterations"] == 2
+    # Held-out protocol: trained on the slide's train region only.
+    assert quality["models"]["diff-nca"]["train"]["region"] == "train"
     ood = json.loads((results / "ood-sizes-pathology-10x.json").read_text())
     assert [row["scale"] for row in ood["models"]["diff-nca"]] == [1, 2]
     inpaint = json.loads((results / "inpaint-pathology-10x.json").read_text())
@@ -78,6 +81,33 @@ def test_experiment_scripts_run_and_tabulate(tmp_path):
     ).stdout
     for name in ("quality", "ood-sizes", "inpaint", "superres", "ddim-steps"):
         assert f"### {name}-pathology-10x" in tables, name
+    # Each KID carries its bootstrap interval, which brackets it.
+    row = next(line for line in tables.splitlines() if line.startswith("| diff-nca | "))
+    kid, low, high = map(
+        float, re.search(r"\| (-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", row).groups()
+    )
+    assert low <= kid <= high, row
+
+
+def test_denoiser_probe_reports_gain_and_reach(tmp_path):
+    """The diagnostics of issue 12: gain over a linear filter and the reach used, per t."""
+    out = tmp_path / "probe.json"
+    subprocess.run(
+        [sys.executable, "denoiser_probe.py", "--checkpoint", "builtin:tiny-pathology"]
+        + ["--t", "20", "200", "--n", "4", "--size", "32", "--window", "5"]
+        + ["--reach-crops", "1", "--json", str(out)],
+        cwd=EXPERIMENTS,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    probe = json.loads(out.read_text())
+    assert [row["t"] for row in probe["rows"]] == [20, 200] and probe["reach_px"] == 12
+    for row in probe["rows"]:
+        assert row["gain"] == pytest.approx(1 - row["model_mse"] / row["linear_mse"])
+        assert 0 < row["linear_mse"] < 2 and 0 <= row["reach_used_px"] <= 12
 
 
 def _figures(fake: str, kids: dict[int, float], ratios: list[float]) -> dict:
