@@ -106,6 +106,20 @@ def test_kid_is_unbiased_near_zero_and_grows_with_a_shift():
     assert subsets == pytest.approx(shifted, rel=0.3)
 
 
+def test_kid_bootstrap_is_finite_at_the_smallest_n_and_brackets_a_shift():
+    """At n = 3-4 some resamples repeat one item (no pair to average); they are redrawn."""
+    from gigasynth.eval.feature_distances import kid_bootstrap
+
+    rng = np.random.default_rng(2)
+    for n in (3, 4):
+        a, b = rng.normal(size=(n, 8)), rng.normal(size=(n, 8)) + 2.0
+        low, high = kid_bootstrap(a, b)
+        assert np.isfinite([low, high]).all() and low <= high
+    a, b = rng.normal(size=(200, 32)), rng.normal(size=(200, 32)) + 0.5
+    low, high = kid_bootstrap(a, b, resamples=100)
+    assert 0 < low < kernel_inception_distance(a, b) < high
+
+
 def test_fid_and_kid_rank_real_below_blurred_below_noise(degraded_sets):
     """Inception features of 10 faces per set (299 px each: the test's main cost).
 
