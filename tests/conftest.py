@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SLIDE = SHARED_DATA / "cmu_small_region.svs"
 FACES = SHARED_DATA / "emoji_faces_64.npz"
+# The bundled builtin:tiny-pathology of 2026-11 (trained on the whole sample region), kept
+# as a checkpoint written before later config fields existed.
+OLD_BUNDLED_MODEL = (
+    Path(__file__).resolve().parent / "fixtures" / "tiny-pathology-2026-11.safetensors"
+)
 
 torch.set_num_threads(2)
 
