@@ -40,7 +40,7 @@ from gigasynth.synth.job import check_job
 from gigasynth.train import TrainConfig, train
 from gigasynth.train.trainer import STATE
 
-from .conftest import MICRO, ROOT
+from .conftest import MICRO, OLD_BUNDLED_MODEL, ROOT
 
 # The last commit before models had condition fields: old configs must behave as there.
 BEFORE_CONDITIONING = "8ea7d67"
@@ -56,7 +56,7 @@ from gigasynth.config import ModelConfig
 from gigasynth.models import build_model
 from gigasynth.sampling import SampleRequest, generate
 out = Path(sys.argv[1])
-ck = load_checkpoint("builtin:tiny-pathology")
+ck = load_checkpoint(sys.argv[2])
 np.save(out / "ddim.npy", generate(ck.model, 20, 28, [5, 6], SampleRequest("ddim", 4)).numpy())
 np.save(out / "ddpm.npy", generate(ck.model, 9, 7, [2], SampleRequest("ddpm", None)).numpy())
 cfg = ModelConfig.from_dict(dict(channels=12, hidden=16, steps=4, cond_hidden=16, timesteps=50))
@@ -66,11 +66,11 @@ save_checkpoint(out / "ckpt", build_model(cfg, zero_output=False), cfg, {"k": 1}
 """
 
 
-def _run_script(tree: Path, out: Path) -> None:
+def _run_script(tree: Path, out: Path, checkpoint: Path) -> None:
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", _OLD_NEW_SCRIPT, str(out)],
+        [sys.executable, "-c", _OLD_NEW_SCRIPT, str(out), str(checkpoint)],
         cwd=out,
         env=env,
         capture_output=True,
@@ -82,8 +82,8 @@ def _run_script(tree: Path, out: Path) -> None:
 
 @pytest.mark.slow
 def test_unconditioned_models_unchanged_against_the_old_code(tmp_path):
-    """The bundled model samples the same bits (DDIM and DDPM) and a saved checkpoint
-    has the same bytes here as at the commit before conditioning existed."""
+    """The 2026-11 bundled model samples the same bits (DDIM and DDPM) and a saved
+    checkpoint has the same bytes here as at the commit before conditioning existed."""
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", BEFORE_CONDITIONING, "gigasynth"],
         capture_output=True,
@@ -94,8 +94,13 @@ def test_unconditioned_models_unchanged_against_the_old_code(tmp_path):
     old = tmp_path / "old"
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
         tar.extractall(old, filter="data")
-    _run_script(old, tmp_path / "a")
-    _run_script(ROOT, tmp_path / "b")
+    # A checkpoint folder, the layout both trees read.
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    (bundled / "model.safetensors").write_bytes(OLD_BUNDLED_MODEL.read_bytes())
+    (bundled / "config.json").write_bytes(OLD_BUNDLED_MODEL.with_suffix(".json").read_bytes())
+    _run_script(old, tmp_path / "a", bundled)
+    _run_script(ROOT, tmp_path / "b", bundled)
     for name in (
         "ddim.npy",
         "ddpm.npy",
