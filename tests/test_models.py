@@ -1,20 +1,16 @@
 """The paper's models: sizes, frozen image channels, locality (invariants I1, I2)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-import gigasynth
 from gigasynth.config import ModelConfig, preset
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Borders, Window
 from gigasynth.models import Denoiser, build_model, count_parameters
 
-from .conftest import MICRO, MICRO_FOURIER
-
-BUILTIN = Path(gigasynth.__file__).parent / "builtin"
+from .conftest import MICRO, MICRO_FOURIER, OLD_BUNDLED_MODEL
 
 
 @pytest.mark.parametrize(
@@ -35,9 +31,9 @@ def test_config_round_trips_as_json():
 
 def test_nca_steps_keep_their_name_in_files():
     """ModelConfig.nca_steps (NCA steps, the halo) is "steps" in config.json, as before
-    the rename: the bundled model's file loads to the preset it was trained from and
-    writes back the same fields; the new name is read too, both at once are refused."""
-    doc = json.loads((BUILTIN / "tiny-pathology.json").read_text())["model"]
+    the rename: the 2026-11 bundled model's file loads to the preset it was trained from
+    and writes back the same fields; the new name is read too, both at once are refused."""
+    doc = json.loads(OLD_BUNDLED_MODEL.with_suffix(".json").read_text())["model"]
     config = ModelConfig.from_dict(doc)
     assert config == preset("tiny") and config.nca_steps == doc["steps"] == 12
     assert config.halo == 12
