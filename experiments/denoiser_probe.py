@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import SLIDE
 
 from gigasynth.baselines import load_denoiser
 from gigasynth.checkpoint import read_document
@@ -35,9 +36,6 @@ from gigasynth.data import open_source
 from gigasynth.diffusion.schedule import NoiseSchedule
 from gigasynth.images import to_model_space
 
-ROOT = Path(__file__).resolve().parents[1]
-SLIDE = ROOT.parent / "shared" / "data" / "cmu_small_region.svs"
-LEVEL0_MPP = 0.499  # the sample slide's level-0 pixel size
 REACH_MASS = 0.9
 
 
@@ -101,7 +99,8 @@ def probe(
     model = load_denoiser(ref, "cpu").eval()
     config = model.config
     meta = read_document(ref)["meta"]
-    downsample = float(meta.get("mpp", LEVEL0_MPP)) / LEVEL0_MPP
+    level0_mpp = open_source(SLIDE).mpp  # the slide's own pixel size, at downsample 1
+    downsample = float(meta.get("mpp", level0_mpp)) / level0_mpp
     schedule = NoiseSchedule.for_config(config)
     fit_x0 = crops("train", downsample, count, size, seed=1)
     test_x0 = crops("test", downsample, count, size, seed=2)
