@@ -9,6 +9,7 @@ import torch
 
 from gigasynth.errors import GigasynthError
 from gigasynth.eval.feature_distances import (
+    KID_BOOTSTRAP_MIN,
     frechet_distance,
     kernel_inception_distance,
     kid_bootstrap,
@@ -47,7 +48,7 @@ def compare_sets(
             result["fid"] = frechet_distance(feats_real, feats_fake)
         if "kid" in metrics:
             result["kid"] = kernel_inception_distance(feats_real, feats_fake, seed=seed)
-            if n >= 3:  # a bootstrap resample of two items has no distinct pairs left
+            if n >= KID_BOOTSTRAP_MIN:
                 result["kid_interval"] = list(kid_bootstrap(feats_real, feats_fake, seed=seed))
     if "swd" in metrics:
         result["swd"], result["swd_levels"] = sliced_wasserstein_distance(real, fake, seed=seed)

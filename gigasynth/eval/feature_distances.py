@@ -72,6 +72,10 @@ def _within_mean(k: np.ndarray, idx: np.ndarray) -> float:
     return float(k[np.ix_(idx, idx)][distinct].mean())
 
 
+# Items per set the KID bootstrap needs: with two, most resamples hold one item twice.
+KID_BOOTSTRAP_MIN = 3
+
+
 def _resample(rng: np.random.Generator, n: int) -> np.ndarray:
     """n indices drawn with replacement, redrawn until two distinct items are in it: a
     resample of one item repeated has no pair to average (at n = 4, 1.6 % of draws)."""
@@ -94,7 +98,7 @@ def kid_bootstrap(
     unbiased estimate leaves out the diagonal), so duplicates of a resample do not
     inflate the self-similarity terms.
     """
-    _check(a, b, 3)
+    _check(a, b, KID_BOOTSTRAP_MIN)
     if resamples < 10 or not 0 < confidence < 1:
         raise GigasynthError(
             f"bootstrap needs 10+ resamples and 0 < confidence < 1, not {resamples}, {confidence}"
