@@ -20,6 +20,11 @@ from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+# How a slide region read at a downsample is brought to its size: area averaging, as slide
+# pyramids and the evaluation's zooms do it. Training crops and the evaluation's real
+# reference use this one filter, so a model is not trained on sharper (Lanczos) detail than
+# the real tissue it is compared with.
+SLIDE_RESAMPLING = Image.Resampling.BOX
 
 
 class PatchSource(Protocol):
@@ -233,7 +238,7 @@ class SlideSource:
                     f"cannot read slide {self.name} at ({x}, {y}): {exc}"
                 ) from None
             if read != size:
-                region = region.resize((size, size), Image.Resampling.LANCZOS)
+                region = region.resize((size, size), SLIDE_RESAMPLING)
             patches.append(np.asarray(region))
         return np.stack(patches)
 

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from gigasynth.data import open_source
 from gigasynth.data.regions import resolve_region
-from gigasynth.data.sources import load_folder, load_npz
+from gigasynth.data.sources import SLIDE_RESAMPLING, load_folder, load_npz
 from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb
 from gigasynth.io.reader import is_ome_zarr, open_slide
@@ -124,7 +123,7 @@ class SlideRegions:
                 f"cannot read slide {self.path} at ({left}, {top}): {exc}"
             ) from None
         if size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BOX)
+            image = image.resize((w, h), SLIDE_RESAMPLING)
         return np.asarray(image)
 
 
