@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from gigasynth.cli import main
 from gigasynth.data.regions import Region
+from gigasynth.data.sources import SlideRegions, slide_mpp
 from gigasynth.errors import GigasynthError
 from gigasynth.eval.inception import inception_path
-from gigasynth.eval.inputs import SlideRegions, slide_mpp
 from gigasynth.eval.report import report_size
 from gigasynth.eval.slide import evaluate_slides
 from gigasynth.images import write_png

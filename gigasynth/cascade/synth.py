@@ -195,7 +195,8 @@ def make_layout(
             f"{max(1, round(width / f)) * f}x{max(1, round(height / f)) * f}"
         )
     mpp = cascade.entry_mpp("mask")
-    return Layout("mask", generate_tissue_mask(seed, width // f, height // f, mpp), mpp)
+    pixels = generate_tissue_mask(seed, width // f, height // f, mpp, cascade.mask_coverage)
+    return Layout("mask", pixels, mpp)
 
 
 def _identity(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import asdict
 
 import numpy as np
 
@@ -20,7 +21,15 @@ from gigasynth.eval.slide import (
     summary_lines,
 )
 
-SLIDE_OPTIONS = ("scales", "real_region", "real_downsample", "fake_mpp", "bootstrap", "report")
+SLIDE_OPTIONS = (
+    "scales",
+    "real_region",
+    "real_downsample",
+    "fake_mpp",
+    "bootstrap",
+    "report",
+    "copies",
+)
 
 INPUT_HELP = (
     "image folder, file.npz[:ARRAY], slide (tissue crops), OME-Zarr output "
@@ -85,6 +94,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bootstrap", type=int, help=f"KID bootstrap resamples (default {BOOTSTRAP})"
     )
     slide.add_argument("--report", help="write a PNG: crops per zoom and the band ratios")
+    slide.add_argument(
+        "--copies",
+        metavar="REGION",
+        help="also check the fields for copies of this region of --real (the model's "
+        "training region, e.g. train): nearest-neighbour distances of synthetic tissue "
+        "crops against the region's own",
+    )
     p.add_argument(
         "--metrics",
         default="fid,kid,swd",
@@ -193,6 +209,19 @@ def run(args: argparse.Namespace) -> int:
             for e in evaluations:
                 lines += e.lines()
             lines += summary_lines(summary)
+        if args.copies is not None:
+            from gigasynth.eval.slide import check_copies
+
+            copies = check_copies(
+                args.real,
+                args.fake,
+                region=args.copies,
+                seed=args.seed,
+                mpp=args.fake_mpp,
+                real_downsample=args.real_downsample,
+            )
+            report["copies"] = asdict(copies)
+            lines.append(copies.line())
         if args.report is not None:
             from gigasynth.eval.report import write_report
 

@@ -115,7 +115,11 @@ def plan_cascade(
                 "or --layouts FOLDER"
             )
         check_generated_size(cascade, *size)
-        settings.update(factor=cascade.factor, mask_mpp=cascade.entry_mpp("mask"))
+        settings.update(
+            factor=cascade.factor,
+            mask_mpp=cascade.entry_mpp("mask"),
+            mask_coverage=cascade.mask_coverage,
+        )
         return settings, size[0], size[1]
     described = [_described_layout(cascade, p) for p in layout_files(layouts)]
     if size is not None:

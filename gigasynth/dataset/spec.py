@@ -38,10 +38,12 @@ MASK_SUFFIX = ".mask.png"  # a cascade patch's tissue mask beside its image
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def generated_tissue_fraction(seed: int, width: int, height: int, mpp: float) -> float:
+def generated_tissue_fraction(
+    seed: int, width: int, height: int, mpp: float, coverage: float
+) -> float:
     """The tissue fraction of a generated tissue mask (cached: every manifest rewrite
     lists every patch made so far)."""
-    return tissue_fraction(generate_tissue_mask(seed, width, height, mpp))
+    return tissue_fraction(generate_tissue_mask(seed, width, height, mpp, coverage))
 
 
 def tissue_fraction(mask: Any) -> float:
@@ -177,7 +179,11 @@ class DatasetSpec:
         if layout is None:
             f = self.cascade["factor"]
             fraction = generated_tissue_fraction(
-                seed, width // f, height // f, self.cascade["mask_mpp"]
+                seed,
+                width // f,
+                height // f,
+                self.cascade["mask_mpp"],
+                self.cascade.get("mask_coverage", 1.0),
             )
             source = {"source": "generated", "seed": seed}
         else:

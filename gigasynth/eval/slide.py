@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from gigasynth.data.sources import load_folder, load_npz
+from gigasynth.data.sources import SlideRegions, load_folder, load_npz, slide_mpp
 from gigasynth.errors import GigasynthError
+from gigasynth.eval.copies import CopyCheck, copy_check
 from gigasynth.eval.feature_distances import (
     KID_BOOTSTRAP_MIN,
     frechet_distance,
@@ -43,7 +44,6 @@ from gigasynth.eval.inputs import (
     IMAGE_FILES,
     ArrayRegions,
     Regions,
-    SlideRegions,
     ZarrRegions,
     is_ome_zarr,
 )
@@ -330,8 +330,6 @@ def _open_fake(fake: str | Path | np.ndarray, mpp: float | None) -> _Fake:
 
 def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
     """Downsample of the slide's level 0 that matches the fake's pixel size."""
-    from gigasynth.eval.inputs import slide_mpp
-
     if override is not None:
         if not override >= 1:
             raise GigasynthError(f"--real-downsample must be at least 1, not {override}")
@@ -865,3 +863,38 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     ):
         out.append(f"{name}: real {summary[key]['real']:.3f}, fake {text(summary[key]['fake'], 3)}")
     return out
+
+
+def check_copies(
+    real: str | Path,
+    fakes: Sequence[str | Path | np.ndarray],
+    *,
+    region: str = "train",
+    crop: int = 32,
+    samples: int = 200,
+    seed: int = 0,
+    mpp: float | None = None,
+    real_downsample: float | None = None,
+) -> CopyCheck:
+    """The copy check (gigasynth.eval.copies) of synthetic fields against the slide's
+    training `region`, read at the fields' µm/px (as `evaluate_slides` matches them); each
+    field whole, or FIELD_WINDOWS windows of FIELD_SIDE px of a larger one."""
+    if not fakes:
+        raise GigasynthError("no fake to check for copies")
+    fields: list[np.ndarray] = []
+    downsample = None
+    rng = np.random.default_rng([seed, 3])
+    for fake in fakes:
+        fake_input = _open_fake(fake, mpp)
+        if fake_input.field is None:
+            raise GigasynthError(f"the copy check takes fields, not a stack: {fake_input.name}")
+        d = _downsample_for(Path(real), fake_input, real_downsample)
+        if downsample is not None and d != downsample:
+            raise GigasynthError("the copy check's fields differ in µm per pixel")
+        downsample = d
+        fields += _fields(fake_input.field, rng)
+    assert downsample is not None
+    train = SlideRegions(Path(real), downsample, region)
+    return copy_check(
+        np.asarray(train.read(0, 0, train.height, train.width)), fields, crop, samples, seed
+    )
