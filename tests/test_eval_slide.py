@@ -344,3 +344,24 @@ def test_several_fakes_outside_slide_mode_is_one_line_error(tmp_path, capsys):
     write_png(image, np.full((64, 64, 3), 200, np.uint8))
     err = _fail(["--real", str(image), "--fake", str(image), str(image)], capsys)
     assert "slide mode only" in err
+
+
+def test_glass_noise_measures_grain_on_glass_away_from_tissue():
+    """Grain drawn on glass shows in glass_noise; anything within 20 µm of tissue does not."""
+    from gigasynth.eval.histology import glass_noise
+
+    rng = np.random.default_rng(0)
+    field = np.full((200, 200, 3), 235.0)
+    field[80:120, 80:120] = (150, 80, 160)  # a tissue piece
+    near = np.zeros((200, 200), bool)
+    near[65:135, 65:135] = True  # within 15 px of the piece
+    clean = field.copy()
+    clean[near & (clean[..., 0] == 235)] += rng.normal(
+        0, 20, (int((near & (clean[..., 0] == 235)).sum()), 1)
+    )
+    std, count = glass_noise(np.clip(clean, 0, 255).astype(np.uint8), mpp=1.0)
+    assert std < 0.5 and count > 10_000  # noise only near tissue: not counted
+    grainy = field + rng.normal(0, 4.0, (200, 200, 1))
+    std, _ = glass_noise(np.clip(np.round(grainy), 0, 255).astype(np.uint8), mpp=1.0)
+    assert std == pytest.approx(4.0, rel=0.1)
+    assert glass_noise(np.full((30, 30, 3), 100, np.uint8), 1.0) == (None, 0)  # no glass

@@ -39,6 +39,7 @@ from gigasynth.eval.feature_distances import (
     kernel_inception_distance,
     kid_bootstrap,
 )
+from gigasynth.eval.histology import BACKGROUND_OD, LUMA, far_glass, optical_density
 from gigasynth.eval.inception import inception_features
 from gigasynth.eval.inputs import (
     IMAGE_FILES,
@@ -59,7 +60,6 @@ IN_MEMORY_PIXELS = 1 << 26  # fields up to 64 Mpx are read once, whole
 FIELD_SIDE = 4096  # band and colour statistics: the whole field up to this side, else windows
 FIELD_WINDOWS = 4
 STACK_FIELDS = 64  # band and colour statistics of a stack: up to this many of its images
-LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 luminance
 # Ruifrok & Johnston (2001) stain optical-density vectors (R, G, B), rows normalised below.
 STAIN_VECTORS = np.array(
     [
@@ -68,7 +68,6 @@ STAIN_VECTORS = np.array(
         [0.268, 0.570, 0.776],
     ]
 )  # DAB (the third, residual axis)
-BACKGROUND_OD = 0.15  # near-white: optical density below this in every channel (Macenko's beta)
 MPP_TOLERANCE = 0.01  # a downsample within 1 % of a whole number is taken as that number
 TISSUE_CROP_MIN = 0.5  # a crop counts as tissue when at least half its pixels are not background
 
@@ -132,6 +131,8 @@ class ColourStats:
     tissue_fraction: float
     background_fraction: float
     pixels: int
+    glass_std: float | None = None  # luminance std (0-255) of glass 20 µm from tissue
+    glass_pixels: int = 0  # how many pixels that glass held
 
 
 @dataclass
@@ -208,7 +209,12 @@ class SlideEvaluation:
             out.append(
                 f"{name}: background {c.background_fraction:.1%}, tissue OD "
                 f"H {c.haematoxylin_mean:.3f}±{c.haematoxylin_std:.3f} "
-                f"E {c.eosin_mean:.3f}±{c.eosin_std:.3f} (n={c.pixels:,} px)"
+                f"E {c.eosin_mean:.3f}±{c.eosin_std:.3f} (n={c.pixels:,} px); glass noise "
+                + (
+                    f"{c.glass_std:.2f} (luminance std, {c.glass_pixels:,} px 20 µm from tissue)"
+                    if c.glass_std is not None
+                    else "not measured (no far glass, or no pixel size)"
+                )
             )
         return out
 
@@ -249,11 +255,6 @@ def stain_matrix() -> np.ndarray:
     return np.linalg.inv(vectors)
 
 
-def optical_density(image: np.ndarray) -> np.ndarray:
-    """(.., 3) uint8 -> optical density -log10((I + 1) / 256) per channel, float32."""
-    return -np.log10((image.astype(np.float32) + 1.0) / 256.0)
-
-
 class _ColourSums:
     """Running sums for ColourStats over several fields."""
 
@@ -261,8 +262,12 @@ class _ColourSums:
         self.sums = np.zeros(4)  # H, H^2, E, E^2 in tissue
         self.tissue = 0
         self.pixels = 0
+        self.glass = np.zeros(3)  # count, sum and sum of squares of far glass's luminance
 
-    def add(self, image: np.ndarray) -> None:
+    def add(self, image: np.ndarray, mpp: float | None = None) -> None:
+        if mpp is not None:
+            luma = image[far_glass(image, mpp)].astype(np.float64) @ LUMA
+            self.glass += [len(luma), luma.sum(), (luma**2).sum()]
         od = optical_density(image.reshape(-1, 3))
         tissue = ~(od < BACKGROUND_OD).all(axis=1)
         stains = od[tissue] @ stain_matrix().astype(np.float32)
@@ -277,8 +282,20 @@ class _ColourSums:
         h_std = math.sqrt(max(self.sums[1] / n - h_mean**2, 0.0))
         e_std = math.sqrt(max(self.sums[3] / n - e_mean**2, 0.0))
         tissue = self.tissue / max(self.pixels, 1)
+        count, total, squares = self.glass
+        glass_std = (
+            math.sqrt(max(squares / count - (total / count) ** 2, 0.0)) if count >= 2 else None
+        )
         return ColourStats(
-            float(h_mean), h_std, float(e_mean), e_std, tissue, 1.0 - tissue, self.pixels
+            float(h_mean),
+            h_std,
+            float(e_mean),
+            e_std,
+            tissue,
+            1.0 - tissue,
+            self.pixels,
+            glass_std,
+            int(count),
         )
 
 
@@ -481,10 +498,10 @@ def _bands(real: list[np.ndarray], fake: list[np.ndarray]) -> list[Band]:
     ]
 
 
-def _colour(images: list[np.ndarray]) -> ColourStats:
+def _colour(images: list[np.ndarray], mpp: float | None) -> ColourStats:
     sums = _ColourSums()
     for im in images:
-        sums.add(im)
+        sums.add(im, mpp)
     return sums.stats()
 
 
@@ -738,8 +755,8 @@ def evaluate_slides(
                     "real": _field_summary(real_images),
                     "fake": _field_summary(fake_images),
                 },
-                colour_real=_colour(real_images),
-                colour_fake=_colour(fake_images),
+                colour_real=_colour(real_images, common_mpp),
+                colour_fake=_colour(fake_images, common_mpp),
                 examples=kept,
             )
         )
@@ -832,7 +849,16 @@ def summarize_fields(evaluations: Sequence[SlideEvaluation]) -> dict[str, Any]:
             "real": first.colour_real.eosin_mean,
             "fake": asdict(spread([e.colour_fake.eosin_mean for e in evaluations])),
         },
+        "glass_std": {
+            "real": first.colour_real.glass_std,
+            "fake": asdict(glass) if (glass := _glass_spread(evaluations)) else None,
+        },
     }
+
+
+def _glass_spread(evaluations: Sequence[SlideEvaluation]) -> Spread | None:
+    values = [e.colour_fake.glass_std for e in evaluations if e.colour_fake.glass_std is not None]
+    return spread(values) if values else None
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -862,6 +888,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         ("eosin_mean", "eosin OD"),
     ):
         out.append(f"{name}: real {summary[key]['real']:.3f}, fake {text(summary[key]['fake'], 3)}")
+    glass = summary["glass_std"]
+    if glass["real"] is not None and glass["fake"] is not None:
+        out.append(f"glass noise: real {glass['real']:.2f}, fake {text(glass['fake'], 2)}")
     return out
 
 
