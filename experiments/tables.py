@@ -196,6 +196,8 @@ def seeds(name: str) -> list[str]:
     for region, data in rec["regions"].items():
         for s in data["summary"]["scales"]:
             tissue = _spread(s["kid_tissue"]) if s["kid_tissue"] else "-"
+            if s["kid_tissue"] and s["kid_tissue"]["n"] < fields:
+                tissue += f" ({s['kid_tissue']['n']} of {fields} fields)"
             fake_tissue = sum(s["tissue_crops_fake"]) / len(s["tissue_crops_fake"])
             out.append(
                 f"| {region} | {s['scale']}x | {s['n']} ({s['real_tiles']}) | "
@@ -209,17 +211,23 @@ def seeds(name: str) -> list[str]:
             out.append(f"| {region} | {b['low_px']}-{b['high_px']} px | {_spread(b['ratio'], 2)} |")
     out += [
         "",
-        "| region | glass (background) real | glass synthetic | haematoxylin OD real / "
-        "synthetic | eosin OD real / synthetic |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| region | glass (background) real | glass synthetic | glass noise real / "
+        "synthetic | haematoxylin OD real / synthetic | eosin OD real / synthetic |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for region, data in rec["regions"].items():
         summary = data["summary"]
         glass, h, e = (
             summary[k] for k in ("background_fraction", "haematoxylin_mean", "eosin_mean")
         )
+        noise = summary["glass_std"]
+        noise_text = (
+            f"{noise['real']:.2f} / {_spread(noise['fake'], 2)}"
+            if noise["real"] is not None and noise["fake"] is not None
+            else "-"
+        )
         out.append(
-            f"| {region} | {glass['real']:.3f} | {_spread(glass['fake'])} | "
+            f"| {region} | {glass['real']:.3f} | {_spread(glass['fake'])} | {noise_text} | "
             f"{h['real']:.3f} / {_spread(h['fake'])} | {e['real']:.3f} / {_spread(e['fake'])} |"
         )
     c = rec["copies"]

@@ -157,3 +157,31 @@ def test_gpu_cascade_script_parses_and_its_verdict_needs_every_figure_better(tmp
         timeout=60,
     )
     assert done.returncode == 2 and "not a slide-mode" in done.stderr
+
+
+def test_generated_blocks_in_results_match_their_records(tmp_path):
+    """Every generated block of docs/RESULTS.md equals what experiments/tables.py renders from
+    docs/results/*.json; a figure changed by hand in a block is caught."""
+    results = EXPERIMENTS.parent / "docs" / "RESULTS.md"
+    text = results.read_text()
+    assert text.count("<!-- generated: ") >= 3 and "<!-- generated: mask-calibration -->" in text
+
+    def check(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "tables.py", "--check", str(path)],
+            cwd=EXPERIMENTS,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    ok = check(results)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    start = text.index("<!-- generated: mask-calibration -->")
+    digit = re.compile(r"\d").search(text, text.index("| skin |", start) + 8)
+    assert digit is not None
+    changed = text[: digit.start()] + str((int(digit[0]) + 1) % 10) + text[digit.end() :]
+    edited = tmp_path / "RESULTS.md"
+    edited.write_text(changed)
+    stale = check(edited)
+    assert stale.returncode == 1 and "mask-calibration" in stale.stdout, stale.stdout
