@@ -230,6 +230,25 @@ def seeds(name: str) -> list[str]:
             f"| {region} | {glass['real']:.3f} | {_spread(glass['fake'])} | {noise_text} | "
             f"{h['real']:.3f} / {_spread(h['fake'])} | {e['real']:.3f} / {_spread(e['fake'])} |"
         )
+    out += [
+        "",
+        "| region | nuclei per mm² of tissue real / synthetic | nucleus elongation | "
+        "coherence (2 µm) | eosin-dominant share of tissue |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for region, data in rec["regions"].items():
+        cells = []
+        for key, digits in (
+            ("nuclei_per_mm2", 0),
+            ("nucleus_elongation", 2),
+            ("coherence", 3),
+            ("eosin_dominant", 3),
+        ):
+            h = data["summary"]["histology"][key]
+            real = "-" if h["real"] is None else f"{h['real']:.{digits}f}"
+            fake = "-" if h["fake"] is None else _spread(h["fake"], digits)
+            cells.append(f"{real} / {fake}")
+        out.append(f"| {region} | " + " | ".join(cells) + " |")
     c = rec["copies"]
     out += [
         "",
@@ -260,7 +279,29 @@ def mask_calibration() -> list[str]:
     ]
 
 
+def real_regions() -> list[str]:
+    """The real slide's own figures per region (experiments/real_regions.py)."""
+    rec = _load("real-regions")
+    if not rec:
+        return ["(no record docs/results/real-regions.json)"]
+    out = [
+        "| region (level-0 px) | glass | glass noise | haematoxylin / eosin OD | nuclei per "
+        "mm² (n) | nucleus elongation | coherence | eosin-dominant share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in rec["regions"].items():
+        c, h = r["colour"], r["histology"]
+        out.append(
+            f"| {name} ({r['region']}) | {c['background_fraction']:.3f} | {c['glass_std']:.2f} | "
+            f"{c['haematoxylin_mean']:.3f} / {c['eosin_mean']:.3f} | "
+            f"{h['nuclei_per_mm2']:.0f} ({h['nuclei']}) | {h['nucleus_elongation']:.2f} | "
+            f"{h['coherence']:.3f} | {h['eosin_dominant']:.3f} |"
+        )
+    return out
+
+
 BLOCKS: dict[str, Callable[[], list[str]]] = {
+    "real-regions": real_regions,
     "seeds-skin": lambda: seeds("skin"),
     "seeds-tiny-pathology": lambda: seeds("tiny-pathology"),
     "mask-calibration": mask_calibration,

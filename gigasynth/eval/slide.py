@@ -39,7 +39,15 @@ from gigasynth.eval.feature_distances import (
     kernel_inception_distance,
     kid_bootstrap,
 )
-from gigasynth.eval.histology import BACKGROUND_OD, LUMA, far_glass, optical_density
+from gigasynth.eval.histology import (
+    BACKGROUND_OD,
+    LUMA,
+    Histology,
+    far_glass,
+    histology,
+    optical_density,
+    stain_matrix,
+)
 from gigasynth.eval.inception import inception_features
 from gigasynth.eval.inputs import (
     IMAGE_FILES,
@@ -60,14 +68,6 @@ IN_MEMORY_PIXELS = 1 << 26  # fields up to 64 Mpx are read once, whole
 FIELD_SIDE = 4096  # band and colour statistics: the whole field up to this side, else windows
 FIELD_WINDOWS = 4
 STACK_FIELDS = 64  # band and colour statistics of a stack: up to this many of its images
-# Ruifrok & Johnston (2001) stain optical-density vectors (R, G, B), rows normalised below.
-STAIN_VECTORS = np.array(
-    [
-        [0.650, 0.704, 0.286],  # haematoxylin
-        [0.072, 0.990, 0.105],  # eosin
-        [0.268, 0.570, 0.776],
-    ]
-)  # DAB (the third, residual axis)
 MPP_TOLERANCE = 0.01  # a downsample within 1 % of a whole number is taken as that number
 TISSUE_CROP_MIN = 0.5  # a crop counts as tissue when at least half its pixels are not background
 
@@ -153,6 +153,8 @@ class SlideEvaluation:
     band_fields: dict[str, Any]
     colour_real: ColourStats
     colour_fake: ColourStats
+    histology_real: Histology | None = None  # None without a pixel size
+    histology_fake: Histology | None = None
     examples: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,6 +176,10 @@ class SlideEvaluation:
             ],
             "band_fields": self.band_fields,
             "colour": {"real": asdict(self.colour_real), "fake": asdict(self.colour_fake)},
+            "histology": {
+                "real": asdict(self.histology_real) if self.histology_real else None,
+                "fake": asdict(self.histology_fake) if self.histology_fake else None,
+            },
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -216,7 +222,23 @@ class SlideEvaluation:
                     else "not measured (no far glass, or no pixel size)"
                 )
             )
+        for name, h in (("real", self.histology_real), ("fake", self.histology_fake)):
+            if h is not None:
+                out.append(f"{name}: {histology_text(h)}")
         return out
+
+
+def histology_text(h: Histology) -> str:
+    """One line of a Histology's figures."""
+
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    return (
+        f"nuclei {number(h.nuclei_per_mm2, 0)} per mm² of tissue (n={h.nuclei}, "
+        f"{h.tissue_mm2:.3f} mm²), elongation {number(h.nucleus_elongation, 2)}, "
+        f"coherence {number(h.coherence, 3)}, eosin-dominant {number(h.eosin_dominant, 3)}"
+    )
 
 
 def _mpp_text(mpp: float | None) -> str:
@@ -247,12 +269,6 @@ def band_energies(image: np.ndarray, bands: int) -> np.ndarray:
     if len(levels) < bands:
         raise GigasynthError(f"a {image.shape[1]}x{image.shape[0]} field has no {bands} bands")
     return np.array([float((lv.double() ** 2).mean()) for lv in levels[:bands]])
-
-
-def stain_matrix() -> np.ndarray:
-    """Inverse of the row-normalised Ruifrok-Johnston matrix: OD (.., 3) @ it -> H, E, DAB."""
-    vectors = STAIN_VECTORS / np.linalg.norm(STAIN_VECTORS, axis=1, keepdims=True)
-    return np.linalg.inv(vectors)
 
 
 class _ColourSums:
@@ -757,6 +773,8 @@ def evaluate_slides(
                 },
                 colour_real=_colour(real_images, common_mpp),
                 colour_fake=_colour(fake_images, common_mpp),
+                histology_real=histology(real_images, common_mpp) if common_mpp else None,
+                histology_fake=histology(fake_images, common_mpp) if common_mpp else None,
                 examples=kept,
             )
         )
@@ -849,11 +867,26 @@ def summarize_fields(evaluations: Sequence[SlideEvaluation]) -> dict[str, Any]:
             "real": first.colour_real.eosin_mean,
             "fake": asdict(spread([e.colour_fake.eosin_mean for e in evaluations])),
         },
+        "histology": {
+            key: {
+                "real": getattr(first.histology_real, key, None),
+                "fake": asdict(v) if (v := _optional_spread(evaluations, key)) else None,
+            }
+            for key in HISTOLOGY_FIGURES
+        },
         "glass_std": {
             "real": first.colour_real.glass_std,
             "fake": asdict(glass) if (glass := _glass_spread(evaluations)) else None,
         },
     }
+
+
+HISTOLOGY_FIGURES = ("nuclei_per_mm2", "nucleus_elongation", "coherence", "eosin_dominant")
+
+
+def _optional_spread(evaluations: Sequence[SlideEvaluation], key: str) -> Spread | None:
+    values = [v for e in evaluations if (v := getattr(e.histology_fake, key, None)) is not None]
+    return spread(values) if values else None
 
 
 def _glass_spread(evaluations: Sequence[SlideEvaluation]) -> Spread | None:
@@ -888,6 +921,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         ("eosin_mean", "eosin OD"),
     ):
         out.append(f"{name}: real {summary[key]['real']:.3f}, fake {text(summary[key]['fake'], 3)}")
+    for key, h in summary["histology"].items():
+        if h["real"] is not None and h["fake"] is not None:
+            out.append(f"{key}: real {h['real']:.3f}, fake {text(h['fake'], 3)}")
     glass = summary["glass_std"]
     if glass["real"] is not None and glass["fake"] is not None:
         out.append(f"glass noise: real {glass['real']:.2f}, fake {text(glass['fake'], 2)}")
