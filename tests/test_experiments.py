@@ -160,8 +160,9 @@ def test_gpu_cascade_script_parses_and_its_verdict_needs_every_figure_better(tmp
 
 
 def test_generated_blocks_in_results_match_their_records(tmp_path):
-    """Every generated block of docs/RESULTS.md equals what experiments/tables.py renders from
-    docs/results/*.json; a figure changed by hand in a block is caught."""
+    """Every generated block of docs/RESULTS.md and the bundled models' cards equals what
+    experiments/tables.py renders from docs/results/*.json; a figure changed by hand in a
+    block is caught."""
     results = EXPERIMENTS.parent / "docs" / "RESULTS.md"
     text = results.read_text()
     assert text.count("<!-- generated: ") >= 3 and "<!-- generated: mask-calibration -->" in text
@@ -175,8 +176,10 @@ def test_generated_blocks_in_results_match_their_records(tmp_path):
             timeout=120,
         )
 
-    ok = check(results)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+    cards = sorted((EXPERIMENTS.parent / "gigasynth" / "builtin").glob("*.md"))
+    for doc in [results, *cards]:
+        ok = check(doc)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
     start = text.index("<!-- generated: mask-calibration -->")
     digit = re.compile(r"\d").search(text, text.index("| skin |", start) + 8)
     assert digit is not None
