@@ -11,8 +11,7 @@
 #     bash experiments/gpu_cascade.sh [BUNDLED]   # BUNDLED: cascade to compare with
 #                                                # (default builtin:skin; "none": skip)
 #     SMOKE=1 bash experiments/gpu_cascade.sh     # the same logic on CPU, toy sizes
-# Env: OUT (default ./gpu_out), SLIDE (default shared/data or ../shared/data
-# cmu_small_region.svs), PYTHON, PRESET (small), BATCH (32), LAYOUT_SECONDS (90) and
+# Env: OUT (default ./gpu_out), SLIDE (default data/cmu_small_region.svs), PYTHON, PRESET (small), BATCH (32), LAYOUT_SECONDS (90) and
 # SR_SECONDS (120) of training each (`gigasynth train --max-seconds`), FIELD (2048x2048).
 # Stages capped at 120 + 150 + 90 + 50 + 60 + 50 s = 520 s (a 9-minute call); each cap
 # leaves 30 s for a training stage's start-up (CUDA, data) beyond its --max-seconds.
@@ -25,11 +24,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python}"
 BUNDLED="${1:-${BUNDLED:-builtin:skin}}"
 [ "$BUNDLED" = none ] && BUNDLED=""
-if [ -z "${SLIDE:-}" ]; then
-    for SLIDE in shared/data/cmu_small_region.svs ../shared/data/cmu_small_region.svs; do
-        [ -f "$SLIDE" ] && break
-    done
-fi
+SLIDE="${SLIDE:-data/cmu_small_region.svs}"
 if [ ! -f "$SLIDE" ]; then
     echo "gpu_cascade: sample slide not found ($SLIDE); set SLIDE=PATH" >&2
     exit 2

@@ -14,7 +14,7 @@ its finest resolution. Two figures:
   detail is new when no synthetic crop is closer to a real crop than the closest real
   pair (min synthetic distance > min real distance); medians are reported too.
 
-    python experiments/twin_check.py --slide ../shared/data/cmu_small_region.svs \
+    python experiments/twin_check.py --slide data/cmu_small_region.svs \
         --cascade builtin:skin --out runs/twin
 """
 

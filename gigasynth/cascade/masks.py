@@ -36,7 +36,7 @@ seed, stream `Stream.TISSUE_MASK`; the draw is plain data, `TissueLayout`):
   radius of curvature of 0.5-5 mm, 20-80 µm wide at its middle and tapering to nothing
   at its ends.
 
-Calibration against the real slide (`../shared/data/cmu_small_region.svs`, skin, 1.1 x
+Calibration against the real slide (`data/cmu_small_region.svs`, skin, 1.1 x
 1.5 mm; `gigasynth.data.tissue.tissue_mask` of the slide box-downsampled to 16 µm/px,
 69 x 93 px): 32.8 % tissue (27.9 % at full resolution), one piece holding 96 % of it and
 running off the edge, 2 components of 10 px or more, 5 enclosed holes of 3 px or more,
