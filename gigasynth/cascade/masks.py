@@ -324,3 +324,13 @@ def generate_tissue_mask(seed: int, width: int, height: int, mpp: float) -> np.n
     mpp = float(mpp)
     layout = draw_layout(int(seed), height * mpp, width * mpp)
     return render_layout(layout, int(seed), int(width), int(height), mpp)
+
+
+def mask_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The (width, height) of the tissue mask generated for a slide of `size` px whose
+    mask pixel spans factor x factor slide pixels: each side rounded up, so the mask
+    covers any size (the slide is the top-left crop of what the mask gives)."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise GigasynthError(f"the slide's size {width}x{height} must be at least 1x1 px")
+    return -(-width // factor), -(-height // factor)

@@ -2,7 +2,8 @@
 its own layout, a pure function of (cascade, settings, index).
 
 Patch i starts from a generated tissue mask seeded by the patch's seed mix(seed, i) (for
-a "generated" cascade), at the size asked for, or from layout file i mod n of a folder of
+a "generated" cascade), at the size asked for (any size: the mask covers it rounded up to
+the cascade's factor and the patch is the crop), or from layout file i mod n of a folder of
 layout images (masks or RGB, sorted by name), its size the layout's times the factors of
 the stages it enters. The patch's diffusion uses the same seed. Its tissue mask (the
 layout's, at the patch's size) is written beside it.
@@ -36,23 +37,6 @@ def stages_identity(cascade: Cascade) -> list[dict[str, Any]]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _nearest(value: int, f: int) -> str:
-    below, above = max(1, value // f) * f, (value // f + 1) * f
-    return f"{below} or {above}" if below != above else str(below)
-
-
-def check_generated_size(cascade: Cascade, width: int, height: int) -> None:
-    """A generated patch's sides must be multiples of the cascade's factor (one layout
-    pixel is factor x factor output pixels); the error names the nearest valid sides."""
-    f = cascade.factor
-    bad = [(name, v) for name, v in (("width", width), ("height", height)) if v % f]
-    if bad:
-        fixes = "; ".join(f"{name} {v}: use {_nearest(v, f)}" for name, v in bad)
-        raise GigasynthError(
-            f"--size {width}x{height} is not a multiple of the cascade's factor {f} ({fixes})"
-        )
 
 
 def layout_files(folder: Path) -> list[Path]:
@@ -110,11 +94,7 @@ def plan_cascade(
                 f"{cascade.layout!r}): pass --layouts FOLDER of layout images"
             )
         if size is None:
-            raise GigasynthError(
-                f"give --size (a multiple of the cascade's factor {cascade.factor}) "
-                "or --layouts FOLDER"
-            )
-        check_generated_size(cascade, *size)
+            raise GigasynthError("give --size or --layouts FOLDER")
         settings.update(factor=cascade.factor, mask_mpp=cascade.entry_mpp("mask"))
         return settings, size[0], size[1]
     described = [_described_layout(cascade, p) for p in layout_files(layouts)]
@@ -181,4 +161,5 @@ def generate_cascade_patches(
         )
         f = cascade.entry_factor(layout.kind)
         tissue = np.repeat(np.repeat(layout.tissue, f, axis=0), f, axis=1)
-        yield Patch(index, image, spec.record(index), tissue)
+        width, height = spec.patch_size(index)  # a generated layout may cover more: crop
+        yield Patch(index, image[:height, :width], spec.record(index), tissue[:height, :width])
