@@ -21,6 +21,7 @@ from gigasynth.cascade.layout import load_layout
 from gigasynth.cascade.masks import generate_tissue_mask
 from gigasynth.cascade.synth import CascadeSettings, cascade_work, synthesize_cascade
 from gigasynth.checkpoint import read_document
+from gigasynth.cli import main
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
 from gigasynth.io import level_shapes, open_level, open_slide
@@ -135,6 +136,41 @@ def test_generated_layout_tiled_equals_whole_with_its_label_and_resumes(tmp_path
     label, scale = read_label(out, "tissue")
     expected = generate_tissue_mask(4, 7, 9, 8.0)
     assert np.array_equal(label.astype(bool), expected) and scale == 12
+
+
+def test_every_output_is_checked_before_stage_1_runs(tmp_path, capsys):
+    """The preview's and the OME-TIFF's suffixes and an existing OME-TIFF are refused
+    before any stage runs (once the last stage's own check), through the library and the
+    command line, leaving nothing behind."""
+    root = write_mask_cascade(tmp_path / "casc")
+    c = load_cascade(root)
+    out = tmp_path / "x.ome.zarr"
+    old = tmp_path / "old.ome.tif"
+    old.write_bytes(b"an earlier slide")
+    cases = [
+        ({"preview": tmp_path / "x.jpg"}, "the preview must be a .png file"),
+        ({"ome_tiff": tmp_path / "x.svs"}, "the OME-TIFF must end in .ome.tif"),
+        ({"ome_tiff": old}, f"{old} exists"),
+    ]
+    for kwargs, fragment in cases:
+        stages: list[int] = []
+        with pytest.raises(GigasynthError, match=fragment):
+            synthesize_cascade(
+                c,
+                None,
+                out,
+                CascadeSettings(tile=0),
+                size=(24, 24),
+                progress=lambda p, stages=stages: stages.append(p.stage),
+                **kwargs,
+            )
+        assert stages == [] and not out.exists() and not cascade_work(out).exists(), fragment
+    argv = ["synth", "--checkpoint", str(root), "--size", "24x24", "--out", str(out)]
+    assert main([*argv, "--preview", str(tmp_path / "x.jpg")]) == 2
+    captured = capsys.readouterr()
+    assert "stage 1" not in captured.out and "the preview must be a .png" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert old.read_bytes() == b"an earlier slide" and not cascade_work(out).exists()
 
 
 def test_layouts_enter_where_their_kind_fits(tmp_path, slide_path):
@@ -273,7 +309,6 @@ def test_the_bundled_cascade_is_the_demo_default():
 
 
 def test_demo_runs_a_cascade_and_refuses_steps_for_it(tmp_path, capfd):
-    from gigasynth.cli import main
     from gigasynth.io.labels import read_label
 
     root = write_mask_cascade(tmp_path / "casc")

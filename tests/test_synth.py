@@ -374,11 +374,14 @@ def test_cli_unreachable_scheduler(checkpoints, tmp_path):
         (["--workers", "2", "--scheduler", "tcp://h:1"], "not allowed with argument"),
         (["--checkpoint", "FOURIER", "--tile", "32"], "whole-image model (FourierDiff-NCA)"),
         (["--out", "EXISTING"], "exists (pass --overwrite to replace it)"),
+        (["--ome-tiff", "OLD_TIFF"], "old.ome.tif exists (pass --overwrite"),
+        (["--preview", "x.jpg"], "the preview must be a .png file"),
     ],
 )
 def test_cli_bad_input_is_one_line(args, fragment, checkpoints, tmp_path, capfd):
     existing = tmp_path / "old.ome.zarr"
     existing.mkdir()
+    (tmp_path / "old.ome.tif").write_bytes(b"an earlier slide")
     argv = [
         "synth",
         "--checkpoint",
@@ -389,7 +392,11 @@ def test_cli_bad_input_is_one_line(args, fragment, checkpoints, tmp_path, capfd)
         str(tmp_path / "s.ome.zarr"),
     ]
     for flag, value in zip(args[::2], args[1::2], strict=True):
-        value = {"FOURIER": checkpoints["fourier"], "EXISTING": str(existing)}.get(value, value)
+        value = {
+            "FOURIER": checkpoints["fourier"],
+            "EXISTING": str(existing),
+            "OLD_TIFF": str(tmp_path / "old.ome.tif"),
+        }.get(value, value)
         if flag in argv:
             argv[argv.index(flag) + 1] = value
         else:

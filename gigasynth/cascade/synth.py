@@ -56,6 +56,7 @@ from gigasynth.io import (
 )
 from gigasynth.io.labels import write_label
 from gigasynth.synth import JobError, SynthProgress, SynthResult, SynthSpec, synthesize
+from gigasynth.synth.engine import check_targets
 from gigasynth.synth.job import check_job
 from gigasynth.synth.state import discard_work
 
@@ -329,10 +330,9 @@ def synthesize_cascade(
     """
     started = time.perf_counter()
     out = Path(out).absolute()
-    if not out.name.endswith(".zarr"):
-        raise GigasynthError(f"the output must be a .ome.zarr folder, not {out}")
-    if out.exists() and not overwrite:
-        raise GigasynthError(f"{out} exists (pass --overwrite to replace it)")
+    ome_tiff = None if ome_tiff is None else Path(ome_tiff)
+    preview = None if preview is None else Path(preview)
+    check_targets(out, ome_tiff, preview, overwrite)  # all of them, before stage 1 runs
     start = make_layout(cascade, layout, settings.seed, size, layout_kind)
     stages = cascade.stages[cascade.entry(start.kind) :]
     check_entry(stages[0], start)

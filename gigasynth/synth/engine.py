@@ -46,7 +46,9 @@ from gigasynth.synth.tasks import to_uint8_chunk
 SLIDE_IN_WORK = "slide.ome.zarr"
 
 
-def _check_targets(out: Path, ome_tiff: Path | None, preview: Path | None, overwrite: bool) -> None:
+def check_targets(out: Path, ome_tiff: Path | None, preview: Path | None, overwrite: bool) -> None:
+    """Every file a run writes, checked before any work (the one check, for synthesize and
+    synthesize_cascade): the right suffixes, and nothing there unless `overwrite`."""
     if not out.name.endswith(".zarr"):
         raise GigasynthError(f"the output must be a .ome.zarr folder, not {out}")
     if ome_tiff is not None and ome_tiff.suffix.lower() not in (".tif", ".tiff"):
@@ -208,7 +210,7 @@ def synthesize(
     preview = None if preview is None else Path(preview)
     job = spec if isinstance(spec, Job) else check_job(spec)
     spec = job.spec
-    _check_targets(out, ome_tiff, preview, overwrite)
+    check_targets(out, ome_tiff, preview, overwrite)
     if client is None and workers < 1:
         raise GigasynthError(f"workers must be at least 1, not {workers}")
     work, resume_step = _open_work(out, work_dir, job, resume, overwrite)
