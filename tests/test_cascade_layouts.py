@@ -1,4 +1,4 @@
-"""A cascade that starts from a tissue mask (issue 16, items 2 and 4): a mask stage
+"""A cascade that starts from a tissue mask: a mask stage
 trained from slides, layouts entering where their kind fits (a mask at the mask stage, an
 RGB image at the first image stage), a generated mask when no layout is given, the
 tissue label written beside the slide, and one-line errors for what cannot be run."""
@@ -171,6 +171,9 @@ def test_every_output_is_checked_before_stage_1_runs(tmp_path, capsys):
     assert "stage 1" not in captured.out and "the preview must be a .png" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
     assert old.read_bytes() == b"an earlier slide" and not cascade_work(out).exists()
+    for given in (["--steps", "5"], ["--sampler", "ddpm"]):  # the stages carry their own
+        assert main([*argv, *given]) == 2
+        assert "does not apply to a cascade" in capsys.readouterr().err, given
 
 
 def test_layouts_enter_where_their_kind_fits(tmp_path, slide_path):

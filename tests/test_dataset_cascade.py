@@ -1,4 +1,4 @@
-"""Cascade datasets (issue 16, item 3): each patch a cascade run on a generated tissue mask
+"""Cascade datasets: each patch a cascade run on a generated tissue mask
 or on a layout file, the same on 1 and 2 Dask workers, resumable after a lost shard, its
 metadata and tissue mask beside it, equal to sample_cascade (and so to the whole-image
 synthesize_cascade), and one-line errors for what cannot be made."""
@@ -225,7 +225,7 @@ def test_bad_input_is_one_line(cascade_root, tmp_path, capsys):
         base = ["dataset", "--quiet", "--checkpoint", str(checkpoint), "--count", "2"]
         return [*base, "--out", str(out), *extra]
 
-    assert "give --size" in one_line_error(capsys, args())
+    assert "needs a --size or --layouts" in one_line_error(capsys, args())
     given = write_cascade(tmp_path / "given")[0]
     line = one_line_error(capsys, args(given, "--size", "24"))
     assert "generates no layouts" in line and "--layouts" in line
@@ -262,5 +262,5 @@ def test_bad_input_is_one_line(cascade_root, tmp_path, capsys):
     assert "--layouts needs a cascade" in one_line_error(
         capsys, args(checkpoint, "--layouts", str(rgb))
     )
-    assert "give the patch size" in one_line_error(capsys, args(checkpoint))
+    assert "give the patch --size" in one_line_error(capsys, args(checkpoint))
     assert not out.exists()

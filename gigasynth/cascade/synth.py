@@ -44,7 +44,7 @@ from gigasynth.cascade.definition import Cascade, Stage
 from gigasynth.cascade.layout import Layout, load_layout
 from gigasynth.cascade.masks import generate_tissue_mask, mask_size
 from gigasynth.checkpoint import load_checkpoint
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.images import write_png
 from gigasynth.io import (
     build_pyramid,
@@ -190,13 +190,13 @@ def make_layout(
             )
         return load_layout(layout, cascade, kind)
     if cascade.layout != "generated":
-        raise GigasynthError(
-            f"cascade {cascade.path} needs a layout (--layout IMAGE|SLIDE): it "
+        raise FieldError(
+            f"cascade {cascade.path} needs a [layout] (an image or a slide): it "
             "generates none of its own"
         )
     if size is None:
-        raise GigasynthError(
-            "a generated layout needs the slide's size (--size WIDTHxHEIGHT at the "
+        raise FieldError(
+            "a generated layout needs the slide's [size] (width x height at the "
             f"output's {cascade.mpp:.4g} µm/px)"
         )
     if kind not in ("auto", "mask"):
@@ -237,19 +237,19 @@ def _open(
         except (OSError, json.JSONDecodeError):
             saved = None
     if work.exists() and not resume and not overwrite:
-        raise GigasynthError(
-            f"an unfinished cascade run left its stages in {work}: pass "
-            "--resume to continue it or --overwrite to discard it"
+        raise FieldError(
+            f"an unfinished cascade run left its stages in {work}",
+            "pass [resume] to continue it or [overwrite] to discard it",
         )
     if resume and saved is not None:
         if saved != identity:
             diff = next(
                 (key for key in identity if saved.get(key) != identity[key]), "unknown fields"
             )
-            raise GigasynthError(
-                f"the saved cascade run in {work} is for another job "
-                f"({diff} differs); rerun with the same parameters, or "
-                "with --overwrite and without --resume to start over"
+            raise FieldError(
+                f"the saved cascade run in {work} is for another job ({diff} differs)",
+                "rerun with the same parameters, or with [overwrite] and without "
+                "[resume] to start over",
             )
         return True
     for out in stage_outs:  # an engine state kept in a --work-dir elsewhere

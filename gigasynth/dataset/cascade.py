@@ -25,7 +25,7 @@ from gigasynth.cascade.patches import sample_cascade
 from gigasynth.cascade.synth import check_entry, make_layout
 from gigasynth.dataset.patches import Patch
 from gigasynth.dataset.spec import MAX_PATCH_PIXELS, MIN_PATCH_SIDE, DatasetSpec, tissue_fraction
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 LAYOUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -42,15 +42,15 @@ def _sha256(data: bytes) -> str:
 def layout_files(folder: Path) -> list[Path]:
     """The layout images of a folder (PNG, JPEG, TIFF; hidden files left out), by name."""
     if not folder.is_dir():
-        raise GigasynthError(f"--layouts {folder} is not a folder of layout images")
+        raise FieldError(f"[layouts] {folder} is not a folder of layout images")
     files = sorted(
         p
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in LAYOUT_SUFFIXES
     )
     if not files:
-        raise GigasynthError(
-            f"--layouts {folder} holds no layout images ({', '.join(LAYOUT_SUFFIXES)})"
+        raise FieldError(
+            f"[layouts] {folder} holds no layout images ({', '.join(LAYOUT_SUFFIXES)})"
         )
     return files
 
@@ -89,22 +89,23 @@ def plan_cascade(
     settings: dict[str, Any] = {"stages": stages_identity(cascade), "layouts": None}
     if layouts is None:
         if cascade.layout != "generated":
-            raise GigasynthError(
+            raise FieldError(
                 f"cascade {cascade.path} generates no layouts (its layout source is "
-                f"{cascade.layout!r}): pass --layouts FOLDER of layout images"
+                f"{cascade.layout!r})",
+                "give [layouts], a folder of layout images",
             )
         if size is None:
-            raise GigasynthError("give --size or --layouts FOLDER")
+            raise FieldError("a cascade dataset needs a [size] or [layouts], a folder")
         settings.update(factor=cascade.factor, mask_mpp=cascade.entry_mpp("mask"))
         return settings, size[0], size[1]
     described = [_described_layout(cascade, p) for p in layout_files(layouts)]
     if size is not None:
         for d in described:
             if (d["width"], d["height"]) != size:
-                raise GigasynthError(
+                raise FieldError(
                     f"layout {d['file']} gives a {d['width']}x{d['height']} patch, not "
-                    f"--size {size[0]}x{size[1]}: every patch's size is its layout's "
-                    "(leave --size out, or give layouts of that size)"
+                    f"[size] {size[0]}x{size[1]}: every patch's size is its layout's",
+                    "leave [size] out, or give layouts of that size",
                 )
     settings["layouts"] = described
     largest = max(described, key=lambda d: (d["width"] * d["height"], d["width"]))

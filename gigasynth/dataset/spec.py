@@ -26,7 +26,7 @@ import numpy as np
 
 from gigasynth.cascade.masks import generate_tissue_mask, mask_size
 from gigasynth.config import ModelConfig
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.keyed import mix_int
 
 MAX_COUNT = int(os.environ.get("GIGASYNTH_MAX_DATASET_COUNT", "10000000"))
@@ -95,10 +95,10 @@ class DatasetSpec:
         if self.format not in FORMATS:
             raise GigasynthError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.batch < 1 or self.shard_size < 1:
-            raise GigasynthError("--batch and --shard-size must be at least 1")
+            raise FieldError("[batch] and [shard_size] must be at least 1")
         if self.shard_size % self.batch:
-            raise GigasynthError(
-                f"--shard-size {self.shard_size} must be a multiple of --batch {self.batch} "
+            raise FieldError(
+                f"[shard_size] {self.shard_size} must be a multiple of [batch] {self.batch} "
                 "(a batch never spans two shards)"
             )
         if self.device not in DEVICE_KINDS:
