@@ -1,4 +1,4 @@
-"""A synthetic twin of the held-out test region (issue 16, "Done when" 3).
+"""A synthetic twin of the held-out test region (a cascade drawn from its thumbnail).
 
 The test region's thumbnail (read at the resolution the cascade's first image stage
 takes, 4 µm/px for builtin:skin) is given as `--layout`; the cascade draws the region at

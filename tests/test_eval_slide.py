@@ -1,4 +1,4 @@
-"""Slide-scale evaluation (issue 12, item 2) on the sample slide's held-out test region.
+"""Slide-scale evaluation on the sample slide's held-out test region.
 
 The real side is always the top half of the test region; "real" fakes are read from its
 bottom half (a disjoint sub-region of the same test region), through openslide, at the
@@ -35,7 +35,7 @@ DOWNSAMPLE = 2  # the models' pixel size: 0.998 µm/px on the sample slide
 SCALES = (1, 2, 4)
 N = 16  # crops per side and scale
 CROP = 64  # 64 px crops mix tissue and background more evenly than 32 px: steadier KID
-BAND_LIMITS = (0.67, 1.5)  # issue 12: real-vs-real band energy ratios stay within these
+BAND_LIMITS = (0.67, 1.5)  # the targets: real-vs-real band energy ratios stay within these
 
 
 def _halves() -> tuple[Region, Region]:

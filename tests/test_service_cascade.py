@@ -1,4 +1,4 @@
-"""Cascade jobs in the service (issue 16, items 3 and 4): layout uploads (checked whole,
+"""Cascade jobs in the service: layout uploads (checked whole,
 kept per token, nothing kept of a bad one), cascade jobs admitted with the stages' own
 checks (422, one line), run by the service's runner to the bytes `synthesize_cascade`
 makes from the same layout, seed and settings, their stage in the status, and the layout

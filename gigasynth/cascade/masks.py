@@ -1,6 +1,6 @@
 """Procedural tissue masks: where a synthetic slide has tissue (True) and glass (False).
 
-The first input of a cascade (issue 16) is a tissue/background mask at a coarse resolution
+The first input of a cascade is a tissue/background mask at a coarse resolution
 (16 µm per pixel); `generate_tissue_mask(seed, width, height, mpp)` draws one. Everything is
 drawn in micrometres, never in pixels: the field is `width * mpp` x `height * mpp` µm, each
 pixel is the point at its centre, and a pixel is tissue when a smooth function of that
