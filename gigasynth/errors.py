@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 _FIELD = re.compile(r"\[([a-z][a-z0-9_]*)\]")
 
@@ -28,6 +29,11 @@ class FieldError(GigasynthError):
         self.advice = advice
         super().__init__(self.render(str))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its template, advice and any fields a subclass adds, so an error
+        raised in a Dask task reaches the front end still able to word its fields."""
+        return (_restore, (type(self), self.args, self.__dict__))
+
     @property
     def advice_fields(self) -> list[str]:
         """The fields the advice names, in order."""
@@ -40,3 +46,11 @@ class FieldError(GigasynthError):
         if advice and self.advice:
             text += "; " + _FIELD.sub(lambda m: name(m[1]), self.advice)
         return text
+
+
+def _restore(cls: type[FieldError], args: tuple[Any, ...], state: dict[str, Any]) -> FieldError:
+    """A FieldError (or subclass) as pickled, without calling its __init__ again."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error

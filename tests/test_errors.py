@@ -4,6 +4,7 @@ CLI words them as its flags and the service as its request's fields."""
 from __future__ import annotations
 
 import ast
+import pickle
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from gigasynth.cli import main
 from gigasynth.cli.common import flag
 from gigasynth.errors import FieldError, GigasynthError
+from gigasynth.synth import SynthDiskFull
 from gigasynth.synth.engine import check_targets
 from gigasynth_service.runner import public_error, request_words
 
@@ -71,6 +73,15 @@ def test_each_front_end_words_the_fields_its_own_way(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.endswith("old.ome.zarr exists; pass --overwrite to replace it"), err
+
+
+def test_a_field_error_keeps_its_fields_through_pickling():
+    """Errors raised in Dask tasks are pickled; the front end still words their fields."""
+    error = pickle.loads(pickle.dumps(FieldError("[tile] 6 is too small", "use [tile] 8")))
+    assert error.render(flag) == "--tile 6 is too small; use --tile 8"
+    full = pickle.loads(pickle.dumps(SynthDiskFull("disk full", 3, 8, "rerun with [resume]")))
+    assert (full.saved_step, full.total_steps) == (3, 8)
+    assert full.render(flag) == "disk full; rerun with --resume"
 
 
 def test_the_service_words_them_without_regular_expressions(tmp_path):
