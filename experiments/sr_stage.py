@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gigasynth.checkpoint import load_checkpoint
-from gigasynth.eval.inputs import SlideRegions
+from gigasynth.data.sources import SlideRegions
 from gigasynth.eval.slide import _ColourSums, area_downsample, band_count, band_energies
 from gigasynth.images import to_model_space, to_uint8, write_png
 from gigasynth.sampling import SampleRequest, super_resolve

@@ -118,6 +118,29 @@ def test_kid_bootstrap_is_finite_at_the_smallest_n_and_brackets_a_shift():
     assert 0 < low < kernel_inception_distance(a, b) < high
 
 
+def test_block_bootstrap_widens_the_interval_of_overlapping_items():
+    """Items that are near-copies in blocks (overlapping crops) are not independent: the
+    block bootstrap resamples whole blocks and gives a wider interval than resampling items
+    as if each were independent evidence."""
+    from gigasynth.eval.feature_distances import kid_bootstrap
+
+    rng = np.random.default_rng(3)
+    blocks, copies = 6, 12
+
+    def clustered(shift: float) -> np.ndarray:
+        centres = rng.normal(size=(blocks, 16)) + shift
+        return np.repeat(centres, copies, axis=0) + 0.05 * rng.normal(size=(blocks * copies, 16))
+
+    a, b = clustered(0.0), clustered(0.7)
+    labels = np.repeat(np.arange(blocks), copies)
+    iid = kid_bootstrap(a, b, resamples=200)
+    block = kid_bootstrap(a, b, resamples=200, groups_a=labels, groups_b=labels)
+    assert np.isfinite(block).all()
+    assert block[1] - block[0] > 1.5 * (iid[1] - iid[0]), (iid, block)
+    with pytest.raises(GigasynthError, match="block labels"):
+        kid_bootstrap(a, b, groups_a=labels[:-1])
+
+
 def test_fid_and_kid_rank_real_below_blurred_below_noise(degraded_sets):
     """Inception features of 10 faces per set (299 px each: the test's main cost).
 

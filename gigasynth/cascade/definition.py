@@ -16,7 +16,9 @@ stage before). A layout enters where its kind fits: a mask at stage 1 (a mask st
 RGB image at the first image stage, replacing the stages before it. The layout source
 says where the layout comes from when the user gives none: "given" (the user must give
 `--layout IMAGE|SLIDE`) or "generated" (a procedural tissue mask,
-gigasynth.cascade.masks, for a cascade that starts with a mask stage).
+gigasynth.cascade.masks, for a cascade that starts with a mask stage); a generated
+layout's `"mask_coverage"` (default 1) is the masks' calibration to the training slides'
+tissue (`gigasynth.cascade.masks.calibrate_masks`).
 
 Checked on load (one-line GigasynthError naming the cascade and the stage): the JSON's
 shape, every checkpoint exists and is a conditioned stage, only stage 1 is a mask stage,
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
+from gigasynth.cascade.masks import check_coverage
 from gigasynth.checkpoint import BUILTIN, builtin_cascade_file, describe_checkpoint
 from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.sampling import SampleRequest
@@ -43,7 +46,7 @@ LAYOUT_SOURCES = ("given", "generated")
 LayoutKind = Literal["mask", "image"]
 SAMPLERS = ("ddim", "ddpm")
 MPP_TOLERANCE = 0.01  # resolutions within 1 % are the same
-_CASCADE_KEYS = {"stages", "layout", "name"}
+_CASCADE_KEYS = {"stages", "layout", "name", "mask_coverage"}
 _STAGE_KEYS = {"checkpoint", "sampler", "steps", "mpp"}
 
 
@@ -80,6 +83,7 @@ class Cascade:
     path: Path
     stages: tuple[Stage, ...]
     layout: str
+    mask_coverage: float = 1.0  # a generated layout's piece-size factor (masks' calibration)
 
     @property
     def layout_mpp(self) -> float:
@@ -133,6 +137,7 @@ class Cascade:
         """What a saved cascade run must match: each stage's weights and sampler."""
         return {
             "layout": self.layout,
+            "mask_coverage": self.mask_coverage,
             "stages": [
                 {
                     "sha256": s.sha256,
@@ -149,6 +154,7 @@ class Cascade:
         return {
             "cascade": str(self.path),
             "layout": self.layout,
+            "mask_coverage": self.mask_coverage,
             "layout_mpp": self.layout_mpp,
             "factor": self.factor,
             "mpp": self.mpp,
@@ -309,4 +315,11 @@ def load_cascade(ref: str | Path) -> Cascade:
                 f"{stage.condition_downsample}x stage, so it needs its input at "
                 f"{stage.mpp * stage.condition_downsample:g} µm/px"
             )
-    return Cascade(path.absolute(), stages, layout)
+    coverage = doc.get("mask_coverage", 1.0)
+    if "mask_coverage" in doc and layout != "generated":
+        raise GigasynthError(f'{where} "mask_coverage" applies to a "generated" layout only')
+    try:
+        check_coverage(coverage)
+    except GigasynthError as exc:
+        raise GigasynthError(f"{where} {exc}") from None
+    return Cascade(path.absolute(), stages, layout, float(coverage))

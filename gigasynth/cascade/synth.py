@@ -203,7 +203,8 @@ def make_layout(
         raise GigasynthError(f"a generated layout is a tissue mask, not {kind!r}")
     mpp = cascade.entry_mpp("mask")
     width, height = mask_size(size, cascade.factor)
-    return Layout("mask", generate_tissue_mask(seed, width, height, mpp), mpp)
+    pixels = generate_tissue_mask(seed, width, height, mpp, cascade.mask_coverage)
+    return Layout("mask", pixels, mpp)
 
 
 def _identity(

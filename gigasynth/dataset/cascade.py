@@ -96,7 +96,11 @@ def plan_cascade(
             )
         if size is None:
             raise FieldError("a cascade dataset needs a [size] or [layouts], a folder")
-        settings.update(factor=cascade.factor, mask_mpp=cascade.entry_mpp("mask"))
+        settings.update(
+            factor=cascade.factor,
+            mask_mpp=cascade.entry_mpp("mask"),
+            mask_coverage=cascade.mask_coverage,
+        )
         return settings, size[0], size[1]
     described = [_described_layout(cascade, p) for p in layout_files(layouts)]
     if size is not None:

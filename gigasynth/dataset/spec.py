@@ -40,11 +40,13 @@ MASK_SUFFIX = ".mask.png"  # a cascade patch's tissue mask beside its image
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def generated_tissue_fraction(seed: int, width: int, height: int, factor: int, mpp: float) -> float:
+def generated_tissue_fraction(
+    seed: int, width: int, height: int, factor: int, mpp: float, coverage: float
+) -> float:
     """The tissue fraction of a `width` x `height` patch's generated tissue mask, one mask
     pixel per factor x factor patch pixels; a side that is not a multiple crops the last
     mask row or column (cached: every manifest rewrite lists every patch made so far)."""
-    mask = generate_tissue_mask(seed, *mask_size((width, height), factor), mpp)
+    mask = generate_tissue_mask(seed, *mask_size((width, height), factor), mpp, coverage)
     rows = np.full(mask.shape[0], factor)
     cols = np.full(mask.shape[1], factor)
     rows[-1], cols[-1] = height - (len(rows) - 1) * factor, width - (len(cols) - 1) * factor
@@ -184,7 +186,12 @@ class DatasetSpec:
         width, height = self.patch_size(index)
         if layout is None:
             fraction = generated_tissue_fraction(
-                seed, width, height, self.cascade["factor"], self.cascade["mask_mpp"]
+                seed,
+                width,
+                height,
+                self.cascade["factor"],
+                self.cascade["mask_mpp"],
+                self.cascade.get("mask_coverage", 1.0),
             )
             source = {"source": "generated", "seed": seed}
         else:

@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from gigasynth.data.sources import load_folder, load_npz
+from gigasynth.data.sources import SlideRegions, load_folder, load_npz, slide_mpp
 from gigasynth.errors import GigasynthError
+from gigasynth.eval.copies import CopyCheck, copy_check
 from gigasynth.eval.feature_distances import (
+    KID_BOOTSTRAP_MIN,
     frechet_distance,
     kernel_inception_distance,
     kid_bootstrap,
@@ -42,7 +44,6 @@ from gigasynth.eval.inputs import (
     IMAGE_FILES,
     ArrayRegions,
     Regions,
-    SlideRegions,
     ZarrRegions,
     is_ome_zarr,
 )
@@ -69,14 +70,21 @@ STAIN_VECTORS = np.array(
 )  # DAB (the third, residual axis)
 BACKGROUND_OD = 0.15  # near-white: optical density below this in every channel (Macenko's beta)
 MPP_TOLERANCE = 0.01  # a downsample within 1 % of a whole number is taken as that number
+TISSUE_CROP_MIN = 0.5  # a crop counts as tissue when at least half its pixels are not background
 
 
 @dataclass(frozen=True)
 class ScaleResult:
-    """KID (with its bootstrap interval) and FID at one zoom, on n crops per side.
+    """KID (with its bootstrap interval) and FID at one zoom, on n crops per side, and KID
+    on the tissue crops of those alone.
 
     `real_crops` / `fake_crops`: how many distinct crop positions (or images, for a
-    stack) each side offered; `real_tiles`: how many crops fit without overlap.
+    stack) each side offered; `real_tiles` / `fake_tiles`: how many crops fit without
+    overlap (the independent evidence a field holds at this zoom). Intervals come from a
+    spatial block bootstrap: crops are grouped by the crop-sized cell of the field their
+    centre falls in, and whole cells are resampled (`real_blocks`, `fake_blocks` of them).
+    Tissue crops have at least TISSUE_CROP_MIN of their pixels off the background;
+    `kid_tissue` is None when either side has fewer than three.
     """
 
     scale: int
@@ -92,6 +100,14 @@ class ScaleResult:
     real_crops: int
     fake_crops: int
     real_tiles: int
+    fake_tiles: int | None = None  # None for a stack (its images are independent)
+    real_blocks: int = 0
+    fake_blocks: int = 0
+    tissue_real: int = 0  # tissue crops among the n of each side
+    tissue_fake: int = 0
+    kid_tissue: float | None = None
+    kid_tissue_low: float | None = None
+    kid_tissue_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,10 +186,18 @@ class SlideEvaluation:
             f"{_mpp_text(self.mpp)}"
         ]
         for s in self.scales:
+            tissue = (
+                f"tissue only KID {s.kid_tissue:.4f} [{s.kid_tissue_low:.4f}, "
+                f"{s.kid_tissue_high:.4f}]"
+                if s.kid_tissue is not None
+                else "tissue only: too few tissue crops"
+            )
             out.append(
                 f"scale {s.scale}x ({_mpp_text(s.mpp)}, {s.crop} px crops): "
                 f"KID {s.kid:.4f} [{s.kid_low:.4f}, {s.kid_high:.4f}] "
-                f"FID {s.fid:.1f} (n={s.n})"
+                f"FID {s.fid:.1f} (n={s.n}; disjoint real {s.real_tiles}, bootstrap blocks "
+                f"{s.real_blocks}/{s.fake_blocks}); {tissue} "
+                f"(tissue crops {s.tissue_real}/{s.tissue_fake})"
             )
         if self.bands:
             out.append(
@@ -306,8 +330,6 @@ def _open_fake(fake: str | Path | np.ndarray, mpp: float | None) -> _Fake:
 
 def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
     """Downsample of the slide's level 0 that matches the fake's pixel size."""
-    from gigasynth.eval.inputs import slide_mpp
-
     if override is not None:
         if not override >= 1:
             raise GigasynthError(f"--real-downsample must be at least 1, not {override}")
@@ -346,10 +368,34 @@ def _in_memory(regions: Regions) -> Regions:
 # ---------------------------------------------------------------- crops
 
 
+@dataclass
+class _Crops:
+    """One side's crops at one zoom: the pixels, the count of distinct positions (or
+    images), the field's size and disjoint crops (None for a stack), each crop's block."""
+
+    images: np.ndarray
+    positions: int
+    field: tuple[int, int] | None
+    tiles: int | None
+    blocks: np.ndarray | None
+
+    def tissue(self) -> np.ndarray:
+        """Which crops are tissue crops (TISSUE_CROP_MIN of their pixels off background)."""
+        return tissue_fractions(self.images) >= TISSUE_CROP_MIN
+
+
+def tissue_fractions(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> the fraction of each image's pixels that are not background
+    (optical density at least BACKGROUND_OD in some channel, as ColourStats counts)."""
+    od = optical_density(images)
+    return (~(od < BACKGROUND_OD).all(axis=-1)).mean(axis=(1, 2))
+
+
 def _field_crops(
     regions: Regions, scale: int, crop: int, n: int, rng: np.random.Generator, what: str
-) -> tuple[np.ndarray, int, tuple[int, int]]:
-    """n distinct uniformly placed crops at `scale`; the count of positions; the scaled size."""
+) -> _Crops:
+    """n distinct uniformly placed crops at `scale`, each labelled with its block: the
+    crop-sized cell of the field its centre falls in (for the block bootstrap)."""
     step = scale
     if isinstance(regions, ArrayRegions) and scale > 1:
         regions, step = ArrayRegions(area_downsample(regions.image, scale)), 1
@@ -366,18 +412,19 @@ def _field_crops(
             f"{what} offers {positions} distinct {crop} px crops at scale {scale}, fewer than n={n}"
         )
     chosen = rng.choice(positions, n, replace=False)
+    ys, xs = chosen // nx, chosen % nx
     crops = [
-        area_downsample(
-            regions.read(int(i // nx) * step, int(i % nx) * step, crop * step, crop * step), step
-        )
-        for i in chosen
+        area_downsample(regions.read(int(y) * step, int(x) * step, crop * step, crop * step), step)
+        for y, x in zip(ys, xs, strict=True)
     ]
-    return np.stack(crops), positions, (ws, hs)
+    cells_x = -(-ws // crop)
+    blocks = ((ys + crop // 2) // crop) * cells_x + (xs + crop // 2) // crop
+    return _Crops(np.stack(crops), positions, (ws, hs), (ws // crop) * (hs // crop), blocks)
 
 
 def _stack_crops(
     stack: np.ndarray, scale: int, crop: int, n: int, rng: np.random.Generator, what: str
-) -> np.ndarray:
+) -> _Crops:
     """One random crop of each of n distinct images, each downsampled by `scale`."""
     if n > len(stack):
         raise GigasynthError(f"{what} holds {len(stack)} images, fewer than n={n}")
@@ -392,7 +439,7 @@ def _stack_crops(
         small = area_downsample(stack[i], scale)
         y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
         crops.append(small[y : y + crop, x : x + crop])
-    return np.stack(crops)
+    return _Crops(np.stack(crops), len(stack), None, None, None)
 
 
 # ---------------------------------------------------------------- whole-field statistics
@@ -448,7 +495,7 @@ def evaluate_slide(
     real: str | Path,
     fake: str | Path | np.ndarray,
     *,
-    scales: tuple[int, ...] = DEFAULT_SCALES,
+    scales: tuple[int, ...] | None = None,
     n: int = DEFAULT_N,
     crop: int = DEFAULT_CROP,
     seed: int = 0,
@@ -469,10 +516,13 @@ def evaluate_slide(
       folder of equal images or an .npz (a stack of patches), or an array, (H, W, 3) a
       field or (N, H, W, 3) a stack, uint8. `mpp` gives or overrides the fake's µm/px.
     scales: zooms as whole downsamples of the common pixel size (1 = native), each by
-      area averaging. At each, n distinct `crop` px crops per side (uniformly placed in
+      area averaging (default: those of 1, 4, 16 at which the real region holds a
+      crop). At each, n distinct `crop` px crops per side (uniformly placed in
       the real region and the fake field; one crop of each of n images of a stack) give
       KID with a `confidence` bootstrap interval over `bootstrap` resamples of both
-      sets, and FID, on Inception features (crops resized to 299 px).
+      sets (a spatial block bootstrap where crops overlap, see ScaleResult), and FID, on
+      Inception features (crops resized to 299 px); KID and its interval again on the
+      tissue crops of each side alone.
     Bands and colour come from the whole real region and the whole fake field (windows
     of 4096 px of larger fields; up to 64 images of a stack) at native scale.
     `examples` crops per side and scale are kept for the report. Raises GigasynthError
@@ -498,13 +548,30 @@ def evaluate_slide(
     )[0]
 
 
+def _fitting_scales(real: SlideRegions, crop: int) -> list[int]:
+    """The DEFAULT_SCALES at which the real region holds a crop (the default when no scales
+    are given: a small held-out region has no 16x figure worth the name)."""
+    fitting = [s for s in DEFAULT_SCALES if min(real.height, real.width) // s >= crop]
+    if not fitting:
+        raise GigasynthError(
+            f"the real region {real.region} is {real.width}x{real.height} px, smaller than "
+            f"a {crop} px crop: lower the crop"
+        )
+    return fitting
+
+
+def _count(blocks: np.ndarray | None, n: int) -> int:
+    """How many blocks the bootstrap resamples (n independent items when unblocked)."""
+    return n if blocks is None else len(np.unique(blocks))
+
+
 @dataclass
 class _RealSide:
     """The real region at one downsample: crops per scale, features when first needed."""
 
     slide: SlideRegions
     pixels: Regions
-    crops: dict[int, tuple[np.ndarray, int, tuple[int, int]]]
+    crops: dict[int, _Crops]
     features: dict[int, np.ndarray] = field(default_factory=dict)
 
 
@@ -512,7 +579,7 @@ def evaluate_slides(
     real: str | Path,
     fakes: Sequence[str | Path | np.ndarray],
     *,
-    scales: tuple[int, ...] = DEFAULT_SCALES,
+    scales: tuple[int, ...] | None = None,
     n: int = DEFAULT_N,
     crop: int = DEFAULT_CROP,
     seed: int = 0,
@@ -529,9 +596,11 @@ def evaluate_slides(
     Each result equals `evaluate_slide(real, fake, ...)` with the same arguments; `mpp`
     applies to every fake. Every input is checked before any Inception work.
     """
-    if not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in scales):
+    if scales is not None and (
+        not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in scales)
+    ):
         raise GigasynthError(f"scales must be whole numbers of at least 1, not {scales}")
-    if len(set(scales)) != len(scales):
+    if scales is not None and len(set(scales)) != len(scales):
         raise GigasynthError(f"scales repeat: {scales}")
     if n < 3:
         raise GigasynthError(f"n must be at least 3, not {n}")
@@ -549,7 +618,7 @@ def evaluate_slides(
     real_path = Path(real)
     if not real_path.is_file():
         raise GigasynthError(f"real slide not found: {real_path}")
-    order = sorted(scales)
+    order = sorted(scales) if scales is not None else None
     reals: dict[float, _RealSide] = {}
     prepared = []
     for fake in fakes:
@@ -558,6 +627,8 @@ def evaluate_slides(
         if downsample not in reals:
             slide = SlideRegions(real_path, downsample, real_region)
             real_field = _in_memory(slide)
+            if order is None:
+                order = _fitting_scales(slide, crop)
             reals[downsample] = _RealSide(
                 slide,
                 real_field,
@@ -573,9 +644,9 @@ def evaluate_slides(
                     for index, scale in enumerate(order)
                 },
             )
+        assert order is not None  # set with the first real side
         fake_field = _in_memory(fake_input.field) if fake_input.field is not None else None
-        # per scale: the crops, the count of positions, the field size (None for a stack)
-        fake_crops: dict[int, tuple[np.ndarray, int, tuple[int, int] | None]] = {}
+        fake_crops: dict[int, _Crops] = {}
         for index, scale in enumerate(order):
             rng = np.random.default_rng([seed, index, 1])
             what = f"the fake {fake_input.name}"
@@ -583,11 +654,7 @@ def evaluate_slides(
                 fake_crops[scale] = _field_crops(fake_field, scale, crop, n, rng, what)
             else:
                 assert fake_input.stack is not None
-                fake_crops[scale] = (
-                    _stack_crops(fake_input.stack, scale, crop, n, rng, what),
-                    len(fake_input.stack),
-                    None,
-                )
+                fake_crops[scale] = _stack_crops(fake_input.stack, scale, crop, n, rng, what)
         prepared.append((fake_input, fake_field, downsample, fake_crops))
 
     out = []
@@ -597,13 +664,29 @@ def evaluate_slides(
         common_mpp = level0_mpp * downsample if level0_mpp else fake_input.mpp
         results, kept = [], {}
         for scale in order:
-            real_crops, real_positions, real_size = side.crops[scale]
-            crops, fake_positions, fake_size = fake_crops[scale]
+            real, synthetic = side.crops[scale], fake_crops[scale]
+            assert real.field is not None and real.tiles is not None  # the real side is a field
             if scale not in side.features:
-                side.features[scale] = inception_features(real_crops, device)
+                side.features[scale] = inception_features(real.images, device)
             feats_real = side.features[scale]
-            feats_fake = inception_features(crops, device)
-            low, high = kid_bootstrap(feats_real, feats_fake, bootstrap, confidence, seed)
+            feats_fake = inception_features(synthetic.images, device)
+            low, high = kid_bootstrap(
+                feats_real, feats_fake, bootstrap, confidence, seed, real.blocks, synthetic.blocks
+            )
+            tissue_real, tissue_fake = real.tissue(), synthetic.tissue()
+            kid_tissue = kid_tissue_low = kid_tissue_high = None
+            if min(tissue_real.sum(), tissue_fake.sum()) >= KID_BOOTSTRAP_MIN:
+                a, b = feats_real[tissue_real], feats_fake[tissue_fake]
+                kid_tissue = kernel_inception_distance(a, b, seed=seed)
+                kid_tissue_low, kid_tissue_high = kid_bootstrap(
+                    a,
+                    b,
+                    bootstrap,
+                    confidence,
+                    seed,
+                    None if real.blocks is None else real.blocks[tissue_real],
+                    None if synthetic.blocks is None else synthetic.blocks[tissue_fake],
+                )
             results.append(
                 ScaleResult(
                     scale=scale,
@@ -614,14 +697,22 @@ def evaluate_slides(
                     kid_low=low,
                     kid_high=high,
                     fid=frechet_distance(feats_real, feats_fake),
-                    real_field=real_size,
-                    fake_field=fake_size,
-                    real_crops=real_positions,
-                    fake_crops=fake_positions,
-                    real_tiles=(real_size[0] // crop) * (real_size[1] // crop),
+                    real_field=real.field,
+                    fake_field=synthetic.field,
+                    real_crops=real.positions,
+                    fake_crops=synthetic.positions,
+                    real_tiles=real.tiles,
+                    fake_tiles=synthetic.tiles,
+                    real_blocks=_count(real.blocks, n),
+                    fake_blocks=_count(synthetic.blocks, n),
+                    tissue_real=int(tissue_real.sum()),
+                    tissue_fake=int(tissue_fake.sum()),
+                    kid_tissue=kid_tissue,
+                    kid_tissue_low=kid_tissue_low,
+                    kid_tissue_high=kid_tissue_high,
                 )
             )
-            kept[scale] = (real_crops[:examples], crops[:examples])
+            kept[scale] = (real.images[:examples], synthetic.images[:examples])
         rng = np.random.default_rng([seed, len(order), 2])
         real_images = _fields(side.pixels, rng)
         if fake_field is not None:
@@ -653,3 +744,157 @@ def evaluate_slides(
             )
         )
     return out
+
+
+# ---------------------------------------------------------------- several fields (seeds)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A figure over several synthetic fields (seeds): mean, standard deviation between
+    fields (n - 1 in the denominator; 0 for one field), smallest, largest, how many."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, digits: int = 4) -> str:
+        return (
+            f"{self.mean:.{digits}f} ± {self.std:.{digits}f} "
+            f"(range {self.low:.{digits}f}-{self.high:.{digits}f}, {self.n} fields)"
+        )
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """The Spread of finite values (at least one)."""
+    v = np.array([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        raise GigasynthError("no finite value to summarise")
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return Spread(float(v.mean()), std, float(v.min()), float(v.max()), len(v))
+
+
+def summarize_fields(evaluations: Sequence[SlideEvaluation]) -> dict[str, Any]:
+    """Mean and spread between several fields (seeds) evaluated against the same real
+    crops: per zoom KID (all crops and tissue only, each field's block-bootstrap interval
+    beside it) and FID; per octave the band ratio; the background (glass) fraction and the
+    stain amounts of the fakes beside the real ones. JSON-ready."""
+    if not evaluations:
+        raise GigasynthError("no field to summarise")
+    first = evaluations[0]
+    scales = [s.scale for s in first.scales]
+    if any([s.scale for s in e.scales] != scales for e in evaluations):
+        raise GigasynthError("the fields were evaluated at different scales")
+    out_scales = []
+    for index, scale in enumerate(scales):
+        rows = [e.scales[index] for e in evaluations]
+        tissue = [r.kid_tissue for r in rows if r.kid_tissue is not None]
+        out_scales.append(
+            {
+                "scale": scale,
+                "n": rows[0].n,
+                "real_tiles": rows[0].real_tiles,
+                "kid": asdict(spread([r.kid for r in rows])),
+                "kid_intervals": [[r.kid_low, r.kid_high] for r in rows],
+                "kid_tissue": asdict(spread(tissue)) if tissue else None,
+                "kid_tissue_intervals": [
+                    [r.kid_tissue_low, r.kid_tissue_high] for r in rows if r.kid_tissue is not None
+                ],
+                "tissue_crops_real": rows[0].tissue_real,
+                "tissue_crops_fake": [r.tissue_fake for r in rows],
+                "fid": asdict(spread([r.fid for r in rows])),
+            }
+        )
+    bands = min(len(e.bands) for e in evaluations)
+    return {
+        "fields": len(evaluations),
+        "real_region": first.real_region,
+        "scales": out_scales,
+        "bands": [
+            {
+                "low_px": first.bands[k].low_px,
+                "high_px": first.bands[k].high_px,
+                "ratio": asdict(spread([e.bands[k].ratio for e in evaluations])),
+            }
+            for k in range(bands)
+        ],
+        "background_fraction": {
+            "real": first.colour_real.background_fraction,
+            "fake": asdict(spread([e.colour_fake.background_fraction for e in evaluations])),
+        },
+        "haematoxylin_mean": {
+            "real": first.colour_real.haematoxylin_mean,
+            "fake": asdict(spread([e.colour_fake.haematoxylin_mean for e in evaluations])),
+        },
+        "eosin_mean": {
+            "real": first.colour_real.eosin_mean,
+            "fake": asdict(spread([e.colour_fake.eosin_mean for e in evaluations])),
+        },
+    }
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """Human-readable lines of `summarize_fields`: every figure with its spread and n."""
+
+    def text(d: dict[str, Any], digits: int = 4) -> str:
+        return Spread(**d).text(digits)
+
+    out = [f"{summary['fields']} synthetic fields against {summary['real_region']}:"]
+    for s in summary["scales"]:
+        tissue = text(s["kid_tissue"]) if s["kid_tissue"] else "too few tissue crops"
+        out.append(
+            f"scale {s['scale']}x: KID {text(s['kid'])}; tissue only {tissue}; "
+            f"FID {text(s['fid'], 1)} (n={s['n']} per side and field, "
+            f"{s['real_tiles']} disjoint real crops)"
+        )
+    if summary["bands"]:
+        out.append(
+            "band energy, synthetic / real: "
+            + "; ".join(
+                f"{b['low_px']}-{b['high_px']} px {text(b['ratio'], 2)}" for b in summary["bands"]
+            )
+        )
+    for key, name in (
+        ("background_fraction", "background"),
+        ("haematoxylin_mean", "haematoxylin OD"),
+        ("eosin_mean", "eosin OD"),
+    ):
+        out.append(f"{name}: real {summary[key]['real']:.3f}, fake {text(summary[key]['fake'], 3)}")
+    return out
+
+
+def check_copies(
+    real: str | Path,
+    fakes: Sequence[str | Path | np.ndarray],
+    *,
+    region: str = "train",
+    crop: int = 32,
+    samples: int = 200,
+    seed: int = 0,
+    mpp: float | None = None,
+    real_downsample: float | None = None,
+) -> CopyCheck:
+    """The copy check (gigasynth.eval.copies) of synthetic fields against the slide's
+    training `region`, read at the fields' µm/px (as `evaluate_slides` matches them); each
+    field whole, or FIELD_WINDOWS windows of FIELD_SIDE px of a larger one."""
+    if not fakes:
+        raise GigasynthError("no fake to check for copies")
+    fields: list[np.ndarray] = []
+    downsample = None
+    rng = np.random.default_rng([seed, 3])
+    for fake in fakes:
+        fake_input = _open_fake(fake, mpp)
+        if fake_input.field is None:
+            raise GigasynthError(f"the copy check takes fields, not a stack: {fake_input.name}")
+        d = _downsample_for(Path(real), fake_input, real_downsample)
+        if downsample is not None and d != downsample:
+            raise GigasynthError("the copy check's fields differ in µm per pixel")
+        downsample = d
+        fields += _fields(fake_input.field, rng)
+    assert downsample is not None
+    train = SlideRegions(Path(real), downsample, region)
+    return copy_check(
+        np.asarray(train.read(0, 0, train.height, train.width)), fields, crop, samples, seed
+    )
