@@ -285,8 +285,6 @@ def test_bad_input_gives_one_line_errors(tmp_path, halves, second, capsys):
 def test_default_scales_are_those_the_real_region_holds():
     """The test region at 0.998 µm/px is 1110 x 340 px: 32 px crops fit at 1x and 4x, not at
     16x (21 px tall), so the default drops 16x; asked for explicitly it is an error."""
-    if not SLIDE.exists():
-        pytest.skip(f"sample slide missing: {SLIDE}")
     from gigasynth.eval.slide import _fitting_scales
 
     test = SlideRegions(SLIDE, DOWNSAMPLE, "test")
