@@ -11,7 +11,7 @@ fraction. The plain bilinear upsampling of the same low-resolution copy is measu
 as the reference for what the stage adds.
 
     python experiments/sr_stage.py --checkpoint RUN/checkpoint \
-        --slide ../shared/data/cmu_small_region.svs --downsample 2 --out OUT
+        --slide data/cmu_small_region.svs --downsample 2 --out OUT
 """
 
 from __future__ import annotations

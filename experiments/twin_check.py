@@ -1,4 +1,4 @@
-"""A synthetic twin of the held-out test region (issue 16, "Done when" 3).
+"""A synthetic twin of the held-out test region (a cascade drawn from its thumbnail).
 
 The test region's thumbnail (read at the resolution the cascade's first image stage
 takes, 4 µm/px for builtin:skin) is given as `--layout`; the cascade draws the region at
@@ -15,7 +15,7 @@ its finest resolution. Two figures:
   detail is new when no synthetic crop is closer to a real crop than the closest real
   pair (min synthetic distance > min real distance); medians are reported too.
 
-    python experiments/twin_check.py --slide ../shared/data/cmu_small_region.svs \
+    python experiments/twin_check.py --slide data/cmu_small_region.svs \
         --cascade builtin:skin --out runs/twin
 """
 

@@ -38,7 +38,8 @@ from typing import Any, Literal, TypeGuard
 
 from gigasynth.cascade.masks import check_coverage
 from gigasynth.checkpoint import BUILTIN, builtin_cascade_file, describe_checkpoint
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
+from gigasynth.sampling import SampleRequest
 
 CASCADE_FILE = "cascade.json"
 LAYOUT_SOURCES = ("given", "generated")
@@ -221,15 +222,14 @@ def _load_stage(raw: Any, k: int, base: Path, where: str) -> Stage:
         raise GigasynthError(f"{at}: {exc}") from None
     config = info.config
     if not config.is_conditioned:
-        raise GigasynthError(
+        raise FieldError(
             f"{at}: {ref} is not a conditioned stage (trained without "
-            "--condition-downsample); every stage conditions on the one "
+            "[condition_downsample]); every stage conditions on the one "
             "before it, the first on the layout"
         )
-    if steps is not None and steps > config.timesteps:
-        raise GigasynthError(
-            f"{at}: steps {steps} exceeds the model's {config.timesteps} diffusion timesteps"
-        )
+    steps_problem = SampleRequest(sampler, steps).steps_problem(config.timesteps)
+    if steps_problem is not None:
+        raise FieldError(f"{at}: {steps_problem}")
     meta_mpp = info.meta.get("mpp")
     meta_mpp = float(meta_mpp) if _is_number(meta_mpp) and meta_mpp > 0 else None
     if meta_mpp is not None:
@@ -286,9 +286,9 @@ def load_cascade(ref: str | Path) -> Cascade:
         )
     layout = doc.get("layout", "given")
     if layout not in LAYOUT_SOURCES:
-        raise GigasynthError(
+        raise FieldError(
             f'{where} unknown layout source {layout!r} ("given": the layout comes '
-            'from --layout; "generated": a procedural tissue mask)'
+            'from the caller\'s [layout]; "generated": a procedural tissue mask)'
         )
     raw = doc.get("stages")
     if not isinstance(raw, list) or not raw:
@@ -301,9 +301,9 @@ def load_cascade(ref: str | Path) -> Cascade:
                 "tissue mask, the others refine the stage before"
             )
     if layout == "generated" and stages[0].condition_kind != "mask":
-        raise GigasynthError(
+        raise FieldError(
             f'{where} a "generated" layout is a tissue mask: stage 1 must be a mask '
-            "stage (trained with --condition-kind mask)"
+            "stage (trained with [condition_kind] mask)"
         )
     for k in range(1, len(stages)):
         before, stage = stages[k - 1], stages[k]

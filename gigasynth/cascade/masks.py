@@ -1,6 +1,6 @@
 """Procedural tissue masks: where a synthetic slide has tissue (True) and glass (False).
 
-The first input of a cascade (issue 16) is a tissue/background mask at a coarse resolution
+The first input of a cascade is a tissue/background mask at a coarse resolution
 (16 µm per pixel); `generate_tissue_mask(seed, width, height, mpp)` draws one. Everything is
 drawn in micrometres, never in pixels: the field is `width * mpp` x `height * mpp` µm, each
 pixel is the point at its centre, and a pixel is tissue when a smooth function of that
@@ -424,3 +424,13 @@ def calibrate_masks(
         width=width,
         height=height,
     )
+
+
+def mask_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The (width, height) of the tissue mask generated for a slide of `size` px whose
+    mask pixel spans factor x factor slide pixels: each side rounded up, so the mask
+    covers any size (the slide is the top-left crop of what the mask gives)."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise GigasynthError(f"the slide's size {width}x{height} must be at least 1x1 px")
+    return -(-width // factor), -(-height // factor)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 4 on a GPU, in one call: check the fused Triton update against the plain
+# The fused NCA kernels on a GPU, in one call: check the fused Triton update against the plain
 # PyTorch ops on the device, time every kernel variant, then run `gigasynth bench`.
 # Usage (repository root, a Python with CUDA torch and triton on PATH):
-#     bash experiments/gpu_bench.sh            # outputs under $OUT (default ./gpu_out)
+#     bash tools/gpu_bench.sh            # outputs under $OUT (default ./gpu_out)
 # Stages are capped at 240 + 300 + 240 s (Triton compiles each variant once).
 set -uo pipefail
 OUT="${OUT:-gpu_out}"
@@ -22,7 +22,7 @@ timeout 240 "$PY" -m pytest tests/test_kernels.py -q -p no:cacheprovider 2>&1 \
     | tee "$OUT/test_kernels.txt" | tail -5 || status=1
 
 echo "== 2. correctness at paper sizes and timing of every variant"
-timeout 300 "$PY" experiments/gpu_kernels.py --out "$OUT" > "$OUT/gpu_kernels.log" 2>&1 || status=1
+timeout 300 "$PY" tools/gpu_kernels.py --out "$OUT" > "$OUT/gpu_kernels.log" 2>&1 || status=1
 tail -c 4000 "$OUT/gpu_kernels.log"
 
 echo "== 3. gigasynth bench --device cuda (paper-pathology)"
