@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gigasynth.data.regions import Region
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Window
 from gigasynth.keyed import Stream, keyed_uniform, mix_int
@@ -366,7 +367,9 @@ class MaskCalibration:
     height: int
 
 
-def region_tissue(slide: str | Path, region: str = "train", mpp: float = CALIBRATION_MPP):
+def region_tissue(
+    slide: str | Path, region: str = "train", mpp: float = CALIBRATION_MPP
+) -> tuple[np.ndarray, Region]:
     """The tissue mask of a slide's region at `mpp` µm/px (box-averaged, then the region's
     own Otsu saturation threshold), and the region it read."""
     from gigasynth.data.sources import SlideRegions, slide_mpp

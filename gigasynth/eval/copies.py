@@ -147,7 +147,7 @@ def copy_check(
     rng = np.random.default_rng(seed)
     train_detail = detail(train)
     bank = _Bank(train_detail, crop)
-    train_ok = _tissue_positions(train, crop, tuple(train_detail.shape[1:]))
+    train_ok = _tissue_positions(train, crop, (train_detail.shape[1], train_detail.shape[2]))
     if train_ok.sum() < 2:
         raise GigasynthError("copy check: the training region holds too few tissue crops")
     rows, cols = bank.energy.shape
@@ -158,7 +158,7 @@ def copy_check(
     per_field = -(-samples // len(fields))
     for field in fields:
         field_detail = detail(field)
-        ok = _tissue_positions(field, crop, tuple(field_detail.shape[1:]))
+        ok = _tissue_positions(field, crop, (field_detail.shape[1], field_detail.shape[2]))
         ok = ok[: field_detail.shape[1] - crop + 1, : field_detail.shape[2] - crop + 1]
         corners = _sample(ok, per_field, rng)
         for start in range(0, len(corners), BATCH):

@@ -51,7 +51,7 @@ def optical_density(image: np.ndarray) -> np.ndarray:
 
 def tissue_pixels(rgb: np.ndarray) -> np.ndarray:
     """(H, W) bool: pixels whose optical density reaches BACKGROUND_OD in some channel."""
-    return ~(optical_density(rgb) < BACKGROUND_OD).all(axis=-1)
+    return np.any(optical_density(rgb) >= BACKGROUND_OD, axis=-1)
 
 
 def far_glass(rgb: np.ndarray, mpp: float, margin_um: float = GLASS_MARGIN_UM) -> np.ndarray:
@@ -121,7 +121,7 @@ def coherence_map(rgb: np.ndarray, mpp: float) -> np.ndarray:
 
 def _nuclei(h: np.ndarray, tissue: np.ndarray, mpp: float) -> list[float]:
     """The elongation of every nucleus (haematoxylin blob of NUCLEUS_AREA_UM2) of a field."""
-    from scipy import ndimage
+    from scipy import ndimage  # type: ignore[import-untyped]
 
     labels, count = ndimage.label((h > NUCLEUS_H_OD) & tissue)
     index = np.arange(1, count + 1)

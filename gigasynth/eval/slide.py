@@ -690,6 +690,7 @@ def evaluate_slides(
                 fake_crops[scale] = _stack_crops(fake_input.stack, scale, crop, n, rng, what)
         prepared.append((fake_input, fake_field, downsample, fake_crops))
 
+    assert order is not None  # set with the first real side
     out = []
     for fake_input, fake_field, downsample, fake_crops in prepared:
         side = reals[downsample]
@@ -697,16 +698,22 @@ def evaluate_slides(
         common_mpp = level0_mpp * downsample if level0_mpp else fake_input.mpp
         results, kept = [], {}
         for scale in order:
-            real, synthetic = side.crops[scale], fake_crops[scale]
-            assert real.field is not None and real.tiles is not None  # the real side is a field
+            reference, synthetic = side.crops[scale], fake_crops[scale]
+            assert reference.field is not None and reference.tiles is not None  # a field
             if scale not in side.features:
-                side.features[scale] = inception_features(real.images, device)
+                side.features[scale] = inception_features(reference.images, device)
             feats_real = side.features[scale]
             feats_fake = inception_features(synthetic.images, device)
             low, high = kid_bootstrap(
-                feats_real, feats_fake, bootstrap, confidence, seed, real.blocks, synthetic.blocks
+                feats_real,
+                feats_fake,
+                bootstrap,
+                confidence,
+                seed,
+                reference.blocks,
+                synthetic.blocks,
             )
-            tissue_real, tissue_fake = real.tissue(), synthetic.tissue()
+            tissue_real, tissue_fake = reference.tissue(), synthetic.tissue()
             kid_tissue = kid_tissue_low = kid_tissue_high = None
             if min(tissue_real.sum(), tissue_fake.sum()) >= KID_BOOTSTRAP_MIN:
                 a, b = feats_real[tissue_real], feats_fake[tissue_fake]
@@ -717,7 +724,7 @@ def evaluate_slides(
                     bootstrap,
                     confidence,
                     seed,
-                    None if real.blocks is None else real.blocks[tissue_real],
+                    None if reference.blocks is None else reference.blocks[tissue_real],
                     None if synthetic.blocks is None else synthetic.blocks[tissue_fake],
                 )
             results.append(
@@ -730,13 +737,13 @@ def evaluate_slides(
                     kid_low=low,
                     kid_high=high,
                     fid=frechet_distance(feats_real, feats_fake),
-                    real_field=real.field,
+                    real_field=reference.field,
                     fake_field=synthetic.field,
-                    real_crops=real.positions,
+                    real_crops=reference.positions,
                     fake_crops=synthetic.positions,
-                    real_tiles=real.tiles,
+                    real_tiles=reference.tiles,
                     fake_tiles=synthetic.tiles,
-                    real_blocks=_count(real.blocks, n),
+                    real_blocks=_count(reference.blocks, n),
                     fake_blocks=_count(synthetic.blocks, n),
                     tissue_real=int(tissue_real.sum()),
                     tissue_fake=int(tissue_fake.sum()),
@@ -745,7 +752,7 @@ def evaluate_slides(
                     kid_tissue_high=kid_tissue_high,
                 )
             )
-            kept[scale] = (real.images[:examples], synthetic.images[:examples])
+            kept[scale] = (reference.images[:examples], synthetic.images[:examples])
         rng = np.random.default_rng([seed, len(order), 2])
         real_images = _fields(side.pixels, rng)
         if fake_field is not None:
