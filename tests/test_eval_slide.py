@@ -294,7 +294,7 @@ def test_default_scales_are_those_the_real_region_holds():
         _fitting_scales(test, 400)
     with pytest.raises(GigasynthError, match="at scale 16, smaller than a 32 px crop"):
         evaluate_slides(
-            SLIDE, [np.zeros((512, 512, 3), np.uint8)], scales=(1, 16), crop=32, n=4, mpp=0.998
+            SLIDE, [np.zeros((512, 512, 3), np.uint8)], scales=(1, 16), crop=32, n=4, fake_mpp=0.998
         )
 
 

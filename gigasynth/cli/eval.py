@@ -166,7 +166,7 @@ def _evaluate_slide(args: argparse.Namespace) -> list[SlideEvaluation]:
         seed=args.seed,
         real_region=args.real_region or "test",
         real_downsample=args.real_downsample,
-        mpp=args.fake_mpp,
+        fake_mpp=args.fake_mpp,
         bootstrap=BOOTSTRAP if args.bootstrap is None else args.bootstrap,
         device=str(pick_device(args.device)),
     )
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
                 args.fake,
                 region=args.copies,
                 seed=args.seed,
-                mpp=args.fake_mpp,
+                fake_mpp=args.fake_mpp,
                 real_downsample=args.real_downsample,
             )
             report["copies"] = asdict(copies)

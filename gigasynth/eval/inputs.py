@@ -16,7 +16,7 @@ import numpy as np
 
 from gigasynth.data import open_source
 from gigasynth.data.sources import load_folder, load_npz
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.images import read_rgb
 from gigasynth.io.reader import is_ome_zarr, open_slide
 
@@ -133,9 +133,9 @@ def load_images(
     single image file or a slide (tissue crops, read at `downsample` of level 0).
     """
     if count < 1:
-        raise GigasynthError(f"--n must be at least 1, not {count}")
+        raise FieldError(f"[n] must be at least 1, not {count}")
     if crop is not None and crop < 8:
-        raise GigasynthError(f"--crop must be at least 8 px, not {crop}")
+        raise FieldError(f"[crop] must be at least 8 px, not {crop}")
     path, key = split_spec(spec)
     if not path.exists():
         raise GigasynthError(f"not found: {path}")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from gigasynth.data.sources import SlideRegions, load_folder, load_npz, slide_mpp
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.eval.copies import CopyCheck, copy_check
 from gigasynth.eval.feature_distances import (
     KID_BOOTSTRAP_MIN,
@@ -365,12 +365,12 @@ def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
     """Downsample of the slide's level 0 that matches the fake's pixel size."""
     if override is not None:
         if not override >= 1:
-            raise GigasynthError(f"--real-downsample must be at least 1, not {override}")
+            raise FieldError(f"[real_downsample] must be at least 1, not {override}")
         return float(override)
     if fake.mpp is None:
-        raise GigasynthError(
-            f"the fake {fake.name} states no pixel size: give its µm/px "
-            "(--fake-mpp) or --real-downsample"
+        raise FieldError(
+            f"the fake {fake.name} states no pixel size",
+            "give its µm/px ([fake_mpp]) or [real_downsample]",
         )
     import openslide
 
@@ -379,8 +379,8 @@ def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
     except (openslide.OpenSlideError, OSError) as exc:
         raise GigasynthError(f"cannot read slide {real}: {exc}") from None
     if level0 is None:
-        raise GigasynthError(
-            f"slide {real} states no pixel size (openslide.mpp-x): give --real-downsample"
+        raise FieldError(
+            f"slide {real} states no pixel size (openslide.mpp-x)", "give [real_downsample]"
         )
     d = fake.mpp / level0
     if d < 1 - MPP_TOLERANCE:
@@ -534,7 +534,7 @@ def evaluate_slide(
     seed: int = 0,
     real_region: str = "test",
     real_downsample: float | None = None,
-    mpp: float | None = None,
+    fake_mpp: float | None = None,
     bootstrap: int = BOOTSTRAP,
     confidence: float = CONFIDENCE,
     device: str | torch.device = "cpu",
@@ -547,7 +547,7 @@ def evaluate_slide(
       `real_downsample` of level 0 (default: the fake's µm/px over the slide's).
     fake: an OME-Zarr output (level 0; its µm/px from its metadata), an image file, a
       folder of equal images or an .npz (a stack of patches), or an array, (H, W, 3) a
-      field or (N, H, W, 3) a stack, uint8. `mpp` gives or overrides the fake's µm/px.
+      field or (N, H, W, 3) a stack, uint8. `fake_mpp` gives or overrides the fake's µm/px.
     scales: zooms as whole downsamples of the common pixel size (1 = native), each by
       area averaging (default: those of 1, 4, 16 at which the real region holds a
       crop). At each, n distinct `crop` px crops per side (uniformly placed in
@@ -573,7 +573,7 @@ def evaluate_slide(
         seed=seed,
         real_region=real_region,
         real_downsample=real_downsample,
-        mpp=mpp,
+        fake_mpp=fake_mpp,
         bootstrap=bootstrap,
         confidence=confidence,
         device=device,
@@ -618,7 +618,7 @@ def evaluate_slides(
     seed: int = 0,
     real_region: str = "test",
     real_downsample: float | None = None,
-    mpp: float | None = None,
+    fake_mpp: float | None = None,
     bootstrap: int = BOOTSTRAP,
     confidence: float = CONFIDENCE,
     device: str | torch.device = "cpu",
@@ -626,7 +626,7 @@ def evaluate_slides(
 ) -> list[SlideEvaluation]:
     """`evaluate_slide` of each fake against the same real crops, real features computed once.
 
-    Each result equals `evaluate_slide(real, fake, ...)` with the same arguments; `mpp`
+    Each result equals `evaluate_slide(real, fake, ...)` with the same arguments; `fake_mpp`
     applies to every fake. Every input is checked before any Inception work.
     """
     if scales is not None and (
@@ -639,8 +639,8 @@ def evaluate_slides(
         raise GigasynthError(f"n must be at least 3, not {n}")
     if crop < 16:
         raise GigasynthError(f"crop must be at least 16 px, not {crop}")
-    if mpp is not None and not mpp > 0:
-        raise GigasynthError(f"the fake's µm/px must be positive, not {mpp}")
+    if fake_mpp is not None and not fake_mpp > 0:
+        raise FieldError(f"[fake_mpp] must be positive, not {fake_mpp}")
     if bootstrap < 10 or not 0 < confidence < 1:
         raise GigasynthError(
             f"the KID bootstrap needs 10+ resamples and 0 < confidence < 1, "
@@ -655,7 +655,7 @@ def evaluate_slides(
     reals: dict[float, _RealSide] = {}
     prepared = []
     for fake in fakes:
-        fake_input = _open_fake(fake, mpp)
+        fake_input = _open_fake(fake, fake_mpp)
         downsample = _downsample_for(real_path, fake_input, real_downsample)
         if downsample not in reals:
             slide = SlideRegions(real_path, downsample, real_region)
@@ -945,7 +945,7 @@ def check_copies(
     crop: int = 32,
     samples: int = 200,
     seed: int = 0,
-    mpp: float | None = None,
+    fake_mpp: float | None = None,
     real_downsample: float | None = None,
 ) -> CopyCheck:
     """The copy check (gigasynth.eval.copies) of synthetic fields against the slide's
@@ -957,7 +957,7 @@ def check_copies(
     downsample = None
     rng = np.random.default_rng([seed, 3])
     for fake in fakes:
-        fake_input = _open_fake(fake, mpp)
+        fake_input = _open_fake(fake, fake_mpp)
         if fake_input.field is None:
             raise GigasynthError(f"the copy check takes fields, not a stack: {fake_input.name}")
         d = _downsample_for(Path(real), fake_input, real_downsample)
