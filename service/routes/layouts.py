@@ -57,7 +57,7 @@ def _keep(
     data: bytes, media_type: str, token: TokenRecord, svc: Services
 ) -> tuple[LayoutRecord, bool]:
     """Check and keep an upload (in a worker thread: decoding takes a while)."""
-    checked = check_upload(svc.config.data_dir, data, media_type)
+    checked = check_upload(data, media_type, svc.decodes)
     path = keep_upload(svc.config.data_dir, token.id, checked, data)
     record = LayoutRecord(
         token.id,
@@ -99,7 +99,10 @@ def _keep(
                 400: "the body is empty",
                 403: "the token keeps as many layouts as it may",
                 413: "the image is larger than GIGASYNTH_MAX_LAYOUT_BYTES",
-                422: "not a readable image, or more pixels than GIGASYNTH_MAX_LAYOUT_PIXELS",
+                422: "not a readable image, truncated, several frames, a float or CMYK "
+                "image, more pixels than GIGASYNTH_MAX_LAYOUT_PIXELS, or more memory to "
+                "decode than GIGASYNTH_DECODE_MEMORY_MB",
+                503: "the server's decode memory is taken by other uploads (Retry-After)",
             },
         ),
     },
