@@ -87,9 +87,13 @@ class ImageHeader:
 
     @property
     def decode_bytes(self) -> int:
-        """Peak memory of `read_image`: Pillow's image, the RGB array, one more RGB array
-        (the oriented copy or the grey image's channels) and, with alpha, an RGBA copy."""
-        return self.pixels * (_STORED_BYTES[self.mode] + 6 + (4 if self.alpha else 0))
+        """Peak memory of `read_image`: Pillow's image, its bytes as Pillow hands them to
+        NumPy (twice, while it joins them), one more RGB array (the oriented copy or the
+        grey image's channels) and, with alpha, an RGBA copy; Pillow turns an oriented
+        TIFF itself, in a second image of its own. Measured in tests/test_decoding.py."""
+        stored = _STORED_BYTES[self.mode]
+        turned = stored if self.format == "TIFF" and self.orientation != 1 else 0
+        return self.pixels * (stored + turned + 9 + (4 if self.alpha else 0))
 
     @property
     def check_bytes(self) -> int:
@@ -127,13 +131,14 @@ def _jpeg_sof(fp: BinaryIO) -> int | None:
 
 
 def _png_data_bytes(fp: BinaryIO) -> int:
-    """The bytes of a PNG's IDAT chunks (its compressed pixels)."""
+    """The bytes of a PNG's IDAT chunks that the file holds (its compressed pixels)."""
+    size = _size(fp)
     fp.seek(8)
     total = 0
     while len(head := fp.read(8)) == 8:
         length, kind = struct.unpack(">I4s", head)
         if kind == b"IDAT":
-            total += length
+            total += min(length, size - fp.tell())
         fp.seek(length + 4, io.SEEK_CUR)
     return total
 
@@ -211,7 +216,7 @@ def _header(im: Image.Image, fp: BinaryIO, name: str, max_pixels: int) -> ImageH
         )
     _check_holds(im, fp, name)
     orientation = _orientation(im)
-    if orientation in (5, 6, 7, 8):
+    if orientation in (5, 6, 7, 8) and im.format != "TIFF":  # Pillow's TIFF size is shown
         width, height = height, width
     alpha = "A" in im.mode or "a" in im.mode or "transparency" in im.info
     if alpha and im.mode.startswith("I;16"):
@@ -237,6 +242,7 @@ class _Opened:
             raise GigasynthError(f"cannot read {name}: {exc}") from None
         try:
             self.header = _header(self.im, self.fp, name, max_pixels)
+            self.orientation = self.header.orientation  # still to apply to the pixels
             self.fp.seek(0)
         except BaseException:
             self.close()
@@ -250,6 +256,8 @@ class _Opened:
             self.im.load()
         except (OSError, SyntaxError, ValueError, struct.error) as exc:
             raise GigasynthError(f"cannot read {self.name}: {exc}") from None
+        if self.header.format != "PNG":  # Pillow turns a TIFF itself, dropping the tag
+            self.orientation = _orientation(self.im)
 
     def close(self) -> None:
         if hasattr(self, "im"):
@@ -331,8 +339,8 @@ def read_image(source: Source, name: str, max_pixels: int) -> np.ndarray:
         pixels = _pixels(opened.im, opened.header)
     if opened.header.alpha:
         pixels = _over_glass(pixels)
-    if opened.header.orientation != 1:
-        pixels = _ORIENT[opened.header.orientation](pixels)
+    if opened.orientation != 1:
+        pixels = _ORIENT[opened.orientation](pixels)
     if pixels.shape[2] == 1:
         return np.repeat(pixels, 3, axis=2)
     return np.ascontiguousarray(pixels)
