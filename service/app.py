@@ -43,7 +43,9 @@ def build_services(config: ServiceConfig) -> Services:
         signer=LinkSigner(key, config.link_ttl_s),
         tiles=SlideTiles(config.tile_cache_entries),
         metrics=Metrics(store),
-        decodes=DecodeBudget(config.decode_memory_mb * MB, config.decode_wait_s),
+        decodes=DecodeBudget(
+            config.decode_memory_mb * MB, config.decode_slots, config.decode_wait_s
+        ),
     )
 
 

@@ -41,7 +41,8 @@ class ServiceConfig:
     max_body_bytes: int = 64 * 1024
     max_layout_bytes: int = 16 * 1024 * 1024  # one uploaded layout image (POST /v1/layouts)
     max_layouts: int = 100  # layouts each token may keep uploaded
-    decode_memory_mb: int = 1024  # memory all layout decodes may hold at once
+    decode_memory_mb: int = 512  # memory all layout decodes may hold at once
+    decode_slots: int = 2  # layout decodes at once (each keeps a core busy)
     decode_wait_s: float = 0.5  # how long a decode waits for that memory before a 503
     max_megapixels: float = 10_000.0  # per job, for every token
     max_side: int = 262_144  # px, width or height
@@ -163,7 +164,8 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         max_body_bytes=_int(env, "GIGASYNTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
         max_layout_bytes=_int(env, "GIGASYNTH_MAX_LAYOUT_BYTES", 16 * 1024 * 1024, minimum=1024),
         max_layouts=_int(env, "GIGASYNTH_MAX_LAYOUTS", 100, minimum=1),
-        decode_memory_mb=_int(env, "GIGASYNTH_DECODE_MEMORY_MB", 1024, minimum=1),
+        decode_memory_mb=_int(env, "GIGASYNTH_DECODE_MEMORY_MB", 512, minimum=1),
+        decode_slots=_int(env, "GIGASYNTH_DECODE_SLOTS", 2, minimum=1),
         decode_wait_s=_float(env, "GIGASYNTH_DECODE_WAIT_S", 0.5),
         max_megapixels=_float(env, "GIGASYNTH_MAX_MEGAPIXELS", 10_000.0),
         max_side=_int(env, "GIGASYNTH_MAX_SIDE", 262_144, minimum=16),

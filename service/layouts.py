@@ -11,10 +11,11 @@ the same id. A job decodes the layout once, at admission, and keeps its pixels a
 own PNG (`copy_to_job`), so the job, its resume and its viewer never depend on the
 upload staying there.
 
-Every decode first reserves the memory its header says it takes from the server's
-`DecodeBudget` (GIGASYNTH_DECODE_MEMORY_MB): a decode that would not fit waits at most
-GIGASYNTH_DECODE_WAIT_S, then is a 503 with Retry-After; one larger than the whole
-budget is a 422. An upload's check decodes a JPEG at 1/8 scale and keeps no pixels.
+Every decode first takes one of the server's GIGASYNTH_DECODE_SLOTS and reserves the
+memory its header says it takes from its GIGASYNTH_DECODE_MEMORY_MB (`DecodeBudget`): a
+decode that would not fit waits at most GIGASYNTH_DECODE_WAIT_S, then is a 503 with
+Retry-After; one larger than the whole budget is a 422. An upload's check decodes a
+JPEG at 1/8 scale and keeps no pixels.
 """
 
 from __future__ import annotations
@@ -86,28 +87,32 @@ def media_type_of(content_type: str | None) -> str:
 
 
 class DecodeBudget:
-    """The memory all layout decodes of this server may hold at once, in bytes: each
-    decode reserves what its header says it takes (a weighted semaphore)."""
+    """What layout decodes of this server may hold at once: `slots` decodes (each keeps a
+    core busy) and `capacity` bytes in all, of which each reserves what its header says
+    it takes (a weighted semaphore)."""
 
-    def __init__(self, capacity: int, wait_s: float) -> None:
+    def __init__(self, capacity: int, slots: int, wait_s: float) -> None:
         self.capacity = capacity
+        self.slots = slots
         self.wait_s = wait_s
         self._free = capacity
+        self._running = 0
         self._cond = threading.Condition()
 
     @contextmanager
     def reserve(self, nbytes: int) -> Iterator[None]:
-        """Hold `nbytes` while the block runs: 422 if it exceeds the whole budget, 503
-        (Retry-After) if that much is not free within `wait_s`."""
+        """Hold a slot and `nbytes` while the block runs: 422 if `nbytes` exceeds the whole
+        budget, 503 (Retry-After) if they are not free within `wait_s`."""
         if nbytes > self.capacity:
             raise ApiError(
                 422,
                 f"the layout needs {nbytes / MB:,.0f} MB to decode, more than this "
-                f"service's {self.capacity / MB:,.0f} MB for decoding (GIGASYNTH_DECODE_MEMORY_MB)",
+                f"service's {self.capacity / MB:,.0f} MB for decoding "
+                "(GIGASYNTH_DECODE_MEMORY_MB)",
             )
         deadline = time.monotonic() + self.wait_s
         with self._cond:
-            while self._free < nbytes:
+            while self._free < nbytes or self._running >= self.slots:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ApiError(
@@ -117,11 +122,13 @@ class DecodeBudget:
                     )
                 self._cond.wait(left)
             self._free -= nbytes
+            self._running += 1
         try:
             yield
         finally:
             with self._cond:
                 self._free += nbytes
+                self._running -= 1
                 self._cond.notify_all()
 
 

@@ -22,8 +22,9 @@ router = APIRouter()
 HEALTH_WAIT_S = 2.0  # how long /healthz waits for a busy store before a 503
 
 
-@router.get(
+@router.api_route(
     "/healthz",
+    methods=["GET", "HEAD"],
     tags=["system"],
     openapi_extra=PUBLIC,
     responses=errors(503, notes={503: "the job store does not answer"}),
