@@ -51,6 +51,7 @@ class ServiceConfig:
     link_max_ttl_s: int = 7 * 86400  # the longest lifetime a token holder may ask for
     tile_ttl_s: int = 300  # lifetime of the viewer's tile signatures
     signing_key: bytes | None = None  # None: generated once, kept in the data dir
+    metrics_token: str | None = None  # the operator's bearer token for /metrics (None: off)
     builtin_models: tuple[str, ...] | None = None  # None: every bundled model
     models_dir: Path | None = None  # None: <data_dir>/models
     openseadragon_dir: Path | None = field(default=DEFAULT_OPENSEADRAGON_DIR)  # None: no viewer
@@ -140,6 +141,9 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
     key = env.get("GIGASYNTH_SIGNING_KEY") or None
     if key is not None and len(key) < 32:
         raise GigasynthError("GIGASYNTH_SIGNING_KEY must be at least 32 characters")
+    metrics_token = env.get("GIGASYNTH_METRICS_TOKEN") or None
+    if metrics_token is not None and len(metrics_token) < 32:
+        raise GigasynthError("GIGASYNTH_METRICS_TOKEN must be at least 32 characters")
     models_dir = env.get("GIGASYNTH_MODELS_DIR")
     store_dir = env.get("GIGASYNTH_STORE_DIR")
     work_dir = env.get("GIGASYNTH_WORK_DIR")
@@ -174,6 +178,7 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         link_max_ttl_s=link_max_ttl_s,
         tile_ttl_s=_int(env, "GIGASYNTH_TILE_TTL_S", 300, minimum=2),
         signing_key=key.encode() if key else None,
+        metrics_token=metrics_token,
         builtin_models=_list(env, "GIGASYNTH_BUILTIN_MODELS"),
         models_dir=Path(models_dir) if models_dir else None,
         openseadragon_dir=Path(osd_dir) if osd_dir else DEFAULT_OPENSEADRAGON_DIR,

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from gigasynth_service.config import ServiceConfig
 from gigasynth_service.schemas import ErrorBody
 
 # What each error status means, as the API uses it (the README's "Service" section).
@@ -173,6 +174,25 @@ def _job_links(schema: dict[str, Any]) -> None:
     }
 
 
+def _deployment_limits(schema: dict[str, Any], config: ServiceConfig) -> None:
+    """The limits this deployment's settings put on request fields, stated where the
+    schema's own (static) bounds are wider: a job's width and height
+    (GIGASYNTH_MAX_SIDE) and steps (GIGASYNTH_MAX_STEPS), a link's `ttl_s`
+    (GIGASYNTH_LINK_MAX_TTL_S)."""
+    models = schema["components"]["schemas"]
+    limits = {
+        ("JobRequest", "width"): config.max_side,
+        ("JobRequest", "height"): config.max_side,
+        ("JobRequest", "steps"): config.max_steps,
+        ("LinkRequest", "ttl_s"): config.link_max_ttl_s,
+    }
+    for (model, field), maximum in limits.items():
+        prop = models[model]["properties"][field]
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "integer":
+                branch["maximum"] = min(maximum, branch.get("maximum", maximum))
+
+
 def install_openapi(app: FastAPI) -> None:
     """Give `app` the schema generator described above (built once, then cached)."""
 
@@ -183,6 +203,7 @@ def install_openapi(app: FastAPI) -> None:
             )
             _error_bodies(schema)
             _job_links(schema)
+            _deployment_limits(schema, app.state.services.config)
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             schema["security"] = [{BEARER: []}]
             app.openapi_schema = schema

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Format = Literal["ome-zarr", "ome-tiff", "preview"]
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _integral(value: object) -> object:
+    """A JSON number with no fraction (2048.0) as the integer it is, as JSON Schema's
+    "integer" takes it; anything else goes to strict validation unchanged."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer field of a request: strict (no strings, no booleans), but 2048.0 is 2048.
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 # Hard bounds of the schema; the deployment's own (lower) limits are checked in quotas.py.
 HARD_MAX_SIDE = 1 << 20
@@ -45,14 +55,14 @@ class JobRequest(BaseModel):
         max_length=200,
         description="a model's or a cascade's name from GET /v1/models",
     )
-    width: int | None = Field(
+    width: Integer | None = Field(
         None,
         ge=1,
         le=HARD_MAX_SIDE,
         description="pixels; required, except for a cascade job with a layout (its size "
         "times the cascade's factor)",
     )
-    height: int | None = Field(
+    height: Integer | None = Field(
         None, ge=1, le=HARD_MAX_SIDE, description="pixels; required as width is"
     )
     layout: str | None = Field(
@@ -60,13 +70,13 @@ class JobRequest(BaseModel):
         pattern=r"^[0-9a-f]{64}$",
         description="a cascade job's layout: the id of an image uploaded with POST /v1/layouts",
     )
-    seed: int = Field(0, ge=0, le=(1 << 63) - 1)
+    seed: Integer = Field(0, ge=0, le=(1 << 63) - 1)
     sampler: Literal["ddim", "ddpm"] = "ddim"
-    steps: int | None = Field(
+    steps: Integer | None = Field(
         50, ge=1, le=HARD_MAX_STEPS, description="DDIM steps (ignored by ddpm, which runs all T)"
     )
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM noise scale")
-    tile: int = Field(
+    tile: Integer = Field(
         512,
         ge=0,
         le=65_536,
@@ -163,7 +173,7 @@ class LinkRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    ttl_s: int | None = Field(
+    ttl_s: Integer | None = Field(
         None,
         ge=1,
         description="lifetime in seconds (default "

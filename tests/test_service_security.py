@@ -28,6 +28,7 @@ from gigasynth_service.store import JobStore
 from gigasynth_service.tokens import create_token
 from tests.service_fixtures import (
     MICRO_MODEL,
+    OPERATOR,
     add_token,
     finished_job,
     running_server,
@@ -112,11 +113,11 @@ def test_metrics_labels_are_bounded(app):
         assert 400 <= client.request(f"M{noise()}", path).status_code < 500
 
     request(0), request(1)  # each kind of request once
-    client.get("/metrics", headers=auth(token))  # the scrape itself, once
-    first = client.get("/metrics", headers=auth(token)).text
+    client.get("/metrics", headers=auth(OPERATOR))  # the scrape itself, once
+    first = client.get("/metrics", headers=auth(OPERATOR)).text
     for i in range(300):
         request(i)
-    after = client.get("/metrics", headers=auth(token)).text
+    after = client.get("/metrics", headers=auth(OPERATOR)).text
     assert _series(after) == _series(first)
     assert {'method="other"', 'route="unmatched"', 'route="/healthz"', 'status="405"'} <= {
         label for series in _series(first) for label in series.strip("{}").split(",")
