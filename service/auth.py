@@ -53,12 +53,15 @@ Token = Annotated[TokenRecord, Depends(require_token)]
 
 def require_operator(request: Request, svc: Svc) -> None:
     """The operator's token (GIGASYNTH_METRICS_TOKEN): what covers every token's jobs is
-    the operator's alone. 404 while none is set, 401 for anything else."""
+    the operator's alone. 401 without a bearer token or with another, 404 while none
+    is set."""
+    secret = _bearer(request)
+    if secret is None:
+        raise ApiError(401, "missing operator token (GIGASYNTH_METRICS_TOKEN)", _CHALLENGE)
     expected = svc.config.metrics_token
     if expected is None:
         raise ApiError(404, "metrics are off on this server (GIGASYNTH_METRICS_TOKEN is unset)")
-    secret = _bearer(request)
-    if secret is None or not hmac.compare_digest(secret.encode(), expected.encode()):
+    if not hmac.compare_digest(secret.encode(), expected.encode()):
         raise ApiError(401, "missing or wrong operator token (GIGASYNTH_METRICS_TOKEN)", _CHALLENGE)
 
 

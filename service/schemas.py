@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Format = Literal["ome-zarr", "ome-tiff", "preview"]
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-def _integral(value: object) -> object:
-    """A JSON number with no fraction (2048.0) as the integer it is, as JSON Schema's
-    "integer" takes it; anything else goes to strict validation unchanged."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+class _Request(BaseModel):
+    """A request body: strict (no strings for numbers, no booleans), except that a JSON
+    number with no fraction (2048.0) is the integer it is, as JSON Schema's "integer"
+    takes it, in the fields typed int."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _integral(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ints = {
+            name
+            for name, field in cls.model_fields.items()
+            if field.annotation in (int, int | None)
+        }
+        return {
+            key: int(value)
+            if key in ints and isinstance(value, float) and value.is_integer()
+            else value
+            for key, value in data.items()
+        }
 
-# An integer field of a request: strict (no strings, no booleans), but 2048.0 is 2048.
-Integer = Annotated[int, BeforeValidator(_integral)]
 
 # Hard bounds of the schema; the deployment's own (lower) limits are checked in quotas.py.
 HARD_MAX_SIDE = 1 << 20
 HARD_MAX_STEPS = 100_000
 
 
-class JobRequest(BaseModel):
+class JobRequest(_Request):
     """A synthesis job: which model (or cascade), what size, which seed and sampler.
 
     A cascade job names a cascade from GET /v1/models and, for a cascade whose layout is
@@ -55,14 +69,14 @@ class JobRequest(BaseModel):
         max_length=200,
         description="a model's or a cascade's name from GET /v1/models",
     )
-    width: Integer | None = Field(
+    width: int | None = Field(
         None,
         ge=1,
         le=HARD_MAX_SIDE,
         description="pixels; required, except for a cascade job with a layout (its size "
         "times the cascade's factor)",
     )
-    height: Integer | None = Field(
+    height: int | None = Field(
         None, ge=1, le=HARD_MAX_SIDE, description="pixels; required as width is"
     )
     layout: str | None = Field(
@@ -70,13 +84,13 @@ class JobRequest(BaseModel):
         pattern=r"^[0-9a-f]{64}$",
         description="a cascade job's layout: the id of an image uploaded with POST /v1/layouts",
     )
-    seed: Integer = Field(0, ge=0, le=(1 << 63) - 1)
+    seed: int = Field(0, ge=0, le=(1 << 63) - 1)
     sampler: Literal["ddim", "ddpm"] = "ddim"
-    steps: Integer | None = Field(
+    steps: int | None = Field(
         50, ge=1, le=HARD_MAX_STEPS, description="DDIM steps (ignored by ddpm, which runs all T)"
     )
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM noise scale")
-    tile: Integer = Field(
+    tile: int = Field(
         512,
         ge=0,
         le=65_536,
@@ -168,12 +182,12 @@ class ErrorBody(BaseModel):
     error: str = Field(description="what went wrong, in one line")
 
 
-class LinkRequest(BaseModel):
+class LinkRequest(_Request):
     """A signed link to mint for one job (POST /v1/jobs/{id}/links, with the owner's token)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    ttl_s: Integer | None = Field(
+    ttl_s: int | None = Field(
         None,
         ge=1,
         description="lifetime in seconds (default "
