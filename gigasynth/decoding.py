@@ -56,6 +56,12 @@ _TIFF_BOUNDED = {"raw", "packbits", "tiff_lzw", "tiff_adobe_deflate", "tiff_defl
 _JPEG_ARITHMETIC_SOF = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7} | _JPEG_ARITHMETIC_SOF
 _ROWS_PER_STRIP = 256  # rows converted at a time where a whole-image temporary would cost
+# Pillow keeps a large image in blocks of this size (its default: 16 MiB). glibc serves
+# blocks under its mmap threshold (at most 32 MiB) from per-thread heaps that keep them
+# after a decode, so each thread that decoded once held its image's memory for good;
+# blocks above it are mapped and given back when freed. Pillow's setting is process-wide.
+PILLOW_BLOCK_BYTES = 64 << 20
+Image.core.set_block_size(PILLOW_BLOCK_BYTES)
 
 # EXIF orientation -> how to turn the stored (H, W, C) array into the one a viewer shows.
 _ORIENT = {

@@ -100,9 +100,11 @@ class DecodeBudget:
         self._cond = threading.Condition()
 
     @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
+    def reserve(self, nbytes: int, since: float | None = None) -> Iterator[None]:
         """Hold a slot and `nbytes` while the block runs: 422 if `nbytes` exceeds the whole
-        budget, 503 (Retry-After) if they are not free within `wait_s`."""
+        budget, 503 (Retry-After) if they are not free within `wait_s` of `since` (a
+        time.monotonic() reading: when the request arrived, so that time spent waiting
+        for a worker thread counts; None: now)."""
         if nbytes > self.capacity:
             raise ApiError(
                 422,
@@ -110,7 +112,7 @@ class DecodeBudget:
                 f"service's {self.capacity / MB:,.0f} MB for decoding "
                 "(GIGASYNTH_DECODE_MEMORY_MB)",
             )
-        deadline = time.monotonic() + self.wait_s
+        deadline = (time.monotonic() if since is None else since) + self.wait_s
         with self._cond:
             while self._free < nbytes or self._running >= self.slots:
                 left = deadline - time.monotonic()
@@ -136,11 +138,14 @@ def _refused(exc: GigasynthError) -> ApiError:
     return ApiError(422, str(exc))
 
 
-def check_upload(data: bytes, media_type: str, budget: DecodeBudget) -> CheckedLayout:
+def check_upload(
+    data: bytes, media_type: str, budget: DecodeBudget, since: float | None = None
+) -> CheckedLayout:
     """The checked upload, or an ApiError in one line: 400 for an empty body, 415 for
     bytes that are not the declared format, 422 for an image the decoding rules refuse
     (undecodable, truncated, empty, too many pixels, several frames, no white), 503
-    while the decode budget is taken. Decoded in memory: no file, no path."""
+    while the decode budget is taken (its wait counted from `since`). Decoded in memory:
+    no file, no path."""
     if not data:
         raise ApiError(400, "the layout is empty (0 bytes): send the image as the request body")
     if not data.startswith(MEDIA_TYPES[media_type]):
@@ -150,7 +155,7 @@ def check_upload(data: bytes, media_type: str, budget: DecodeBudget) -> CheckedL
     max_pixels = cascade_layout.MAX_LAYOUT_PIXELS
     try:
         header = read_header(data, NAME, max_pixels)
-        with budget.reserve(header.check_bytes):
+        with budget.reserve(header.check_bytes, since):
             check_image(data, NAME, max_pixels)
     except GigasynthError as exc:
         raise _refused(exc) from None

@@ -54,10 +54,10 @@ def view(record: LayoutRecord) -> LayoutView:
 
 
 def _keep(
-    data: bytes, media_type: str, token: TokenRecord, svc: Services
+    data: bytes, media_type: str, token: TokenRecord, svc: Services, arrived: float
 ) -> tuple[LayoutRecord, bool]:
     """Check and keep an upload (in a worker thread: decoding takes a while)."""
-    checked = check_upload(data, media_type, svc.decodes)
+    checked = check_upload(data, media_type, svc.decodes, arrived)
     path = keep_upload(svc.config.data_dir, token.id, checked, data)
     record = LayoutRecord(
         token.id,
@@ -112,7 +112,8 @@ async def upload(request: Request, response: Response, token: Token, svc: Svc) -
     id is the sha256 of the bytes; name it as a cascade job's `layout`."""
     media_type = media_type_of(request.headers.get("content-type"))
     data = await request.body()
-    record, new = await run_in_threadpool(_keep, data, media_type, token, svc)
+    arrived = time.monotonic()  # a wait for a decode counts from here, thread queue included
+    record, new = await run_in_threadpool(_keep, data, media_type, token, svc, arrived)
     response.status_code = 201 if new else 200
     return view(record)
 
