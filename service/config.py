@@ -43,7 +43,7 @@ class ServiceConfig:
     max_layouts: int = 100  # layouts each token may keep uploaded
     decode_memory_mb: int = 512  # memory all layout decodes may hold at once
     decode_slots: int = 2  # layout decodes at once (each keeps a core busy)
-    decode_wait_s: float = 0.5  # how long a decode waits for that memory before a 503
+    decode_wait_s: float = 0.25  # how long a decode waits for a slot before a 503
     max_megapixels: float = 10_000.0  # per job, for every token
     max_side: int = 262_144  # px, width or height
     max_steps: int = 1000  # DDIM steps
@@ -170,7 +170,7 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         max_layouts=_int(env, "GIGASYNTH_MAX_LAYOUTS", 100, minimum=1),
         decode_memory_mb=_int(env, "GIGASYNTH_DECODE_MEMORY_MB", 512, minimum=1),
         decode_slots=_int(env, "GIGASYNTH_DECODE_SLOTS", 2, minimum=1),
-        decode_wait_s=_float(env, "GIGASYNTH_DECODE_WAIT_S", 0.5),
+        decode_wait_s=_float(env, "GIGASYNTH_DECODE_WAIT_S", 0.25),
         max_megapixels=_float(env, "GIGASYNTH_MAX_MEGAPIXELS", 10_000.0),
         max_side=_int(env, "GIGASYNTH_MAX_SIDE", 262_144, minimum=16),
         max_steps=_int(env, "GIGASYNTH_MAX_STEPS", 1000, minimum=1),
