@@ -5,7 +5,6 @@ from a slide read through OpenSlide at the resolution the stage it enters needs
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +16,10 @@ from gigasynth.data.discover import is_slide
 from gigasynth.data.tissue import tissue_mask
 from gigasynth.decoding import is_grey, read_image
 from gigasynth.errors import GigasynthError
+from gigasynth.settings import LIMITS
 
 # Pixels of a layout (at the layout's resolution), read into memory whole.
-MAX_LAYOUT_PIXELS = int(os.environ.get("GIGASYNTH_MAX_LAYOUT_PIXELS", str(1 << 26)))
+MAX_LAYOUT_PIXELS = LIMITS.max_layout_pixels
 RESOLUTION_TOLERANCE = 0.01
 
 
