@@ -91,11 +91,10 @@ def admit(
         _check_limits(request, width, height, token, config)
         _check_plan(plan)
         return Admission(plan.entry, width, height, rgb)
+    if request.width is None or request.height is None:
+        missing = "width" if request.width is None else "height"
+        raise ApiError(422, f"invalid request: missing field {missing!r}")
     width, height = request.width, request.height
-    for side, value in (("width", width), ("height", height)):
-        if value is None:
-            raise ApiError(422, f"invalid request: missing field {side!r}")
-    assert width is not None and height is not None
     _check_limits(request, width, height, token, config)
     _check_slots(token, store, uncounted)
     try:
@@ -123,7 +122,7 @@ def _least_factor(cascade: Cascade) -> int:
     factors = []
     for kind in ("mask", "image"):
         try:
-            factors.append(cascade.entry_factor(kind))  # type: ignore[arg-type]
+            factors.append(cascade.entry_factor(kind))
         except GigasynthError:
             continue
     return min(factors, default=1)
@@ -234,7 +233,8 @@ def _plan(
     try:
         if layout is not None:
             start = layout_of(layout, entry.cascade)
-        else:
+        else:  # admit checked both before
+            assert request.width is not None and request.height is not None
             start = make_layout(entry.cascade, None, settings.seed, (request.width, request.height))
         stages = entry.cascade.stages[entry.cascade.entry(start.kind) :]
         check_entry(stages[0], start)

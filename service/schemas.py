@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Format = Literal["ome-zarr", "ome-tiff", "preview"]
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+DEFAULT_FORMATS: tuple[Format, ...] = ("ome-zarr", "ome-tiff")
 
 
 class _Request(BaseModel):
@@ -99,7 +100,7 @@ class JobRequest(_Request):
         "on one device",
     )
     formats: list[Format] = Field(
-        default_factory=lambda: ["ome-zarr", "ome-tiff"], min_length=1, max_length=3
+        default_factory=lambda: list(DEFAULT_FORMATS), min_length=1, max_length=3
     )
     mpp: float | None = Field(
         None,

@@ -139,7 +139,7 @@ def layout_of(rgb: np.ndarray, cascade: Cascade, kind: str = "auto") -> Layout:
     if kind not in LAYOUT_KINDS:
         raise GigasynthError(f"unknown layout kind {kind!r} (auto, mask or image)")
     grey = is_mask_image(rgb)
-    taken = ("mask" if grey else "image") if kind == "auto" else kind  # type: ignore[assignment]
+    taken: LayoutKind = ("mask" if grey else "image") if kind == "auto" else kind  # type: ignore[assignment]
     mpp = cascade.entry_mpp(taken)
     if taken == "image":
         return Layout("image", rgb, mpp)

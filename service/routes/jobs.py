@@ -3,7 +3,7 @@ layout."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -19,7 +19,7 @@ from gigasynth_service.layouts import LayoutFile, copy_to_job, layout_file, no_s
 from gigasynth_service.openapi import errors, signed_link
 from gigasynth_service.paths import JobPaths, new_job_id
 from gigasynth_service.quotas import admit, concurrency_refusal
-from gigasynth_service.schemas import JobList, JobRequest, JobView, Progress
+from gigasynth_service.schemas import JobList, JobRequest, JobView, Progress, State
 from gigasynth_service.spec import provenance
 from gigasynth_service.store import RETRYABLE_STATES, ActiveLimit, JobRecord, StateConflict
 
@@ -51,7 +51,7 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
     throughput = result.get("mpx_steps_per_s", progress.get("mpx_steps_per_s"))
     return JobView(
         id=job.id,
-        state=job.state,
+        state=cast(State, job.state),  # the store keeps only these states
         cancel_requested=job.cancel_requested,
         request=JobRequest.model_validate(job.request),
         created=job.created,
