@@ -7,7 +7,7 @@ The README's settings table lists every variable of both (tests/test_settings.py
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -109,7 +109,8 @@ Settings = TypeVar("Settings", bound=EnvSettings)
 
 
 @contextmanager
-def _reading(env: Mapping[str, str] | None) -> Any:
+def _reading(env: Mapping[str, str] | None) -> Iterator[None]:
+    """While the block runs, settings classes read `env` (None: os.environ)."""
     token = _GIVEN_ENV.set(env)
     try:
         yield
