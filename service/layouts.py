@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,9 +187,11 @@ class LayoutFile:
     width: int
     height: int
 
-    def decode(self, budget: DecodeBudget) -> np.ndarray:
-        """Its pixels, (H, W, 3) uint8, decoded within `budget`; 404 if the file went
-        away (a layout deleted meanwhile), 422 for what the decoding rules refuse."""
+    def decode(self, budget: DecodeBudget, held: ExitStack) -> np.ndarray:
+        """Its pixels, (H, W, 3) uint8, decoded within `budget`, whose memory stays
+        reserved until `held` closes (the pixels live on until the job's copy is
+        written); 404 if the file went away (a layout deleted meanwhile), 422 for what
+        the decoding rules refuse."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -197,8 +199,8 @@ class LayoutFile:
         max_pixels = cascade_layout.MAX_LAYOUT_PIXELS
         try:
             header = read_header(data, NAME, max_pixels)
-            with budget.reserve(header.decode_bytes):
-                return read_image(data, NAME, max_pixels)
+            held.enter_context(budget.reserve(header.decode_bytes))
+            return read_image(data, NAME, max_pixels)
         except GigasynthError as exc:
             raise _refused(exc) from None
 

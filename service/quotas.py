@@ -24,6 +24,7 @@ the engine's preflight when it runs (a failed job, not a 507).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,20 +66,22 @@ def admit(
     uncounted: Collection[str] = (),
     layout: LayoutFile | None = None,
     decodes: DecodeBudget | None = None,
+    held: ExitStack | None = None,
 ) -> Admission:
     """The job's model or cascade and size, or an ApiError saying why it is refused.
 
     `uncounted`: ids of the token's jobs that ended but whose end the store has not
     recorded yet (they hold no slot). `layout`: the layout image the request names (given
-    exactly when it names one), decoded within `decodes` once the cheap checks pass.
+    exactly when it names one), decoded within `decodes` once the cheap checks pass;
+    its memory stays reserved until `held` closes.
     """
     if layout is not None:  # the layout and the cascade's stages fix the size
         entry = _cascade(request, catalog)
         factor = _least_factor(entry.cascade)
         _check_limits(request, layout.width * factor, layout.height * factor, token, config)
         _check_slots(token, store, uncounted)
-        assert decodes is not None
-        rgb = layout.decode(decodes)
+        assert decodes is not None and held is not None
+        rgb = layout.decode(decodes, held)
         plan = _plan(entry, rgb, request, config)
         width, height = plan.size
         if (request.width or width, request.height or height) != (width, height):

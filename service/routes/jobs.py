@@ -3,6 +3,7 @@ layout."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Query, Request, Response
@@ -118,22 +119,23 @@ def submit(body: JobRequest, response: Response, token: Token, svc: Svc) -> JobV
         path = layout_file(svc.config.data_dir, token.id, body.layout)
         upload = LayoutFile(body.layout, path, record.width, record.height)
     uncounted = svc.runner.unrecorded()
-    admitted = admit(
-        body, token, svc.config, svc.catalog, svc.store, uncounted, upload, svc.decodes
-    )
-    request.update(width=admitted.width, height=admitted.height)
-    job_id = new_job_id()
-    paths = JobPaths.of(svc.config.data_dir, job_id)
-    try:
-        if admitted.layout is not None:  # the job's own copy: it runs on and shows that one
-            copy_to_job(admitted.layout, paths.layout)
-        job = svc.store.add_job(job_id, token.id, request, token.max_concurrent, uncounted)
-    except ActiveLimit as exc:  # another request took the last slot meanwhile
-        paths.remove()
-        raise concurrency_refusal(exc.active, token) from None
-    except BaseException:
-        paths.remove()
-        raise
+    with ExitStack() as held:  # a decoded layout's memory, reserved until its copy is written
+        admitted = admit(
+            body, token, svc.config, svc.catalog, svc.store, uncounted, upload, svc.decodes, held
+        )
+        request.update(width=admitted.width, height=admitted.height)
+        job_id = new_job_id()
+        paths = JobPaths.of(svc.config.data_dir, job_id)
+        try:
+            if admitted.layout is not None:  # the job's own copy: it runs on and shows that
+                copy_to_job(admitted.layout, paths.layout)
+            job = svc.store.add_job(job_id, token.id, request, token.max_concurrent, uncounted)
+        except ActiveLimit as exc:  # another request took the last slot meanwhile
+            paths.remove()
+            raise concurrency_refusal(exc.active, token) from None
+        except BaseException:
+            paths.remove()
+            raise
     svc.runner.enqueue(job.id)
     svc.metrics.jobs_submitted.inc()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -235,7 +237,10 @@ def retry(job_id: str, response: Response, token: Token, svc: Svc) -> JobView:
             raise ApiError(422, f"job {job.id}'s copy of its layout is gone") from None
         layout = LayoutFile(job.request["layout"], path, header.width, header.height)
     request = JobRequest.model_validate(job.request)
-    admit(request, token, svc.config, svc.catalog, svc.store, uncounted, layout, svc.decodes)
+    with ExitStack() as held:
+        admit(
+            request, token, svc.config, svc.catalog, svc.store, uncounted, layout, svc.decodes, held
+        )
     try:
         job = svc.store.requeue(job.id, token.max_concurrent, uncounted)
     except ActiveLimit as exc:
