@@ -80,3 +80,14 @@ def test_a_library_limit_is_read_once_at_import():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert out.stdout.strip() == "99", out.stderr
+    env["GIGASYNTH_MAX_LAYOUT_PIXELS"] = "lots"  # the CLI: one line, no traceback
+    cli = subprocess.run(
+        [sys.executable, "-m", "gigasynth", "info", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert cli.returncode == 2 and cli.stderr == (
+        "gigasynth: error: GIGASYNTH_MAX_LAYOUT_PIXELS='lots' is not an integer\n"
+    ), cli.stderr
