@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 from gigasynth.cascade import load_cascade
 from gigasynth.cascade.layout import load_layout
+from gigasynth.cli import main
 from gigasynth.decoding import check_image, read_header, read_image
 from gigasynth.errors import GigasynthError
 from gigasynth.io import open_level, read_label
@@ -180,15 +181,18 @@ def test_decode_stays_within_its_announced_memory(tmp_path, mode):
     assert 0 < grown <= announced, (grown, announced)
 
 
-def _synth(root: Path, layout: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "gigasynth", "synth", "--checkpoint", str(root)]
-    cmd += ["--workers", "1", "--tile", "0", "--out", str(out), "--layout", str(layout)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def _synth_args(root: Path, layout: Path, out: Path) -> list[str]:
+    return [
+        *("synth", "--checkpoint", str(root), "--workers", "1", "--tile", "0"),
+        *("--out", str(out), "--layout", str(layout)),
+    ]
 
 
-def test_cli_layout_follows_the_rules(tmp_path):
+def test_cli_layout_follows_the_rules(tmp_path, capsys):
     """`gigasynth synth --layout`: an EXIF-rotated RGBA image makes a slide as tall as
-    shown, with no tissue under its transparent (glass) part; refused files are one line."""
+    shown, with no tissue under its transparent (glass) part (a real run, in a process of
+    its own); refused files are one line and leave no output (in this process: the
+    refusal comes before any work)."""
     root, _, _ = write_cascade(tmp_path / "casc")
     rgba = np.zeros((4, 5, 4), np.uint8)  # stored 5 wide, 4 tall; shown 4 wide, 5 tall
     rgba[..., :3] = (150, 40, 120)
@@ -196,10 +200,12 @@ def test_cli_layout_follows_the_rules(tmp_path):
     rgba[:, 0, 3] = 0  # the stored left column (the shown top row, orientation 6)
     layout = tmp_path / "layout.png"
     Image.fromarray(rgba).save(layout, exif=exif(6))
-    proc = _synth(root, layout, tmp_path / "out.ome.zarr")
+    out = tmp_path / "out.ome.zarr"
+    cmd = [sys.executable, "-m", "gigasynth", *_synth_args(root, layout, out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert open_level(tmp_path / "out.ome.zarr", 0, mode="r").shape == (3, 30, 24)
-    tissue, scale = read_label(tmp_path / "out.ome.zarr", "tissue")  # the layout's, as shown
+    assert open_level(out, 0, mode="r").shape == (3, 30, 24)
+    tissue, scale = read_label(out, "tissue")  # the layout's, as shown
     assert tissue.shape == (5, 4) and scale == 6
     assert not tissue[0].any() and tissue[1:].all()
     pages = [Image.new("RGB", (5, 4)), Image.new("RGB", (5, 4))]
@@ -208,9 +214,10 @@ def test_cli_layout_follows_the_rules(tmp_path):
         "bomb.jpg": (bomb_jpeg(), "cannot hold"),
         "pages.tif": (encoded(pages[0], "TIFF", save_all=True, append_images=pages[1:]), "2 f"),
     }
+    capsys.readouterr()
     for name, (data, fragment) in bad.items():
         (tmp_path / name).write_bytes(data)
-        proc = _synth(root, tmp_path / name, tmp_path / f"{name}.ome.zarr")
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        assert proc.returncode != 0 and len(lines) == 1 and fragment in lines[0], proc.stderr
+        assert main(_synth_args(root, tmp_path / name, tmp_path / f"{name}.ome.zarr")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and fragment in err, err
         assert not (tmp_path / f"{name}.ome.zarr").exists()
