@@ -52,7 +52,7 @@ def write_long_micro_model(data_dir: Path) -> Path:
 
 def service_config(data_dir: Path, **overrides: object) -> ServiceConfig:
     """The settings of a test's app: the defaults, the operator's metrics token, overrides."""
-    return ServiceConfig(data_dir=data_dir, **{"metrics_token": OPERATOR, **overrides})  # type: ignore[arg-type]
+    return ServiceConfig(data_dir=data_dir, **{"metrics_token": OPERATOR, **overrides})
 
 
 def add_token(data_dir: Path, name: str, **quotas: float) -> str:
