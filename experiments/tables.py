@@ -163,6 +163,11 @@ def equal_compute() -> list[str]:
     return out
 
 
+def _missing(name: str) -> list[str]:
+    """What a generated block shows until its record exists."""
+    return [f"(no record docs/results/{name}.json)"]
+
+
 def _spread(d: dict, digits: int = 3) -> str:
     """'mean ± sd [low, high]' of a Spread record."""
     f = f".{digits}f"
@@ -181,7 +186,7 @@ def seeds(name: str) -> list[str]:
     """A model over several seeds (experiments/seeds_eval.py) on val and test."""
     rec = _load(f"seeds-{name}")
     if not rec:
-        return [f"(no record docs/results/seeds-{name}.json)"]
+        return _missing(f"seeds-{name}")
     fields = len(rec["seeds"])
     out = [
         f"`{rec['model']}`, {fields} fields of {rec['size']} x {rec['size']} px (seeds "
@@ -268,7 +273,7 @@ def seeds(name: str) -> list[str]:
 def mask_calibration() -> list[str]:
     rec = _load("mask-calibration")
     if not rec:
-        return ["(no record docs/results/mask-calibration.json)"]
+        return _missing("mask-calibration")
     return [
         "| cascade | slide | region (level-0 px) | at | tissue fraction | fitted "
         "mask_coverage | generated median |",
@@ -283,7 +288,7 @@ def real_regions() -> list[str]:
     """The real slide's own figures per region (experiments/real_regions.py)."""
     rec = _load("real-regions")
     if not rec:
-        return ["(no record docs/results/real-regions.json)"]
+        return _missing("real-regions")
     out = [
         "| region (level-0 px) | glass | glass noise | haematoxylin / eosin OD | nuclei per "
         "mm² (n) | nucleus elongation | coherence | eosin-dominant share |",
@@ -304,7 +309,7 @@ def val_choices() -> list[str]:
     """The cascade's step counts chosen on the val region (experiments/val_choices.py)."""
     rec = _load("val-choices")
     if not rec:
-        return ["(no record docs/results/val-choices.json)"]
+        return _missing("val-choices")
     out = [
         "| stage | DDIM steps | band energy synthetic / real, finest octave first | glass "
         "noise synthetic / real | targets met | chosen |",
@@ -326,7 +331,7 @@ def glass_probe() -> list[str]:
     """Noise-prediction error per t on glass and tissue (experiments/glass_probe.py)."""
     rec = _load("glass-probe")
     if not rec:
-        return ["(no record docs/results/glass-probe.json)"]
+        return _missing("glass-probe")
     times = [r["t"] for r in rec["models"][0]["rows"]]
     out = [
         "| model (step, loss weighting) | on | " + " | ".join(f"t = {t}" for t in times) + " |",
@@ -348,7 +353,8 @@ BLOCKS: dict[str, Callable[[], list[str]]] = {
     "glass-probe": glass_probe,
     "val-choices": val_choices,
     "real-regions": real_regions,
-    "seeds-skin": lambda: seeds("skin"),
+    "seeds-skin": lambda: seeds("skin-ddim10"),
+    "seeds-skin-ddim25": lambda: seeds("skin-ddim25"),
     "seeds-tiny-pathology": lambda: seeds("tiny-pathology"),
     "mask-calibration": mask_calibration,
 }
