@@ -144,7 +144,7 @@ def tile_probe(checkpoint: str, tile: int, reps: int, tmp: Path) -> dict:
         noise = initial_noise([1], job.timesteps[1], 3, t.height, t.width, Window(t.y0, t.x0))
         write_region(work.x_buffer(1), rows, cols, round_state(noise)[0].numpy())
     exchange = Exchange(
-        job.timesteps[1], job.exchanges[0], work.x_buffer(1), False, work.x_buffer(2), True, True
+        (job.timesteps[1],), job.exchanges[0], work.x_buffer(1), False, work.x_buffer(2), True, True
     )
     centre = job.plan[4]
     page = os.sysconf("SC_PAGE_SIZE")

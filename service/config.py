@@ -36,6 +36,7 @@ class ServiceConfig:
     dask_workers: int | None = None  # parallel tiles of the embedded cluster (None: default)
     runner_threads: int = 1  # jobs computed at the same time
     save_every: int = 1  # diffusion steps between durable saves of a job
+    block_steps: int | None = None  # diffusion steps per tile task (None: the engine's default)
     work_dir: Path | None = None  # None: job state beside its outputs in the data dir
     cors_origins: tuple[str, ...] = ()  # empty: no cross-origin access
     max_body_bytes: int = 64 * 1024
@@ -156,6 +157,7 @@ def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
         dask_workers=_int(env, "GIGASYNTH_DASK_WORKERS", 0, minimum=0) or None,
         runner_threads=_int(env, "GIGASYNTH_RUNNER_THREADS", 1, minimum=1),
         save_every=_int(env, "GIGASYNTH_SAVE_EVERY", 1, minimum=1),
+        block_steps=_int(env, "GIGASYNTH_BLOCK_STEPS", 0, minimum=0) or None,
         work_dir=Path(work_dir) if work_dir else None,
         cors_origins=_list(env, "GIGASYNTH_CORS_ORIGINS") or (),
         max_body_bytes=_int(env, "GIGASYNTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),

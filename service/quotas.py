@@ -29,6 +29,7 @@ from gigasynth.cascade.definition import Stage
 from gigasynth.cascade.synth import check_entry, check_stages, make_layout, stage_specs
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import Job, SynthSpec, check_job
+from gigasynth.synth.job import check_block_steps
 from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
 from gigasynth_service.catalog import CascadeEntry, ModelCatalog, ModelEntry, named
 from gigasynth_service.config import ServiceConfig
@@ -113,7 +114,7 @@ def admit(
             plan = _plan(_cascade(request, catalog, entry), None, request, config)
     if plan is not None:
         try:  # every stage as the engine will check it, before any work (check_job)
-            check_stages(plan.stages, plan.specs)
+            check_stages(plan.stages, plan.specs, config.block_steps)
         except GigasynthError as exc:
             message = named(str(exc), plan.entry.cascade.path, plan.entry.name)
             raise ApiError(422, public_error(message)) from None
@@ -125,6 +126,8 @@ def admit(
             catalog.checkpoint(entry),
             model=f"model {entry.name!r}",
         )
+        if config.block_steps is not None:
+            check_block_steps(job, config.block_steps)
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
     _check_disk(request, job, config)

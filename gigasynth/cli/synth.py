@@ -52,6 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="exchange the full cell state every K NCA steps (halo K px) instead "
         "of once per diffusion step (halo S px)",
     )
+    p.add_argument(
+        "--block-steps",
+        type=int,
+        metavar="K",
+        help="diffusion steps per tile task, the halo K times one step's reach (same "
+        "bytes for every K; default: chosen for the workers' device)",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--workers",
@@ -178,7 +185,7 @@ class ProgressBar:
             f"{p.mpx_steps_per_s:.2f} Mpx-steps/s, ETA {eta}",
             refresh=False,
         )
-        self.bar.update(p.step * p.tiles_total + p.tiles_done - self.bar.n)
+        self.bar.update(round(p.steps_done * p.tiles_total) - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -233,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=bar,
                 work_dir=args.work_dir,
                 preflight=not args.no_preflight,
+                block_steps=args.block_steps,
                 on_needs=lambda needs: print(
                     summary(needs, None if args.scheduler else workers), flush=True
                 ),
@@ -316,6 +324,7 @@ def run_cascade(args: argparse.Namespace) -> int:
                 progress=bar,
                 work_dir=args.work_dir,
                 preflight=not args.no_preflight,
+                block_steps=args.block_steps,
             )
     except JobError as exc:
         raise GigasynthError(exc.render(FLAGS)) from None

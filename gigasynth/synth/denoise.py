@@ -91,18 +91,19 @@ def _run_exchange(
     only when no such re-run is left, so none of its writes lands after the next
     exchange started reading.
     """
-    futures = [
-        client.submit(
-            denoise_tile,
-            job.ref,
-            exchange,
-            tile,
-            threads,
-            resources=resources,
-            key=f"gigasynth-{token}-{tile.index}",
-        )
-        for tile in job.plan
-    ]
+    n = len(job.plan)
+    # One map, one message to the scheduler for the whole exchange (a submit per tile
+    # cost the scheduler a graph update each).
+    futures = client.map(
+        denoise_tile,
+        [job.ref] * n,
+        [exchange] * n,
+        list(job.plan),
+        [threads] * n,
+        key=[f"gigasynth-{token}-{i}" for i in range(n)],
+        resources=resources,
+        pure=False,
+    )
     try:
         for future in as_completed(futures, loop=client.loop):
             on_tile(future.result())
@@ -122,6 +123,7 @@ def denoise(
     client: Client,
     start_step: int,
     *,
+    block_steps: int = 1,
     resources: dict[str, int] | None = None,
     threads: int | None = None,
     progress: ProgressFn | None = None,
@@ -129,12 +131,15 @@ def denoise(
 ) -> tuple[Path, float]:
     """Run diffusion steps start_step..end: (buffer holding the final x_0, Mpx-steps/s).
 
-    Saves progress after every `save_every`-th step and the last one. A cancel raises
-    SynthCancelled; the saved state stays as it was (resumable). Buffers go as soon as
-    nothing reads them: with a save every step (the default) the folder holds two x
-    buffers at most, the step's source and its target (plus, with halo exchanges, the
-    cell states of two consecutive exchanges); a longer `save_every` keeps the saved
-    step's buffer as a third.
+    One task per tile runs a block of `block_steps` diffusion steps (checked by
+    check_block_steps; temporal blocking, I6) and the state is written once per block.
+    Saves progress at the end of a block once `save_every` steps have passed since the
+    last save, and after the last step; so a run killed inside a block resumes from the
+    block's start (or an earlier save). A cancel raises SynthCancelled; the saved state
+    stays as it was (resumable). Buffers go as soon as nothing reads them: with a save
+    every block (the default) the folder holds two x buffers at most, the block's source
+    and its target (plus, with halo exchanges, the cell states of two consecutive
+    exchanges); a longer `save_every` keeps the saved step's buffer as a third.
     """
     spec, plan = job.spec, job.plan
     run = uuid.uuid4().hex[:12]
@@ -142,8 +147,9 @@ def denoise(
     meter = RateMeter(job.work_per_step * job.total_steps, job.work_per_step * start_step)
     saved = start_step
     tiles_done = 0
+    whole_step = len(job.exchanges) == 1
 
-    def report(step: int) -> None:
+    def report(step: int, block: int = 1) -> None:
         if progress is not None:
             progress(
                 SynthProgress(
@@ -154,6 +160,7 @@ def denoise(
                     per_step,
                     meter.steady_rate or meter.rate,
                     meter.eta_s,
+                    block,
                 )
             )
 
@@ -164,32 +171,34 @@ def denoise(
         )
 
     report(start_step)
-    for step in range(start_step, job.total_steps):
+    step = start_step
+    while step < job.total_steps:
+        end = min(step + block_steps, job.total_steps) if whole_step else step + 1
         source = work.x_buffer(step) if step else None
         tiles_done = 0
         for j, nca_steps in enumerate(job.exchanges):
             final = j == len(job.exchanges) - 1
             if should_stop is not None and should_stop():
                 raise cancelled(step)
-            target = work.x_buffer(step + 1) if final else work.cells_buffer(step + 1, j)
+            target = work.x_buffer(end) if final else work.cells_buffer(step + 1, j)
             channels = 3 if final else job.config.channels
             work.create_buffer(target, channels, spec.height, spec.width, plan.chunk)
             exchange = Exchange(
-                job.timesteps[step],
+                job.timesteps[step:end],
                 nca_steps,
                 source,
                 j > 0,
                 target,
                 final,
-                len(job.exchanges) == 1,
+                whole_step,
                 None if job.condition is None else work.condition,
             )
 
-            def on_tile(pixels: int, n: int = len(nca_steps), s: int = step) -> None:
+            def on_tile(pixels: int, n: int = len(nca_steps), s: int = step, e: int = end) -> None:
                 nonlocal tiles_done
                 tiles_done += 1
-                meter.add(pixels * n)
-                report(s)
+                meter.add(pixels * n * (e - s))
+                report(s, e - s)
 
             if not _run_exchange(
                 client, job, exchange, f"{run}-{step}-{j}", resources, threads, on_tile, should_stop
@@ -200,9 +209,9 @@ def denoise(
                 work.drop(source)
             source = target
         meter.step_ended()
-        done = step + 1
-        if done % spec.save_every == 0 or done == job.total_steps:
-            work.save(job.identity(), spec.to_dict(), done)
-            saved = done
-        work.prune({work.x_buffer(saved), work.x_buffer(done)})
+        if end - saved >= spec.save_every or end == job.total_steps:
+            work.save(job.identity(), spec.to_dict(), end)
+            saved = end
+        work.prune({work.x_buffer(saved), work.x_buffer(end)})
+        step = end
     return work.x_buffer(job.total_steps), meter.rate

@@ -24,7 +24,7 @@ from gigasynth.sampling import SampleRequest, denoise_step, initial_noise
 from gigasynth.sampling.condition import model_condition, source_span
 from gigasynth.sampling.step import round_state, step_noise
 from gigasynth.synth.state import read_region, write_region
-from gigasynth.tiling import Tile
+from gigasynth.tiling import ReadWindow, Tile
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,18 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Exchange:
-    """One pass over all tiles: NCA steps `nca_steps` of the diffusion step at `t`.
+    """One pass over all tiles: NCA steps `nca_steps` of the diffusion steps at `timesteps`.
 
     `source` is None for the very first pass (x_T is keyed noise, computed where
     needed); `source_cells` says whether it holds the full cell state or only x.
     The last exchange of a diffusion step (`final`) applies the sampler and writes
     x_{t_prev}; the others write the full cell state. `whole_step`: one exchange runs all
-    S NCA steps from x_t (the default), done by the library's `denoise_step` itself.
+    S NCA steps from x_t (the default), done by the library's `denoise_step` itself; only
+    such a pass may run several diffusion steps (a block: temporal blocking, I6), one
+    `denoise_step` after the other on a window that shrinks by one step's reach each time.
     """
 
-    t: int
+    timesteps: tuple[int, ...]
     nca_steps: range
     source: Path | None
     source_cells: bool
@@ -58,6 +60,11 @@ class Exchange:
     final: bool
     whole_step: bool
     condition: Path | None = None  # a conditioned stage's input (WorkDir.condition)
+
+    @property
+    def t(self) -> int:
+        """The timestep the pass starts from."""
+        return self.timesteps[0]
 
 
 @lru_cache(maxsize=8)
@@ -89,7 +96,9 @@ def _read_x(
 def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | None) -> int:
     """Run one exchange on one tile: read tile + halo, compute, write the tile's chunk.
 
-    `threads`: torch intra-op threads for this task (None: the worker's setting).
+    A block of K diffusion steps reads a halo of K times one step's reach and writes
+    the tile once. `threads`: torch intra-op threads for this task (None: the worker's
+    setting).
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -98,7 +107,8 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
     device = worker_device()
     seeds = [ref.seed]
     steps = exchange.nca_steps
-    region = tile.read_window(len(steps))
+    shrink = len(steps) * len(exchange.timesteps)
+    region = tile.read_window(shrink)
     rows, cols = region.slices
     with torch.no_grad():
         # The condition's window, halo included (a full cell state already holds it).
@@ -106,10 +116,16 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
         if exchange.condition is not None and (exchange.whole_step or not exchange.source_cells):
             cond = _read_condition(exchange.condition, model, seeds, rows, cols, device)
         if exchange.whole_step:
-            x = _read_x(exchange, ref, rows, cols, device)
-            out = denoise_step(
-                model, sampler, x, exchange.t, seeds, region.window, region.borders, condition=cond
-            )
+            out = _read_x(exchange, ref, rows, cols, device)
+            window = region
+            for t in exchange.timesteps:
+                # The same denoise_step as the whole image, on a window one reach smaller
+                # each step; the condition is a function of canvas position: cropped.
+                crop = None if cond is None else cond[(..., *_offset(window, region))]
+                out = denoise_step(
+                    model, sampler, out, t, seeds, window.window, window.borders, condition=crop
+                )
+                window = window.inner(len(steps))
         else:
             if exchange.source_cells:
                 assert exchange.source is not None  # cells come from an earlier exchange
@@ -118,11 +134,17 @@ def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | N
             else:
                 state = model.initial_state(_read_x(exchange, ref, rows, cols, device), cond)
             out = model.nca(state, [exchange.t], seeds, region.window, region.borders, steps=steps)
-        out = out[(..., *tile.crop(region, len(steps)))]
+        out = out[(..., *tile.crop(region, shrink))]
         if exchange.final and not exchange.whole_step:
             out = _sampler_step(model, sampler, out, exchange.t, seeds, tile)
     write_region(exchange.target, *tile.slices, out[0].float().cpu().numpy())
     return tile.pixels
+
+
+def _offset(window: ReadWindow, region: ReadWindow) -> tuple[slice, slice]:
+    """Where `window` lies inside `region` (both canvas rectangles)."""
+    dy, dx = window.y0 - region.y0, window.x0 - region.x0
+    return slice(dy, dy + window.height), slice(dx, dx + window.width)
 
 
 def _read_condition(

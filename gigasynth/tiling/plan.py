@@ -44,6 +44,16 @@ class ReadWindow:
             self.x0 + (0 if self.borders.left else steps),
         )
 
+    def inner(self, steps: int) -> ReadWindow:
+        """The region left after `steps` shrinking NCA steps: `steps` pixels less on every
+        side that is not canvas border (those sides stay border)."""
+        b = self.borders
+        top, left = (0 if b.top else steps), (0 if b.left else steps)
+        bottom, right = (0 if b.bottom else steps), (0 if b.right else steps)
+        return ReadWindow(
+            self.y0 + top, self.x0 + left, self.height - top - bottom, self.width - left - right, b
+        )
+
 
 @dataclass(frozen=True)
 class Tile:
