@@ -120,8 +120,8 @@ def thread_cpu_s() -> dict[str, float]:
         role = (
             "driver"
             if tid == main
-            else "tasks"  # the tile tasks and zarr's own I/O thread
-            if "Dask-Default-Threads" in name or "zarr" in name
+            else "tasks"  # the tile tasks, their read-ahead threads and zarr's I/O thread
+            if "Dask-Default-Threads" in name or "gigasynth-io" in name or "zarr" in name
             else "event_loop"
             if name == "IO loop"
             else "other"

@@ -107,14 +107,28 @@ def client2():
         yield client
 
 
-def run_denoise(spec: SynthSpec, client: Client, root: Path, block_steps: int = 1) -> np.ndarray:
+def run_denoise(
+    spec: SynthSpec,
+    client: Client,
+    root: Path,
+    block_steps: int = 1,
+    region: int = 0,
+    per_task: int = 1,
+) -> np.ndarray:
     """The engine's diffusion loop alone: the final float32 state (3, H, W)."""
     job = check_job(spec, load_checkpoint(spec.checkpoint))
     work = WorkDir(root)
     root.mkdir(parents=True)
     work.save(job.identity(), spec.to_dict(), 0)
     final, rate = denoise(
-        job, work, client, 0, block_steps=block_steps, resources=task_resources(client)
+        job,
+        work,
+        client,
+        0,
+        block_steps=block_steps,
+        region=region,
+        per_task=per_task,
+        resources=task_resources(client),
     )
     assert rate > 0
     return zarr_read(final)
@@ -202,6 +216,24 @@ def test_blocks_of_steps_equal_whole_image_and_single_steps(
     assert tiled.shape == whole.shape == (3, height, width)
     assert np.array_equal(tiled, whole)
     assert np.array_equal(uint8(tiled), uint8(whole))
+
+
+@pytest.mark.parametrize(("halo_every", "k"), [(None, 3), (2, 1)])
+def test_device_sized_regions_read_ahead_equal_whole_image(
+    halo_every, k, checkpoints, client2, whole_states, tmp_path
+):
+    """A GPU worker's task shape: regions of 2 x 2 tiles (clipped at the canvas edge)
+    computed as one window each, 3 regions per task read ahead and written behind
+    (tasks.denoise_tiles); the state is the whole image's bit for bit."""
+    spec = SynthSpec(
+        checkpoints["micro"], WIDTH, HEIGHT, seed=7, steps=6, tile=64, halo_every=halo_every
+    )
+    job = check_job(spec)
+    regions = list(job.plan.regions(128))
+    assert len(regions) == 3 * 3 and sum(job.plan.tiles_in(r) for r in regions) == len(job.plan)
+    assert (regions[-1].height, regions[-1].width) == (270 - 256, 333 - 256)
+    tiled = run_denoise(spec, client2, tmp_path / "work", block_steps=k, region=128, per_task=3)
+    assert np.array_equal(tiled, whole_states("micro", WIDTH, HEIGHT, "ddim", 6))
 
 
 def test_block_steps_the_tile_cannot_hold_are_refused(checkpoints):

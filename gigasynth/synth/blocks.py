@@ -1,4 +1,11 @@
-"""The default block of diffusion steps per tile task (temporal blocking, I6), from rates.
+"""The shape of a tile task for the workers' device: how many diffusion steps (temporal
+blocking, I6), how large a window, how many windows in turn.
+
+A GPU wants large windows (the halo's share shrinks, the kernel runs at its large-image
+rate) and its I/O beside its compute: its tasks compute regions of whole tiles up to
+GPU_REGION px a side as one window, GPU_REGIONS_PER_TASK of them in turn, each read
+while the one before computes. A CPU worker computes one engine tile per task: its
+compute dwarfs the I/O, and small tasks keep both cores busy to the end.
 
 A tile task that runs K diffusion steps pays its plumbing (reading the window, writing
 the chunk, the driver's and the scheduler's share) once per K steps, but computes a
@@ -16,6 +23,8 @@ and, for a GPU worker, the H200 reference rate (DESIGN.md section 7).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from gigasynth.config import PRESETS
 from gigasynth.models import macs_per_pixel
@@ -37,9 +46,41 @@ GPU_FLOPS = 236e6 * 2 * 207152
 MOST_DEFAULT = 16
 
 
-def step_cost_s(job: Job, block_steps: int, gpu: bool) -> float:
-    """Modelled seconds of one diffusion step of one full tile in blocks of `block_steps`."""
-    side = job.spec.tile or max(job.spec.width, job.spec.height)
+GPU_REGION = 2048  # px: the large-image shape of the GPU timings
+GPU_REGIONS_PER_TASK = 2  # the second is read while the first computes
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """Diffusion steps per task, the side of the region one window covers (0: one engine
+    tile) and the regions a task computes in turn."""
+
+    block_steps: int
+    region: int
+    per_task: int
+
+
+def task_shape(job: Job, gpu: bool, block_steps: int | None = None) -> TaskShape:
+    """The shape for workers with (`gpu`) or without a GPU; `block_steps` as given
+    (checked by the caller) or the default for that region."""
+    region = GPU_REGION if gpu and job.spec.tile else 0
+    per_task = GPU_REGIONS_PER_TASK if gpu else 1
+    if block_steps is None:
+        block_steps = default_block_steps(job, gpu, region)
+    return TaskShape(block_steps, region, per_task)
+
+
+def _side(job: Job, region: int) -> int:
+    """The side of a task's window before its halo."""
+    if not job.spec.tile:
+        return max(job.spec.width, job.spec.height)
+    return max(job.spec.tile, region // job.spec.tile * job.spec.tile)
+
+
+def step_cost_s(job: Job, block_steps: int, gpu: bool, region: int = 0) -> float:
+    """Modelled seconds of one diffusion step of one full region (0: a tile) in blocks
+    of `block_steps`."""
+    side = _side(job, region)
     reach = job.config.halo
     window = sum((side + 2 * k * reach) ** 2 for k in range(1, block_steps + 1)) / block_steps
     flop = window * job.config.nca_steps * 2 * macs_per_pixel(job.config)
@@ -47,10 +88,10 @@ def step_cost_s(job: Job, block_steps: int, gpu: bool) -> float:
     return plumbing / block_steps + flop / (GPU_FLOPS if gpu else CPU_FLOPS)
 
 
-def default_block_steps(job: Job, gpu: bool) -> int:
+def default_block_steps(job: Job, gpu: bool, region: int = 0) -> int:
     """The K of least modelled cost per diffusion step for workers with (`gpu`) or
     without a GPU; 1 where the job allows no more."""
     most = min(max_block_steps(job), MOST_DEFAULT, job.total_steps)
     if most <= 1:
         return 1
-    return min(range(1, most + 1), key=lambda k: step_cost_s(job, k, gpu))
+    return min(range(1, most + 1), key=lambda k: step_cost_s(job, k, gpu, region))

@@ -36,7 +36,7 @@ from gigasynth.io import (
     write_preview,
 )
 from gigasynth.io.omezarr import SLIDE_CHUNK
-from gigasynth.synth.blocks import default_block_steps
+from gigasynth.synth.blocks import task_shape
 from gigasynth.synth.denoise import ProgressFn, StopFn, denoise
 from gigasynth.synth.job import Job, check_block_steps, check_job
 from gigasynth.synth.preflight import Needs, check_disk, estimate
@@ -205,8 +205,8 @@ def synthesize(
     is False; `on_needs` receives the estimate either way.
 
     `block_steps`: diffusion steps per tile task (temporal blocking, I6; None: the
-    default for the workers' device, `default_block_steps`). It changes no byte, so a
-    run may resume with another one.
+    default for the workers' device, `gigasynth.synth.blocks`, which also sizes the
+    tasks). It changes no byte, so a run may resume with another one.
     """
     started = time.perf_counter()
     out = Path(out).absolute()  # tasks may run on other machines, in other working folders
@@ -248,16 +248,15 @@ def synthesize(
     try:
         with _client(client, workers) as cl:
             resources = task_resources(cl)
+            shape = task_shape(job, resources is not None, block_steps)
             final, rate = denoise(
                 job,
                 work,
                 cl,
                 start_step,
-                block_steps=(
-                    default_block_steps(job, resources is not None)
-                    if block_steps is None
-                    else block_steps
-                ),
+                block_steps=shape.block_steps,
+                region=shape.region,
+                per_task=shape.per_task,
                 resources=resources,
                 threads=task_threads(cl),
                 progress=progress,
