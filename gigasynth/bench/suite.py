@@ -210,7 +210,8 @@ def format_report(result: dict) -> str:
             f"         {engine['engine_mpx_steps_per_s']:.3f} useful Mpx-steps/s against the "
             f"kernel's {engine['kernel_mpx_steps_per_s']:.3f}: efficiency "
             f"{engine['efficiency']:.1%} (halo {engine['halo_share']:.1%}, plumbing "
-            f"{engine['plumbing_share']:.1%})",
+            f"{engine['plumbing_share']:.1%}); workers inside tile tasks "
+            f"{engine['workers_busy_in_tile_tasks']:.1%} of the denoise phase",
         ]
     lines += ["", "1-gigapixel slide at the fast large-tile rate (halo of S px per tile):"]
     for name, entry in result["presets"].items():

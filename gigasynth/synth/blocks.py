@@ -77,12 +77,18 @@ def _side(job: Job, region: int) -> int:
     return max(job.spec.tile, region // job.spec.tile * job.spec.tile)
 
 
+def window_factor(side: int, reach: int, block_steps: int) -> float:
+    """Pixels computed per useful pixel in a block of `block_steps` steps on a `side` px
+    window: step k of the block runs on the window grown by (K - k + 1) reaches a side."""
+    total = sum((side + 2 * k * reach) ** 2 for k in range(1, block_steps + 1))
+    return total / block_steps / side**2
+
+
 def step_cost_s(job: Job, block_steps: int, gpu: bool, region: int = 0) -> float:
     """Modelled seconds of one diffusion step of one full region (0: a tile) in blocks
     of `block_steps`."""
     side = _side(job, region)
-    reach = job.config.halo
-    window = sum((side + 2 * k * reach) ** 2 for k in range(1, block_steps + 1)) / block_steps
+    window = side * side * window_factor(side, job.config.halo, block_steps)
     flop = window * job.config.nca_steps * 2 * macs_per_pixel(job.config)
     plumbing = PLUMBING_TASK_S + PLUMBING_PX_S * side * side
     return plumbing / block_steps + flop / (GPU_FLOPS if gpu else CPU_FLOPS)
