@@ -83,6 +83,7 @@ def simulate(
             threads_per_worker=1,
             processes=False,
             dashboard_address="127.0.0.1:0",
+            memory_limit=0,  # one process: a share of the RAM per worker would pause them
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):

@@ -42,7 +42,9 @@ def plumbing_s_per_mpx_step(pipeline: dict[str, Any], block_steps: int) -> tuple
     not above `block_steps` (conservative), and that block."""
     runs = sorted(pipeline["runs"], key=lambda r: r["block_steps"])
     run = [r for r in runs if r["block_steps"] <= block_steps][-1]
+    # The steady figure (x_T's keyed noise left out) where the run had steps after it.
     ms = run["denoise"]["steady_plumbing_ms_per_step_per_mpx"]
+    ms = run["denoise"]["plumbing_ms_per_step_per_mpx"] if ms is None else ms
     return ms / 1e3 * run["workers"], run["block_steps"]
 
 

@@ -120,8 +120,10 @@ def thread_cpu_s() -> dict[str, float]:
         role = (
             "driver"
             if tid == main
-            else "tasks"  # the tile tasks, their read-ahead threads and zarr's I/O thread
-            if "Dask-Default-Threads" in name or "gigasynth-io" in name or "zarr" in name
+            else "tasks"  # the tile tasks, their read-ahead threads, zarr's I/O threads
+            if any(
+                part in name for part in ("Dask-Default-Threads", "gigasynth-io", "zarr", "asyncio")
+            )
             else "event_loop"
             if name == "IO loop"
             else "other"
