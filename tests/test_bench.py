@@ -72,6 +72,7 @@ def test_halo_factor_counts_the_shrinking_halo():
     assert halo_factor(two_steps, 100) == pytest.approx((100**2 + 102**2) / (2 * 100**2))
 
 
+@pytest.mark.slow
 def test_bench_engine_measures_synthesize_against_the_kernel():
     """`--engine`: a real tiled synthesize of a conditioned bundled stage and the model's
     own rate in the same run; efficiency and shares are derived from those figures."""

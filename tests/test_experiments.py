@@ -159,6 +159,7 @@ def test_gpu_cascade_script_parses_and_its_verdict_needs_every_figure_better(tmp
     assert done.returncode == 2 and "not a slide-mode" in done.stderr
 
 
+@pytest.mark.slow
 def test_engine_benchmarks_run_and_the_projection_reads_them(tmp_path):
     """Issue 25's scripts at toy sizes: the plumbing at two block sizes in one run, the
     simulated cluster (sleeping model, real state I/O) and the GPU projection from the
