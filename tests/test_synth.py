@@ -498,6 +498,7 @@ def test_cli_unreachable_scheduler(checkpoints, tmp_path):
     [
         (["--tile", "6"], "tile 6 px is smaller than twice the halo (2 x 4 px)"),
         (["--tile", "32", "--halo-every", "5"], "halo_every 5 exceeds the model's 4 NCA steps"),
+        (["--tile", "32", "--block-steps", "5"], "more than half the --tile of 32 px"),
         (["--steps", "51"], "steps=51 exceeds the model's T=50"),
         (["--sampler", "euler"], "invalid choice: 'euler'"),
         (["--size", "0x10"], "must be positive"),

@@ -14,6 +14,7 @@ from gigasynth.cli.common import parse_size
 from gigasynth.cluster import connect, default_workers, steady_allocator
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import JobError, SynthProgress, SynthSpec, check_job, synthesize
+from gigasynth.synth.job import check_block_steps
 from gigasynth.synth.preflight import summary
 
 
@@ -221,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:  # before a cluster is reached; synthesize runs the checked job as it is
         job = check_job(spec)
+        if args.block_steps is not None:
+            check_block_steps(job, args.block_steps)
     except JobError as exc:
         raise GigasynthError(exc.render(FLAGS)) from None
     bar = ProgressBar()
