@@ -16,7 +16,7 @@ halo K times one step's reach wide: step k of the block runs on the tile plus
 
 (the sampler's own arithmetic is paid every step whatever K, so it does not count)
 and the default K is the one that minimises it, within what the tile allows
-(`max_block_steps`). The rates are measured (BENCHMARKS.md, "Engine efficiency"):
+(`max_block_steps`). The rates are measured (BENCHMARKS.md, "Keeping GPU workers busy"):
 the plumbing per task on the development CPU (it is host work: reading and writing
 the state, the sampler's elementwise step), the model's effective FLOP/s on that CPU
 and, for a GPU worker, the H200 reference rate (DESIGN.md section 7).
@@ -30,13 +30,13 @@ from gigasynth.config import PRESETS
 from gigasynth.models import macs_per_pixel
 from gigasynth.synth.job import Job, max_block_steps
 
-# The plumbing a block saves, per tile task (experiments/pipeline_bench.py, a model of 0
-# NCA steps, 512 px tiles, 2 workers, 2026-12-08): a task took 40 ms at K = 1 and 80 ms
-# at K = 4, so 13 ms per step of sampler arithmetic (paid every step, K or not) and
-# 27 ms of reading, writing and scheduling per task; about 4 ms of it per task whatever
-# the tile (the driver's and the event loop's CPU), the rest in proportion to its pixels.
-PLUMBING_TASK_S = 0.004
-PLUMBING_PX_S = 0.9e-7
+# The plumbing a block saves, per tile task, in CPU time (experiments/pipeline_bench.py,
+# a model of 0 NCA steps, 512 px tiles, K = 1, 4, 8, docs/bench/pipeline-blocks.json):
+# the driver's and the event loop's 3.6 ms per task whatever the tile, and 7.7 ms of the
+# task's own reading and writing per 512^2 tile (its 13.3 ms at K = 1 less the 5.6 ms
+# that each further step of a block adds: the sampler's arithmetic, paid every step).
+PLUMBING_TASK_S = 0.0036
+PLUMBING_PX_S = 7.7e-3 / 512**2
 # Effective FLOP/s of the NCA update, one worker: the tiny preset at 512^2 on one thread
 # of the development CPU (1.64 Mpx-steps/s, BENCHMARKS.md), and the H200's measured
 # reference (torch.compile, bf16, 2048^2: 236 Mpx-steps/s x 2 x 207,152 MACs).
