@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SLIDE = ROOT.parent / "shared" / "data" / "cmu_small_region.svs"
+SLIDE = ROOT / "data" / "cmu_small_region.svs"
 RUNS = ROOT / "runs" / "ablation"
 RESULTS = ROOT / "docs" / "results" / "ablation.json"
 DOWNSAMPLE = 2.0

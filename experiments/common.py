@@ -31,7 +31,7 @@ from gigasynth.sampling import SampleRequest, generate
 from gigasynth.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "data"  # the sample data shipped with the repository (data/README.md)
 SLIDE = DATA / "cmu_small_region.svs"
 FACES = DATA / "emoji_faces_64.npz"
 # EXPERIMENTS_OUT=DIR puts runs, figures and results under DIR (smoke tests, other budgets).

@@ -1,5 +1,7 @@
 #!/bin/sh
-# Every experiment of docs/RESULTS.md at one budget; all budgets are variables:
+# The model comparisons of docs/RESULTS.md at one budget (7 of the 13 scripts it cites; the
+# other six, which need a CPU-time budget or a checkpoint, cascade or output of their own,
+# run with the commands given beside their figures). All budgets are variables:
 #   ITER=200 BATCH=4 N=32 N_STEPS=16 N_PAIRED=16 STEPS=25 SCALE=tiny sh experiments/run_all.sh
 # On a GPU, e.g.: SCALE=paper ITER=10000 BATCH=16 N=2048 N_STEPS=512 N_PAIRED=256 DEVICE=cuda
 # (the scripts resume training and reuse cached samples, so a killed run continues).

@@ -11,7 +11,7 @@ fraction. The plain bilinear upsampling of the same low-resolution copy is measu
 as the reference for what the stage adds.
 
     python experiments/sr_stage.py --checkpoint RUN/checkpoint \
-        --slide ../shared/data/cmu_small_region.svs --downsample 2 --out OUT
+        --slide data/cmu_small_region.svs --downsample 2 --out OUT
 """
 
 from __future__ import annotations
@@ -25,20 +25,21 @@ import numpy as np
 import torch
 
 from gigasynth.checkpoint import load_checkpoint
-from gigasynth.eval.inputs import SlideRegions
+from gigasynth.data.sources import SlideRegions
 from gigasynth.eval.slide import _ColourSums, area_downsample, band_count, band_energies
 from gigasynth.images import to_model_space, to_uint8, write_png
 from gigasynth.sampling import SampleRequest, super_resolve
 from gigasynth.sampling.condition import crop_tissue, upsample_bilinear
 
 
-def _figures(real: np.ndarray, image: np.ndarray, bands: int) -> dict:
+def _figures(real: np.ndarray, image: np.ndarray, bands: int, mpp: float) -> dict:
     sums = _ColourSums()
-    sums.add(image)
+    sums.add(image, mpp)
     ratio = band_energies(image, bands) / band_energies(real, bands)
     return {
         "band_ratios": [round(float(r), 3) for r in ratio],
         "background": round(sums.stats().background_fraction, 4),
+        "glass_std": sums.stats().glass_std,
     }
 
 
@@ -75,8 +76,11 @@ def main() -> None:
     ):
         write_png(args.out / f"{name}.png", image)
     bands = band_count(min(h, w))
+    if regions.level0_mpp is None:
+        raise SystemExit(f"{args.slide} states no pixel size: glass noise needs one")
+    mpp = regions.level0_mpp * args.downsample
     real_sums = _ColourSums()
-    real_sums.add(real)
+    real_sums.add(real, mpp)
     report = {
         "checkpoint": args.checkpoint,
         "sha256": ckpt.sha256,
@@ -86,8 +90,9 @@ def main() -> None:
         "factor": f,
         "bands_px": [[2**k, 2 ** (k + 1)] for k in range(bands)],
         "real_background": round(real_sums.stats().background_fraction, 4),
-        "stage": _figures(real, fake, bands),
-        "bilinear": _figures(real, bilinear, bands),
+        "real_glass_std": real_sums.stats().glass_std,
+        "stage": _figures(real, fake, bands, mpp),
+        "bilinear": _figures(real, bilinear, bands, mpp),
         "sampling_seconds": round(seconds, 1),
         "ddim_steps": args.steps,
         "threads": torch.get_num_threads(),

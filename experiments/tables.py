@@ -1,11 +1,22 @@
 """Markdown tables of docs/results/*.json, for docs/RESULTS.md (no number typed by hand).
 
-python experiments/tables.py > docs/results/tables.md
+    python experiments/tables.py > docs/results/tables.md   # every older table
+    python experiments/tables.py --write docs/RESULTS.md    # refresh the generated blocks
+    python experiments/tables.py --check docs/RESULTS.md    # exit 1 where a block differs
+
+A generated block in a document is the lines between `<!-- generated: NAME -->` and
+`<!-- end generated -->`; NAME is a key of BLOCKS (a function of the records). `--check`
+is how a test keeps every figure of those blocks equal to its record.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from common import RESULTS
 
@@ -152,7 +163,167 @@ def equal_compute() -> list[str]:
     return out
 
 
-def main() -> None:
+def _spread(d: dict, digits: int = 3) -> str:
+    """'mean ± sd [low, high]' of a Spread record."""
+    f = f".{digits}f"
+    return f"{d['mean']:{f}} ± {d['std']:{f}} [{d['low']:{f}}, {d['high']:{f}}]"
+
+
+def _widest(intervals: list) -> str:
+    if not intervals:
+        return "-"
+    width = [b - a for a, b in intervals]
+    a, b = intervals[width.index(max(width))]
+    return f"[{a:.3f}, {b:.3f}]"
+
+
+def seeds(name: str) -> list[str]:
+    """A model over several seeds (experiments/seeds_eval.py) on val and test."""
+    rec = _load(f"seeds-{name}")
+    if not rec:
+        return [f"(no record docs/results/seeds-{name}.json)"]
+    fields = len(rec["seeds"])
+    out = [
+        f"`{rec['model']}`, {fields} fields of {rec['size']} x {rec['size']} px (seeds "
+        f"{rec['seeds'][0]}-{rec['seeds'][-1]}); 32 px crops, n per side, field and zoom; "
+        "mean ± sd between fields [lowest, highest field]; the widest of the fields' 95 % "
+        "block-bootstrap intervals beside it.",
+        "",
+        "| region | zoom | n (disjoint real) | KID, all crops | widest interval | KID, tissue "
+        "crops | widest interval | tissue crops real / fake (mean) | FID |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for region, data in rec["regions"].items():
+        for s in data["summary"]["scales"]:
+            tissue = _spread(s["kid_tissue"]) if s["kid_tissue"] else "-"
+            if s["kid_tissue"] and s["kid_tissue"]["n"] < fields:
+                tissue += f" ({s['kid_tissue']['n']} of {fields} fields)"
+            fake_tissue = sum(s["tissue_crops_fake"]) / len(s["tissue_crops_fake"])
+            out.append(
+                f"| {region} | {s['scale']}x | {s['n']} ({s['real_tiles']}) | "
+                f"{_spread(s['kid'])} | {_widest(s['kid_intervals'])} | {tissue} | "
+                f"{_widest(s['kid_tissue_intervals'])} | {s['tissue_crops_real']} / "
+                f"{fake_tissue:.0f} | {_spread(s['fid'], 1)} |"
+            )
+    out += ["", "| region | octave | band energy synthetic / real |", "| --- | --- | ---: |"]
+    for region, data in rec["regions"].items():
+        for b in data["summary"]["bands"]:
+            out.append(f"| {region} | {b['low_px']}-{b['high_px']} px | {_spread(b['ratio'], 2)} |")
+    out += [
+        "",
+        "| region | glass (background) real | glass synthetic | glass noise real / "
+        "synthetic | haematoxylin OD real / synthetic | eosin OD real / synthetic |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for region, data in rec["regions"].items():
+        summary = data["summary"]
+        glass, h, e = (
+            summary[k] for k in ("background_fraction", "haematoxylin_mean", "eosin_mean")
+        )
+        noise = summary["glass_std"]
+        noise_text = (
+            f"{noise['real']:.2f} / {_spread(noise['fake'], 2)}"
+            if noise["real"] is not None and noise["fake"] is not None
+            else "-"
+        )
+        out.append(
+            f"| {region} | {glass['real']:.3f} | {_spread(glass['fake'])} | {noise_text} | "
+            f"{h['real']:.3f} / {_spread(h['fake'])} | {e['real']:.3f} / {_spread(e['fake'])} |"
+        )
+    out += [
+        "",
+        "| region | nuclei per mm² of tissue real / synthetic | nucleus elongation | "
+        "coherence (2 µm) | eosin-dominant share of tissue |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for region, data in rec["regions"].items():
+        cells = []
+        for key, digits in (
+            ("nuclei_per_mm2", 0),
+            ("nucleus_elongation", 2),
+            ("coherence", 3),
+            ("eosin_dominant", 3),
+        ):
+            h = data["summary"]["histology"][key]
+            real = "-" if h["real"] is None else f"{h['real']:.{digits}f}"
+            fake = "-" if h["fake"] is None else _spread(h["fake"], digits)
+            cells.append(f"{real} / {fake}")
+        out.append(f"| {region} | " + " | ".join(cells) + " |")
+    c = rec["copies"]
+    out += [
+        "",
+        f"Copy check against the train region ({c['crop']} px tissue crops, relative detail "
+        f"distance): synthetic to train median {c['synthetic']['median']:.3f} (min "
+        f"{c['synthetic']['minimum']:.3f}, n = {c['synthetic']['n']}), train to train median "
+        f"{c['internal']['median']:.3f} (5th percentile {c['internal']['p05']:.3f}, n = "
+        f"{c['internal']['n']}); {c['copied_share']:.0%} of synthetic crops under that "
+        f"percentile: {'flagged as copying' if c['flagged'] else 'not flagged'}.",
+        "",
+        f"Synthesis per field: {min(rec['synth_seconds']):.0f}-{max(rec['synth_seconds']):.0f} s "
+        f"(`{rec['command']}`).",
+    ]
+    return out
+
+
+def mask_calibration() -> list[str]:
+    rec = _load("mask-calibration")
+    if not rec:
+        return ["(no record docs/results/mask-calibration.json)"]
+    return [
+        "| cascade | slide | region (level-0 px) | at | tissue fraction | fitted "
+        "mask_coverage | generated median |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: |",
+        f"| {rec['cascade']} | {rec['slide']} | {rec['region']} | {rec['mpp']:g} µm/px "
+        f"({rec['width']} x {rec['height']} px) | {rec['tissue_fraction']:.3f} | "
+        f"{rec['coverage']:.4f} | {rec['generated_fraction']:.3f} |",
+    ]
+
+
+def real_regions() -> list[str]:
+    """The real slide's own figures per region (experiments/real_regions.py)."""
+    rec = _load("real-regions")
+    if not rec:
+        return ["(no record docs/results/real-regions.json)"]
+    out = [
+        "| region (level-0 px) | glass | glass noise | haematoxylin / eosin OD | nuclei per "
+        "mm² (n) | nucleus elongation | coherence | eosin-dominant share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in rec["regions"].items():
+        c, h = r["colour"], r["histology"]
+        out.append(
+            f"| {name} ({r['region']}) | {c['background_fraction']:.3f} | {c['glass_std']:.2f} | "
+            f"{c['haematoxylin_mean']:.3f} / {c['eosin_mean']:.3f} | "
+            f"{h['nuclei_per_mm2']:.0f} ({h['nuclei']}) | {h['nucleus_elongation']:.2f} | "
+            f"{h['coherence']:.3f} | {h['eosin_dominant']:.3f} |"
+        )
+    return out
+
+
+BLOCKS: dict[str, Callable[[], list[str]]] = {
+    "real-regions": real_regions,
+    "seeds-skin": lambda: seeds("skin"),
+    "seeds-tiny-pathology": lambda: seeds("tiny-pathology"),
+    "mask-calibration": mask_calibration,
+}
+BLOCK = re.compile(
+    r"(<!-- generated: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
+)
+
+
+def refresh(text: str) -> str:
+    """`text` with every generated block rendered anew from its record."""
+
+    def render(match: re.Match) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise SystemExit(f"unknown generated block {name!r} (known: {', '.join(BLOCKS)})")
+        return match[1] + "\n".join(BLOCKS[name]()) + "\n" + match[4]
+
+    return BLOCK.sub(render, text)
+
+
+def everything() -> None:
     sections = ["\n".join(equal_compute())] if _load("equal-compute") else []
     for task in ("pathology", "pathology-10x", "faces"):
         for make in (quality, ddim_steps, ood, inpaint, superres):
@@ -160,6 +331,32 @@ def main() -> None:
             if lines:
                 sections.append("\n".join(lines))
     print("\n\n".join(sections))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--write", type=Path, metavar="DOC", help="refresh DOC's generated blocks")
+    mode.add_argument("--check", type=Path, metavar="DOC", help="exit 1 where a block differs")
+    args = p.parse_args()
+    if args.write is None and args.check is None:
+        everything()
+        return
+    doc = args.write or args.check
+    text = doc.read_text()
+    fresh = refresh(text)
+    if args.write is not None:
+        doc.write_text(fresh)
+        return
+    stale = [
+        m["name"]
+        for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(fresh), strict=True)
+        if m["body"] != n["body"]
+    ]
+    if stale:
+        print(f"{doc}: generated blocks differ from their records: {', '.join(stale)}")
+        sys.exit(1)
+    print(f"{doc}: {len(BLOCK.findall(text))} generated blocks match their records")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
 from gigasynth_service.catalog import CascadeEntry, ModelCatalog, ModelEntry, named
 from gigasynth_service.config import ServiceConfig
 from gigasynth_service.errors import ApiError
-from gigasynth_service.runner import public_error
+from gigasynth_service.runner import public_error, request_words
 from gigasynth_service.schemas import JobRequest
 from gigasynth_service.spec import cascade_settings, synth_spec
 from gigasynth_service.store import JobStore, TokenRecord
@@ -109,14 +109,14 @@ def admit(
         try:
             entry = catalog.lookup(request.model)
         except GigasynthError as exc:
-            raise ApiError(422, public_error(str(exc))) from None
+            raise ApiError(422, public_error(request_words(exc))) from None
         if isinstance(entry, CascadeEntry):
             plan = _plan(_cascade(request, catalog, entry), None, request, config)
     if plan is not None:
         try:  # every stage as the engine will check it, before any work (check_job)
             check_stages(plan.stages, plan.specs, config.block_steps)
         except GigasynthError as exc:
-            message = named(str(exc), plan.entry.cascade.path, plan.entry.name)
+            message = named(request_words(exc), plan.entry.cascade.path, plan.entry.name)
             raise ApiError(422, public_error(message)) from None
         return Admission(plan.entry, width, height)
     assert isinstance(entry, ModelEntry)  # a request with a layout names a cascade (_cascade)
@@ -156,7 +156,7 @@ def _cascade(
         try:
             entry = catalog.lookup(request.model)
         except GigasynthError as exc:
-            raise ApiError(422, public_error(str(exc))) from None
+            raise ApiError(422, public_error(request_words(exc))) from None
     if not isinstance(entry, CascadeEntry):
         raise ApiError(
             422, f"layout is for a cascade job; {entry.name!r} is a single model, not a cascade"
@@ -197,7 +197,7 @@ def _plan(
         stages = entry.cascade.stages[entry.cascade.entry(start.kind) :]
         check_entry(stages[0], start)
     except GigasynthError as exc:
-        message = named(str(exc), entry.cascade.path, entry.name)
+        message = named(request_words(exc), entry.cascade.path, entry.name)
         message = message.replace(f"layout {layout}", "the layout") if layout else message
         raise ApiError(422, public_error(message)) from None
     # The condition files' folder is only named in the specs; the check leaves them out.

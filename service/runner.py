@@ -31,7 +31,7 @@ from distributed import Client
 from gigasynth import __version__
 from gigasynth.cascade.synth import CascadeProgress, synthesize_cascade
 from gigasynth.cluster import connect, default_workers
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.synth import (
     SynthCancelled,
     SynthDiskFull,
@@ -43,6 +43,7 @@ from gigasynth.synth.preflight import DiskShortage, gb
 from gigasynth_service.catalog import CascadeEntry, ModelCatalog
 from gigasynth_service.config import ServiceConfig
 from gigasynth_service.paths import JobPaths
+from gigasynth_service.schemas import JobRequest
 from gigasynth_service.spec import cascade_settings, synth_spec
 from gigasynth_service.store import JobRecord, JobStore, StoreUnavailable
 
@@ -51,13 +52,25 @@ log = logging.getLogger("gigasynth.service")
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:])/(?:[^\s'\",;()/]+/)*([^\s'\",;()/]*)")
 
 
+# The library's fields (gigasynth.errors.FieldError) a request calls otherwise.
+_REQUEST_WORDS = {"size": "width and height", "checkpoint": "model"}
+
+
+def request_words(exc: GigasynthError) -> str:
+    """An engine error in the request's words: a FieldError's fields as the request
+    names them, and its advice only where the request can follow it (it names nothing
+    a request cannot set, such as resume, overwrite or work_dir)."""
+    if not isinstance(exc, FieldError):
+        return str(exc)
+    settable = set(JobRequest.model_fields) | set(_REQUEST_WORDS)
+    followable = set(exc.advice_fields) <= settable
+    return exc.render(lambda field: _REQUEST_WORDS.get(field, field), advice=followable)
+
+
 def public_error(message: str) -> str:
-    """An engine error as a client may see it: paths cut to their last part, and no
-    command-line advice (a clause naming a flag such as --resume)."""
-    clauses = [c for c in message.split("; ") if " --" not in c and not c.startswith("--")]
-    return _ABSOLUTE_PATH.sub(
-        lambda m: m.group(1) or "a server folder", "; ".join(clauses) or message
-    )
+    """An engine message (in the request's words, `request_words`) as a client may see
+    it: paths cut to their last part."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "a server folder", message)
 
 
 def disk_full_error(saved_step: int | None, total_steps: int | None) -> str:
@@ -376,7 +389,7 @@ class JobRunner:
                 "when space is free"
             }
         except GigasynthError as exc:
-            return "failed", {"error": public_error(str(exc))}
+            return "failed", {"error": public_error(request_words(exc))}
         except OSError as exc:
             log.exception("job %s failed", job.id)
             if exc.errno == errno.ENOSPC:

@@ -1,4 +1,4 @@
-"""A cascade that starts from a tissue mask (issue 16, items 2 and 4): a mask stage
+"""A cascade that starts from a tissue mask: a mask stage
 trained from slides, layouts entering where their kind fits (a mask at the mask stage, an
 RGB image at the first image stage), a generated mask when no layout is given, the
 tissue label written beside the slide, and one-line errors for what cannot be run."""
@@ -21,9 +21,10 @@ from gigasynth.cascade.layout import load_layout
 from gigasynth.cascade.masks import generate_tissue_mask
 from gigasynth.cascade.synth import CascadeSettings, cascade_work, synthesize_cascade
 from gigasynth.checkpoint import read_document
+from gigasynth.cli import main
 from gigasynth.config import ModelConfig
 from gigasynth.errors import GigasynthError
-from gigasynth.io import open_level
+from gigasynth.io import level_shapes, open_level, open_slide
 from gigasynth.synth import SynthCancelled
 
 from .cascade_fixtures import (
@@ -58,20 +59,26 @@ def test_mask_condition_round_trips_and_old_stages_keep_their_json():
 
 
 def test_generated_layout_tiled_equals_whole_with_its_label_and_resumes(tmp_path):
-    """No layout: a generated tissue mask of the slide's size / 12 enters the mask stage;
-    an awkward 84x108 slide is the same bytes tiled on 2 workers and whole, holds the mask
-    as its tissue label, and a run stopped inside stage 3 resumes to the same bytes."""
+    """No layout: a generated tissue mask of the slide's size / 12 (rounded up) enters the
+    mask stage; an 80x101 slide (not a multiple of 12) is the top-left crop of the 84x108
+    one, the same bytes tiled on 2 workers and whole, with its pyramid, OME-TIFF and
+    preview at 80x101, holds the mask as its tissue label, and a run stopped inside
+    stage 3 resumes to the same bytes."""
     c = load_cascade(write_mask_cascade(tmp_path / "casc"))
     assert c.starts_from_mask and c.factor == 12 and c.entry_mpp("mask") == 8.0
     base = CascadeSettings(seed=4, eta=0.5, tile=16)
-    size = (84, 108)
+    size = (80, 101)
     levels = {}
+    tiff, preview = tmp_path / "tiles.ome.tif", tmp_path / "tiles.png"
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
+        drawn = synthesize_cascade(
+            c, None, tmp_path / "drawn.ome.zarr", replace(base, tile=0), size=(84, 108)
+        )
         for name, settings in {"whole": replace(base, tile=0), "tiles": base}.items():
             seen: set[int] = set()
             result = synthesize_cascade(
@@ -82,9 +89,12 @@ def test_generated_layout_tiled_equals_whole_with_its_label_and_resumes(tmp_path
                 size=size,
                 client=client,
                 progress=lambda p, seen=seen: seen.add(p.stage),
+                ome_tiff=tiff if name == "tiles" else None,
+                preview=preview if name == "tiles" else None,
             )
             assert seen == {1, 2, 3}
             levels[name] = _level0(result.zarr_path)
+        assert result.ome_tiff_path == tiff and result.preview_path == preview
         out = tmp_path / "resumed.ome.zarr"
         where: list[int] = []
         with pytest.raises(SynthCancelled):
@@ -112,14 +122,58 @@ def test_generated_layout_tiled_equals_whole_with_its_label_and_resumes(tmp_path
         )
         levels["resumed"] = _level0(result.zarr_path)
     assert resumed == {3}
-    assert levels["whole"].shape == (3, 108, 84)
+    assert levels["whole"].shape == (3, 101, 80)
+    assert np.array_equal(levels["whole"], _level0(drawn.zarr_path)[:, :101, :80])
     for name, level in levels.items():
         assert np.array_equal(level, levels["whole"]), name
+    assert level_shapes(out) == [(101, 80)]  # the pyramid of the crop (one level here)
+    with open_slide(tiff) as slide:
+        assert list(slide.levels) == [(101, 80)]
+    assert Image.open(preview).size == (80, 101)
+    assert not cascade_work(out).exists()
     from gigasynth.io.labels import read_label
 
     label, scale = read_label(out, "tissue")
     expected = generate_tissue_mask(4, 7, 9, 8.0)
     assert np.array_equal(label.astype(bool), expected) and scale == 12
+
+
+def test_every_output_is_checked_before_stage_1_runs(tmp_path, capsys):
+    """The preview's and the OME-TIFF's suffixes and an existing OME-TIFF are refused
+    before any stage runs (once the last stage's own check), through the library and the
+    command line, leaving nothing behind."""
+    root = write_mask_cascade(tmp_path / "casc")
+    c = load_cascade(root)
+    out = tmp_path / "x.ome.zarr"
+    old = tmp_path / "old.ome.tif"
+    old.write_bytes(b"an earlier slide")
+    cases = [
+        ({"preview": tmp_path / "x.jpg"}, "the preview must be a .png file"),
+        ({"ome_tiff": tmp_path / "x.svs"}, "the OME-TIFF must end in .ome.tif"),
+        ({"ome_tiff": old}, f"{old} exists"),
+    ]
+    for kwargs, fragment in cases:
+        stages: list[int] = []
+        with pytest.raises(GigasynthError, match=fragment):
+            synthesize_cascade(
+                c,
+                None,
+                out,
+                CascadeSettings(tile=0),
+                size=(24, 24),
+                progress=lambda p, stages=stages: stages.append(p.stage),
+                **kwargs,
+            )
+        assert stages == [] and not out.exists() and not cascade_work(out).exists(), fragment
+    argv = ["synth", "--checkpoint", str(root), "--size", "24x24", "--out", str(out)]
+    assert main([*argv, "--preview", str(tmp_path / "x.jpg")]) == 2
+    captured = capsys.readouterr()
+    assert "stage 1" not in captured.out and "the preview must be a .png" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert old.read_bytes() == b"an earlier slide" and not cascade_work(out).exists()
+    for given in (["--steps", "5"], ["--sampler", "ddpm"]):  # the stages carry their own
+        assert main([*argv, *given]) == 2
+        assert "does not apply to a cascade" in capsys.readouterr().err, given
 
 
 def test_layouts_enter_where_their_kind_fits(tmp_path, slide_path):
@@ -164,7 +218,7 @@ def test_what_cannot_run_is_a_one_line_error(tmp_path):
         (lambda: synthesize_cascade(given, mask, out), "has no mask stage"),
         (lambda: synthesize_cascade(given, None, out, size=(24, 24)), "needs a layout"),
         (lambda: synthesize_cascade(three, None, out), "needs the slide's size"),
-        (lambda: synthesize_cascade(three, None, out, size=(30, 24)), "multiple of"),
+        (lambda: synthesize_cascade(three, None, out, size=(0, 24)), "at least 1x1 px"),
         (lambda: synthesize_cascade(three, rgb, out, size=(24, 24)), "not both"),
         (
             lambda: synthesize_cascade(three, rgb, out, layout_kind="edges"),
@@ -237,11 +291,11 @@ def test_cli_trains_a_mask_stage_and_synthesises_without_a_layout(tmp_path, slid
     proc = subprocess.run([*cmd, "--size", "32x48"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert _level0(out).shape == (3, 48, 32)
-    proc = subprocess.run(
+    proc = subprocess.run(  # not a multiple of the factor 2: the crop of 34x48
         [*cmd, "--size", "33x48", "--overwrite"], capture_output=True, text=True, timeout=300
     )
-    assert proc.returncode != 0 and "multiple of the cascade's factor 2" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert _level0(out).shape == (3, 48, 33)
 
 
 def test_the_bundled_cascade_is_the_demo_default():
@@ -258,7 +312,6 @@ def test_the_bundled_cascade_is_the_demo_default():
 
 
 def test_demo_runs_a_cascade_and_refuses_steps_for_it(tmp_path, capfd):
-    from gigasynth.cli import main
     from gigasynth.io.labels import read_label
 
     root = write_mask_cascade(tmp_path / "casc")

@@ -1,4 +1,4 @@
-"""A cascade of conditioned stages (issue 16, items 2-4, first slice): its definition is
+"""A cascade of conditioned stages: its definition is
 checked on load, its slide from a layout is the same bytes tiled or whole and after a
 resume inside a later stage, and bad definitions and layouts are one-line errors."""
 
@@ -160,7 +160,7 @@ def test_tiled_equals_whole_and_resumes_inside_stage_2(cascade, tmp_path):
         work = cascade_work(out)
         assert (work / "stage-1.png").is_file() and not out.exists()
         assert Path(f"{out}.work").is_dir()  # stopped inside stage 2 (the engine's)
-        with pytest.raises(GigasynthError, match="--resume"):
+        with pytest.raises(GigasynthError, match="pass resume to continue"):
             synthesize_cascade(c, layout, out, base, client=client)
         with pytest.raises(GigasynthError, match="another job"):
             synthesize_cascade(c, layout, out, replace(base, seed=6), client=client, resume=True)

@@ -113,7 +113,7 @@ def test_sample_bad_sampler_and_steps(tmp_path, micro_checkpoint):
         "--out",
         out,
     )
-    assert_one_line_error(proc, "exceeds the model's T=50")
+    assert_one_line_error(proc, "exceeds the model's 50 diffusion timesteps")
 
 
 def test_bad_checkpoints(tmp_path, micro_checkpoint):

@@ -92,7 +92,7 @@ def test_embedded_clusters(monkeypatch):
         assert task_resources(client) is None and task_threads(client) is None
         assert client.submit(os.getpid, pure=False).result() != os.getpid()
     with (
-        pytest.raises(GigasynthError, match="--workers must be at least 1, not 0"),
+        pytest.raises(GigasynthError, match="workers must be at least 1, not 0"),
         connect(None, workers=0),
     ):
         pass

@@ -50,8 +50,6 @@ def test_unreadable_and_missing(tmp_path):
 
 
 def test_npz_and_folder(tmp_path):
-    if not FACES.exists():
-        pytest.skip("faces set missing")
     source = open_source(FACES)
     assert source.sample(np.random.default_rng(0), 3, 64).shape == (3, 64, 64, 3)
     from PIL import Image

@@ -83,7 +83,7 @@ def test_canonical_batches_make_the_batch_size_part_of_the_identity(checkpoint, 
     assert encode_png(patch.image) == (out / "shard-000001" / "000002.png").read_bytes()
     with pytest.raises(GigasynthError, match=r"holds another dataset \(count 3 -> 5"):
         make_dataset(checkpoint, out, **{**SETTINGS, "batch": 2})
-    with pytest.raises(GigasynthError, match="multiple of --batch"):
+    with pytest.raises(GigasynthError, match="multiple of batch"):
         make_dataset(checkpoint, tmp_path / "x", **{**SETTINGS, "batch": 3})
 
 

@@ -16,6 +16,7 @@ import pytest
 from gigasynth.errors import GigasynthError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TOOLS = EXPERIMENTS.parent / "tools"  # release and operations scripts (bundling, GPU runs)
 TASK = ["--task", "pathology-10x"]
 STEPS = [
     ["train_models.py", *TASK, "--iterations", "2", "--batch", "2", "--threads", "1"],
@@ -90,7 +91,7 @@ def test_experiment_scripts_run_and_tabulate(tmp_path):
 
 
 def test_denoiser_probe_reports_gain_and_reach(tmp_path):
-    """The diagnostics of issue 12: gain over a linear filter and the reach used, per t."""
+    """The denoiser diagnostics: gain over a linear filter and the reach used, per t."""
     out = tmp_path / "probe.json"
     subprocess.run(
         [sys.executable, "denoiser_probe.py", "--checkpoint", "builtin:tiny-pathology"]
@@ -128,7 +129,7 @@ def _figures(fake: str, kids: dict[int, float], ratios: list[float]) -> dict:
 
 
 def test_gpu_cascade_script_parses_and_its_verdict_needs_every_figure_better(tmp_path):
-    subprocess.run(["bash", "-n", str(EXPERIMENTS / "gpu_cascade.sh")], check=True)
+    subprocess.run(["bash", "-n", str(TOOLS / "gpu_cascade.sh")], check=True)
     bundled = _figures("bundled", {1: 0.2, 4: 0.3, 16: 0.4}, [1.5, 0.5, None])
     cases = {
         "REPLACE": _figures("gpu", {1: 0.3, 4: 0.2, 16: 0.3}, [1.1, 0.9, 1.0]),
@@ -140,7 +141,7 @@ def test_gpu_cascade_script_parses_and_its_verdict_needs_every_figure_better(tmp
         done = subprocess.run(
             [sys.executable, "gpu_cascade.py", "verdict", tmp_path / "gpu.json"]
             + [tmp_path / "bundled.json"],
-            cwd=EXPERIMENTS,
+            cwd=TOOLS,
             capture_output=True,
             text=True,
             timeout=60,
@@ -151,7 +152,7 @@ def test_gpu_cascade_script_parses_and_its_verdict_needs_every_figure_better(tmp
     (tmp_path / "gpu.json").write_text("{}")
     done = subprocess.run(
         [sys.executable, "gpu_cascade.py", "verdict", tmp_path / "gpu.json"],
-        cwd=EXPERIMENTS,
+        cwd=TOOLS,
         capture_output=True,
         text=True,
         timeout=60,
@@ -204,3 +205,34 @@ def test_engine_benchmarks_run_and_the_projection_reads_them(tmp_path):
     }
     for r in rows:
         assert r["hours_overlapped"] <= r["hours_serial"] and r["plumbing_measured_at_k"] <= 2
+
+
+def test_generated_blocks_in_results_match_their_records(tmp_path):
+    """Every generated block of docs/RESULTS.md and the bundled models' cards equals what
+    experiments/tables.py renders from docs/results/*.json; a figure changed by hand in a
+    block is caught."""
+    results = EXPERIMENTS.parent / "docs" / "RESULTS.md"
+    text = results.read_text()
+    assert text.count("<!-- generated: ") >= 3 and "<!-- generated: mask-calibration -->" in text
+
+    def check(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "tables.py", "--check", str(path)],
+            cwd=EXPERIMENTS,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    cards = sorted((EXPERIMENTS.parent / "gigasynth" / "builtin").glob("*.md"))
+    for doc in [results, *cards]:
+        ok = check(doc)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+    start = text.index("<!-- generated: mask-calibration -->")
+    digit = re.compile(r"\d").search(text, text.index("| skin |", start) + 8)
+    assert digit is not None
+    changed = text[: digit.start()] + str((int(digit[0]) + 1) % 10) + text[digit.end() :]
+    edited = tmp_path / "RESULTS.md"
+    edited.write_text(changed)
+    stale = check(edited)
+    assert stale.returncode == 1 and "mask-calibration" in stale.stdout, stale.stdout

@@ -1,4 +1,4 @@
-"""Job validity has one owner: gigasynth.synth.check_job (issue 15, item 1).
+"""Job validity has one owner: gigasynth.synth.check_job.
 
 The same invalid job gives the same message, naming the spec's fields, from the library,
 from the service's 422 (word for word: the service adds nothing to the engine's check)
@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gigasynth.cli import main
-from gigasynth.cli.synth import FLAGS
+from gigasynth.cli.common import flag
 from gigasynth.synth import JobError, SynthSpec, check_job
 from gigasynth_service.app import create_app
 from tests.service_fixtures import MICRO_MODEL, add_token, service_config, write_micro_model
@@ -89,7 +89,7 @@ def test_one_message_from_library_service_and_cli(case, served, tmp_path, capfd)
         argv += ["--mpp", str(job["mpp"])]
     assert main(argv) == 2
     lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
-    assert lines == [f"gigasynth: error: {err.value.render(FLAGS)}"], lines
+    assert lines == [f"gigasynth: error: {err.value.render(flag)}"], lines
     assert (cli_fragment or fragment) in lines[0]
     assert not (tmp_path / "s.ome.zarr").exists()
 

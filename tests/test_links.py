@@ -1,5 +1,5 @@
 """Viewer links of a lifetime their minter chooses, and the short tile signatures the
-viewer page renews within it (issue 13): POST /v1/jobs/{id}/links with the owner's token,
+viewer page renews within it: POST /v1/jobs/{id}/links with the owner's token,
 GET /v1/jobs/{id}/tile-signature with the link. In-process app, real slides on disk.
 """
 

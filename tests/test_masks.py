@@ -115,3 +115,41 @@ def test_bad_arguments_are_one_line_errors(args, message):
     with pytest.raises(GigasynthError, match=message) as info:
         generate_tissue_mask(*args)
     assert "\n" not in str(info.value)
+
+
+def test_calibration_reads_the_train_region_only(slide_path):
+    """The fitted coverage comes from the train region's tissue fraction (checked against an
+    independent read of those pixels), not the whole slide's, and generated fields of the
+    region's size then have that fraction (median over the calibration's seeds)."""
+    import openslide
+    from PIL import Image
+
+    from gigasynth.cascade.masks import calibrate_masks, median_fraction
+    from gigasynth.data.regions import held_out_split
+    from gigasynth.data.tissue import tissue_mask
+
+    slide = openslide.OpenSlide(str(slide_path))
+    train = held_out_split(*slide.dimensions, 0.499)["train"]
+    calibration = calibrate_masks(slide_path, "train")
+    assert calibration.region == str(train)
+    d = 16 / 0.499  # level-0 px per calibration px
+    width, height = int(train.width // d), int(train.height // d)
+    assert (calibration.width, calibration.height) == (width, height) == (69, 27)
+    pixels = slide.read_region((train.x0, train.y0), 0, (round(width * d), round(height * d)))
+    small = pixels.convert("RGB").resize((width, height), Image.Resampling.BOX)
+    assert calibration.tissue_fraction == pytest.approx(tissue_mask(np.asarray(small)).mean())
+    whole = calibrate_masks(slide_path, f"0,0,{slide.dimensions[0]},{slide.dimensions[1]}")
+    assert whole.tissue_fraction > 1.5 * calibration.tissue_fraction  # the test rows are richer
+    assert calibration.coverage < whole.coverage
+    fitted = median_fraction(calibration.coverage, width, height, 16.0)
+    assert fitted == pytest.approx(calibration.tissue_fraction, abs=0.01)
+    assert median_fraction(1.0, width, height, 16.0) > 2 * calibration.tissue_fraction
+
+
+def test_coverage_scales_tissue_and_is_checked():
+    small = np.mean([generate_tissue_mask(s, 128, 128, 16.0, 0.5).mean() for s in range(12)])
+    large = np.mean([generate_tissue_mask(s, 128, 128, 16.0, 1.0).mean() for s in range(12)])
+    assert small < 0.6 * large
+    for bad in (0.0, -1.0, 11.0, True, "1"):
+        with pytest.raises(GigasynthError, match="mask coverage must be a number"):
+            generate_tissue_mask(0, 8, 8, 16.0, bad)

@@ -10,14 +10,22 @@ from gigasynth.data.regions import Region, held_out_split, resolve_region, split
 from gigasynth.errors import GigasynthError
 
 
-def test_split_is_disjoint_with_a_gap_along_the_longer_side():
+def test_split_is_three_disjoint_bands_with_gaps_along_the_longer_side():
     tall = held_out_split(2220, 2967, 0.499)
-    assert tall["train"] == Region(0, 0, 2220, tall["train"].y1)
-    assert tall["test"].y1 == 2967 and tall["test"].x1 == 2220
-    assert tall["test"].y0 - tall["train"].y1 == split_gap_px(0.499) == 513
+    assert list(tall) == ["train", "val", "test"]
+    assert tall["train"] == Region(0, 0, 2220, 873)
+    assert tall["val"] == Region(0, 1386, 2220, 1774)
+    assert tall["test"] == Region(0, 2287, 2220, 2967)
+    gap = split_gap_px(0.499)
+    assert gap == 513
+    assert tall["val"].y0 - tall["train"].y1 == tall["test"].y0 - tall["val"].y1 == gap
     wide = held_out_split(3000, 1000, None)
-    assert wide["train"].y1 == wide["test"].y1 == 1000
-    assert wide["test"].x0 - wide["train"].x1 == 512
+    assert all(r.y0 == 0 and r.y1 == 1000 for r in wide.values())
+    assert wide["val"].x0 - wide["train"].x1 == wide["test"].x0 - wide["val"].x1 == 512
+    assert wide["test"].x1 == 3000
+    # the shares: 45 / 20 / 35 % of the length less the gaps
+    usable = 3000 - 2 * 512
+    assert [r.width for r in wide.values()] == [889, 395, usable - 889 - 395]
 
 
 @pytest.mark.parametrize(
@@ -26,7 +34,7 @@ def test_split_is_disjoint_with_a_gap_along_the_longer_side():
         ("0,0,0,5", "empty"),
         ("0,0,3000,10", "outside"),
         ("-1,0,5,5", "outside"),
-        ("val", "expected 'train', 'test'"),
+        ("validation", "expected 'train', 'val', 'test'"),
         ("1,2,3", "expected"),
         ("0,0,²,5", "expected"),
     ],
@@ -43,7 +51,7 @@ def test_a_slide_too_small_to_split():
 
 def test_slide_patches_stay_inside_their_region(slide_path):
     rng = np.random.default_rng(0)
-    for name in ("train", "test"):
+    for name in ("train", "val", "test"):
         source = open_source(slide_path, 2.0, region=name)
         r = source.region
         corners = source.positions(rng, 500, 128)
@@ -52,7 +60,7 @@ def test_slide_patches_stay_inside_their_region(slide_path):
         assert source.sample(rng, 2, 64).shape == (2, 64, 64, 3)
     whole = open_source(slide_path, 2.0)
     ys = whole.positions(rng, 500, 128)[:, 0]
-    assert ys.min() < 1228 and ys.max() > 1741  # unrestricted patches cross both regions
+    assert ys.min() < 873 and ys.max() > 2287  # unrestricted patches cross every region
 
 
 def test_regions_apply_to_slides_only(tmp_path):

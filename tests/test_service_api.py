@@ -323,7 +323,7 @@ def test_one_server_per_data_dir(tmp_path):
 
 def test_a_resolution_the_model_does_not_make_is_refused(api):
     """The micro model records 0.5 µm/px: a job asking for 0.25 would label every pixel 2x
-    too small, so it is refused (issue 13); a model that records none takes the request's."""
+    too small, so it is refused; a model that records none takes the request's."""
     client, data_dir, token_a, _ = api
     refused = error_of(submit(client, token_a, mpp=0.25), 422)
     assert "mpp 0.25 µm/px is not the model's resolution" in refused

@@ -1,4 +1,4 @@
-"""Cascade jobs in the service (issue 16, items 3 and 4): layout uploads (checked whole,
+"""Cascade jobs in the service: layout uploads (checked whole,
 kept per token, nothing kept of a bad one), cascade jobs admitted with the stages' own
 checks (422, one line), run by the service's runner to the bytes `synthesize_cascade`
 makes from the same layout, seed and settings, their stage in the status, and the layout
@@ -349,12 +349,11 @@ def test_a_generated_layout_job_takes_its_size_from_the_request(tmp_path):
         ' {"checkpoint": "s2", "steps": 2}]}'
     )
     token = add_token(data_dir, "gen")
-    job = {**JOB, "model": "gen", "width": 42, "height": 54}
+    job = {**JOB, "model": "gen", "width": 41, "height": 54}  # 41: not a multiple of 6
     with (
         running_server(data_dir) as server,
         httpx.Client(base_url=server.url, headers=auth(token), timeout=60) as client,
     ):
-        assert "not a multiple" in error_of(client.post("/v1/jobs", json={**job, "width": 40}), 422)
         submitted = client.post("/v1/jobs", json=job)
         assert submitted.status_code == 202, submitted.text
         done = wait_for_job(client, submitted.json()["id"], timeout=240)
@@ -363,7 +362,7 @@ def test_a_generated_layout_job_takes_its_size_from_the_request(tmp_path):
         None,
         tmp_path / "direct.ome.zarr",
         CascadeSettings(seed=5, eta=0.5, tile=16),
-        size=(42, 54),
+        size=(41, 54),
     )
     served_level0 = open_level(JobPaths.of(data_dir, done["id"]).zarr, 0, mode="r")[:]
     assert np.array_equal(served_level0, open_level(direct.zarr_path, 0, mode="r")[:])

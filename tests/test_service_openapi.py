@@ -3,7 +3,7 @@
 Every error is documented with the one body the API sends (`{"error": "..."}`), never
 FastAPI's `detail` model; the bearer scheme and the signed-link parameters are described;
 and a request that draws each status from the running app gets a status its operation
-documents. experiments/openapi_fuzz.sh runs schemathesis against a real server for more.
+documents. tools/openapi_fuzz.sh runs schemathesis against a real server for more.
 """
 
 from __future__ import annotations

@@ -459,7 +459,7 @@ def test_resume_refuses_another_job(checkpoints, client1, tmp_path):
     with pytest.raises(GigasynthError, match="another job \\(seed 1 there, 2 now\\)"):
         synthesize(replace(spec, seed=2), out, client=client1, resume=True)
     synthesize(spec, out, client=client1, resume=True)
-    with pytest.raises(GigasynthError, match="exists \\(pass --overwrite"):
+    with pytest.raises(GigasynthError, match="exists; pass overwrite to replace it"):
         synthesize(spec, out, client=client1)
 
 
@@ -499,19 +499,22 @@ def test_cli_unreachable_scheduler(checkpoints, tmp_path):
         (["--tile", "6"], "tile 6 px is smaller than twice the halo (2 x 4 px)"),
         (["--tile", "32", "--halo-every", "5"], "halo_every 5 exceeds the model's 4 NCA steps"),
         (["--tile", "32", "--block-steps", "5"], "more than half the --tile of 32 px"),
-        (["--steps", "51"], "steps=51 exceeds the model's T=50"),
+        (["--steps", "51"], "--steps 51 exceeds the model's 50 diffusion timesteps"),
         (["--sampler", "euler"], "invalid choice: 'euler'"),
         (["--size", "0x10"], "must be positive"),
         (["--size", "300000x300000"], "exceeds the limit of 68,719,476,736 pixels"),
         (["--tile", "0", "--size", "9000x9000"], "exceeds the whole-image (--tile 0) limit"),
         (["--workers", "2", "--scheduler", "tcp://h:1"], "not allowed with argument"),
         (["--checkpoint", "FOURIER", "--tile", "32"], "whole-image model (FourierDiff-NCA)"),
-        (["--out", "EXISTING"], "exists (pass --overwrite to replace it)"),
+        (["--out", "EXISTING"], "exists; pass --overwrite to replace it"),
+        (["--ome-tiff", "OLD_TIFF"], "old.ome.tif exists; pass --overwrite"),
+        (["--preview", "x.jpg"], "the preview must be a .png file"),
     ],
 )
 def test_cli_bad_input_is_one_line(args, fragment, checkpoints, tmp_path, capfd):
     existing = tmp_path / "old.ome.zarr"
     existing.mkdir()
+    (tmp_path / "old.ome.tif").write_bytes(b"an earlier slide")
     argv = [
         "synth",
         "--checkpoint",
@@ -522,7 +525,11 @@ def test_cli_bad_input_is_one_line(args, fragment, checkpoints, tmp_path, capfd)
         str(tmp_path / "s.ome.zarr"),
     ]
     for flag, value in zip(args[::2], args[1::2], strict=True):
-        value = {"FOURIER": checkpoints["fourier"], "EXISTING": str(existing)}.get(value, value)
+        value = {
+            "FOURIER": checkpoints["fourier"],
+            "EXISTING": str(existing),
+            "OLD_TIFF": str(tmp_path / "old.ome.tif"),
+        }.get(value, value)
         if flag in argv:
             argv[argv.index(flag) + 1] = value
         else:
@@ -612,9 +619,7 @@ def test_old_state_format_is_refused_not_misread(checkpoints, client1, tmp_path)
     record = json.loads(progress.read_text())
     record["version"] = 1  # what a float32 state of an older version records
     progress.write_text(json.dumps(record))
-    with pytest.raises(
-        GigasynthError, match="state format 1 .*float32.*start over with --overwrite"
-    ):
+    with pytest.raises(GigasynthError, match="state format 1 .*float32.*start over with overwrite"):
         synthesize(spec, out, client=client1, resume=True)
     synthesize(spec, out, client=client1, overwrite=True)
     assert out.is_dir() and not work_path(out).exists()
@@ -746,7 +751,7 @@ def test_workers_keep_task_memory_between_tasks(monkeypatch):
     assert not steady_allocator()
 
 
-# ---- resolution: a property of the model, not a label (issue 13) ----
+# ---- resolution: a property of the model, not a label ----
 
 
 def test_the_models_resolution_wins_and_another_is_refused():
@@ -819,7 +824,7 @@ def test_cli_refuses_a_resolution_the_model_does_not_make(one_micron_model, tmp_
 
 def test_eta_comes_from_the_steady_rate_not_the_start_up():
     """The first step pays for start-up (workers loading the model): an ETA that counts it
-    came out about 4x too long (issue 13). None until two steps have ended; then the rate
+    came out about 4x too long. None until two steps have ended; then the rate
     between step ends."""
     meter = RateMeter(total_work=10e6, done_before=0.0)
     time.sleep(0.5)  # start-up

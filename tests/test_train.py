@@ -108,7 +108,7 @@ def test_existing_run_needs_resume(tmp_path, slide_path):
     source = open_source(slide_path, downsample=4)
     cfg = TrainConfig(iterations=1, batch=1, size=16)
     train(MICRO, cfg, [source], tmp_path, show_progress=False)
-    with pytest.raises(GigasynthError, match="--resume"):
+    with pytest.raises(GigasynthError, match="pass resume or choose another out"):
         train(MICRO, cfg, [source], tmp_path, show_progress=False)
 
 

@@ -1,4 +1,4 @@
-"""What a pathologist expects of the viewer (issue 13), in headless Chromium through
+"""What a pathologist expects of the viewer, in headless Chromium through
 Playwright: the slide at physical scale (a scale bar that follows the zoom, µm/px and
 magnification as the OME-XML records them), and a page that keeps loading tiles past its
 short tile signatures for as long as its link lasts, then says the link has expired.

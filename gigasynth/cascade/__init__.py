@@ -1,4 +1,4 @@
-"""Cascades of conditioned Diff-NCA stages (issue 16): a definition (`cascade.json`,
+"""Cascades of conditioned Diff-NCA stages: a definition (`cascade.json`,
 gigasynth.cascade.definition) and, in gigasynth.cascade.synth, a slide from a layout
 through every stage, each a tiled `synthesize` call.
 

@@ -16,7 +16,9 @@ stage before). A layout enters where its kind fits: a mask at stage 1 (a mask st
 RGB image at the first image stage, replacing the stages before it. The layout source
 says where the layout comes from when the user gives none: "given" (the user must give
 `--layout IMAGE|SLIDE`) or "generated" (a procedural tissue mask,
-gigasynth.cascade.masks, for a cascade that starts with a mask stage).
+gigasynth.cascade.masks, for a cascade that starts with a mask stage); a generated
+layout's `"mask_coverage"` (default 1) is the masks' calibration to the training slides'
+tissue (`gigasynth.cascade.masks.calibrate_masks`).
 
 Checked on load (one-line GigasynthError naming the cascade and the stage): the JSON's
 shape, every checkpoint exists and is a conditioned stage, only stage 1 is a mask stage,
@@ -34,15 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
+from gigasynth.cascade.masks import check_coverage
 from gigasynth.checkpoint import BUILTIN, builtin_cascade_file, describe_checkpoint
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
+from gigasynth.sampling import SampleRequest
 
 CASCADE_FILE = "cascade.json"
 LAYOUT_SOURCES = ("given", "generated")
 LayoutKind = Literal["mask", "image"]
 SAMPLERS = ("ddim", "ddpm")
 MPP_TOLERANCE = 0.01  # resolutions within 1 % are the same
-_CASCADE_KEYS = {"stages", "layout", "name"}
+_CASCADE_KEYS = {"stages", "layout", "name", "mask_coverage"}
 _STAGE_KEYS = {"checkpoint", "sampler", "steps", "mpp"}
 
 
@@ -79,6 +83,7 @@ class Cascade:
     path: Path
     stages: tuple[Stage, ...]
     layout: str
+    mask_coverage: float = 1.0  # a generated layout's piece-size factor (masks' calibration)
 
     @property
     def layout_mpp(self) -> float:
@@ -132,6 +137,7 @@ class Cascade:
         """What a saved cascade run must match: each stage's weights and sampler."""
         return {
             "layout": self.layout,
+            "mask_coverage": self.mask_coverage,
             "stages": [
                 {
                     "sha256": s.sha256,
@@ -148,6 +154,7 @@ class Cascade:
         return {
             "cascade": str(self.path),
             "layout": self.layout,
+            "mask_coverage": self.mask_coverage,
             "layout_mpp": self.layout_mpp,
             "factor": self.factor,
             "mpp": self.mpp,
@@ -215,15 +222,14 @@ def _load_stage(raw: Any, k: int, base: Path, where: str) -> Stage:
         raise GigasynthError(f"{at}: {exc}") from None
     config = info.config
     if not config.is_conditioned:
-        raise GigasynthError(
+        raise FieldError(
             f"{at}: {ref} is not a conditioned stage (trained without "
-            "--condition-downsample); every stage conditions on the one "
+            "[condition_downsample]); every stage conditions on the one "
             "before it, the first on the layout"
         )
-    if steps is not None and steps > config.timesteps:
-        raise GigasynthError(
-            f"{at}: steps {steps} exceeds the model's {config.timesteps} diffusion timesteps"
-        )
+    steps_problem = SampleRequest(sampler, steps).steps_problem(config.timesteps)
+    if steps_problem is not None:
+        raise FieldError(f"{at}: {steps_problem}")
     meta_mpp = info.meta.get("mpp")
     meta_mpp = float(meta_mpp) if _is_number(meta_mpp) and meta_mpp > 0 else None
     if meta_mpp is not None:
@@ -280,9 +286,9 @@ def load_cascade(ref: str | Path) -> Cascade:
         )
     layout = doc.get("layout", "given")
     if layout not in LAYOUT_SOURCES:
-        raise GigasynthError(
+        raise FieldError(
             f'{where} unknown layout source {layout!r} ("given": the layout comes '
-            'from --layout; "generated": a procedural tissue mask)'
+            'from the caller\'s [layout]; "generated": a procedural tissue mask)'
         )
     raw = doc.get("stages")
     if not isinstance(raw, list) or not raw:
@@ -295,9 +301,9 @@ def load_cascade(ref: str | Path) -> Cascade:
                 "tissue mask, the others refine the stage before"
             )
     if layout == "generated" and stages[0].condition_kind != "mask":
-        raise GigasynthError(
+        raise FieldError(
             f'{where} a "generated" layout is a tissue mask: stage 1 must be a mask '
-            "stage (trained with --condition-kind mask)"
+            "stage (trained with [condition_kind] mask)"
         )
     for k in range(1, len(stages)):
         before, stage = stages[k - 1], stages[k]
@@ -309,4 +315,11 @@ def load_cascade(ref: str | Path) -> Cascade:
                 f"{stage.condition_downsample}x stage, so it needs its input at "
                 f"{stage.mpp * stage.condition_downsample:g} µm/px"
             )
-    return Cascade(path.absolute(), stages, layout)
+    coverage = doc.get("mask_coverage", 1.0)
+    if "mask_coverage" in doc and layout != "generated":
+        raise GigasynthError(f'{where} "mask_coverage" applies to a "generated" layout only')
+    try:
+        check_coverage(coverage)
+    except GigasynthError as exc:
+        raise GigasynthError(f"{where} {exc}") from None
+    return Cascade(path.absolute(), stages, layout, float(coverage))

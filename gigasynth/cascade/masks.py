@@ -1,6 +1,6 @@
 """Procedural tissue masks: where a synthetic slide has tissue (True) and glass (False).
 
-The first input of a cascade (issue 16) is a tissue/background mask at a coarse resolution
+The first input of a cascade is a tissue/background mask at a coarse resolution
 (16 µm per pixel); `generate_tissue_mask(seed, width, height, mpp)` draws one. Everything is
 drawn in micrometres, never in pixels: the field is `width * mpp` x `height * mpp` µm, each
 pixel is the point at its centre, and a pixel is tissue when a smooth function of that
@@ -36,25 +36,26 @@ seed, stream `Stream.TISSUE_MASK`; the draw is plain data, `TissueLayout`):
   radius of curvature of 0.5-5 mm, 20-80 µm wide at its middle and tapering to nothing
   at its ends.
 
-Calibration against the real slide (`../shared/data/cmu_small_region.svs`, skin, 1.1 x
-1.5 mm; `gigasynth.data.tissue.tissue_mask` of the slide box-downsampled to 16 µm/px,
-69 x 93 px): 32.8 % tissue (27.9 % at full resolution), one piece holding 96 % of it and
-running off the edge, 2 components of 10 px or more, 5 enclosed holes of 3 px or more,
-and a perimeter of 0.36 tissue/glass pixel edges per tissue pixel (white noise
-thresholded to the same fraction: 2.7). Generated fields of the same size: median
-34 % tissue, median 2 components, perimeter per tissue pixel 0.06-0.19 (10th-90th
-percentile, 40 seeds). The real mask's extra perimeter is the Otsu threshold's ragged
-pixel-scale fringe and specks (22 of its 24 components are under 10 px); a cascade's
-first stage draws its own edge texture, so the mask keeps to the outline.
+Calibration (`calibrate_masks`): the piece sizes above are a prior; a cascade states a
+`mask_coverage`, a factor on every piece's diameter, fitted so that fields the size of a
+slide's **train region** have that region's median tissue fraction (measured at 16 µm/px by
+`gigasynth.data.tissue.tissue_mask`, the region's own Otsu threshold). Only the train region
+is read (gigasynth.data.regions), so nothing of the validation or test regions enters a
+generated layout. The sample slide's train region (1.1 x 0.44 mm) holds 10 % tissue at
+16 µm/px; the bundled cascade's `mask_coverage` and its measurement are in its card and in
+docs/results/mask-calibration.json. The real mask's ragged Otsu fringe and specks are not
+drawn: a cascade's first stage draws its own edge texture, so the mask keeps to the outline.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from gigasynth.data.regions import Region
 from gigasynth.errors import GigasynthError
 from gigasynth.geometry import Window
 from gigasynth.keyed import Stream, keyed_uniform, mix_int
@@ -156,8 +157,11 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def draw_layout(seed: int, height_um: float, width_um: float) -> TissueLayout:
-    """The pieces, holes and clefts of a field of `height_um` x `width_um` µm (see above)."""
+def draw_layout(
+    seed: int, height_um: float, width_um: float, coverage: float = 1.0
+) -> TissueLayout:
+    """The pieces, holes and clefts of a field of `height_um` x `width_um` µm (see above);
+    `coverage` scales every piece's diameter (the calibration's one parameter)."""
     rng = np.random.default_rng(mix_int(int(seed), int(Stream.TISSUE_MASK), 0, 0))
     side = math.sqrt(height_um * width_um)
     # fields wider than the largest piece hold more of them: one draw per 10 x 10 mm
@@ -169,7 +173,7 @@ def draw_layout(seed: int, height_um: float, width_um: float) -> TissueLayout:
     tears: list[Tear] = []
     for _ in range(count):
         diameter = side * _log_uniform(rng, 0.9, 1.7) / math.sqrt(count)
-        a = float(np.clip(diameter, *PIECE_DIAMETER_UM)) / 2
+        a = coverage * float(np.clip(diameter, *PIECE_DIAMETER_UM)) / 2
         b = a * float(rng.uniform(0.25, 0.8))
         piece = Piece(
             cy=float(rng.uniform(-0.1, 1.1)) * height_um,
@@ -317,10 +321,119 @@ def render_layout(
     return mask
 
 
-def generate_tissue_mask(seed: int, width: int, height: int, mpp: float) -> np.ndarray:
+def generate_tissue_mask(
+    seed: int, width: int, height: int, mpp: float, coverage: float = 1.0
+) -> np.ndarray:
     """A (height, width) bool tissue mask (True = tissue) at `mpp` µm/px, a pure function of
     its arguments (see the module docstring for what it draws)."""
     _check(seed, width, height, mpp)
+    check_coverage(coverage)
     mpp = float(mpp)
-    layout = draw_layout(int(seed), height * mpp, width * mpp)
+    layout = draw_layout(int(seed), height * mpp, width * mpp, float(coverage))
     return render_layout(layout, int(seed), int(width), int(height), mpp)
+
+
+# ---------------------------------------------------------------- calibration
+
+CALIBRATION_MPP = 16.0  # µm/px of the measurement (a cascade's tissue-mask resolution)
+CALIBRATION_SEEDS = 40  # generated fields whose median tissue fraction is fitted
+COVERAGE_RANGE = (0.1, 10.0)
+
+
+def check_coverage(coverage: float) -> None:
+    """One-line GigasynthError unless `coverage` is a number within COVERAGE_RANGE."""
+    low, high = COVERAGE_RANGE
+    if (
+        isinstance(coverage, bool)
+        or not isinstance(coverage, int | float | np.floating)
+        or not low <= coverage <= high
+    ):
+        raise GigasynthError(
+            f"mask coverage must be a number in [{low:g}, {high:g}], not {coverage!r}"
+        )
+
+
+@dataclass(frozen=True)
+class MaskCalibration:
+    """What `calibrate_masks` measured and fitted (JSON-ready with `dataclasses.asdict`)."""
+
+    coverage: float  # the fitted factor on piece diameters
+    tissue_fraction: float  # the region's, at `mpp`
+    generated_fraction: float  # the median of CALIBRATION_SEEDS fields at `coverage`
+    slide: str
+    region: str  # level-0 px, x0,y0,x1,y1
+    mpp: float
+    width: int  # the region at `mpp`, px
+    height: int
+
+
+def region_tissue(
+    slide: str | Path, region: str = "train", mpp: float = CALIBRATION_MPP
+) -> tuple[np.ndarray, Region]:
+    """The tissue mask of a slide's region at `mpp` µm/px (box-averaged, then the region's
+    own Otsu saturation threshold), and the region it read."""
+    from gigasynth.data.sources import SlideRegions, slide_mpp
+    from gigasynth.data.tissue import tissue_mask
+
+    probe = SlideRegions(Path(slide), 1.0, region)
+    level0 = slide_mpp(probe.slide)
+    if level0 is None:
+        raise GigasynthError(f"slide {slide} states no pixel size: it cannot calibrate masks")
+    regions = SlideRegions(Path(slide), mpp / level0, region)
+    return tissue_mask(regions.read(0, 0, regions.height, regions.width)), regions.region
+
+
+def median_fraction(coverage: float, width: int, height: int, mpp: float) -> float:
+    """The median tissue fraction of CALIBRATION_SEEDS generated width x height fields."""
+    return float(
+        np.median(
+            [
+                generate_tissue_mask(seed, width, height, mpp, coverage).mean()
+                for seed in range(CALIBRATION_SEEDS)
+            ]
+        )
+    )
+
+
+def calibrate_masks(
+    slide: str | Path, region: str = "train", mpp: float = CALIBRATION_MPP
+) -> MaskCalibration:
+    """Fit `coverage` so that generated fields of the region's size have the region's
+    tissue fraction (median over CALIBRATION_SEEDS seeds; bisection on log coverage). Only
+    the region's pixels are read: calibrate on the train region."""
+    mask, read = region_tissue(slide, region, mpp)
+    height, width = mask.shape
+    target = float(mask.mean())
+    if not 0 < target < 1:
+        raise GigasynthError(
+            f"region {read} of {slide} is all {'glass' if target == 0 else 'tissue'} at "
+            f"{mpp:g} µm/px: nothing to calibrate a tissue fraction on"
+        )
+    low, high = (math.log(c) for c in COVERAGE_RANGE)
+    for _ in range(24):  # the median is a step function of coverage: bisect to ~1e-6
+        middle = (low + high) / 2
+        if median_fraction(math.exp(middle), width, height, mpp) < target:
+            low = middle
+        else:
+            high = middle
+    coverage = round(math.exp((low + high) / 2), 4)
+    return MaskCalibration(
+        coverage=coverage,
+        tissue_fraction=round(target, 6),
+        generated_fraction=round(median_fraction(coverage, width, height, mpp), 6),
+        slide=Path(slide).name,
+        region=str(read),
+        mpp=mpp,
+        width=width,
+        height=height,
+    )
+
+
+def mask_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The (width, height) of the tissue mask generated for a slide of `size` px whose
+    mask pixel spans factor x factor slide pixels: each side rounded up, so the mask
+    covers any size (the slide is the top-left crop of what the mask gives)."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise GigasynthError(f"the slide's size {width}x{height} must be at least 1x1 px")
+    return -(-width // factor), -(-height // factor)

@@ -16,12 +16,19 @@ A run stopped inside stage K resumes with resume=True: finished stages are not r
 stage K resumes from its last saved diffusion step (the engine's resume). The last stage
 writes the output itself (at the finest stage's µm per pixel); the folder goes when it
 is done.
+
+Any size: a generated layout covers the size asked for rounded up to the cascade's
+factor (`masks.mask_size`), the stages draw that, and a size that is not a multiple is the
+top-left crop of it: the last stage then writes `stage-n.ome.zarr` in the work folder
+too, and the output (pyramid, OME-TIFF, preview, tissue label) is made from its crop.
+The crop of a tiled run equals the crop of the whole-image run, as the stages do (I1).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -35,13 +42,21 @@ from distributed import Client
 from gigasynth.atomic import atomic_write_bytes
 from gigasynth.cascade.definition import Cascade, Stage
 from gigasynth.cascade.layout import Layout, load_layout
-from gigasynth.cascade.masks import generate_tissue_mask
+from gigasynth.cascade.masks import generate_tissue_mask, mask_size
 from gigasynth.checkpoint import load_checkpoint
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.images import write_png
-from gigasynth.io import open_level
+from gigasynth.io import (
+    build_pyramid,
+    create_ome_zarr,
+    open_level,
+    read_metadata,
+    write_ome_tiff,
+    write_preview,
+)
 from gigasynth.io.labels import write_label
 from gigasynth.synth import JobError, SynthProgress, SynthResult, SynthSpec, synthesize
+from gigasynth.synth.engine import check_targets
 from gigasynth.synth.job import check_block_steps, check_job
 from gigasynth.synth.state import discard_work
 
@@ -179,27 +194,21 @@ def make_layout(
             )
         return load_layout(layout, cascade, kind)
     if cascade.layout != "generated":
-        raise GigasynthError(
-            f"cascade {cascade.path} needs a layout (--layout IMAGE|SLIDE): it "
+        raise FieldError(
+            f"cascade {cascade.path} needs a [layout] (an image or a slide): it "
             "generates none of its own"
         )
     if size is None:
-        raise GigasynthError(
-            "a generated layout needs the slide's size (--size WIDTHxHEIGHT at the "
+        raise FieldError(
+            "a generated layout needs the slide's [size] (width x height at the "
             f"output's {cascade.mpp:.4g} µm/px)"
         )
     if kind not in ("auto", "mask"):
         raise GigasynthError(f"a generated layout is a tissue mask, not {kind!r}")
-    f = cascade.factor
-    width, height = size
-    if width < 1 or height < 1 or width % f or height % f:
-        raise GigasynthError(
-            f"--size {width}x{height} is not a multiple of the cascade's factor {f} "
-            f"(the layout's pixels are {f}x{f} output pixels), e.g. "
-            f"{max(1, round(width / f)) * f}x{max(1, round(height / f)) * f}"
-        )
     mpp = cascade.entry_mpp("mask")
-    return Layout("mask", generate_tissue_mask(seed, width // f, height // f, mpp), mpp)
+    width, height = mask_size(size, cascade.factor)
+    pixels = generate_tissue_mask(seed, width, height, mpp, cascade.mask_coverage)
+    return Layout("mask", pixels, mpp)
 
 
 def _identity(
@@ -233,19 +242,19 @@ def _open(
         except (OSError, json.JSONDecodeError):
             saved = None
     if work.exists() and not resume and not overwrite:
-        raise GigasynthError(
-            f"an unfinished cascade run left its stages in {work}: pass "
-            "--resume to continue it or --overwrite to discard it"
+        raise FieldError(
+            f"an unfinished cascade run left its stages in {work}",
+            "pass [resume] to continue it or [overwrite] to discard it",
         )
     if resume and saved is not None:
         if saved != identity:
             diff = next(
                 (key for key in identity if saved.get(key) != identity[key]), "unknown fields"
             )
-            raise GigasynthError(
-                f"the saved cascade run in {work} is for another job "
-                f"({diff} differs); rerun with the same parameters, or "
-                "with --overwrite and without --resume to start over"
+            raise FieldError(
+                f"the saved cascade run in {work} is for another job ({diff} differs)",
+                "rerun with the same parameters, or with [overwrite] and without "
+                "[resume] to start over",
             )
         return True
     for out in stage_outs:  # an engine state kept in a --work-dir elsewhere
@@ -257,6 +266,40 @@ def _open(
 def _level0_png(zarr: Path, png: Path) -> None:
     level = np.asarray(open_level(zarr, 0, mode="r")[:])
     write_png(png, np.ascontiguousarray(level.transpose(1, 2, 0)))
+
+
+def _write_crop(
+    drawn: Path,
+    out: Path,
+    size: tuple[int, int],
+    start: Layout,
+    scale: int,
+    targets: tuple[Path | None, Path | None, str],
+    client: Client | None,
+) -> None:
+    """The output as the top-left `size` (width, height) of the last stage's slide
+    `drawn`: level 0 copied band by band, its pyramid, tissue label, OME-TIFF and preview
+    (`targets`: tiff, preview, compression), built beside `drawn` and renamed to `out`."""
+    width, height = size
+    slide = drawn.with_name("cropped.ome.zarr")
+    shutil.rmtree(slide, ignore_errors=True)
+    meta = read_metadata(drawn)
+    level0 = create_ome_zarr(slide, replace(meta, width=width, height=height))
+    source = open_level(drawn, 0)
+    band = level0.chunks[1]
+    for y in range(0, height, band):
+        level0[:, y : y + band, :] = source[:, y : min(y + band, height), :width]
+    build_pyramid(slide, client=client)
+    rows, cols = -(-height // scale), -(-width // scale)  # the mask pixels the crop touches
+    write_label(slide, TISSUE_LABEL, start.tissue[:rows, :cols], scale)
+    ome_tiff, preview, compression = targets
+    if ome_tiff is not None:
+        write_ome_tiff(slide, ome_tiff, compression)
+    if preview is not None:
+        write_preview(slide, preview)
+    if out.exists():  # --overwrite: the old slide goes only once the new one is complete
+        os.replace(out, drawn.with_name("replaced.ome.zarr"))
+    os.replace(slide, out)
 
 
 def synthesize_cascade(
@@ -283,19 +326,20 @@ def synthesize_cascade(
 
     `layout` is an image or slide (taken as `layout_kind`: auto, mask or image; it enters
     the stage its kind fits, see Cascade.entry), or None for a generated tissue mask of a
-    slide `size` (width, height) px. The output holds the layout's tissue mask as its
-    label image "tissue" (gigasynth.io.labels). Every stage is checked before any work
-    (one-line errors; JobErrors name the spec's fields); a cancel (SynthCancelled) or
-    crash leaves the run resumable with resume=True. The result is the last stage's,
-    with the seconds of the whole run (this call). `block_steps` is every stage's
-    (`synthesize`'s; None: each stage's default).
+    slide `size` (width, height) px, any size (the layout covers it rounded up to the
+    cascade's factor; the slide is its crop, see the module's docstring). The output
+    holds the layout's tissue mask as its label image "tissue" (gigasynth.io.labels).
+    Every stage is checked before any work (one-line errors; JobErrors name the spec's
+    fields); a cancel (SynthCancelled) or crash leaves the run resumable with
+    resume=True. The result is the last stage's, with the seconds of the whole run (this
+    call) and the output's paths. `block_steps` is every stage's (`synthesize`'s; None:
+    each stage's default).
     """
     started = time.perf_counter()
     out = Path(out).absolute()
-    if not out.name.endswith(".zarr"):
-        raise GigasynthError(f"the output must be a .ome.zarr folder, not {out}")
-    if out.exists() and not overwrite:
-        raise GigasynthError(f"{out} exists (pass --overwrite to replace it)")
+    ome_tiff = None if ome_tiff is None else Path(ome_tiff)
+    preview = None if preview is None else Path(preview)
+    check_targets(out, ome_tiff, preview, overwrite)  # all of them, before stage 1 runs
     start = make_layout(cascade, layout, settings.seed, size, layout_kind)
     stages = cascade.stages[cascade.entry(start.kind) :]
     check_entry(stages[0], start)
@@ -304,8 +348,13 @@ def synthesize_cascade(
     check_stages(stages, specs, block_steps)
     identity = _identity(cascade, stages, start, settings)
     n = len(specs)
-    outs = [_stage_out(work, k) for k in range(1, n)] + [out]
-    resumed = _open(work, identity, resume, overwrite, outs[:-1])
+    drawn = (specs[-1].width, specs[-1].height)
+    crop = None if size is None or tuple(size) == drawn else (size[0], size[1])
+    if crop is not None:  # records of runs at multiples stay as they were
+        identity["crop"] = list(crop)
+    last_out = out if crop is None else _stage_out(work, n)  # a crop is made from stage n's
+    outs = [_stage_out(work, k) for k in range(1, n)] + [last_out]
+    resumed = _open(work, identity, resume, overwrite, [o for o in outs if o != out])
     if not resumed:
         work.mkdir(parents=True)
         write_png(work / LAYOUT, start.condition_rgb())
@@ -315,8 +364,13 @@ def synthesize_cascade(
         last = k == n
         if not last and _stage_png(work, k).is_file():
             continue
-        if not last and stage_out.is_dir() and not (work / f"{stage_out.name}.work").exists():
-            _level0_png(stage_out, _stage_png(work, k))  # done, but not yet converted
+        if (
+            stage_out != out
+            and stage_out.is_dir()
+            and not (work / f"{stage_out.name}.work").exists()
+        ):
+            if not last:
+                _level0_png(stage_out, _stage_png(work, k))  # done, but not yet converted
             continue
 
         def report(
@@ -330,12 +384,12 @@ def synthesize_cascade(
         result = synthesize(
             spec,
             stage_out,
-            ome_tiff=ome_tiff if last else None,
-            preview=preview if last else None,
+            ome_tiff=ome_tiff if stage_out == out else None,
+            preview=preview if stage_out == out else None,
             client=client,
             workers=workers,
             resume=resume,
-            overwrite=overwrite or not last,
+            overwrite=overwrite or stage_out != out,
             progress=report,
             should_stop=should_stop,
             work_dir=work_dir,
@@ -344,7 +398,16 @@ def synthesize_cascade(
         )
         if not last:
             _level0_png(stage_out, _stage_png(work, k))
-    write_label(out, TISSUE_LABEL, start.tissue, cascade.entry_factor(start.kind))
+    scale = cascade.entry_factor(start.kind)
+    if crop is None:
+        write_label(out, TISSUE_LABEL, start.tissue, scale)
+    else:
+        targets = (ome_tiff, preview, settings.tiff_compression)
+        _write_crop(last_out, out, crop, start, scale, targets, client)
     shutil.rmtree(work, ignore_errors=True)
-    assert result is not None
-    return replace(result, seconds=time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    if result is None:  # a resumed run whose stages were all done: only the crop was left
+        return SynthResult(out, ome_tiff, preview, stages[-1].sha256, seconds, 0.0)
+    return replace(
+        result, zarr_path=out, ome_tiff_path=ome_tiff, preview_path=preview, seconds=seconds
+    )

@@ -8,7 +8,8 @@ import sys
 from typing import NoReturn
 
 from gigasynth import __version__
-from gigasynth.errors import GigasynthError
+from gigasynth.cli.common import flag
+from gigasynth.errors import FieldError, GigasynthError
 
 # Subcommand modules under gigasynth.cli; each defines register(subparsers).
 COMMANDS = [
@@ -49,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except GigasynthError as exc:
-        print(f"gigasynth: error: {exc}", file=sys.stderr)
+    except GigasynthError as exc:  # a FieldError's fields as this command's flags
+        message = exc.render(flag) if isinstance(exc, FieldError) else str(exc)
+        print(f"gigasynth: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gigasynth: interrupted", file=sys.stderr)

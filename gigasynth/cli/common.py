@@ -8,6 +8,20 @@ import re
 # Device choice is gigasynth.cluster's; re-exported for the subcommands that import it here.
 from gigasynth.errors import GigasynthError
 
+# The flags whose names are not the library field's with dashes (`flag`).
+_FLAGS = {
+    "width": "--size",
+    "height": "--size",
+    "tiff_compression": "--compression",
+    "preflight": "--no-preflight",
+}
+
+
+def flag(field: str) -> str:
+    """The command-line flag for a library field a FieldError names: `--` and the field
+    with dashes (`work_dir` -> `--work-dir`), or where the CLI calls it otherwise, that."""
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
 
 def parse_size(text: str, limit: int | None = None) -> tuple[int, int]:
     """'WxH' (or 'N' for a square) -> (width, height), checked against a pixel limit when

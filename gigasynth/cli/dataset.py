@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Patch i is a pure function of the checkpoint, --seed, i and the sampler "
         "settings. Run the same command again to resume a killed run. With a cascade for "
         "--checkpoint, patch i is a cascade run on its own layout: a generated tissue mask "
-        "seeded by mix(seed, i) (a 'generated' cascade; --size a multiple of its factor), or "
+        "seeded by mix(seed, i) (a 'generated' cascade; any --size), or "
         "layout i mod n of --layouts (each patch its layout's size); its tissue mask is "
         "written beside it.",
     )

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--size",
         type=int,
         default=DEMO_SIZE,
-        help=f"side of the slide in px (default {DEMO_SIZE}; a cascade: a multiple of its factor)",
+        help=f"side of the slide in px (default {DEMO_SIZE})",
     )
     p.add_argument(
         "--steps",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import asdict
 
 import numpy as np
 
@@ -15,11 +16,20 @@ from gigasynth.eval.slide import (
     BOOTSTRAP,
     DEFAULT_CROP,
     DEFAULT_N,
-    DEFAULT_SCALES,
     SlideEvaluation,
+    summarize_fields,
+    summary_lines,
 )
 
-SLIDE_OPTIONS = ("scales", "real_region", "real_downsample", "fake_mpp", "bootstrap", "report")
+SLIDE_OPTIONS = (
+    "scales",
+    "real_region",
+    "real_downsample",
+    "fake_mpp",
+    "bootstrap",
+    "report",
+    "copies",
+)
 
 INPUT_HELP = (
     "image folder, file.npz[:ARRAY], slide (tissue crops), OME-Zarr output "
@@ -34,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "at several zooms, and seams of tiled outputs",
     )
     p.add_argument("--real", help=f"reference images: {INPUT_HELP}; slide mode: a slide")
-    p.add_argument("--fake", help=f"generated images: {INPUT_HELP}")
+    p.add_argument(
+        "--fake",
+        nargs="+",
+        help=f"generated images: {INPUT_HELP}; slide mode takes several (fields drawn with "
+        "different seeds) and reports their mean and spread",
+    )
     p.add_argument(
         "--n",
         type=int,
@@ -58,10 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     slide.add_argument(
         "--scales",
         help="comma list of zooms as downsamples of the fake's "
-        "pixel size, by area averaging (default 1,4,16)",
+        "pixel size, by area averaging (default: those of 1,4,16 the real region "
+        "holds a crop at)",
     )
     slide.add_argument(
-        "--real-region", help="train, test (default) or x0,y0,x1,y1 in level-0 px of --real"
+        "--real-region", help="train, val, test (default) or x0,y0,x1,y1 in level-0 px of --real"
     )
     slide.add_argument(
         "--real-downsample",
@@ -78,6 +94,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bootstrap", type=int, help=f"KID bootstrap resamples (default {BOOTSTRAP})"
     )
     slide.add_argument("--report", help="write a PNG: crops per zoom and the band ratios")
+    slide.add_argument(
+        "--copies",
+        metavar="REGION",
+        help="also check the fields for copies of this region of --real (the model's "
+        "training region, e.g. train): nearest-neighbour distances of synthetic tissue "
+        "crops against the region's own",
+    )
     p.add_argument(
         "--metrics",
         default="fid,kid,swd",
@@ -128,22 +151,22 @@ def parse_scales(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def _evaluate_slide(args: argparse.Namespace) -> SlideEvaluation:
-    from gigasynth.eval.slide import evaluate_slide
+def _evaluate_slide(args: argparse.Namespace) -> list[SlideEvaluation]:
+    from gigasynth.eval.slide import evaluate_slides
 
     if args.downsample is not None:
         raise GigasynthError("--downsample reads patches; in slide mode give --real-downsample")
 
-    return evaluate_slide(
+    return evaluate_slides(
         args.real,
         args.fake,
-        scales=parse_scales(args.scales) if args.scales is not None else DEFAULT_SCALES,
+        scales=parse_scales(args.scales) if args.scales is not None else None,
         n=DEFAULT_N if args.n is None else args.n,
         crop=DEFAULT_CROP if args.crop is None else args.crop,
         seed=args.seed,
         real_region=args.real_region or "test",
         real_downsample=args.real_downsample,
-        mpp=args.fake_mpp,
+        fake_mpp=args.fake_mpp,
         bootstrap=BOOTSTRAP if args.bootstrap is None else args.bootstrap,
         device=str(pick_device(args.device)),
     )
@@ -156,27 +179,55 @@ def run(args: argparse.Namespace) -> int:
         raise GigasynthError("--fake is required")
     if args.real is None and not args.seams:
         raise GigasynthError("give --real REAL (metrics) and/or --seams --tile PX")
-    report: dict = {"fake": args.fake}
+    slide_mode = any(getattr(args, name) is not None for name in SLIDE_OPTIONS)
+    if len(args.fake) > 1 and not slide_mode:
+        raise GigasynthError(
+            "several --fake fields are compared in slide mode only (give --scales or --real-region)"
+        )
+    fake = args.fake[0]
+    report: dict = {"fake": fake}
     lines: list[str] = []
     if args.seams:
         if args.tile is None:
             raise GigasynthError("--seams needs --tile PX (the tile size of the output)")
-        stats = seam_check(open_regions(args.fake), args.tile, args.windows, seed=args.seed)
+        if len(args.fake) > 1:
+            raise GigasynthError("--seams checks one --fake at a time")
+        stats = seam_check(open_regions(fake), args.tile, args.windows, seed=args.seed)
         report["seams"] = [s.to_dict() for s in stats]
         report["tile"] = args.tile
         lines += _seam_lines(stats)
-    if any(getattr(args, name) is not None for name in SLIDE_OPTIONS):
+    if slide_mode:
         if args.real is None:
             raise GigasynthError("slide mode needs --real SLIDE")
-        evaluation = _evaluate_slide(args)
-        report.update(evaluation.to_dict())
-        lines += evaluation.lines()
+        evaluations = _evaluate_slide(args)
+        if len(evaluations) == 1:
+            report.update(evaluations[0].to_dict())
+            lines += evaluations[0].lines()
+        else:
+            summary = summarize_fields(evaluations)
+            report = {"fields": [e.to_dict() for e in evaluations], "summary": summary}
+            for e in evaluations:
+                lines += e.lines()
+            lines += summary_lines(summary)
+        if args.copies is not None:
+            from gigasynth.eval.slide import check_copies
+
+            copies = check_copies(
+                args.real,
+                args.fake,
+                region=args.copies,
+                seed=args.seed,
+                fake_mpp=args.fake_mpp,
+                real_downsample=args.real_downsample,
+            )
+            report["copies"] = asdict(copies)
+            lines.append(copies.line())
         if args.report is not None:
             from gigasynth.eval.report import write_report
 
-            write_report(evaluation, args.report)
+            write_report(evaluations[0], args.report)
             report["report"] = args.report
-            lines.append(f"report: {args.report}")
+            lines.append(f"report: {args.report} (of {evaluations[0].fake})")
     elif args.real is not None:
         metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
         n = 1000 if args.n is None else args.n
@@ -184,9 +235,7 @@ def run(args: argparse.Namespace) -> int:
         real = load_images(
             args.real, n, args.crop, np.random.default_rng([args.seed, 0]), downsample
         )
-        fake = load_images(
-            args.fake, n, args.crop, np.random.default_rng([args.seed, 1]), downsample
-        )
+        fake = load_images(fake, n, args.crop, np.random.default_rng([args.seed, 1]), downsample)
         result = compare_sets(real, fake, metrics, str(pick_device(args.device)), args.seed)
         report.update(result, real=args.real, size=list(real.shape[1:3]))
         lines += format_metrics(result)

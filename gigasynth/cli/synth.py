@@ -13,7 +13,7 @@ from gigasynth.cascade.synth import CascadeProgress, CascadeSettings, synthesize
 from gigasynth.cli.common import parse_size
 from gigasynth.cluster import connect, default_workers, steady_allocator
 from gigasynth.errors import GigasynthError
-from gigasynth.synth import JobError, SynthProgress, SynthSpec, check_job, synthesize
+from gigasynth.synth import SynthProgress, SynthSpec, check_job, synthesize
 from gigasynth.synth.job import check_block_steps
 from gigasynth.synth.preflight import summary
 
@@ -32,13 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "size times its factors)",
     )
     p.add_argument("--seed", type=int, default=0)
+    # Unset unless given: a single model then gets SynthSpec's defaults (ddim, 50 steps);
+    # a cascade refuses them (its stages carry their own), as `gigasynth dataset` does.
     p.add_argument(
         "--sampler",
         choices=["ddpm", "ddim"],
-        default="ddim",
-        help="ddim (deterministic, --steps K) or ddpm (ancestral, all T steps)",
+        help="ddim (deterministic, --steps K; the default) or ddpm (ancestral, all T steps)",
     )
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps K (ignored by ddpm)")
+    p.add_argument("--steps", type=int, help="DDIM steps K (default 50; ignored by ddpm)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale (0: deterministic)")
     p.add_argument(
         "--tile",
@@ -139,22 +140,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # The spec's fields as this command's flags, for check_job's messages.
-FLAGS = {
-    "checkpoint": "--checkpoint",
-    "width": "--size",
-    "height": "--size",
-    "seed": "--seed",
-    "sampler": "--sampler",
-    "steps": "--steps",
-    "eta": "--eta",
-    "tile": "--tile",
-    "halo_every": "--halo-every",
-    "save_every": "--save-every",
-    "mpp": "--mpp",
-    "tiff_compression": "--compression",
-    "condition": "--condition",
-}
-
 PHASES = {"level0": "level 0", "pyramid": "pyramid", "tiff": "OME-TIFF and preview"}
 
 
@@ -205,27 +190,24 @@ def run(args: argparse.Namespace) -> int:
     if args.size is None:
         raise GigasynthError("--size WIDTHxHEIGHT is required (except for a cascade)")
     width, height = parse_size(args.size)  # the limits are check_job's
+    given = {"sampler": args.sampler, "steps": args.steps}
     spec = SynthSpec(
         args.checkpoint,
         width,
         height,
-        args.seed,
-        args.sampler,
-        args.steps,
-        args.eta,
-        args.tile,
-        args.halo_every,
-        args.save_every,
-        args.mpp,
-        args.compression,
-        None if args.condition is None else str(args.condition.absolute()),
+        seed=args.seed,
+        eta=args.eta,
+        tile=args.tile,
+        halo_every=args.halo_every,
+        save_every=args.save_every,
+        mpp=args.mpp,
+        tiff_compression=args.compression,
+        condition=None if args.condition is None else str(args.condition.absolute()),
+        **{name: value for name, value in given.items() if value is not None},
     )
-    try:  # before a cluster is reached; synthesize runs the checked job as it is
-        job = check_job(spec)
-        if args.block_steps is not None:
-            check_block_steps(job, args.block_steps)
-    except JobError as exc:
-        raise GigasynthError(exc.render(FLAGS)) from None
+    job = check_job(spec)  # before a cluster is reached; synthesize runs it as it is
+    if args.block_steps is not None:
+        check_block_steps(job, args.block_steps)
     bar = ProgressBar()
     workers = default_workers() if args.workers is None else args.workers
     cluster = connect(args.scheduler) if args.scheduler else contextlib.nullcontext()
@@ -286,11 +268,16 @@ class CascadeBar:
 
 def run_cascade(args: argparse.Namespace) -> int:
     """`gigasynth synth --checkpoint CASCADE --layout IMAGE|SLIDE`."""
-    for flag, value in (("--condition", args.condition), ("--mpp", args.mpp)):
+    for flag, value in (
+        ("--condition", args.condition),
+        ("--mpp", args.mpp),
+        ("--sampler", args.sampler),
+        ("--steps", args.steps),
+    ):
         if value is not None:
             raise GigasynthError(
-                f"{flag} does not apply to a cascade: the layout and the "
-                "stages fix the slide's inputs and µm/px"
+                f"{flag} does not apply to a cascade: the layout and the stages fix the "
+                "slide's inputs and µm/px, and each stage carries its sampler and steps"
             )
     if args.size is not None and args.layout is not None:
         raise GigasynthError(
@@ -329,8 +316,6 @@ def run_cascade(args: argparse.Namespace) -> int:
                 preflight=not args.no_preflight,
                 block_steps=args.block_steps,
             )
-    except JobError as exc:
-        raise GigasynthError(exc.render(FLAGS)) from None
     finally:
         bar.close()
     print(

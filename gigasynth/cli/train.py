@@ -11,6 +11,10 @@ from pathlib import Path
 from gigasynth.cluster.devices import pick_device
 from gigasynth.config import PRESETS, preset
 from gigasynth.errors import GigasynthError
+from gigasynth.train import TrainConfig
+
+# The trainer's defaults are TrainConfig's; the flags show them, they do not repeat them.
+DEFAULTS = TrainConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--slide-weighting",
         choices=["tissue", "equal"],
-        default="tissue",
+        default=DEFAULTS.slide_weighting,
         help="draw slides in proportion to their tissue area, or equally",
     )
     p.add_argument(
@@ -48,14 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-tissue",
         type=float,
-        default=0.5,
+        default=DEFAULTS.min_tissue,
         help="least tissue fraction of a slide patch (0: uniform crops, so the "
         "model also learns background in its true proportion)",
     )
     p.add_argument(
         "--augment",
         choices=["dihedral", "none"],
-        default="none",
+        default=DEFAULTS.augment,
         help="random flips and 90-degree rotations of each patch",
     )
     p.add_argument("--preset", default="tiny", help=f"model preset ({', '.join(PRESETS)})")
@@ -91,60 +95,67 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(stage errors then do not compound; sampling adds the same)",
     )
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--iterations", type=int, default=10_000)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=64, help="training crop size in px")
+    p.add_argument("--iterations", type=int, default=DEFAULTS.iterations)
+    p.add_argument("--batch", type=int, default=DEFAULTS.batch)
+    p.add_argument("--size", type=int, default=DEFAULTS.size, help="training crop size in px")
     p.add_argument(
         "--downsample",
         type=float,
-        default=1.0,
+        default=DEFAULTS.downsample,
         help="read slide patches at this downsample of level 0",
     )
-    p.add_argument("--lr", type=float, default=1.6e-3)
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
     p.add_argument(
         "--lr-decay",
         type=float,
-        default=0.9999,
+        default=DEFAULTS.lr_decay,
         help="per-iteration LR factor (exponential schedule)",
     )
     p.add_argument(
         "--lr-schedule",
         choices=["exponential", "cosine"],
-        default="exponential",
+        default=DEFAULTS.lr_schedule,
         help="LR after warm-up: exponential decay, or a cosine to 5%% of --lr at --iterations",
     )
-    p.add_argument("--warmup", type=int, default=0, help="iterations of linear LR warm-up")
+    p.add_argument(
+        "--warmup", type=int, default=DEFAULTS.warmup, help="iterations of linear LR warm-up"
+    )
     p.add_argument(
         "--loss-weighting",
         choices=["none", "min-snr"],
-        default="none",
+        default=DEFAULTS.loss_weighting,
         help="per-sample loss weight: none, or min(SNR, gamma)/SNR (favours high noise levels)",
     )
-    p.add_argument("--min-snr-gamma", type=float, default=5.0)
+    p.add_argument("--min-snr-gamma", type=float, default=DEFAULTS.min_snr_gamma)
     p.add_argument(
         "--max-cpu-seconds",
         type=float,
-        default=0.0,
+        default=DEFAULTS.max_cpu_seconds,
         help="stop (and save) once this process has used this much CPU time "
         "(0: no limit); for equal-budget comparisons",
     )
     p.add_argument(
         "--max-seconds",
         type=float,
-        default=0.0,
+        default=DEFAULTS.max_seconds,
         help="stop (and save) after this many wall-clock seconds of training "
         "(0: no limit); a time budget on a GPU, where CPU time says little",
     )
-    p.add_argument("--ema", type=float, default=0.99)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema", type=float, default=DEFAULTS.ema)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument(
         "--checkpointing",
         action="store_true",
         help="recompute each NCA step in backward (memory flat in steps)",
     )
     p.add_argument("--no-bf16", action="store_true", help="train in float32 on CUDA")
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--sample-every", type=int, default=0, help="write a sample grid every N")
+    p.add_argument("--save-every", type=int, default=DEFAULTS.save_every)
+    p.add_argument(
+        "--sample-every",
+        type=int,
+        default=DEFAULTS.sample_every,
+        help="write a sample grid every N",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -157,7 +168,7 @@ def _warn(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gigasynth.data import open_sources
-    from gigasynth.train import TrainConfig, train
+    from gigasynth.train import train
 
     model_cfg = replace(preset(args.preset), zero_terminal_snr=args.zero_terminal_snr)
     if args.condition_downsample < 0:

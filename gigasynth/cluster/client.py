@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster
 
 from gigasynth.cluster.devices import GPU, gpu_available, workers_have_gpu
 from gigasynth.cluster.worker import steady_allocator
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 CONNECT_TIMEOUT_S = 5
 _ADDRESS = re.compile(r"(tcp|tls|inproc|ucx)://[^\s/]+")
@@ -99,7 +99,7 @@ def connect(
             client.close()
         return
     if workers < 1:
-        raise GigasynthError(f"--workers must be at least 1, not {workers}")
+        raise FieldError(f"[workers] must be at least 1, not {workers}")
     if processes:
         cluster = LocalCluster(
             n_workers=workers,

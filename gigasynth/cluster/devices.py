@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 GPU = "GPU"  # the Dask resource a GPU worker advertises
 
@@ -27,7 +27,7 @@ def pick_device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if gpu_available() else "cpu")
     if name.startswith("cuda") and not gpu_available():
-        raise GigasynthError("--device cuda requested but no CUDA device is available")
+        raise FieldError("[device] cuda requested but no CUDA device is available")
     try:
         return torch.device(name)
     except RuntimeError:
@@ -58,5 +58,5 @@ def choose_device(requested: str | None, client: Any | None = None) -> str:
     if requested in (None, "auto"):
         return "cuda" if gpu else "cpu"
     if requested == "cuda" and not gpu:
-        raise GigasynthError("--device cuda, but no Dask worker advertises the resource GPU")
+        raise FieldError("[device] cuda, but no Dask worker advertises the resource GPU")
     return requested

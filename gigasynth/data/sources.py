@@ -20,6 +20,11 @@ from gigasynth.errors import GigasynthError
 from gigasynth.images import read_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+# How a slide region read at a downsample is brought to its size: area averaging, as slide
+# pyramids and the evaluation's zooms do it. Training crops and the evaluation's real
+# reference use this one filter, so a model is not trained on sharper (Lanczos) detail than
+# the real tissue it is compared with.
+SLIDE_RESAMPLING = Image.Resampling.BOX
 
 
 class PatchSource(Protocol):
@@ -233,7 +238,7 @@ class SlideSource:
                     f"cannot read slide {self.name} at ({x}, {y}): {exc}"
                 ) from None
             if read != size:
-                region = region.resize((size, size), Image.Resampling.LANCZOS)
+                region = region.resize((size, size), SLIDE_RESAMPLING)
             patches.append(np.asarray(region))
         return np.stack(patches)
 
@@ -273,3 +278,60 @@ def open_source(
     return SlideSource(
         path, downsample, min_tissue=min_tissue, tissue_cache=tissue_cache, region=region
     )
+
+
+class SlideRegions:
+    """A region of a slide (level-0 px, see gigasynth.data.regions) read at `downsample`.
+
+    Every pixel is the area average of a downsample x downsample block of level 0 (read
+    from the finest pyramid level that is coarse enough), so whole-number downsamples
+    agree exactly with averaging level 0; background is included, unlike SlideSource,
+    which draws tissue patches for training.
+    """
+
+    def __init__(self, path: Path, downsample: float, region: str = "test") -> None:
+        import openslide
+
+        if not downsample >= 1:
+            raise GigasynthError(f"the real downsample must be at least 1, not {downsample}")
+        try:
+            self.slide = openslide.OpenSlide(str(path))
+        except (openslide.OpenSlideError, OSError) as exc:
+            raise GigasynthError(f"cannot read slide {path}: {exc}") from None
+        self.path, self.downsample = path, downsample
+        width, height = self.slide.dimensions
+        self.level0_mpp = slide_mpp(self.slide)
+        self.region = resolve_region(region, width, height, self.level0_mpp)
+        self.height = int(self.region.height // downsample)
+        self.width = int(self.region.width // downsample)
+        if self.height < 1 or self.width < 1:
+            raise GigasynthError(
+                f"region {self.region} of {path} is under one pixel at downsample {downsample}"
+            )
+        self.level = self.slide.get_best_level_for_downsample(downsample)
+        self.level_downsample = float(self.slide.level_downsamples[self.level])
+
+    def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        import openslide
+
+        d, ld = self.downsample, self.level_downsample
+        left, top = self.region.x0 + round(x * d), self.region.y0 + round(y * d)
+        size = (max(1, round(w * d / ld)), max(1, round(h * d / ld)))
+        try:
+            image = self.slide.read_region((left, top), self.level, size).convert("RGB")
+        except openslide.OpenSlideError as exc:
+            raise GigasynthError(
+                f"cannot read slide {self.path} at ({left}, {top}): {exc}"
+            ) from None
+        if size != (w, h):
+            image = image.resize((w, h), SLIDE_RESAMPLING)
+        return np.asarray(image)
+
+
+def slide_mpp(slide: Any) -> float | None:
+    """µm per level-0 pixel an OpenSlide handle states (openslide.mpp-x), or None."""
+    try:
+        value = float(slide.properties.get("openslide.mpp-x") or "nan")
+    except ValueError:
+        return None
+    return value if np.isfinite(value) and value > 0 else None

@@ -2,7 +2,8 @@
 its own layout, a pure function of (cascade, settings, index).
 
 Patch i starts from a generated tissue mask seeded by the patch's seed mix(seed, i) (for
-a "generated" cascade), at the size asked for, or from layout file i mod n of a folder of
+a "generated" cascade), at the size asked for (any size: the mask covers it rounded up to
+the cascade's factor and the patch is the crop), or from layout file i mod n of a folder of
 layout images (masks or RGB, sorted by name), its size the layout's times the factors of
 the stages it enters. The patch's diffusion uses the same seed. Its tissue mask (the
 layout's, at the patch's size) is written beside it.
@@ -24,7 +25,7 @@ from gigasynth.cascade.patches import sample_cascade
 from gigasynth.cascade.synth import check_entry, make_layout
 from gigasynth.dataset.patches import Patch
 from gigasynth.dataset.spec import MAX_PATCH_PIXELS, MIN_PATCH_SIDE, DatasetSpec, tissue_fraction
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 LAYOUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -38,35 +39,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _nearest(value: int, f: int) -> str:
-    below, above = max(1, value // f) * f, (value // f + 1) * f
-    return f"{below} or {above}" if below != above else str(below)
-
-
-def check_generated_size(cascade: Cascade, width: int, height: int) -> None:
-    """A generated patch's sides must be multiples of the cascade's factor (one layout
-    pixel is factor x factor output pixels); the error names the nearest valid sides."""
-    f = cascade.factor
-    bad = [(name, v) for name, v in (("width", width), ("height", height)) if v % f]
-    if bad:
-        fixes = "; ".join(f"{name} {v}: use {_nearest(v, f)}" for name, v in bad)
-        raise GigasynthError(
-            f"--size {width}x{height} is not a multiple of the cascade's factor {f} ({fixes})"
-        )
-
-
 def layout_files(folder: Path) -> list[Path]:
     """The layout images of a folder (PNG, JPEG, TIFF; hidden files left out), by name."""
     if not folder.is_dir():
-        raise GigasynthError(f"--layouts {folder} is not a folder of layout images")
+        raise FieldError(f"[layouts] {folder} is not a folder of layout images")
     files = sorted(
         p
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in LAYOUT_SUFFIXES
     )
     if not files:
-        raise GigasynthError(
-            f"--layouts {folder} holds no layout images ({', '.join(LAYOUT_SUFFIXES)})"
+        raise FieldError(
+            f"[layouts] {folder} holds no layout images ({', '.join(LAYOUT_SUFFIXES)})"
         )
     return files
 
@@ -105,26 +89,27 @@ def plan_cascade(
     settings: dict[str, Any] = {"stages": stages_identity(cascade), "layouts": None}
     if layouts is None:
         if cascade.layout != "generated":
-            raise GigasynthError(
+            raise FieldError(
                 f"cascade {cascade.path} generates no layouts (its layout source is "
-                f"{cascade.layout!r}): pass --layouts FOLDER of layout images"
+                f"{cascade.layout!r})",
+                "give [layouts], a folder of layout images",
             )
         if size is None:
-            raise GigasynthError(
-                f"give --size (a multiple of the cascade's factor {cascade.factor}) "
-                "or --layouts FOLDER"
-            )
-        check_generated_size(cascade, *size)
-        settings.update(factor=cascade.factor, mask_mpp=cascade.entry_mpp("mask"))
+            raise FieldError("a cascade dataset needs a [size] or [layouts], a folder")
+        settings.update(
+            factor=cascade.factor,
+            mask_mpp=cascade.entry_mpp("mask"),
+            mask_coverage=cascade.mask_coverage,
+        )
         return settings, size[0], size[1]
     described = [_described_layout(cascade, p) for p in layout_files(layouts)]
     if size is not None:
         for d in described:
             if (d["width"], d["height"]) != size:
-                raise GigasynthError(
+                raise FieldError(
                     f"layout {d['file']} gives a {d['width']}x{d['height']} patch, not "
-                    f"--size {size[0]}x{size[1]}: every patch's size is its layout's "
-                    "(leave --size out, or give layouts of that size)"
+                    f"[size] {size[0]}x{size[1]}: every patch's size is its layout's",
+                    "leave [size] out, or give layouts of that size",
                 )
     settings["layouts"] = described
     largest = max(described, key=lambda d: (d["width"] * d["height"], d["width"]))
@@ -181,4 +166,5 @@ def generate_cascade_patches(
         )
         f = cascade.entry_factor(layout.kind)
         tissue = np.repeat(np.repeat(layout.tissue, f, axis=0), f, axis=1)
-        yield Patch(index, image, spec.record(index), tissue)
+        width, height = spec.patch_size(index)  # a generated layout may cover more: crop
+        yield Patch(index, image[:height, :width], spec.record(index), tissue[:height, :width])

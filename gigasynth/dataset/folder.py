@@ -20,7 +20,7 @@ from gigasynth import __version__
 from gigasynth.atomic import atomic_write_bytes
 from gigasynth.dataset.shards import TEMP_GLOB, complete_shards, remove_temporaries
 from gigasynth.dataset.spec import DatasetSpec
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 DATASET_JSON = "dataset.json"
 MANIFEST = "manifest.jsonl"
@@ -75,7 +75,7 @@ class DatasetFolder:
     def open(self, overwrite: bool = False) -> set[int]:
         """Lock, check what the folder holds, clean up; returns the shards already whole."""
         if self.out.exists() and not self.out.is_dir():
-            raise GigasynthError(f"--out {self.out} is a file, not a folder")
+            raise FieldError(f"[out] {self.out} is a file, not a folder")
         self._refuse_a_foreign_folder()  # before the lock file is made in it
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock()
@@ -116,16 +116,16 @@ class DatasetFolder:
                 if old == new:
                     return
                 if not overwrite:
-                    raise GigasynthError(
-                        f"{self.out} holds another dataset ({_differences(old, new)}); pass "
-                        "--overwrite to replace it or choose another --out"
+                    raise FieldError(
+                        f"{self.out} holds another dataset ({_differences(old, new)})",
+                        "pass [overwrite] to replace it or choose another [out]",
                     )
         self._refuse_a_foreign_folder()
         artifacts = _artifacts(self.out)
         if artifacts and not overwrite:
-            raise GigasynthError(
-                f"{self.out} holds a dataset without {DATASET_JSON}; pass "
-                "--overwrite to replace it or choose another --out"
+            raise FieldError(
+                f"{self.out} holds a dataset without {DATASET_JSON}",
+                "pass [overwrite] to replace it or choose another [out]",
             )
         for path in artifacts:
             if path.is_dir():

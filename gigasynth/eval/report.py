@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gigasynth.atomic import atomic_write_bytes
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError
 from gigasynth.eval.slide import SlideEvaluation
 from gigasynth.images import grid
 
@@ -51,9 +51,7 @@ def write_report(evaluation: SlideEvaluation, path: str | Path) -> Path:
         import matplotlib.pyplot as plt
         import matplotlib.ticker
     except ImportError:
-        raise GigasynthError(
-            "--report needs matplotlib: pip install 'gigasynth[baselines]'"
-        ) from None
+        raise FieldError("[report] needs matplotlib: pip install 'gigasynth[baselines]'") from None
     path = Path(path)
     count = len(evaluation.scales)
     fig = plt.figure(figsize=(WIDTH_IN, ROW_IN * count + PLOT_IN), dpi=DPI)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.eval.inputs import Regions
 
 
@@ -70,7 +70,7 @@ def _direction(
     borders = (across - 1) // tile
     name = "horizontal" if transpose else "vertical"
     if borders < 1:
-        raise GigasynthError(f"the image has no {name} tile border for --tile {tile}")
+        raise FieldError(f"the image has no {name} tile border for [tile] {tile}")
     half = min(span, tile) // 2
     # Windows run along the border within one tile (a tile's offset is constant there).
     rows = min(tile // -(-tile // span), length)
@@ -128,7 +128,7 @@ def seam_check(
 ) -> list[SeamStats]:
     """Seam statistics for vertical and horizontal tile borders (those the image has)."""
     if tile < 4:
-        raise GigasynthError(f"--tile must be at least 4 px, not {tile}")
+        raise FieldError(f"[tile] must be at least 4 px, not {tile}")
     if windows < 1:
         raise GigasynthError(f"the seam check needs at least one window, not {windows}")
     rng = np.random.default_rng(seed)
@@ -139,6 +139,6 @@ def seam_check(
     ]
     if not results:
         raise GigasynthError(
-            f"the image ({regions.width}x{regions.height}) has no tile border for --tile {tile}"
+            f"the image ({regions.width}x{regions.height}) has no tile border for [tile] {tile}"
         )
     return results

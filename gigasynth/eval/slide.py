@@ -30,19 +30,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from gigasynth.data.sources import load_folder, load_npz
-from gigasynth.errors import GigasynthError
+from gigasynth.data.sources import SlideRegions, load_folder, load_npz, slide_mpp
+from gigasynth.errors import FieldError, GigasynthError
+from gigasynth.eval.copies import CopyCheck, copy_check
 from gigasynth.eval.feature_distances import (
+    KID_BOOTSTRAP_MIN,
     frechet_distance,
     kernel_inception_distance,
     kid_bootstrap,
+)
+from gigasynth.eval.histology import (
+    BACKGROUND_OD,
+    LUMA,
+    Histology,
+    far_glass,
+    histology,
+    optical_density,
+    stain_matrix,
 )
 from gigasynth.eval.inception import inception_features
 from gigasynth.eval.inputs import (
     IMAGE_FILES,
     ArrayRegions,
     Regions,
-    SlideRegions,
     ZarrRegions,
     is_ome_zarr,
 )
@@ -58,25 +68,22 @@ IN_MEMORY_PIXELS = 1 << 26  # fields up to 64 Mpx are read once, whole
 FIELD_SIDE = 4096  # band and colour statistics: the whole field up to this side, else windows
 FIELD_WINDOWS = 4
 STACK_FIELDS = 64  # band and colour statistics of a stack: up to this many of its images
-LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 luminance
-# Ruifrok & Johnston (2001) stain optical-density vectors (R, G, B), rows normalised below.
-STAIN_VECTORS = np.array(
-    [
-        [0.650, 0.704, 0.286],  # haematoxylin
-        [0.072, 0.990, 0.105],  # eosin
-        [0.268, 0.570, 0.776],
-    ]
-)  # DAB (the third, residual axis)
-BACKGROUND_OD = 0.15  # near-white: optical density below this in every channel (Macenko's beta)
 MPP_TOLERANCE = 0.01  # a downsample within 1 % of a whole number is taken as that number
+TISSUE_CROP_MIN = 0.5  # a crop counts as tissue when at least half its pixels are not background
 
 
 @dataclass(frozen=True)
 class ScaleResult:
-    """KID (with its bootstrap interval) and FID at one zoom, on n crops per side.
+    """KID (with its bootstrap interval) and FID at one zoom, on n crops per side, and KID
+    on the tissue crops of those alone.
 
     `real_crops` / `fake_crops`: how many distinct crop positions (or images, for a
-    stack) each side offered; `real_tiles`: how many crops fit without overlap.
+    stack) each side offered; `real_tiles` / `fake_tiles`: how many crops fit without
+    overlap (the independent evidence a field holds at this zoom). Intervals come from a
+    spatial block bootstrap: crops are grouped by the crop-sized cell of the field their
+    centre falls in, and whole cells are resampled (`real_blocks`, `fake_blocks` of them).
+    Tissue crops have at least TISSUE_CROP_MIN of their pixels off the background;
+    `kid_tissue` is None when either side has fewer than three.
     """
 
     scale: int
@@ -92,6 +99,14 @@ class ScaleResult:
     real_crops: int
     fake_crops: int
     real_tiles: int
+    fake_tiles: int | None = None  # None for a stack (its images are independent)
+    real_blocks: int = 0
+    fake_blocks: int = 0
+    tissue_real: int = 0  # tissue crops among the n of each side
+    tissue_fake: int = 0
+    kid_tissue: float | None = None
+    kid_tissue_low: float | None = None
+    kid_tissue_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,8 @@ class ColourStats:
     tissue_fraction: float
     background_fraction: float
     pixels: int
+    glass_std: float | None = None  # luminance std (0-255) of glass 20 µm from tissue
+    glass_pixels: int = 0  # how many pixels that glass held
 
 
 @dataclass
@@ -136,6 +153,8 @@ class SlideEvaluation:
     band_fields: dict[str, Any]
     colour_real: ColourStats
     colour_fake: ColourStats
+    histology_real: Histology | None = None  # None without a pixel size
+    histology_fake: Histology | None = None
     examples: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +176,10 @@ class SlideEvaluation:
             ],
             "band_fields": self.band_fields,
             "colour": {"real": asdict(self.colour_real), "fake": asdict(self.colour_fake)},
+            "histology": {
+                "real": asdict(self.histology_real) if self.histology_real else None,
+                "fake": asdict(self.histology_fake) if self.histology_fake else None,
+            },
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -170,10 +193,18 @@ class SlideEvaluation:
             f"{_mpp_text(self.mpp)}"
         ]
         for s in self.scales:
+            tissue = (
+                f"tissue only KID {s.kid_tissue:.4f} [{s.kid_tissue_low:.4f}, "
+                f"{s.kid_tissue_high:.4f}]"
+                if s.kid_tissue is not None
+                else "tissue only: too few tissue crops"
+            )
             out.append(
                 f"scale {s.scale}x ({_mpp_text(s.mpp)}, {s.crop} px crops): "
                 f"KID {s.kid:.4f} [{s.kid_low:.4f}, {s.kid_high:.4f}] "
-                f"FID {s.fid:.1f} (n={s.n})"
+                f"FID {s.fid:.1f} (n={s.n}; disjoint real {s.real_tiles}, bootstrap blocks "
+                f"{s.real_blocks}/{s.fake_blocks}); {tissue} "
+                f"(tissue crops {s.tissue_real}/{s.tissue_fake})"
             )
         if self.bands:
             out.append(
@@ -184,9 +215,30 @@ class SlideEvaluation:
             out.append(
                 f"{name}: background {c.background_fraction:.1%}, tissue OD "
                 f"H {c.haematoxylin_mean:.3f}±{c.haematoxylin_std:.3f} "
-                f"E {c.eosin_mean:.3f}±{c.eosin_std:.3f} (n={c.pixels:,} px)"
+                f"E {c.eosin_mean:.3f}±{c.eosin_std:.3f} (n={c.pixels:,} px); glass noise "
+                + (
+                    f"{c.glass_std:.2f} (luminance std, {c.glass_pixels:,} px 20 µm from tissue)"
+                    if c.glass_std is not None
+                    else "not measured (no far glass, or no pixel size)"
+                )
             )
+        for name, h in (("real", self.histology_real), ("fake", self.histology_fake)):
+            if h is not None:
+                out.append(f"{name}: {histology_text(h)}")
         return out
+
+
+def histology_text(h: Histology) -> str:
+    """One line of a Histology's figures."""
+
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    return (
+        f"nuclei {number(h.nuclei_per_mm2, 0)} per mm² of tissue (n={h.nuclei}, "
+        f"{h.tissue_mm2:.3f} mm²), elongation {number(h.nucleus_elongation, 2)}, "
+        f"coherence {number(h.coherence, 3)}, eosin-dominant {number(h.eosin_dominant, 3)}"
+    )
 
 
 def _mpp_text(mpp: float | None) -> str:
@@ -219,17 +271,6 @@ def band_energies(image: np.ndarray, bands: int) -> np.ndarray:
     return np.array([float((lv.double() ** 2).mean()) for lv in levels[:bands]])
 
 
-def stain_matrix() -> np.ndarray:
-    """Inverse of the row-normalised Ruifrok-Johnston matrix: OD (.., 3) @ it -> H, E, DAB."""
-    vectors = STAIN_VECTORS / np.linalg.norm(STAIN_VECTORS, axis=1, keepdims=True)
-    return np.linalg.inv(vectors)
-
-
-def optical_density(image: np.ndarray) -> np.ndarray:
-    """(.., 3) uint8 -> optical density -log10((I + 1) / 256) per channel, float32."""
-    return -np.log10((image.astype(np.float32) + 1.0) / 256.0)
-
-
 class _ColourSums:
     """Running sums for ColourStats over several fields."""
 
@@ -237,8 +278,12 @@ class _ColourSums:
         self.sums = np.zeros(4)  # H, H^2, E, E^2 in tissue
         self.tissue = 0
         self.pixels = 0
+        self.glass = np.zeros(3)  # count, sum and sum of squares of far glass's luminance
 
-    def add(self, image: np.ndarray) -> None:
+    def add(self, image: np.ndarray, mpp: float | None = None) -> None:
+        if mpp is not None:
+            luma = image[far_glass(image, mpp)].astype(np.float64) @ LUMA
+            self.glass += [len(luma), luma.sum(), (luma**2).sum()]
         od = optical_density(image.reshape(-1, 3))
         tissue = ~(od < BACKGROUND_OD).all(axis=1)
         stains = od[tissue] @ stain_matrix().astype(np.float32)
@@ -253,8 +298,20 @@ class _ColourSums:
         h_std = math.sqrt(max(self.sums[1] / n - h_mean**2, 0.0))
         e_std = math.sqrt(max(self.sums[3] / n - e_mean**2, 0.0))
         tissue = self.tissue / max(self.pixels, 1)
+        count, total, squares = self.glass
+        glass_std = (
+            math.sqrt(max(squares / count - (total / count) ** 2, 0.0)) if count >= 2 else None
+        )
         return ColourStats(
-            float(h_mean), h_std, float(e_mean), e_std, tissue, 1.0 - tissue, self.pixels
+            float(h_mean),
+            h_std,
+            float(e_mean),
+            e_std,
+            tissue,
+            1.0 - tissue,
+            self.pixels,
+            glass_std,
+            int(count),
         )
 
 
@@ -306,16 +363,14 @@ def _open_fake(fake: str | Path | np.ndarray, mpp: float | None) -> _Fake:
 
 def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
     """Downsample of the slide's level 0 that matches the fake's pixel size."""
-    from gigasynth.eval.inputs import slide_mpp
-
     if override is not None:
         if not override >= 1:
-            raise GigasynthError(f"--real-downsample must be at least 1, not {override}")
+            raise FieldError(f"[real_downsample] must be at least 1, not {override}")
         return float(override)
     if fake.mpp is None:
-        raise GigasynthError(
-            f"the fake {fake.name} states no pixel size: give its µm/px "
-            "(--fake-mpp) or --real-downsample"
+        raise FieldError(
+            f"the fake {fake.name} states no pixel size",
+            "give its µm/px ([fake_mpp]) or [real_downsample]",
         )
     import openslide
 
@@ -324,8 +379,8 @@ def _downsample_for(real: Path, fake: _Fake, override: float | None) -> float:
     except (openslide.OpenSlideError, OSError) as exc:
         raise GigasynthError(f"cannot read slide {real}: {exc}") from None
     if level0 is None:
-        raise GigasynthError(
-            f"slide {real} states no pixel size (openslide.mpp-x): give --real-downsample"
+        raise FieldError(
+            f"slide {real} states no pixel size (openslide.mpp-x)", "give [real_downsample]"
         )
     d = fake.mpp / level0
     if d < 1 - MPP_TOLERANCE:
@@ -346,10 +401,34 @@ def _in_memory(regions: Regions) -> Regions:
 # ---------------------------------------------------------------- crops
 
 
+@dataclass
+class _Crops:
+    """One side's crops at one zoom: the pixels, the count of distinct positions (or
+    images), the field's size and disjoint crops (None for a stack), each crop's block."""
+
+    images: np.ndarray
+    positions: int
+    field: tuple[int, int] | None
+    tiles: int | None
+    blocks: np.ndarray | None
+
+    def tissue(self) -> np.ndarray:
+        """Which crops are tissue crops (TISSUE_CROP_MIN of their pixels off background)."""
+        return tissue_fractions(self.images) >= TISSUE_CROP_MIN
+
+
+def tissue_fractions(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> the fraction of each image's pixels that are not background
+    (optical density at least BACKGROUND_OD in some channel, as ColourStats counts)."""
+    od = optical_density(images)
+    return (~(od < BACKGROUND_OD).all(axis=-1)).mean(axis=(1, 2))
+
+
 def _field_crops(
     regions: Regions, scale: int, crop: int, n: int, rng: np.random.Generator, what: str
-) -> tuple[np.ndarray, int, tuple[int, int]]:
-    """n distinct uniformly placed crops at `scale`; the count of positions; the scaled size."""
+) -> _Crops:
+    """n distinct uniformly placed crops at `scale`, each labelled with its block: the
+    crop-sized cell of the field its centre falls in (for the block bootstrap)."""
     step = scale
     if isinstance(regions, ArrayRegions) and scale > 1:
         regions, step = ArrayRegions(area_downsample(regions.image, scale)), 1
@@ -366,18 +445,19 @@ def _field_crops(
             f"{what} offers {positions} distinct {crop} px crops at scale {scale}, fewer than n={n}"
         )
     chosen = rng.choice(positions, n, replace=False)
+    ys, xs = chosen // nx, chosen % nx
     crops = [
-        area_downsample(
-            regions.read(int(i // nx) * step, int(i % nx) * step, crop * step, crop * step), step
-        )
-        for i in chosen
+        area_downsample(regions.read(int(y) * step, int(x) * step, crop * step, crop * step), step)
+        for y, x in zip(ys, xs, strict=True)
     ]
-    return np.stack(crops), positions, (ws, hs)
+    cells_x = -(-ws // crop)
+    blocks = ((ys + crop // 2) // crop) * cells_x + (xs + crop // 2) // crop
+    return _Crops(np.stack(crops), positions, (ws, hs), (ws // crop) * (hs // crop), blocks)
 
 
 def _stack_crops(
     stack: np.ndarray, scale: int, crop: int, n: int, rng: np.random.Generator, what: str
-) -> np.ndarray:
+) -> _Crops:
     """One random crop of each of n distinct images, each downsampled by `scale`."""
     if n > len(stack):
         raise GigasynthError(f"{what} holds {len(stack)} images, fewer than n={n}")
@@ -392,7 +472,7 @@ def _stack_crops(
         small = area_downsample(stack[i], scale)
         y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
         crops.append(small[y : y + crop, x : x + crop])
-    return np.stack(crops)
+    return _Crops(np.stack(crops), len(stack), None, None, None)
 
 
 # ---------------------------------------------------------------- whole-field statistics
@@ -434,10 +514,10 @@ def _bands(real: list[np.ndarray], fake: list[np.ndarray]) -> list[Band]:
     ]
 
 
-def _colour(images: list[np.ndarray]) -> ColourStats:
+def _colour(images: list[np.ndarray], mpp: float | None) -> ColourStats:
     sums = _ColourSums()
     for im in images:
-        sums.add(im)
+        sums.add(im, mpp)
     return sums.stats()
 
 
@@ -448,13 +528,13 @@ def evaluate_slide(
     real: str | Path,
     fake: str | Path | np.ndarray,
     *,
-    scales: tuple[int, ...] = DEFAULT_SCALES,
+    scales: tuple[int, ...] | None = None,
     n: int = DEFAULT_N,
     crop: int = DEFAULT_CROP,
     seed: int = 0,
     real_region: str = "test",
     real_downsample: float | None = None,
-    mpp: float | None = None,
+    fake_mpp: float | None = None,
     bootstrap: int = BOOTSTRAP,
     confidence: float = CONFIDENCE,
     device: str | torch.device = "cpu",
@@ -467,12 +547,15 @@ def evaluate_slide(
       `real_downsample` of level 0 (default: the fake's µm/px over the slide's).
     fake: an OME-Zarr output (level 0; its µm/px from its metadata), an image file, a
       folder of equal images or an .npz (a stack of patches), or an array, (H, W, 3) a
-      field or (N, H, W, 3) a stack, uint8. `mpp` gives or overrides the fake's µm/px.
+      field or (N, H, W, 3) a stack, uint8. `fake_mpp` gives or overrides the fake's µm/px.
     scales: zooms as whole downsamples of the common pixel size (1 = native), each by
-      area averaging. At each, n distinct `crop` px crops per side (uniformly placed in
+      area averaging (default: those of 1, 4, 16 at which the real region holds a
+      crop). At each, n distinct `crop` px crops per side (uniformly placed in
       the real region and the fake field; one crop of each of n images of a stack) give
       KID with a `confidence` bootstrap interval over `bootstrap` resamples of both
-      sets, and FID, on Inception features (crops resized to 299 px).
+      sets (a spatial block bootstrap where crops overlap, see ScaleResult), and FID, on
+      Inception features (crops resized to 299 px); KID and its interval again on the
+      tissue crops of each side alone.
     Bands and colour come from the whole real region and the whole fake field (windows
     of 4096 px of larger fields; up to 64 images of a stack) at native scale.
     `examples` crops per side and scale are kept for the report. Raises GigasynthError
@@ -490,12 +573,29 @@ def evaluate_slide(
         seed=seed,
         real_region=real_region,
         real_downsample=real_downsample,
-        mpp=mpp,
+        fake_mpp=fake_mpp,
         bootstrap=bootstrap,
         confidence=confidence,
         device=device,
         examples=examples,
     )[0]
+
+
+def _fitting_scales(real: SlideRegions, crop: int) -> list[int]:
+    """The DEFAULT_SCALES at which the real region holds a crop (the default when no scales
+    are given: a small held-out region has no 16x figure worth the name)."""
+    fitting = [s for s in DEFAULT_SCALES if min(real.height, real.width) // s >= crop]
+    if not fitting:
+        raise GigasynthError(
+            f"the real region {real.region} is {real.width}x{real.height} px, smaller than "
+            f"a {crop} px crop: lower the crop"
+        )
+    return fitting
+
+
+def _count(blocks: np.ndarray | None, n: int) -> int:
+    """How many blocks the bootstrap resamples (n independent items when unblocked)."""
+    return n if blocks is None else len(np.unique(blocks))
 
 
 @dataclass
@@ -504,7 +604,7 @@ class _RealSide:
 
     slide: SlideRegions
     pixels: Regions
-    crops: dict[int, tuple[np.ndarray, int, tuple[int, int]]]
+    crops: dict[int, _Crops]
     features: dict[int, np.ndarray] = field(default_factory=dict)
 
 
@@ -512,13 +612,13 @@ def evaluate_slides(
     real: str | Path,
     fakes: Sequence[str | Path | np.ndarray],
     *,
-    scales: tuple[int, ...] = DEFAULT_SCALES,
+    scales: tuple[int, ...] | None = None,
     n: int = DEFAULT_N,
     crop: int = DEFAULT_CROP,
     seed: int = 0,
     real_region: str = "test",
     real_downsample: float | None = None,
-    mpp: float | None = None,
+    fake_mpp: float | None = None,
     bootstrap: int = BOOTSTRAP,
     confidence: float = CONFIDENCE,
     device: str | torch.device = "cpu",
@@ -526,19 +626,21 @@ def evaluate_slides(
 ) -> list[SlideEvaluation]:
     """`evaluate_slide` of each fake against the same real crops, real features computed once.
 
-    Each result equals `evaluate_slide(real, fake, ...)` with the same arguments; `mpp`
+    Each result equals `evaluate_slide(real, fake, ...)` with the same arguments; `fake_mpp`
     applies to every fake. Every input is checked before any Inception work.
     """
-    if not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in scales):
+    if scales is not None and (
+        not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in scales)
+    ):
         raise GigasynthError(f"scales must be whole numbers of at least 1, not {scales}")
-    if len(set(scales)) != len(scales):
+    if scales is not None and len(set(scales)) != len(scales):
         raise GigasynthError(f"scales repeat: {scales}")
     if n < 3:
         raise GigasynthError(f"n must be at least 3, not {n}")
     if crop < 16:
         raise GigasynthError(f"crop must be at least 16 px, not {crop}")
-    if mpp is not None and not mpp > 0:
-        raise GigasynthError(f"the fake's µm/px must be positive, not {mpp}")
+    if fake_mpp is not None and not fake_mpp > 0:
+        raise FieldError(f"[fake_mpp] must be positive, not {fake_mpp}")
     if bootstrap < 10 or not 0 < confidence < 1:
         raise GigasynthError(
             f"the KID bootstrap needs 10+ resamples and 0 < confidence < 1, "
@@ -549,15 +651,17 @@ def evaluate_slides(
     real_path = Path(real)
     if not real_path.is_file():
         raise GigasynthError(f"real slide not found: {real_path}")
-    order = sorted(scales)
+    order = sorted(scales) if scales is not None else None
     reals: dict[float, _RealSide] = {}
     prepared = []
     for fake in fakes:
-        fake_input = _open_fake(fake, mpp)
+        fake_input = _open_fake(fake, fake_mpp)
         downsample = _downsample_for(real_path, fake_input, real_downsample)
         if downsample not in reals:
             slide = SlideRegions(real_path, downsample, real_region)
             real_field = _in_memory(slide)
+            if order is None:
+                order = _fitting_scales(slide, crop)
             reals[downsample] = _RealSide(
                 slide,
                 real_field,
@@ -573,9 +677,9 @@ def evaluate_slides(
                     for index, scale in enumerate(order)
                 },
             )
+        assert order is not None  # set with the first real side
         fake_field = _in_memory(fake_input.field) if fake_input.field is not None else None
-        # per scale: the crops, the count of positions, the field size (None for a stack)
-        fake_crops: dict[int, tuple[np.ndarray, int, tuple[int, int] | None]] = {}
+        fake_crops: dict[int, _Crops] = {}
         for index, scale in enumerate(order):
             rng = np.random.default_rng([seed, index, 1])
             what = f"the fake {fake_input.name}"
@@ -583,13 +687,10 @@ def evaluate_slides(
                 fake_crops[scale] = _field_crops(fake_field, scale, crop, n, rng, what)
             else:
                 assert fake_input.stack is not None
-                fake_crops[scale] = (
-                    _stack_crops(fake_input.stack, scale, crop, n, rng, what),
-                    len(fake_input.stack),
-                    None,
-                )
+                fake_crops[scale] = _stack_crops(fake_input.stack, scale, crop, n, rng, what)
         prepared.append((fake_input, fake_field, downsample, fake_crops))
 
+    assert order is not None  # set with the first real side
     out = []
     for fake_input, fake_field, downsample, fake_crops in prepared:
         side = reals[downsample]
@@ -597,13 +698,35 @@ def evaluate_slides(
         common_mpp = level0_mpp * downsample if level0_mpp else fake_input.mpp
         results, kept = [], {}
         for scale in order:
-            real_crops, real_positions, real_size = side.crops[scale]
-            crops, fake_positions, fake_size = fake_crops[scale]
+            reference, synthetic = side.crops[scale], fake_crops[scale]
+            assert reference.field is not None and reference.tiles is not None  # a field
             if scale not in side.features:
-                side.features[scale] = inception_features(real_crops, device)
+                side.features[scale] = inception_features(reference.images, device)
             feats_real = side.features[scale]
-            feats_fake = inception_features(crops, device)
-            low, high = kid_bootstrap(feats_real, feats_fake, bootstrap, confidence, seed)
+            feats_fake = inception_features(synthetic.images, device)
+            low, high = kid_bootstrap(
+                feats_real,
+                feats_fake,
+                bootstrap,
+                confidence,
+                seed,
+                reference.blocks,
+                synthetic.blocks,
+            )
+            tissue_real, tissue_fake = reference.tissue(), synthetic.tissue()
+            kid_tissue = kid_tissue_low = kid_tissue_high = None
+            if min(tissue_real.sum(), tissue_fake.sum()) >= KID_BOOTSTRAP_MIN:
+                a, b = feats_real[tissue_real], feats_fake[tissue_fake]
+                kid_tissue = kernel_inception_distance(a, b, seed=seed)
+                kid_tissue_low, kid_tissue_high = kid_bootstrap(
+                    a,
+                    b,
+                    bootstrap,
+                    confidence,
+                    seed,
+                    None if reference.blocks is None else reference.blocks[tissue_real],
+                    None if synthetic.blocks is None else synthetic.blocks[tissue_fake],
+                )
             results.append(
                 ScaleResult(
                     scale=scale,
@@ -614,14 +737,22 @@ def evaluate_slides(
                     kid_low=low,
                     kid_high=high,
                     fid=frechet_distance(feats_real, feats_fake),
-                    real_field=real_size,
-                    fake_field=fake_size,
-                    real_crops=real_positions,
-                    fake_crops=fake_positions,
-                    real_tiles=(real_size[0] // crop) * (real_size[1] // crop),
+                    real_field=reference.field,
+                    fake_field=synthetic.field,
+                    real_crops=reference.positions,
+                    fake_crops=synthetic.positions,
+                    real_tiles=reference.tiles,
+                    fake_tiles=synthetic.tiles,
+                    real_blocks=_count(reference.blocks, n),
+                    fake_blocks=_count(synthetic.blocks, n),
+                    tissue_real=int(tissue_real.sum()),
+                    tissue_fake=int(tissue_fake.sum()),
+                    kid_tissue=kid_tissue,
+                    kid_tissue_low=kid_tissue_low,
+                    kid_tissue_high=kid_tissue_high,
                 )
             )
-            kept[scale] = (real_crops[:examples], crops[:examples])
+            kept[scale] = (reference.images[:examples], synthetic.images[:examples])
         rng = np.random.default_rng([seed, len(order), 2])
         real_images = _fields(side.pixels, rng)
         if fake_field is not None:
@@ -647,9 +778,195 @@ def evaluate_slides(
                     "real": _field_summary(real_images),
                     "fake": _field_summary(fake_images),
                 },
-                colour_real=_colour(real_images),
-                colour_fake=_colour(fake_images),
+                colour_real=_colour(real_images, common_mpp),
+                colour_fake=_colour(fake_images, common_mpp),
+                histology_real=histology(real_images, common_mpp) if common_mpp else None,
+                histology_fake=histology(fake_images, common_mpp) if common_mpp else None,
                 examples=kept,
             )
         )
     return out
+
+
+# ---------------------------------------------------------------- several fields (seeds)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A figure over several synthetic fields (seeds): mean, standard deviation between
+    fields (n - 1 in the denominator; 0 for one field), smallest, largest, how many."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, digits: int = 4) -> str:
+        return (
+            f"{self.mean:.{digits}f} ± {self.std:.{digits}f} "
+            f"(range {self.low:.{digits}f}-{self.high:.{digits}f}, {self.n} fields)"
+        )
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """The Spread of finite values (at least one)."""
+    v = np.array([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        raise GigasynthError("no finite value to summarise")
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return Spread(float(v.mean()), std, float(v.min()), float(v.max()), len(v))
+
+
+def summarize_fields(evaluations: Sequence[SlideEvaluation]) -> dict[str, Any]:
+    """Mean and spread between several fields (seeds) evaluated against the same real
+    crops: per zoom KID (all crops and tissue only, each field's block-bootstrap interval
+    beside it) and FID; per octave the band ratio; the background (glass) fraction and the
+    stain amounts of the fakes beside the real ones. JSON-ready."""
+    if not evaluations:
+        raise GigasynthError("no field to summarise")
+    first = evaluations[0]
+    scales = [s.scale for s in first.scales]
+    if any([s.scale for s in e.scales] != scales for e in evaluations):
+        raise GigasynthError("the fields were evaluated at different scales")
+    out_scales = []
+    for index, scale in enumerate(scales):
+        rows = [e.scales[index] for e in evaluations]
+        tissue = [r.kid_tissue for r in rows if r.kid_tissue is not None]
+        out_scales.append(
+            {
+                "scale": scale,
+                "n": rows[0].n,
+                "real_tiles": rows[0].real_tiles,
+                "kid": asdict(spread([r.kid for r in rows])),
+                "kid_intervals": [[r.kid_low, r.kid_high] for r in rows],
+                "kid_tissue": asdict(spread(tissue)) if tissue else None,
+                "kid_tissue_intervals": [
+                    [r.kid_tissue_low, r.kid_tissue_high] for r in rows if r.kid_tissue is not None
+                ],
+                "tissue_crops_real": rows[0].tissue_real,
+                "tissue_crops_fake": [r.tissue_fake for r in rows],
+                "fid": asdict(spread([r.fid for r in rows])),
+            }
+        )
+    bands = min(len(e.bands) for e in evaluations)
+    return {
+        "fields": len(evaluations),
+        "real_region": first.real_region,
+        "scales": out_scales,
+        "bands": [
+            {
+                "low_px": first.bands[k].low_px,
+                "high_px": first.bands[k].high_px,
+                "ratio": asdict(spread([e.bands[k].ratio for e in evaluations])),
+            }
+            for k in range(bands)
+        ],
+        "background_fraction": {
+            "real": first.colour_real.background_fraction,
+            "fake": asdict(spread([e.colour_fake.background_fraction for e in evaluations])),
+        },
+        "haematoxylin_mean": {
+            "real": first.colour_real.haematoxylin_mean,
+            "fake": asdict(spread([e.colour_fake.haematoxylin_mean for e in evaluations])),
+        },
+        "eosin_mean": {
+            "real": first.colour_real.eosin_mean,
+            "fake": asdict(spread([e.colour_fake.eosin_mean for e in evaluations])),
+        },
+        "histology": {
+            key: {
+                "real": getattr(first.histology_real, key, None),
+                "fake": asdict(v) if (v := _optional_spread(evaluations, key)) else None,
+            }
+            for key in HISTOLOGY_FIGURES
+        },
+        "glass_std": {
+            "real": first.colour_real.glass_std,
+            "fake": asdict(glass) if (glass := _glass_spread(evaluations)) else None,
+        },
+    }
+
+
+HISTOLOGY_FIGURES = ("nuclei_per_mm2", "nucleus_elongation", "coherence", "eosin_dominant")
+
+
+def _optional_spread(evaluations: Sequence[SlideEvaluation], key: str) -> Spread | None:
+    values = [v for e in evaluations if (v := getattr(e.histology_fake, key, None)) is not None]
+    return spread(values) if values else None
+
+
+def _glass_spread(evaluations: Sequence[SlideEvaluation]) -> Spread | None:
+    values = [e.colour_fake.glass_std for e in evaluations if e.colour_fake.glass_std is not None]
+    return spread(values) if values else None
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """Human-readable lines of `summarize_fields`: every figure with its spread and n."""
+
+    def text(d: dict[str, Any], digits: int = 4) -> str:
+        return Spread(**d).text(digits)
+
+    out = [f"{summary['fields']} synthetic fields against {summary['real_region']}:"]
+    for s in summary["scales"]:
+        tissue = text(s["kid_tissue"]) if s["kid_tissue"] else "too few tissue crops"
+        out.append(
+            f"scale {s['scale']}x: KID {text(s['kid'])}; tissue only {tissue}; "
+            f"FID {text(s['fid'], 1)} (n={s['n']} per side and field, "
+            f"{s['real_tiles']} disjoint real crops)"
+        )
+    if summary["bands"]:
+        out.append(
+            "band energy, synthetic / real: "
+            + "; ".join(
+                f"{b['low_px']}-{b['high_px']} px {text(b['ratio'], 2)}" for b in summary["bands"]
+            )
+        )
+    for key, name in (
+        ("background_fraction", "background"),
+        ("haematoxylin_mean", "haematoxylin OD"),
+        ("eosin_mean", "eosin OD"),
+    ):
+        out.append(f"{name}: real {summary[key]['real']:.3f}, fake {text(summary[key]['fake'], 3)}")
+    for key, h in summary["histology"].items():
+        if h["real"] is not None and h["fake"] is not None:
+            out.append(f"{key}: real {h['real']:.3f}, fake {text(h['fake'], 3)}")
+    glass = summary["glass_std"]
+    if glass["real"] is not None and glass["fake"] is not None:
+        out.append(f"glass noise: real {glass['real']:.2f}, fake {text(glass['fake'], 2)}")
+    return out
+
+
+def check_copies(
+    real: str | Path,
+    fakes: Sequence[str | Path | np.ndarray],
+    *,
+    region: str = "train",
+    crop: int = 32,
+    samples: int = 200,
+    seed: int = 0,
+    fake_mpp: float | None = None,
+    real_downsample: float | None = None,
+) -> CopyCheck:
+    """The copy check (gigasynth.eval.copies) of synthetic fields against the slide's
+    training `region`, read at the fields' µm/px (as `evaluate_slides` matches them); each
+    field whole, or FIELD_WINDOWS windows of FIELD_SIDE px of a larger one."""
+    if not fakes:
+        raise GigasynthError("no fake to check for copies")
+    fields: list[np.ndarray] = []
+    downsample = None
+    rng = np.random.default_rng([seed, 3])
+    for fake in fakes:
+        fake_input = _open_fake(fake, fake_mpp)
+        if fake_input.field is None:
+            raise GigasynthError(f"the copy check takes fields, not a stack: {fake_input.name}")
+        d = _downsample_for(Path(real), fake_input, real_downsample)
+        if downsample is not None and d != downsample:
+            raise GigasynthError("the copy check's fields differ in µm per pixel")
+        downsample = d
+        fields += _fields(fake_input.field, rng)
+    assert downsample is not None
+    train = SlideRegions(Path(real), downsample, region)
+    return copy_check(
+        np.asarray(train.read(0, 0, train.height, train.width)), fields, crop, samples, seed
+    )

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
@@ -82,9 +82,9 @@ def sliced_wasserstein_distance(
 ) -> tuple[float, list[float]]:
     """(mean over levels, per level) SWD x 1000 between two (N, H, W, 3) uint8 sets."""
     if reference.shape[1:] != images.shape[1:]:
-        raise GigasynthError(
-            f"SWD compares equal image sizes, not {reference.shape[1:3]} and "
-            f"{images.shape[1:3]} (use --crop)"
+        raise FieldError(
+            f"SWD compares equal image sizes, not {reference.shape[1:3]} and {images.shape[1:3]}",
+            "give [crop]",
         )
     if len(reference) != len(images):
         raise GigasynthError(f"SWD needs equal set sizes, not {len(reference)} and {len(images)}")

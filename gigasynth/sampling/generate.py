@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from gigasynth.config import ModelConfig
 from gigasynth.diffusion import NoiseSchedule, make_sampler
 from gigasynth.diffusion.samplers import Sampler
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.geometry import Window
 from gigasynth.keyed import Stream, key_words, keyed_normal
 from gigasynth.models import Denoiser, DiffNCA
@@ -29,13 +29,24 @@ class SampleRequest:
     steps: int | None = 50
     eta: float = 0.0
 
+    def steps_problem(self, timesteps: int) -> str | None:
+        """Why these DDIM steps cannot run on a model of `timesteps` diffusion timesteps
+        (a FieldError template), or None: the one statement of the rule, which check_job
+        and cascade definitions ask too (ddpm takes no steps)."""
+        if self.sampler == "ddim" and self.steps is not None and self.steps > timesteps:
+            return (
+                f"[steps] {self.steps} exceeds the model's {timesteps} diffusion timesteps; "
+                f"give [steps] {timesteps} or fewer"
+            )
+        return None
+
     def build(self, model: Denoiser, start: int | None = None) -> Sampler:
         cfg = model.config
         sampler = make_sampler(self.sampler, NoiseSchedule.for_config(cfg), self.eta)
-        steps = self.steps if self.sampler == "ddim" else None
-        if steps is not None and steps > cfg.timesteps:
-            raise GigasynthError(f"steps={steps} exceeds the model's T={cfg.timesteps}")
-        sampler.set_timesteps(steps, start=start)
+        problem = self.steps_problem(cfg.timesteps)
+        if problem is not None:
+            raise FieldError(problem)
+        sampler.set_timesteps(self.steps if self.sampler == "ddim" else None, start=start)
         return sampler
 
 
@@ -67,9 +78,9 @@ def _condition_of(model: Denoiser) -> int:
 
 def _refuse_condition(model: Denoiser, what: str) -> None:
     if _condition_of(model):
-        raise GigasynthError(
+        raise FieldError(
             f"{what} needs an unconditioned model; a conditioned stage "
-            "samples with a condition image (super_resolve, --condition)"
+            "samples with a condition image (super_resolve, [condition])"
         )
 
 
@@ -191,7 +202,7 @@ def upscale(
     T = model.config.timesteps
     start = T // 10 if start is None else start
     if not 0 <= start < T:
-        raise GigasynthError(f"--t-start must be in 0..{T - 1}, not {start}")
+        raise FieldError(f"[t_start] must be in 0..{T - 1}, not {start}")
     steps = None if request.steps is None else min(request.steps, start + 1)
     sampler = SampleRequest(request.sampler, steps, request.eta).build(model, start=start)
     up = F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 from distributed import Client
 
 from gigasynth.cluster import connect, task_resources, task_threads
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.io import (
     SlideMetadata,
     build_pyramid,
@@ -47,7 +47,9 @@ from gigasynth.synth.tasks import to_uint8_chunk
 SLIDE_IN_WORK = "slide.ome.zarr"
 
 
-def _check_targets(out: Path, ome_tiff: Path | None, preview: Path | None, overwrite: bool) -> None:
+def check_targets(out: Path, ome_tiff: Path | None, preview: Path | None, overwrite: bool) -> None:
+    """Every file a run writes, checked before any work (the one check, for synthesize and
+    synthesize_cascade): the right suffixes, and nothing there unless `overwrite`."""
     if not out.name.endswith(".zarr"):
         raise GigasynthError(f"the output must be a .ome.zarr folder, not {out}")
     if ome_tiff is not None and ome_tiff.suffix.lower() not in (".tif", ".tiff"):
@@ -56,7 +58,7 @@ def _check_targets(out: Path, ome_tiff: Path | None, preview: Path | None, overw
         raise GigasynthError(f"the preview must be a .png file, not {preview}")
     for path in (out, ome_tiff, preview):
         if path is not None and path.exists() and not overwrite:
-            raise GigasynthError(f"{path} exists (pass --overwrite to replace it)")
+            raise FieldError(f"{path} exists", "pass [overwrite] to replace it")
 
 
 def _first_difference(saved: dict, now: dict) -> str:
@@ -81,22 +83,25 @@ def _open_work(
     if record is None:
         return work, None
     if not resume:
-        raise GigasynthError(
+        raise FieldError(
             f"an unfinished run left its state in {work.root} (step {record['step']}/"
-            f"{job.total_steps}): pass --resume to continue it or --overwrite to discard it"
+            f"{job.total_steps})",
+            "pass [resume] to continue it or [overwrite] to discard it",
         )
     if record["job"] != job.identity():
-        raise GigasynthError(
+        raise FieldError(
             f"the saved state in {work.root} is for another job "
-            f"({_first_difference(record['job'], job.identity())}); rerun with the same "
-            "parameters, or with --overwrite and without --resume to start over"
+            f"({_first_difference(record['job'], job.identity())})",
+            "rerun with the same parameters, or with [overwrite] and without [resume] "
+            "to start over",
         )
     work = work.recorded(record)
     step = int(record["step"])
     if step and not work.x_buffer(step).is_dir():
-        raise GigasynthError(
+        raise FieldError(
             f"the state saved at step {step} is missing from {work.state} (was the work "
-            "dir cleared?): start over with --overwrite and without --resume"
+            "dir cleared?)",
+            "start over with [overwrite] and without [resume]",
         )
     return work, step
 
@@ -214,7 +219,7 @@ def synthesize(
     preview = None if preview is None else Path(preview)
     job = spec if isinstance(spec, Job) else check_job(spec)
     spec = job.spec
-    _check_targets(out, ome_tiff, preview, overwrite)
+    check_targets(out, ome_tiff, preview, overwrite)
     if client is None and workers < 1:
         raise GigasynthError(f"workers must be at least 1, not {workers}")
     if block_steps is not None:
@@ -281,10 +286,10 @@ def synthesize(
         saved = int((work.load() or {"step": 0})["step"])
         raise SynthDiskFull(
             f"disk full while writing {full.filename or work.root}: the state saved at step "
-            f"{saved}/{job.total_steps} is kept in {work.root}; free some space and "
-            "rerun with --resume",
+            f"{saved}/{job.total_steps} is kept in {work.root}",
             saved,
             job.total_steps,
+            "free some space and rerun with [resume]",
         ) from None
     work.remove()
     report("done", rate)

@@ -3,13 +3,13 @@
 Every refusal the engine makes about a job is here: the spec's fields, the size limits
 (GIGASYNTH_MAX_PIXELS, GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS), the spec against its model,
 the tile plan and the exchange schedule. The CLI and the service call it and add nothing
-of their own but the words (the CLI's flags, via `JobError.render`) and, for the service,
+of their own but the words (the CLI's flags, via `FieldError.render`) and, for the service,
 deployment policy and token quotas. Everything is arithmetic on the spec and the model's
 config (the tile plan is lazy), so checking costs the same at any slide size.
 
 Messages name the spec's fields; a field a front end may want to call otherwise is
 written `[field]` in the template (`use [tile] 0`), which `str()` shows as the field
-name and `render({"tile": "--tile"})` as the front end's.
+name and `render(name)` as the front end's (gigasynth.errors.FieldError).
 
 The slide's resolution (µm per pixel) is decided here, for the CLI and the service alike:
 it is a property of the model (the `mpp` its checkpoint metadata records, that of the
@@ -23,9 +23,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +32,7 @@ import numpy as np
 
 from gigasynth.checkpoint import Checkpoint, load_checkpoint
 from gigasynth.config import ModelConfig
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError
 from gigasynth.images import read_rgb
 from gigasynth.io.omexml import nominal_magnification
 from gigasynth.sampling import SampleRequest
@@ -49,23 +48,9 @@ MPP_TOLERANCE = 0.01  # a requested mpp within 1 % of the model's is the model's
 MAX_PIXELS = int(os.environ.get("GIGASYNTH_MAX_PIXELS", str(1 << 36)))
 MAX_WHOLE_IMAGE_PIXELS = int(os.environ.get("GIGASYNTH_MAX_WHOLE_IMAGE_PIXELS", str(1 << 26)))
 
-_FIELD = re.compile(r"\[(" + "|".join(f.name for f in fields(SynthSpec)) + r")\]")
 
-
-class JobError(GigasynthError):
-    """A job the engine refuses; the message names the spec's fields.
-
-    The template writes a field a front end words its own way as `[field]`; `str()` is
-    the message with field names, `render(names)` the same with the front end's names.
-    """
-
-    def __init__(self, template: str) -> None:
-        self.template = template
-        super().__init__(self.render({}))
-
-    def render(self, names: Mapping[str, str]) -> str:
-        """The message with each `[field]` replaced by names[field] (default: the field)."""
-        return _FIELD.sub(lambda m: names.get(m[1], m[1]), self.template)
+class JobError(FieldError):
+    """A job the engine refuses; the message names the spec's fields (FieldError)."""
 
 
 @dataclass(frozen=True)
@@ -177,20 +162,20 @@ def check_block_steps(job: Job, block_steps: int) -> None:
     part of the job's identity: a run resumed with another K gives the same bytes.
     """
     if block_steps < 1:
-        raise JobError(f"block_steps must be at least 1, not {block_steps}")
+        raise JobError(f"[block_steps] must be at least 1, not {block_steps}")
     if block_steps == 1:
         return
     if len(job.exchanges) > 1:
         raise JobError(
-            f"block_steps {block_steps} needs one exchange per diffusion step: leave "
-            "[halo_every] out, or use block_steps 1"
+            f"[block_steps] {block_steps} needs one exchange per diffusion step",
+            "leave [halo_every] out, or use [block_steps] 1",
         )
     most, reach = max_block_steps(job), job.config.halo
     if job.spec.tile and reach and block_steps > most:
         raise JobError(
-            f"block_steps {block_steps} needs a halo of {block_steps * reach} px, more than "
-            f"half the [tile] of {job.spec.tile} px: use block_steps {most} or less, or "
-            f"[tile] {2 * block_steps * reach} or more"
+            f"[block_steps] {block_steps} needs a halo of {block_steps * reach} px, more "
+            f"than half the [tile] of {job.spec.tile} px",
+            f"use [block_steps] {most} or less, or [tile] {2 * block_steps * reach} or more",
         )
 
 
@@ -258,12 +243,9 @@ def check_job(
     if spec.tile and not config.is_tileable:
         why = "FourierDiff-NCA" if config.kind == "fourier-diff-nca" else "canvas coordinates"
         raise JobError(f"{name} is a whole-image model ({why}): use [tile] 0")
-    if spec.sampler == "ddim" and spec.steps is not None and spec.steps > config.timesteps:
-        raise JobError(
-            f"steps={spec.steps} exceeds the model's T={config.timesteps}: DDIM "
-            f"steps {spec.steps} exceeds the model's {config.timesteps} diffusion "
-            f"timesteps; give [steps] {config.timesteps} or fewer"
-        )
+    steps_problem = SampleRequest(spec.sampler, spec.steps).steps_problem(config.timesteps)
+    if steps_problem is not None:
+        raise JobError(steps_problem)
     condition, condition_sha256 = read_condition(spec, config, name)
     if spec.halo_every is not None and spec.halo_every > config.nca_steps:
         raise JobError(

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError
 from gigasynth.io.ometiff import TIFF_TILE
 from gigasynth.io.omezarr import SLIDE_CHUNK
 from gigasynth.io.pyramid import pyramid_shapes
@@ -116,12 +116,14 @@ def gb(value: float) -> str:
     return f"{value / 1e9:,.1f} GB"
 
 
-class DiskShortage(GigasynthError):
+class DiskShortage(FieldError):
     """The preflight's refusal: the message names paths (for the command line);
     `needed` and `free` (bytes, the filesystem short by most) let a service word its own."""
 
     def __init__(self, message: str, needed: int, free: int) -> None:
-        super().__init__(message)
+        super().__init__(
+            message, "put the state on a larger disk ([work_dir]) or skip this check ([preflight])"
+        )
         self.needed = needed
         self.free = free
 
@@ -172,8 +174,7 @@ def check_disk(
             f"not enough disk space for a {needs.pixels / 1e6:,.0f} Mpx slide: "
             + "; ".join(short)
             + f" (state peak {gb(needs.state_peak)}, slide "
-            f"{gb(needs.slide)}, TIFF {gb(needs.tiff)}): put the state on a larger disk "
-            "with --work-dir, or pass --no-preflight to run anyway",
+            f"{gb(needs.slide)}, TIFF {gb(needs.tiff)})",
             worst[1],
             worst[2],
         )

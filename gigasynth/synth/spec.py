@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 
 SAMPLERS = ("ddim", "ddpm")
 COMPRESSIONS = ("jpeg", "zlib", "none")
@@ -78,14 +78,14 @@ class SynthCancelled(GigasynthError):
     """should_stop() turned True; the state saved last stays resumable."""
 
 
-class SynthDiskFull(GigasynthError):
+class SynthDiskFull(FieldError):
     """A full disk stopped the run; the state saved at `saved_step` stays resumable.
 
-    The message is for the command line (paths, --resume); `saved_step` and
+    The message names paths and the advice the resume field; `saved_step` and
     `total_steps` let a service word its own.
     """
 
-    def __init__(self, message: str, saved_step: int, total_steps: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, saved_step: int, total_steps: int, advice: str) -> None:
+        super().__init__(message, advice)
         self.saved_step = saved_step
         self.total_steps = total_steps

@@ -35,7 +35,7 @@ import numpy as np
 import zarr
 
 from gigasynth.atomic import atomic_path, atomic_write_bytes
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.sampling.step import STATE_DTYPE
 
 PROGRESS = "progress.json"
@@ -145,10 +145,11 @@ class WorkDir:
             raise GigasynthError(f"unreadable progress record {path}: {exc}") from None
         version = record.get("version")
         if version != FORMAT_VERSION:
-            raise GigasynthError(
+            raise FieldError(
                 f"the saved state in {self.root} has state format {version} (format 1: "
                 f"float32, before gigasynth stored {X_DTYPE}); this version resumes only "
-                f"format {FORMAT_VERSION}: start over with --overwrite and without --resume"
+                f"format {FORMAT_VERSION}",
+                "start over with [overwrite] and without [resume]",
             )
         return record
 

@@ -42,7 +42,7 @@ from gigasynth.cluster.devices import gpu_available, pick_device
 from gigasynth.config import ModelConfig
 from gigasynth.data import PatchBatches, PatchSource, load_batches, source_weights
 from gigasynth.diffusion import NoiseSchedule
-from gigasynth.errors import GigasynthError
+from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.geometry import Window
 from gigasynth.images import grid, to_model_space, to_uint8, write_png
 from gigasynth.keyed import Stream, key_words, keyed_normal, mix_int
@@ -248,8 +248,8 @@ def tissue_threshold(sources: list[PatchSource]) -> float:
     (their median, for several); only slides have a tissue threshold."""
     values = [getattr(s, "tissue_threshold", None) for s in sources]
     if any(v is None for v in values):
-        raise GigasynthError(
-            "a mask-conditioned stage (--condition-kind mask) trains on slides only: "
+        raise FieldError(
+            "a mask-conditioned stage ([condition_kind] mask) trains on slides only: "
             "the tissue mask of each crop comes from its slide's tissue threshold"
         )
     return float(np.median([float(v) for v in values if v is not None]))
@@ -293,7 +293,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE
     if state_path.exists() and not resume:
-        raise GigasynthError(f"{out} holds a training run; pass --resume or choose another --out")
+        raise FieldError(f"{out} holds a training run", "pass [resume] or choose another [out]")
     schedule = NoiseSchedule.for_config(model_cfg)
     weights = source_weights(sources, cfg.slide_weighting)
     run = _Run(model_cfg, cfg, dev, build)
@@ -301,13 +301,15 @@ def train(
     if resume and is_checkpoint_folder(saved):
         before = type(model_cfg).from_dict(read_document(str(saved))["model"])
         if before != model_cfg:
-            raise GigasynthError(
+            raise FieldError(
                 f"{out} was trained with another model config (preset, "
-                "--zero-terminal-snr or --condition-*); resume it with "
-                "the same one"
+                "[zero_terminal_snr] or the condition's options)",
+                "resume it with the same one",
             )
     if resume and state_path.exists():
-        run.load(torch.load(state_path, map_location=dev, weights_only=False))
+        run.load(
+            torch.load(state_path, map_location=dev, weights_only=True)
+        )  # tensors and numbers only
         if rank == 0:
             _drop_metrics_after(out / METRICS, run.step)
     net: torch.nn.Module = run.model

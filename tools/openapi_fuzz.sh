@@ -3,7 +3,7 @@
 # generated positive and negative requests, all checks (status codes, bodies, headers,
 # content types against /openapi.json; auth; stateful links between operations).
 #
-#   experiments/openapi_fuzz.sh [MAX_EXAMPLES] [extra schemathesis args...]
+#   tools/openapi_fuzz.sh [MAX_EXAMPLES] [extra schemathesis args...]
 #
 # Jobs stay tiny so the fuzzer cannot grind the machine: the deployment allows at most
 # 256 px a side, 0.07 megapixels and 10 steps, the token 2 jobs at a time, one Dask worker.
@@ -41,7 +41,7 @@ done
 # (204, then 404). schemathesis takes every successful DELETE for a deletion (ST301).
 # The 204-then-404 case is tested in tests/test_service_openapi.py.
 status=0
-schemathesis --config-file "$ROOT/experiments/openapi_fuzz.toml" \
+schemathesis --config-file "$ROOT/tools/openapi_fuzz.toml" \
     run "http://127.0.0.1:$PORT/openapi.json" \
     -H "Authorization: Bearer $TOKEN" --checks all --exclude-checks use_after_free \
     --max-examples "$MAX_EXAMPLES" \

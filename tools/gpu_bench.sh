@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue 4 on a GPU, in one call: check the fused Triton update against the plain
+# The fused NCA kernels on a GPU, in one call: check the fused Triton update against the plain
 # PyTorch ops on the device, time every kernel variant, then run `gigasynth bench`.
 # Usage (repository root, a Python with CUDA torch and triton on PATH):
-#     bash experiments/gpu_bench.sh            # outputs under $OUT (default ./gpu_out)
-#     STAGES="4 5" bash experiments/gpu_bench.sh   # only the engine's stages (issue 25)
+#     bash tools/gpu_bench.sh            # outputs under $OUT (default ./gpu_out)
+#     STAGES="4 5" bash tools/gpu_bench.sh   # only the engine's stages
 # Stages are capped at 240 + 300 + 240 s (Triton compiles each variant once), then
 # 240 + 300 s for the engine's efficiency and 300 s for the plumbing per step.
 set -uo pipefail
@@ -28,7 +28,7 @@ fi
 
 if want 2; then
 echo "== 2. correctness at paper sizes and timing of every variant"
-timeout 300 "$PY" experiments/gpu_kernels.py --out "$OUT" > "$OUT/gpu_kernels.log" 2>&1 || status=1
+timeout 300 "$PY" tools/gpu_kernels.py --out "$OUT" > "$OUT/gpu_kernels.log" 2>&1 || status=1
 tail -c 4000 "$OUT/gpu_kernels.log"
 fi
 
@@ -44,7 +44,7 @@ PY
 fi
 
 if want 4; then
-echo "== 4. engine efficiency on the GPU (issue 25): synthesize against the kernel"
+echo "== 4. engine efficiency on the GPU: synthesize against the kernel"
 # The bundled cascade's finest stage, and paper-pathology (random weights: the cost does
 # not depend on them), each tiled in 2048 px regions with the default block of steps.
 timeout 240 "$PY" -m gigasynth bench --device cuda --engine builtin:skin-sr4 --workers 1 \

@@ -2,7 +2,7 @@
 (its hash unchanged) as gigasynth/builtin/NAME-STAGE.{safetensors,json} with a name and
 provenance in its metadata, and NAME.cascade.json naming them as builtin stages.
 
-    python experiments/bundle_cascade.py --name skin \
+    python tools/bundle_cascade.py --name skin \
         --stage layout=runs/coarse4/checkpoint:25 --stage sr4=runs/sr4/checkpoint:10
 
 Each --stage is LABEL=CHECKPOINT:DDIM_STEPS, coarse to fine. The card (NAME.md) is

@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# Issue 16 (item 7) on a GPU, in one call: train a cascade's two stages larger than the
+# A cascade on a GPU, in one call: train a cascade's two stages larger than the
 # CPU recipe (a mask stage at 3.99 µm/px drawing from a 16 µm/px tissue mask, then a 4x
 # super-resolution stage at 0.998 µm/px; train region of the sample slide only), write
 # them with a cascade.json, synthesise a held-out evaluation field from a generated
 # layout and measure it against the slide's test region (`gigasynth eval`, 1x/4x/16x);
 # the same for the bundled cascade, then print both and a one-line verdict
-# (experiments/gpu_cascade.py: replace only if better on KID at 4x and 16x and on the
+# (tools/gpu_cascade.py: replace only if better on KID at 4x and 16x and on the
 # band ratios).
 # Usage (repository root, a Python with CUDA torch and gigasynth's dependencies):
-#     bash experiments/gpu_cascade.sh [BUNDLED]   # BUNDLED: cascade to compare with
+#     bash tools/gpu_cascade.sh [BUNDLED]   # BUNDLED: cascade to compare with
 #                                                # (default builtin:skin; "none": skip)
-#     SMOKE=1 bash experiments/gpu_cascade.sh     # the same logic on CPU, toy sizes
-# Env: OUT (default ./gpu_out), SLIDE (default shared/data or ../shared/data
-# cmu_small_region.svs), PYTHON, PRESET (small), BATCH (32), LAYOUT_SECONDS (90) and
+#     SMOKE=1 bash tools/gpu_cascade.sh     # the same logic on CPU, toy sizes
+# Env: OUT (default ./gpu_out), SLIDE (default data/cmu_small_region.svs), PYTHON, PRESET (small), BATCH (32), LAYOUT_SECONDS (90) and
 # SR_SECONDS (120) of training each (`gigasynth train --max-seconds`), FIELD (2048x2048).
 # Stages capped at 120 + 150 + 90 + 50 + 60 + 50 s = 520 s (a 9-minute call); each cap
 # leaves 30 s for a training stage's start-up (CUDA, data) beyond its --max-seconds.
@@ -25,11 +24,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python}"
 BUNDLED="${1:-${BUNDLED:-builtin:skin}}"
 [ "$BUNDLED" = none ] && BUNDLED=""
-if [ -z "${SLIDE:-}" ]; then
-    for SLIDE in shared/data/cmu_small_region.svs ../shared/data/cmu_small_region.svs; do
-        [ -f "$SLIDE" ] && break
-    done
-fi
+SLIDE="${SLIDE:-data/cmu_small_region.svs}"
 if [ ! -f "$SLIDE" ]; then
     echo "gpu_cascade: sample slide not found ($SLIDE); set SLIDE=PATH" >&2
     exit 2
@@ -92,7 +87,7 @@ echo "== 2. 4x super-resolution stage: ${SR_SIZE} px crops at 0.998 µm/px, ${SR
 stage train-sr4 "${CAPS[1]}" "$PY" -m gigasynth train "${TRAIN[@]}" --downsample 2 \
     --size "$SR_SIZE" --condition-noise 0.05 --max-seconds "$SR_SECONDS" \
     --out "$OUT/cascade/sr4"
-"$PY" experiments/gpu_cascade.py define "$OUT/cascade" --steps "${STEPS[@]}" \
+"$PY" tools/gpu_cascade.py define "$OUT/cascade" --steps "${STEPS[@]}" \
     2>&1 | tee "$OUT/define.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
@@ -113,6 +108,6 @@ if [ -n "$BUNDLED" ]; then
     evaluate bundled "$BUNDLED" "${CAPS[4]}" "${CAPS[5]}" && VERDICT+=("$OUT/eval-bundled.json")
 fi
 echo "== 5. figures and verdict"
-"$PY" experiments/gpu_cascade.py verdict "${VERDICT[@]}" 2>&1 | tee "$OUT/verdict.txt"
+"$PY" tools/gpu_cascade.py verdict "${VERDICT[@]}" 2>&1 | tee "$OUT/verdict.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 exit $status

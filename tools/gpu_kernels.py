@@ -1,7 +1,7 @@
-"""Check and time every NCA update variant on a GPU in one run (issue 4).
+"""Check and time every NCA update variant on a GPU in one run.
 
-    python experiments/gpu_kernels.py --out DIR        # on a CUDA machine
-    TRITON_INTERPRET=1 python experiments/gpu_kernels.py --smoke --out DIR   # logic, on CPU
+    python tools/gpu_kernels.py --out DIR        # on a CUDA machine
+    TRITON_INTERPRET=1 python tools/gpu_kernels.py --smoke --out DIR   # logic, on CPU
 
 1. Correctness of the fused Triton kernel against the plain PyTorch ops on the same
    device, at the paper's sizes: fp32 operands (IEEE; TF32 off for the reference)

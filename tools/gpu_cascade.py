@@ -1,10 +1,10 @@
-"""The two Python steps of experiments/gpu_cascade.sh: a cascade definition and a verdict.
+"""The two Python steps of tools/gpu_cascade.sh: a cascade definition and a verdict.
 
-    python experiments/gpu_cascade.py define OUT/cascade --steps 25 20
+    python tools/gpu_cascade.py define OUT/cascade --steps 25 20
         writes OUT/cascade/cascade.json ("generated" layout; stages layout/checkpoint,
         sr4/checkpoint), checks it as `gigasynth synth` will (gigasynth.cascade.load_cascade)
         and prints each stage's training step and µm/px.
-    python experiments/gpu_cascade.py verdict GPU.json [BUNDLED.json]
+    python tools/gpu_cascade.py verdict GPU.json [BUNDLED.json]
         prints the held-out figures of `gigasynth eval --json` for the GPU cascade (and the
         bundled one) and a one-line verdict: the GPU cascade replaces the bundled one only
         if it is better on KID at 4x and at 16x and on the band ratios.
