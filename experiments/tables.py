@@ -300,7 +300,53 @@ def real_regions() -> list[str]:
     return out
 
 
+def val_choices() -> list[str]:
+    """The cascade's step counts chosen on the val region (experiments/val_choices.py)."""
+    rec = _load("val-choices")
+    if not rec:
+        return ["(no record docs/results/val-choices.json)"]
+    out = [
+        "| stage | DDIM steps | band energy synthetic / real, finest octave first | glass "
+        "noise synthetic / real | targets met | chosen |",
+        "| --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for label, stage in rec["stages"].items():
+        for r in stage["runs"]:
+            bands = ", ".join(f"{b:.2f}" for b in r["stage"]["band_ratios"])
+            out.append(
+                f"| {label} (`{stage['checkpoint']}`) | {r['steps']} | {bands} | "
+                f"{r['stage']['glass_std']:.2f} / {r['real_glass_std']:.2f} | "
+                f"{r['targets_met']} of {len(r['bands_met']) + 1} | "
+                f"{'yes' if r['steps'] == stage['chosen'] else ''} |"
+            )
+    return out
+
+
+def glass_probe() -> list[str]:
+    """Noise-prediction error per t on glass and tissue (experiments/glass_probe.py)."""
+    rec = _load("glass-probe")
+    if not rec:
+        return ["(no record docs/results/glass-probe.json)"]
+    times = [r["t"] for r in rec["models"][0]["rows"]]
+    out = [
+        "| model (step, loss weighting) | on | " + " | ".join(f"t = {t}" for t in times) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in times) + " |",
+    ]
+    for m in rec["models"]:
+        name = f"`{m['checkpoint']}` ({m['step']}, {m['loss_weighting']})"
+        for key, label in (
+            ("mse_glass", "glass"),
+            ("mse_tissue", "tissue"),
+            ("loss_weight", "training weight"),
+        ):
+            cells = " | ".join(f"{r[key]:.3f}" for r in m["rows"])
+            out.append(f"| {name} | {label} | {cells} |")
+    return out
+
+
 BLOCKS: dict[str, Callable[[], list[str]]] = {
+    "glass-probe": glass_probe,
+    "val-choices": val_choices,
     "real-regions": real_regions,
     "seeds-skin": lambda: seeds("skin"),
     "seeds-tiny-pathology": lambda: seeds("tiny-pathology"),

@@ -15,6 +15,7 @@ from gigasynth_service.catalog import ModelCatalog
 from gigasynth_service.config import ServiceConfig
 from gigasynth_service.context import Services, services
 from gigasynth_service.errors import install_error_handlers
+from gigasynth_service.layouts import MB, DecodeBudget
 from gigasynth_service.limits import BodyLimitMiddleware
 from gigasynth_service.links import LinkSigner, load_or_create_key
 from gigasynth_service.metrics import LatencyMiddleware, Metrics
@@ -42,6 +43,9 @@ def build_services(config: ServiceConfig) -> Services:
         signer=LinkSigner(key, config.link_ttl_s),
         tiles=SlideTiles(config.tile_cache_entries),
         metrics=Metrics(store),
+        decodes=DecodeBudget(
+            config.decode_memory_mb * MB, config.decode_slots, config.decode_wait_s
+        ),
     )
 
 

@@ -8,6 +8,7 @@ request, so a revoked or expired token (and every link it signed) stops working 
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -48,6 +49,23 @@ def require_token(request: Request, svc: Svc) -> TokenRecord:
 
 
 Token = Annotated[TokenRecord, Depends(require_token)]
+
+
+def require_operator(request: Request, svc: Svc) -> None:
+    """The operator's token (GIGASYNTH_METRICS_TOKEN): what covers every token's jobs is
+    the operator's alone. 401 without a bearer token or with another, 404 while none
+    is set."""
+    secret = _bearer(request)
+    if secret is None:
+        raise ApiError(401, "missing operator token (GIGASYNTH_METRICS_TOKEN)", _CHALLENGE)
+    expected = svc.config.metrics_token
+    if expected is None:
+        raise ApiError(404, "metrics are off on this server (GIGASYNTH_METRICS_TOKEN is unset)")
+    if not hmac.compare_digest(secret.encode(), expected.encode()):
+        raise ApiError(401, "missing or wrong operator token (GIGASYNTH_METRICS_TOKEN)", _CHALLENGE)
+
+
+Operator = Annotated[None, Depends(require_operator)]
 
 
 def _no_such_job(job_id: str) -> ApiError:

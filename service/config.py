@@ -1,17 +1,28 @@
-"""Service settings, read from GIGASYNTH_* environment variables (the CLI may override some).
+"""Service settings: one typed class (`ServiceConfig`, pydantic-settings) read from
+GIGASYNTH_* environment variables; the CLI may override some (`with_overrides`).
 
-Every variable is documented in the README's "Service" section; a malformed value is a
-one-line GigasynthError naming the variable.
+Every variable is in the README's settings table (tests/test_settings.py checks it); a
+malformed value, or settings that contradict each other (a link's default lifetime over
+the longest allowed), is a one-line GigasynthError naming the variable.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Any
 
-from gigasynth.errors import GigasynthError
+from pydantic import (
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import NoDecode
+
+from gigasynth.settings import EnvSettings, load_settings, settings_error
 
 _HERE = Path(__file__).resolve()
 # OpenSeadragon's build folder where `npm ci` puts it in a source checkout (this file is
@@ -24,36 +35,72 @@ DEFAULT_OPENSEADRAGON_DIR: Path | None = (
 OPENSEADRAGON_SCRIPT = "openseadragon.min.js"
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
-    """Everything the app, the job runner and the CLI need to know about one deployment."""
+class ServiceConfig(EnvSettings):
+    """Everything the app, the job runner and the CLI need to know about one deployment
+    (each field is the variable GIGASYNTH_<FIELD>, except where an alias says otherwise)."""
 
     data_dir: Path = Path("gigasynth-data")
     store_dir: Path | None = None  # None: the data dir (see store_path)
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
     scheduler: str | None = None  # None: an embedded dask LocalCluster
-    dask_workers: int | None = None  # parallel tiles of the embedded cluster (None: default)
-    runner_threads: int = 1  # jobs computed at the same time
-    save_every: int = 1  # diffusion steps between durable saves of a job
-    block_steps: int | None = None  # diffusion steps per tile task (None: the engine's default)
+    dask_workers: PositiveInt | None = None  # the embedded cluster's parallel tiles (0: default)
+    runner_threads: PositiveInt = 1  # jobs computed at the same time
+    save_every: PositiveInt = 1  # diffusion steps between durable saves of a job
+    block_steps: PositiveInt | None = None  # diffusion steps per tile task (0: the default)
     work_dir: Path | None = None  # None: job state beside its outputs in the data dir
-    cors_origins: tuple[str, ...] = ()  # empty: no cross-origin access
-    max_body_bytes: int = 64 * 1024
-    max_layout_bytes: int = 16 * 1024 * 1024  # one uploaded layout image (POST /v1/layouts)
-    max_layouts: int = 100  # layouts each token may keep uploaded
-    max_megapixels: float = 10_000.0  # per job, for every token
-    max_side: int = 262_144  # px, width or height
-    max_steps: int = 1000  # DDIM steps
-    link_ttl_s: int = 3600  # lifetime of signed viewer links, unless asked
-    link_max_ttl_s: int = 7 * 86400  # the longest lifetime a token holder may ask for
-    tile_ttl_s: int = 300  # lifetime of the viewer's tile signatures
-    signing_key: bytes | None = None  # None: generated once, kept in the data dir
-    builtin_models: tuple[str, ...] | None = None  # None: every bundled model
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # empty: no cross-origin access
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    max_layout_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024  # one layout upload
+    max_layouts: PositiveInt = 100  # layouts each token may keep uploaded
+    decode_memory_mb: PositiveInt = 512  # memory all layout decodes may hold at once
+    decode_slots: PositiveInt = 2  # layout decodes at once (each keeps a core busy)
+    decode_wait_s: PositiveFloat = 0.25  # how long a decode waits for a slot before a 503
+    max_megapixels: PositiveFloat = 10_000.0  # per job, for every token
+    max_side: Annotated[int, Field(ge=16)] = 262_144  # px, width or height
+    max_steps: PositiveInt = 1000  # DDIM steps
+    link_ttl_s: Annotated[int, Field(ge=10)] = 3600  # lifetime of signed viewer links
+    link_max_ttl_s: Annotated[int, Field(ge=10)] = 7 * 86400  # the longest one asked for
+    tile_ttl_s: Annotated[int, Field(ge=2)] = 300  # lifetime of the viewer's tile signatures
+    signing_key: Annotated[bytes, Field(min_length=32)] | None = None  # None: generated once
+    metrics_token: Annotated[str, Field(min_length=32)] | None = None  # /metrics (None: off)
+    builtin_models: Annotated[tuple[str, ...], NoDecode] | None = None  # None: all bundled
     models_dir: Path | None = None  # None: <data_dir>/models
-    openseadragon_dir: Path | None = field(default=DEFAULT_OPENSEADRAGON_DIR)  # None: no viewer
-    progress_interval_s: float = 0.5  # least time between progress writes to the store
-    tile_cache_entries: int = 1024  # encoded DeepZoom tiles kept in memory
+    openseadragon_dir: Path | None = DEFAULT_OPENSEADRAGON_DIR  # None: no viewer
+    progress_interval_s: PositiveFloat = 0.5  # least time between progress writes
+    tile_cache_entries: Annotated[int, Field(ge=0, validation_alias="GIGASYNTH_TILE_CACHE")] = (
+        1024  # encoded DeepZoom tiles kept in memory
+    )
+
+    model_config = {**EnvSettings.model_config, "populate_by_name": True}
+
+    @field_validator("cors_origins", "builtin_models", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """A comma-separated variable as a tuple of its non-empty items."""
+        if isinstance(value, str):
+            items = tuple(item.strip() for item in value.split(",") if item.strip())
+            return items or None
+        return value
+
+    @field_validator("dask_workers", "block_steps", mode="before")
+    @classmethod
+    def _zero_is_default(cls, value: Any) -> Any:
+        return None if value in (0, "0") else value
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _none_is_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...]:
+        return value or ()
+
+    @model_validator(mode="after")
+    def _link_lifetimes(self) -> ServiceConfig:
+        if self.link_ttl_s > self.link_max_ttl_s:
+            raise ValueError(
+                f"GIGASYNTH_LINK_TTL_S={self.link_ttl_s} exceeds "
+                f"GIGASYNTH_LINK_MAX_TTL_S={self.link_max_ttl_s}"
+            )
+        return self
 
     @property
     def store_path(self) -> Path:
@@ -95,84 +142,15 @@ class ServiceConfig:
         )
 
     def with_overrides(self, **values: object) -> ServiceConfig:
-        """A copy with the given fields replaced where the value is not None."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    text = env.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise GigasynthError(f"{name}={text!r} is not an integer") from None
-    if value < minimum:
-        raise GigasynthError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise GigasynthError(f"{name}={text!r} is not a number") from None
-    if not value > 0:
-        raise GigasynthError(f"{name}={value} must be positive")
-    return value
-
-
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
-    text = env.get(name, "")
-    if not text.strip():
-        return None
-    return tuple(item.strip() for item in text.split(",") if item.strip())
+        """A copy with the given fields replaced where the value is not None (checked as
+        the environment's values are)."""
+        given = {k: v for k, v in values.items() if v is not None}
+        try:
+            return ServiceConfig.model_validate({**self.model_dump(), **given})
+        except ValidationError as exc:
+            raise settings_error(ServiceConfig, exc) from None
 
 
 def load_config(env: Mapping[str, str] | None = None) -> ServiceConfig:
     """Settings from the environment (os.environ by default); unset or empty: the default."""
-    env = os.environ if env is None else env
-    key = env.get("GIGASYNTH_SIGNING_KEY") or None
-    if key is not None and len(key) < 32:
-        raise GigasynthError("GIGASYNTH_SIGNING_KEY must be at least 32 characters")
-    models_dir = env.get("GIGASYNTH_MODELS_DIR")
-    store_dir = env.get("GIGASYNTH_STORE_DIR")
-    work_dir = env.get("GIGASYNTH_WORK_DIR")
-    osd_dir = env.get("GIGASYNTH_OPENSEADRAGON_DIR")
-    link_ttl_s = _int(env, "GIGASYNTH_LINK_TTL_S", 3600, minimum=10)
-    link_max_ttl_s = _int(env, "GIGASYNTH_LINK_MAX_TTL_S", 7 * 86400, minimum=10)
-    if link_ttl_s > link_max_ttl_s:
-        raise GigasynthError(
-            f"GIGASYNTH_LINK_TTL_S={link_ttl_s} exceeds GIGASYNTH_LINK_MAX_TTL_S={link_max_ttl_s}"
-        )
-    return ServiceConfig(
-        data_dir=Path(env.get("GIGASYNTH_DATA_DIR") or "gigasynth-data"),
-        store_dir=Path(store_dir) if store_dir else None,
-        host=env.get("GIGASYNTH_HOST") or "127.0.0.1",
-        port=_int(env, "GIGASYNTH_PORT", 8000, minimum=1),
-        scheduler=env.get("GIGASYNTH_SCHEDULER") or None,
-        dask_workers=_int(env, "GIGASYNTH_DASK_WORKERS", 0, minimum=0) or None,
-        runner_threads=_int(env, "GIGASYNTH_RUNNER_THREADS", 1, minimum=1),
-        save_every=_int(env, "GIGASYNTH_SAVE_EVERY", 1, minimum=1),
-        block_steps=_int(env, "GIGASYNTH_BLOCK_STEPS", 0, minimum=0) or None,
-        work_dir=Path(work_dir) if work_dir else None,
-        cors_origins=_list(env, "GIGASYNTH_CORS_ORIGINS") or (),
-        max_body_bytes=_int(env, "GIGASYNTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
-        max_layout_bytes=_int(env, "GIGASYNTH_MAX_LAYOUT_BYTES", 16 * 1024 * 1024, minimum=1024),
-        max_layouts=_int(env, "GIGASYNTH_MAX_LAYOUTS", 100, minimum=1),
-        max_megapixels=_float(env, "GIGASYNTH_MAX_MEGAPIXELS", 10_000.0),
-        max_side=_int(env, "GIGASYNTH_MAX_SIDE", 262_144, minimum=16),
-        max_steps=_int(env, "GIGASYNTH_MAX_STEPS", 1000, minimum=1),
-        link_ttl_s=link_ttl_s,
-        link_max_ttl_s=link_max_ttl_s,
-        tile_ttl_s=_int(env, "GIGASYNTH_TILE_TTL_S", 300, minimum=2),
-        signing_key=key.encode() if key else None,
-        builtin_models=_list(env, "GIGASYNTH_BUILTIN_MODELS"),
-        models_dir=Path(models_dir) if models_dir else None,
-        openseadragon_dir=Path(osd_dir) if osd_dir else DEFAULT_OPENSEADRAGON_DIR,
-        progress_interval_s=_float(env, "GIGASYNTH_PROGRESS_INTERVAL_S", 0.5),
-        tile_cache_entries=_int(env, "GIGASYNTH_TILE_CACHE", 1024),
-    )
+    return load_settings(ServiceConfig, env)

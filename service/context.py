@@ -1,4 +1,5 @@
-"""What one running service shares: settings, store, catalog, runner, signer, tiles, metrics."""
+"""What one running service shares: settings, store, catalog, runner, signer, tiles,
+metrics and the layout decode budget."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import Depends, Request
 
 from gigasynth_service.catalog import ModelCatalog
 from gigasynth_service.config import ServiceConfig
+from gigasynth_service.layouts import DecodeBudget
 from gigasynth_service.links import LinkSigner
 from gigasynth_service.metrics import Metrics
 from gigasynth_service.runner import JobRunner
@@ -25,6 +27,7 @@ class Services:
     signer: LinkSigner
     tiles: SlideTiles
     metrics: Metrics
+    decodes: DecodeBudget  # the memory layout decodes may hold at once
 
 
 def services(request: Request) -> Services:

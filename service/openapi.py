@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import annotated_types
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from gigasynth_service.schemas import ErrorBody
+from gigasynth_service.config import ServiceConfig
+from gigasynth_service.schemas import ErrorBody, JobRequest, LinkRequest
 
 # What each error status means, as the API uses it (the README's "Service" section).
 MEANINGS: dict[int, str] = {
@@ -173,6 +175,35 @@ def _job_links(schema: dict[str, Any]) -> None:
     }
 
 
+def _integer_bounds(schema: dict[str, Any], config: ServiceConfig) -> None:
+    """The bounds of the request bodies' integer fields, exact (pydantic writes them as
+    floats: 2^63 - 1 became 2^63, a seed the server refuses) and tightened to the limits
+    this deployment's settings enforce: a job's width and height (GIGASYNTH_MAX_SIDE)
+    and steps (GIGASYNTH_MAX_STEPS), a link's `ttl_s` (GIGASYNTH_LINK_MAX_TTL_S)."""
+    deployment = {
+        ("JobRequest", "width"): config.max_side,
+        ("JobRequest", "height"): config.max_side,
+        ("JobRequest", "steps"): config.max_steps,
+        ("LinkRequest", "ttl_s"): config.link_max_ttl_s,
+    }
+    for model in (JobRequest, LinkRequest):
+        properties = schema["components"]["schemas"][model.__name__]["properties"]
+        for name, field in model.model_fields.items():
+            bounds = {}
+            for rule in field.metadata:
+                if isinstance(rule, annotated_types.Ge):
+                    bounds["minimum"] = int(rule.ge)  # type: ignore[call-overload]
+                elif isinstance(rule, annotated_types.Le):
+                    bounds["maximum"] = int(rule.le)  # type: ignore[call-overload]
+            if (model.__name__, name) in deployment:
+                limit = deployment[model.__name__, name]
+                bounds["maximum"] = min(limit, bounds.get("maximum", limit))
+            prop = properties[name]
+            for branch in prop.get("anyOf", [prop]):
+                if branch.get("type") == "integer":
+                    branch.update(bounds)
+
+
 def install_openapi(app: FastAPI) -> None:
     """Give `app` the schema generator described above (built once, then cached)."""
 
@@ -183,6 +214,7 @@ def install_openapi(app: FastAPI) -> None:
             )
             _error_bodies(schema)
             _job_links(schema)
+            _integer_bounds(schema, app.state.services.config)
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             schema["security"] = [{BEARER: []}]
             app.openapi_schema = schema

@@ -9,7 +9,9 @@ check_job's to say, in its words (they name the request's fields).
 
 The order keeps refusals cheap: arithmetic limits and the token's quotas first (a few
 comparisons and one indexed count), then the model and check_job (its tile plan is
-arithmetic too, so its cost does not grow with the slide). No lock is
+arithmetic too, so its cost does not grow with the slide). A layout is decoded only after
+those checks passed on the smallest slide its header allows (its size times the smallest
+factor of a stage it may enter), and the limits are checked again on the exact size. No lock is
 held here: the concurrency quota is checked again where the job is inserted, in the
 same store transaction (`JobStore.add_job(max_active=...)`).
 
@@ -22,10 +24,14 @@ the engine's preflight when it runs (a failed job, not a 507).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from gigasynth.cascade.definition import Stage
+import numpy as np
+
+from gigasynth.cascade.definition import Cascade, Stage
+from gigasynth.cascade.layout import layout_of
 from gigasynth.cascade.synth import check_entry, check_stages, make_layout, stage_specs
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import Job, SynthSpec, check_job
@@ -34,6 +40,7 @@ from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
 from gigasynth_service.catalog import CascadeEntry, ModelCatalog, ModelEntry, named
 from gigasynth_service.config import ServiceConfig
 from gigasynth_service.errors import ApiError
+from gigasynth_service.layouts import DecodeBudget, LayoutFile
 from gigasynth_service.runner import public_error, request_words
 from gigasynth_service.schemas import JobRequest
 from gigasynth_service.spec import cascade_settings, synth_spec
@@ -43,11 +50,12 @@ from gigasynth_service.store import JobStore, TokenRecord
 @dataclass(frozen=True)
 class Admission:
     """An admitted job: its model or cascade and the slide's size (a cascade with a
-    layout: the size its stages make from the layout)."""
+    layout: the size its stages make from the layout, and the layout's decoded pixels)."""
 
     entry: ModelEntry | CascadeEntry
     width: int
     height: int
+    layout: np.ndarray | None = None
 
 
 def admit(
@@ -57,18 +65,25 @@ def admit(
     catalog: ModelCatalog,
     store: JobStore,
     uncounted: Collection[str] = (),
-    layout: Path | None = None,
+    layout: LayoutFile | None = None,
+    decodes: DecodeBudget | None = None,
+    held: ExitStack | None = None,
 ) -> Admission:
     """The job's model or cascade and size, or an ApiError saying why it is refused.
 
     `uncounted`: ids of the token's jobs that ended but whose end the store has not
-    recorded yet (they hold no slot). `layout`: the image file of the layout the request
-    names (given exactly when it names one).
+    recorded yet (they hold no slot). `layout`: the layout image the request names (given
+    exactly when it names one), decoded within `decodes` once the cheap checks pass;
+    its memory stays reserved until `held` closes.
     """
-    plan: CascadePlan | None = None
-    width, height = request.width, request.height
     if layout is not None:  # the layout and the cascade's stages fix the size
-        plan = _plan(_cascade(request, catalog), layout, request, config)
+        entry = _cascade(request, catalog)
+        factor = _least_factor(entry.cascade)
+        _check_limits(request, layout.width * factor, layout.height * factor, token, config)
+        _check_slots(token, store, uncounted)
+        assert decodes is not None and held is not None
+        rgb = layout.decode(decodes, held)
+        plan = _plan(entry, rgb, request, config)
         width, height = plan.size
         if (request.width or width, request.height or height) != (width, height):
             raise ApiError(
@@ -77,14 +92,60 @@ def admit(
                 f"{plan.entry.name!r}, not {request.width or width}x{request.height or height}: "
                 "leave width and height out",
             )
+        _check_limits(request, width, height, token, config)
+        _check_plan(plan, config.block_steps)
+        return Admission(plan.entry, width, height, rgb)
+    if request.width is None or request.height is None:
+        missing = "width" if request.width is None else "height"
+        raise ApiError(422, f"invalid request: missing field {missing!r}")
+    width, height = request.width, request.height
+    _check_limits(request, width, height, token, config)
+    _check_slots(token, store, uncounted)
+    try:
+        found = catalog.lookup(request.model)
+    except GigasynthError as exc:
+        raise ApiError(422, public_error(request_words(exc))) from None
+    if isinstance(found, CascadeEntry):
+        _check_plan(
+            _plan(_cascade(request, catalog, found), None, request, config), config.block_steps
+        )
+        return Admission(found, width, height)
+    try:  # whatever the engine would refuse (model fit, sizes, tile plan), refused now
+        job = check_job(
+            synth_spec(request.model_dump(), found.ref, config.save_every),
+            catalog.checkpoint(found),
+            model=f"model {found.name!r}",
+        )
+        if config.block_steps is not None:
+            check_block_steps(job, config.block_steps)
+    except GigasynthError as exc:
+        raise ApiError(422, str(exc)) from None
+    _check_disk(request, job, config)
+    return Admission(found, width, height)
+
+
+def _least_factor(cascade: Cascade) -> int:
+    """The smallest factor from a layout to the slide among the stages a layout may
+    enter (its kind is known only once decoded): the slide is at least that much larger."""
+    factors = []
+    for kind in ("mask", "image"):
+        try:
+            factors.append(cascade.entry_factor(kind))
+        except GigasynthError:
+            continue
+    return min(factors, default=1)
+
+
+def _check_limits(
+    request: JobRequest, width: int, height: int, token: TokenRecord, config: ServiceConfig
+) -> None:
+    """The deployment's limits and the token's megapixel quota on a width x height slide
+    (arithmetic only)."""
     for side, value in (("width", width), ("height", height)):
-        if value is None:
-            raise ApiError(422, f"invalid request: missing field {side!r}")
         if value > config.max_side:
             raise ApiError(
                 422, f"{side} {value} exceeds this service's limit of {config.max_side} px"
             )
-    assert width is not None and height is not None
     megapixels = width * height / 1e6
     if megapixels > config.max_megapixels:
         raise ApiError(
@@ -102,36 +163,23 @@ def admit(
             f"quota exceeded: {megapixels:,.2f} megapixels per job requested, "
             f"this token allows {token.max_megapixels:,g}",
         )
+
+
+def _check_slots(token: TokenRecord, store: JobStore, uncounted: Collection[str]) -> None:
+    """The token's concurrency quota (one indexed count)."""
     active = store.active_count(token.id, uncounted)
     if active >= token.max_concurrent:
         raise concurrency_refusal(active, token)
-    if plan is None:
-        try:
-            entry = catalog.lookup(request.model)
-        except GigasynthError as exc:
-            raise ApiError(422, public_error(request_words(exc))) from None
-        if isinstance(entry, CascadeEntry):
-            plan = _plan(_cascade(request, catalog, entry), None, request, config)
-    if plan is not None:
-        try:  # every stage as the engine will check it, before any work (check_job)
-            check_stages(plan.stages, plan.specs, config.block_steps)
-        except GigasynthError as exc:
-            message = named(request_words(exc), plan.entry.cascade.path, plan.entry.name)
-            raise ApiError(422, public_error(message)) from None
-        return Admission(plan.entry, width, height)
-    assert isinstance(entry, ModelEntry)  # a request with a layout names a cascade (_cascade)
-    try:  # whatever the engine would refuse (model fit, sizes, tile plan), refused now
-        job = check_job(
-            synth_spec(request.model_dump(), entry.ref, config.save_every),
-            catalog.checkpoint(entry),
-            model=f"model {entry.name!r}",
-        )
-        if config.block_steps is not None:
-            check_block_steps(job, config.block_steps)
+
+
+def _check_plan(plan: CascadePlan, block_steps: int | None) -> None:
+    """Every stage of a cascade job as the engine will check it, before any work (with
+    the runner's steps per task, `block_steps`)."""
+    try:
+        check_stages(plan.stages, plan.specs, block_steps)
     except GigasynthError as exc:
-        raise ApiError(422, str(exc)) from None
-    _check_disk(request, job, config)
-    return Admission(entry, width, height)
+        message = named(request_words(exc), plan.entry.cascade.path, plan.entry.name)
+        raise ApiError(422, public_error(message)) from None
 
 
 @dataclass(frozen=True)
@@ -186,19 +234,21 @@ def _cascade(
 
 
 def _plan(
-    entry: CascadeEntry, layout: Path | None, request: JobRequest, config: ServiceConfig
+    entry: CascadeEntry, layout: np.ndarray | None, request: JobRequest, config: ServiceConfig
 ) -> CascadePlan:
-    """The stages and specs of a cascade job from its layout (None: a generated one of
-    the request's size), as synthesize_cascade makes them; 422 for what it refuses."""
+    """The stages and specs of a cascade job from its decoded layout (None: a generated
+    one of the request's size), as synthesize_cascade makes them; 422 for what it refuses."""
     settings = cascade_settings(request.model_dump(), config.save_every)
-    size = None if layout is not None else (request.width, request.height)
     try:
-        start = make_layout(entry.cascade, layout, settings.seed, size)
+        if layout is not None:
+            start = layout_of(layout, entry.cascade)
+        else:  # admit checked both before
+            assert request.width is not None and request.height is not None
+            start = make_layout(entry.cascade, None, settings.seed, (request.width, request.height))
         stages = entry.cascade.stages[entry.cascade.entry(start.kind) :]
         check_entry(stages[0], start)
     except GigasynthError as exc:
         message = named(request_words(exc), entry.cascade.path, entry.name)
-        message = message.replace(f"layout {layout}", "the layout") if layout else message
         raise ApiError(422, public_error(message)) from None
     # The condition files' folder is only named in the specs; the check leaves them out.
     return CascadePlan(entry, stages, stage_specs(stages, start.size, settings, Path()))

@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Format = Literal["ome-zarr", "ome-tiff", "preview"]
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+DEFAULT_FORMATS: tuple[Format, ...] = ("ome-zarr", "ome-tiff")
+
+
+class _Request(BaseModel):
+    """A request body: strict (no strings for numbers, no booleans), except that a JSON
+    number with no fraction (2048.0) is the integer it is, as JSON Schema's "integer"
+    takes it, in the fields typed int."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ints = {
+            name
+            for name, field in cls.model_fields.items()
+            if field.annotation in (int, int | None)
+        }
+        return {
+            key: int(value)
+            if key in ints and isinstance(value, float) and value.is_integer()
+            else value
+            for key, value in data.items()
+        }
+
 
 # Hard bounds of the schema; the deployment's own (lower) limits are checked in quotas.py.
 HARD_MAX_SIDE = 1 << 20
 HARD_MAX_STEPS = 100_000
 
 
-class JobRequest(BaseModel):
+class JobRequest(_Request):
     """A synthesis job: which model (or cascade), what size, which seed and sampler.
 
     A cascade job names a cascade from GET /v1/models and, for a cascade whose layout is
@@ -75,7 +100,7 @@ class JobRequest(BaseModel):
         "on one device",
     )
     formats: list[Format] = Field(
-        default_factory=lambda: ["ome-zarr", "ome-tiff"], min_length=1, max_length=3
+        default_factory=lambda: list(DEFAULT_FORMATS), min_length=1, max_length=3
     )
     mpp: float | None = Field(
         None,
@@ -158,7 +183,7 @@ class ErrorBody(BaseModel):
     error: str = Field(description="what went wrong, in one line")
 
 
-class LinkRequest(BaseModel):
+class LinkRequest(_Request):
     """A signed link to mint for one job (POST /v1/jobs/{id}/links, with the owner's token)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)

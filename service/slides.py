@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Any
 
 from gigasynth.io import DeepZoomGenerator, open_slide
 
@@ -21,17 +23,17 @@ class _Lru:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict = OrderedDict()
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key):
+    def get(self, key: Hashable) -> Any:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         return None
 
-    def put(self, key, value) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         if self.size <= 0:
             return
         with self._lock:
@@ -40,7 +42,7 @@ class _Lru:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
-    def drop(self, predicate) -> None:
+    def drop(self, predicate: Callable[[Any], bool]) -> None:
         with self._lock:
             for key in [k for k in self._items if predicate(k)]:
                 del self._items[key]

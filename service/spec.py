@@ -65,7 +65,7 @@ def resolution(
     try:
         return slide_resolution(asked, model.meta)
     except GigasynthError:
-        return Resolution(float(asked), "request")
+        return None if asked is None else Resolution(float(asked), "request")
 
 
 def provenance(job: JobRecord, catalog: ModelCatalog) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from gigasynth_service.tokens import create_token, hash_token
 from tests.conftest import MICRO, ROOT
 
 MICRO_MODEL = "micro"
+OPERATOR = "operator-" + "0" * 32  # the tests' GIGASYNTH_METRICS_TOKEN
 LONG_MODEL = "micro-400"
 
 
@@ -50,7 +51,8 @@ def write_long_micro_model(data_dir: Path) -> Path:
 
 
 def service_config(data_dir: Path, **overrides: object) -> ServiceConfig:
-    return ServiceConfig(data_dir=data_dir, **overrides)
+    """The settings of a test's app: the defaults, the operator's metrics token, overrides."""
+    return ServiceConfig(data_dir=data_dir, **{"metrics_token": OPERATOR, **overrides})
 
 
 def add_token(data_dir: Path, name: str, **quotas: float) -> str:
@@ -178,7 +180,12 @@ def start_server(
     """
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
-    env = {**os.environ, "GIGASYNTH_PROGRESS_INTERVAL_S": "0.1", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "GIGASYNTH_PROGRESS_INTERVAL_S": "0.1",
+        "GIGASYNTH_METRICS_TOKEN": OPERATOR,
+        **(extra_env or {}),
+    }
     process = subprocess.Popen(
         [
             sys.executable,

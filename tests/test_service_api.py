@@ -18,6 +18,7 @@ from gigasynth_service.paths import JobPaths
 from tests.service_fixtures import (
     LONG_MODEL,
     MICRO_MODEL,
+    OPERATOR,
     add_token,
     finished_job,
     service_config,
@@ -78,7 +79,8 @@ def test_health_is_public_and_every_other_route_needs_a_token(api):
         )
         for method in methods:
             response = client.request(method, path, params={"format": "ome-zarr"})
-            assert "missing API token" in error_of(response, 401), (method, path)
+            expected = "operator token" if template == "/metrics" else "missing API token"
+            assert expected in error_of(response, 401), (method, path)
             assert response.headers["www-authenticate"].startswith("Bearer")
             checked += 1
     assert checked >= 10
@@ -277,7 +279,8 @@ def test_metrics_and_openapi(api):
     client, data_dir, token_a, _ = api
     submit(client, token_a)
     finished_job(data_dir, token_a, 100, 100)
-    text = client.get("/metrics", headers=auth(token_a)).text
+    assert client.get("/metrics", headers=auth(token_a)).status_code == 401  # not an API token's
+    text = client.get("/metrics", headers=auth(OPERATOR)).text
     assert 'gigasynth_jobs{state="queued"} 1.0' in text
     assert 'gigasynth_jobs{state="succeeded"} 1.0' in text
     assert "gigasynth_tiles_served_total" in text

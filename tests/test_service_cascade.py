@@ -132,7 +132,7 @@ def test_layout_uploads_are_checked_and_kept_per_token(api, monkeypatch):
         upload(client, token_a, encoded(rgb[:, :5], "PNG"), "image/png"), 403
     )
     assert "no such layout" in error_of(
-        client.post("/v1/jobs", headers=auth(token_b), json={**JOB, "layout": layout["id"]}), 422
+        client.post("/v1/jobs", headers=auth(token_b), json={**JOB, "layout": layout["id"]}), 404
     )
     assert "no such layout" in error_of(
         client.delete(f"/v1/layouts/{layout['id']}", headers=auth(token_b)), 404

@@ -20,6 +20,7 @@ import yaml
 
 from gigasynth.cli import main
 from gigasynth.errors import GigasynthError
+from gigasynth.settings import Limits
 from gigasynth_service.app import build_services
 from gigasynth_service.config import ServiceConfig, load_config
 from gigasynth_service.tokens import find_token
@@ -30,8 +31,8 @@ VARIABLE = re.compile(r"GIGASYNTH_[A-Z_]+")
 
 
 def read_variables() -> set[str]:
-    """The variables the service's configuration reads."""
-    return set(VARIABLE.findall((ROOT / "service" / "config.py").read_text()))
+    """The variables a service process reads: its settings and the library's limits."""
+    return set(ServiceConfig.variables().values()) | set(Limits.variables().values())
 
 
 def readme_service_section() -> str:
@@ -195,7 +196,7 @@ def test_config_from_environment():
     assert load_config({}).builtin_models is None
     with pytest.raises(GigasynthError, match="GIGASYNTH_PORT='x' is not an integer"):
         load_config({"GIGASYNTH_PORT": "x"})
-    with pytest.raises(GigasynthError, match="GIGASYNTH_MAX_MEGAPIXELS=-1.0 must be positive"):
+    with pytest.raises(GigasynthError, match="GIGASYNTH_MAX_MEGAPIXELS='-1' must be positive"):
         load_config({"GIGASYNTH_MAX_MEGAPIXELS": "-1"})
     with pytest.raises(GigasynthError, match="at least 32 characters"):
         load_config({"GIGASYNTH_SIGNING_KEY": "short"})

@@ -32,6 +32,7 @@ from gigasynth_service.paths import JobPaths
 from tests.service_fixtures import (
     LONG_MODEL,
     MICRO_MODEL,
+    OPERATOR,
     add_token,
     finished_job,
     running_server,
@@ -150,7 +151,7 @@ def test_submit_poll_tiles_download(served, finished, tmp_path):
             assert t.is_ome and t.series[0].shape == (80, 96, 3)
         preview = api.get(f"/v1/jobs/{job_id}/download", params={"format": "preview"})
         assert preview.headers["content-type"] == "image/png"
-        metrics = api.get("/metrics").text
+        metrics = api.get("/metrics", headers={"Authorization": f"Bearer {OPERATOR}"}).text
         assert "gigasynth_tiles_served_total 2.0" in metrics
         assert 'gigasynth_jobs{state="succeeded"} 1.0' in metrics
 

@@ -1,24 +1,25 @@
 """The layout a cascade starts from: a tissue mask or an RGB image, from an image file
-as it is, or from a slide read through OpenSlide at the resolution the stage it enters
-needs (one-line errors)."""
+as it is (decoded by gigasynth.decoding's rules: orientation, 16-bit, alpha, frames), or
+from a slide read through OpenSlide at the resolution the stage it enters needs
+(one-line errors)."""
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from gigasynth.cascade.definition import Cascade, LayoutKind
 from gigasynth.data.discover import is_slide
 from gigasynth.data.tissue import tissue_mask
+from gigasynth.decoding import is_grey, read_image
 from gigasynth.errors import GigasynthError
+from gigasynth.settings import LIMITS
 
 # Pixels of a layout (at the layout's resolution), read into memory whole.
-MAX_LAYOUT_PIXELS = int(os.environ.get("GIGASYNTH_MAX_LAYOUT_PIXELS", str(1 << 26)))
+MAX_LAYOUT_PIXELS = LIMITS.max_layout_pixels
 RESOLUTION_TOLERANCE = 0.01
 
 
@@ -30,27 +31,6 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
         )
     if width < 1 or height < 1:
         raise GigasynthError(f"layout {path} is empty ({width}x{height} px)")
-
-
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _check_pixels(path, *im.size)
-                return np.asarray(im.convert("RGB"))
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        if isinstance(exc, UnidentifiedImageError):
-            raise GigasynthError(
-                f"layout {path} is not an image (PNG, JPEG, TIFF) or a slide OpenSlide reads"
-            ) from None
-        raise GigasynthError(f"layout {path} is too large to decode") from None
-    except OSError as exc:
-        raise GigasynthError(f"cannot read layout {path}: {exc}") from None
 
 
 def _slide_mpp(slide: object) -> float | None:
@@ -98,7 +78,7 @@ def _read_slide(path: Path, mpp: float) -> np.ndarray:
 
 def is_mask_image(rgb: np.ndarray) -> bool:
     """Whether a layout image is a tissue mask: grey (R = G = B at every pixel)."""
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    return is_grey(rgb)
 
 
 def mask_of(rgb: np.ndarray) -> np.ndarray:
@@ -150,9 +130,16 @@ def load_layout(path: str | Path, cascade: Cascade, kind: str = "auto") -> Layou
         mpp = cascade.entry_mpp(taken)
         rgb = read_layout(path, mpp)
         return Layout(taken, tissue_mask(rgb) if taken == "mask" else rgb, mpp)
-    rgb = read_layout(path, cascade.layout_mpp)
+    return layout_of(read_layout(path, cascade.layout_mpp), cascade, kind)
+
+
+def layout_of(rgb: np.ndarray, cascade: Cascade, kind: str = "auto") -> Layout:
+    """The layout a decoded layout image (H, W, 3) uint8 gives `cascade`, taken as `kind`
+    (see load_layout); one-line GigasynthErrors."""
+    if kind not in LAYOUT_KINDS:
+        raise GigasynthError(f"unknown layout kind {kind!r} (auto, mask or image)")
     grey = is_mask_image(rgb)
-    taken = ("mask" if grey else "image") if kind == "auto" else kind  # type: ignore[assignment]
+    taken: LayoutKind = ("mask" if grey else "image") if kind == "auto" else kind  # type: ignore[assignment]
     mpp = cascade.entry_mpp(taken)
     if taken == "image":
         return Layout("image", rgb, mpp)
@@ -172,4 +159,4 @@ def read_layout(path: str | Path, mpp: float) -> np.ndarray:
         raise GigasynthError(f"layout {path} is empty (0 bytes)")
     if is_slide(path):
         return _read_slide(path, mpp)
-    return _read_image(path)
+    return read_image(path, f"layout {path}", MAX_LAYOUT_PIXELS)

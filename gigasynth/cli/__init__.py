@@ -46,9 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+    try:  # building the parser imports the commands, which read GIGASYNTH_* limits
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except GigasynthError as exc:  # a FieldError's fields as this command's flags
         message = exc.render(flag) if isinstance(exc, FieldError) else str(exc)

@@ -18,7 +18,6 @@ Specs without a cascade are written as before (no `cascade` key).
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -28,9 +27,10 @@ from gigasynth.cascade.masks import generate_tissue_mask, mask_size
 from gigasynth.config import ModelConfig
 from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.keyed import mix_int
+from gigasynth.settings import LIMITS
 
-MAX_COUNT = int(os.environ.get("GIGASYNTH_MAX_DATASET_COUNT", "10000000"))
-MAX_PATCH_PIXELS = int(os.environ.get("GIGASYNTH_MAX_PATCH_PIXELS", str(4096 * 4096)))
+MAX_COUNT = LIMITS.max_dataset_count
+MAX_PATCH_PIXELS = LIMITS.max_patch_pixels
 MIN_PATCH_SIDE = 8
 FORMATS = ("png", "tar")
 DEVICE_KINDS = ("cpu", "cuda")

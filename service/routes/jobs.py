@@ -3,20 +3,24 @@ layout."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from contextlib import ExitStack
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
+from gigasynth.cascade import layout as cascade_layout
+from gigasynth.decoding import read_header
+from gigasynth.errors import GigasynthError
 from gigasynth_service.auth import ReadAccess, Token, owned_job, read_access, readable_job
 from gigasynth_service.context import Services, Svc
 from gigasynth_service.download import zip_stream
 from gigasynth_service.errors import ApiError
-from gigasynth_service.layouts import copy_to_job, layout_file
+from gigasynth_service.layouts import LayoutFile, copy_to_job, layout_file, no_such_layout
 from gigasynth_service.openapi import errors, signed_link
 from gigasynth_service.paths import JobPaths, new_job_id
 from gigasynth_service.quotas import admit, concurrency_refusal
-from gigasynth_service.schemas import JobList, JobRequest, JobView, Progress
+from gigasynth_service.schemas import JobList, JobRequest, JobView, Progress, State
 from gigasynth_service.spec import provenance
 from gigasynth_service.store import RETRYABLE_STATES, ActiveLimit, JobRecord, StateConflict
 
@@ -48,7 +52,7 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
     throughput = result.get("mpx_steps_per_s", progress.get("mpx_steps_per_s"))
     return JobView(
         id=job.id,
-        state=job.state,
+        state=cast(State, job.state),  # the store keeps only these states
         cancel_requested=job.cancel_requested,
         request=JobRequest.model_validate(job.request),
         created=job.created,
@@ -88,10 +92,16 @@ def job_view(job: JobRecord, svc: Services, access: ReadAccess | None = None) ->
             422,
             429,
             503,
+            404,
             notes={
-                422: "invalid job: unknown model, cascade, layout or field, a value out "
-                "of this service's limits, or a size, tile or resolution (mpp) the "
-                "model or one of the cascade's stages cannot make"
+                404: "no such layout: the job names a layout this token has not uploaded "
+                "(or one deleted meanwhile)",
+                422: "invalid job: unknown model, cascade or field, a value out "
+                "of this service's limits, a layout the decoding rules refuse, or a "
+                "size, tile or resolution (mpp) the model or one of the cascade's "
+                "stages cannot make",
+                503: "the job store cannot record changes, or the server's decode memory "
+                "is taken by other layouts (Retry-After)",
             },
         ),
     },
@@ -102,27 +112,30 @@ def submit(body: JobRequest, response: Response, token: Token, svc: Svc) -> JobV
     request = body.model_dump()
     request["formats"] = sorted(set(body.formats) | {"ome-zarr"})
     upload = None
-    if body.layout is not None:
-        upload = layout_file(svc.config.data_dir, token.id, body.layout)
-        if svc.store.layout(token.id, body.layout) is None or not upload.is_file():
-            raise ApiError(
-                422, f"no such layout: {body.layout} (upload it first: POST /v1/layouts)"
-            )
+    if body.layout is not None:  # known by its record; decoded only once admission allows
+        record = svc.store.layout(token.id, body.layout)
+        if record is None:
+            raise no_such_layout(body.layout)
+        path = layout_file(svc.config.data_dir, token.id, body.layout)
+        upload = LayoutFile(body.layout, path, record.width, record.height)
     uncounted = svc.runner.unrecorded()
-    admitted = admit(body, token, svc.config, svc.catalog, svc.store, uncounted, upload)
-    request.update(width=admitted.width, height=admitted.height)
-    job_id = new_job_id()
-    paths = JobPaths.of(svc.config.data_dir, job_id)
-    if upload is not None:  # the job's own copy: it runs on and shows that one
-        copy_to_job(upload, paths.layout)
-    try:
-        job = svc.store.add_job(job_id, token.id, request, token.max_concurrent, uncounted)
-    except ActiveLimit as exc:  # another request took the last slot meanwhile
-        paths.remove()
-        raise concurrency_refusal(exc.active, token) from None
-    except BaseException:
-        paths.remove()
-        raise
+    with ExitStack() as held:  # a decoded layout's memory, reserved until its copy is written
+        admitted = admit(
+            body, token, svc.config, svc.catalog, svc.store, uncounted, upload, svc.decodes, held
+        )
+        request.update(width=admitted.width, height=admitted.height)
+        job_id = new_job_id()
+        paths = JobPaths.of(svc.config.data_dir, job_id)
+        try:
+            if admitted.layout is not None:  # the job's own copy: it runs on and shows that
+                copy_to_job(admitted.layout, paths.layout)
+            job = svc.store.add_job(job_id, token.id, request, token.max_concurrent, uncounted)
+        except ActiveLimit as exc:  # another request took the last slot meanwhile
+            paths.remove()
+            raise concurrency_refusal(exc.active, token) from None
+        except BaseException:
+            paths.remove()
+            raise
     svc.runner.enqueue(job.id)
     svc.metrics.jobs_submitted.inc()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -217,11 +230,17 @@ def retry(job_id: str, response: Response, token: Token, svc: Svc) -> JobView:
     uncounted = svc.runner.unrecorded()
     layout = None
     if job.request.get("layout") is not None:  # its own copy, whatever became of the upload
-        layout = JobPaths.of(svc.config.data_dir, job.id).layout
-        if not layout.is_file():
-            raise ApiError(422, f"job {job.id}'s copy of its layout is gone")
+        path = JobPaths.of(svc.config.data_dir, job.id).layout
+        try:
+            header = read_header(path, "its copy", cascade_layout.MAX_LAYOUT_PIXELS)
+        except GigasynthError:
+            raise ApiError(422, f"job {job.id}'s copy of its layout is gone") from None
+        layout = LayoutFile(job.request["layout"], path, header.width, header.height)
     request = JobRequest.model_validate(job.request)
-    admit(request, token, svc.config, svc.catalog, svc.store, uncounted, layout)
+    with ExitStack() as held:
+        admit(
+            request, token, svc.config, svc.catalog, svc.store, uncounted, layout, svc.decodes, held
+        )
     try:
         job = svc.store.requeue(job.id, token.max_concurrent, uncounted)
     except ActiveLimit as exc:

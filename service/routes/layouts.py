@@ -54,10 +54,10 @@ def view(record: LayoutRecord) -> LayoutView:
 
 
 def _keep(
-    data: bytes, media_type: str, token: TokenRecord, svc: Services
+    data: bytes, media_type: str, token: TokenRecord, svc: Services, arrived: float
 ) -> tuple[LayoutRecord, bool]:
     """Check and keep an upload (in a worker thread: decoding takes a while)."""
-    checked = check_upload(svc.config.data_dir, data, media_type)
+    checked = check_upload(data, media_type, svc.decodes, arrived)
     path = keep_upload(svc.config.data_dir, token.id, checked, data)
     record = LayoutRecord(
         token.id,
@@ -99,7 +99,10 @@ def _keep(
                 400: "the body is empty",
                 403: "the token keeps as many layouts as it may",
                 413: "the image is larger than GIGASYNTH_MAX_LAYOUT_BYTES",
-                422: "not a readable image, or more pixels than GIGASYNTH_MAX_LAYOUT_PIXELS",
+                422: "not a readable image, truncated, several frames, a float or CMYK "
+                "image, more pixels than GIGASYNTH_MAX_LAYOUT_PIXELS, or more memory to "
+                "decode than GIGASYNTH_DECODE_MEMORY_MB",
+                503: "the server's decode memory is taken by other uploads (Retry-After)",
             },
         ),
     },
@@ -109,7 +112,8 @@ async def upload(request: Request, response: Response, token: Token, svc: Svc) -
     id is the sha256 of the bytes; name it as a cascade job's `layout`."""
     media_type = media_type_of(request.headers.get("content-type"))
     data = await request.body()
-    record, new = await run_in_threadpool(_keep, data, media_type, token, svc)
+    arrived = time.monotonic()  # a wait for a decode counts from here, thread queue included
+    record, new = await run_in_threadpool(_keep, data, media_type, token, svc, arrived)
     response.status_code = 201 if new else 200
     return view(record)
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gigasynth import __version__
-from gigasynth_service.auth import Token
+from gigasynth_service.auth import Operator, Token
 from gigasynth_service.context import Svc
 from gigasynth_service.errors import ApiError
 from gigasynth_service.openapi import PUBLIC, errors
@@ -22,6 +22,13 @@ router = APIRouter()
 HEALTH_WAIT_S = 2.0  # how long /healthz waits for a busy store before a 503
 
 
+@router.head(
+    "/healthz",
+    tags=["system"],
+    operation_id="healthz_head",
+    openapi_extra=PUBLIC,
+    responses=errors(503, notes={503: "the job store does not answer"}),
+)
 @router.get(
     "/healthz",
     tags=["system"],
@@ -29,7 +36,8 @@ HEALTH_WAIT_S = 2.0  # how long /healthz waits for a busy store before a 503
     responses=errors(503, notes={503: "the job store does not answer"}),
 )
 async def healthz(request: Request) -> dict[str, str]:
-    """Liveness and readiness: the store answers. No token needed, nothing private shown.
+    """Liveness and readiness: the store answers (GET, or HEAD for the status alone). No
+    token needed, nothing private shown.
 
     Answered on the event loop: no worker thread (a `def` route and its `def` dependencies
     each cost a round trip through FastAPI's thread pool, which other requests may fill),
@@ -52,11 +60,20 @@ async def healthz(request: Request) -> dict[str, str]:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
-        **errors(401),
+        **errors(
+            401,
+            404,
+            notes={
+                401: "not the operator's token (GIGASYNTH_METRICS_TOKEN); API tokens do not "
+                "see metrics",
+                404: "metrics are off: GIGASYNTH_METRICS_TOKEN is unset",
+            },
+        ),
     },
 )
-def metrics(_: Token, svc: Svc) -> Response:
-    """Prometheus text: gigasynth_jobs{state}, tiles served, request latency histograms."""
+def metrics(_: Operator, svc: Svc) -> Response:
+    """Prometheus text: gigasynth_jobs{state}, tiles served, request latency histograms.
+    They cover every token's jobs, so only the operator's token reads them."""
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
