@@ -100,7 +100,40 @@ def phase_times(marks: list[tuple[str, float]], end: float) -> dict[str, float]:
     return times
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's threads so far, by role: the driver
+    (the main thread: submission, waiting, progress), Dask's event loop (scheduler,
+    worker and client messages; the embedded cluster runs in this process), the worker
+    threads (the tile tasks, with zarr's I/O thread) and the rest (Dask's offload
+    thread, the samplers of this script); from /proc/self/task/TID/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    main = threading.main_thread().native_id
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tid = int(task.name)
+        name = names.get(tid, "")
+        role = (
+            "driver"
+            if tid == main
+            else "tasks"  # the tile tasks, their read-ahead threads, zarr's I/O threads
+            if any(
+                part in name for part in ("Dask-Default-Threads", "gigasynth-io", "zarr", "asyncio")
+            )
+            else "event_loop"
+            if name == "IO loop"
+            else "other"
+        )
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def run(args: argparse.Namespace, block_steps: int, steady_from: int) -> dict[str, Any]:
+    """One synthesize run at `block_steps` diffusion steps per tile task, measured."""
     out_dir = Path(args.out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = zero_step_checkpoint(out_dir / "zero-step")
@@ -122,8 +155,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with connect(None, workers) as client, Sampler(folders, args.interval) as sampler:
         marks = sampler.phase_marks
 
+        steps_at: list[tuple[int, float]] = []
+        cpu_marks: list[dict[str, float]] = []  # at the denoise phase's start and end
+
         def progress(p: SynthProgress) -> None:
             marks.append((p.phase, time.perf_counter() - sampler.start))
+            if p.phase == "denoise":
+                steps_at.append((p.step, time.perf_counter() - sampler.start))
+            if len(cpu_marks) == (0 if p.phase == "denoise" else 1):
+                cpu_marks.append(thread_cpu_s())
 
         with get_task_stream(client) as stream:
             result = synthesize(
@@ -136,8 +176,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 progress=progress,
                 work_dir=work_dir,
                 on_needs=needs.append,
+                block_steps=block_steps,
             )
         end = time.perf_counter() - sampler.start
+        cpu = {k: v - cpu_marks[0].get(k, 0.0) for k, v in cpu_marks[1].items()}
         tasks = stream.data
     phases = phase_times(marks, end)
     plan = plan_tiles(args.size, args.size, args.tile, 0)
@@ -150,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
         for t in tile_tasks
     ]
-    n_tasks = len(plan) * args.steps
+    n_tasks = len(plan) * -(-args.steps // block_steps)
     pixels = args.size * args.size
     denoise_s = phases.get("denoise", 0.0)
     level0_bytes = allocated_bytes(out / "0" / "0")
@@ -163,6 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "size": args.size,
         "tile": args.tile,
         "steps": args.steps,
+        "block_steps": block_steps,
         "workers": workers,
         "cpus": os.cpu_count(),
         "load_avg_1m_end": os.getloadavg()[0],
@@ -180,6 +223,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "state_read_mb_s": round(plan.read_pixels * 6 * args.steps / denoise_s / 1e6, 1),
             "state_write_mb_s": round(state_bytes * args.steps / denoise_s / 1e6, 1),
             "mpx_per_s_per_step": round(pixels * args.steps / denoise_s / 1e6, 2),
+            "plumbing_ms_per_step_per_mpx": round(denoise_s / args.steps / (pixels / 1e6) * 1e3, 2),
+            # From the first report of step `steady_from` on (x_T, the keyed initial
+            # noise, is computed in the first block: a cost per slide, not per step).
+            "steady_plumbing_ms_per_step_per_mpx": steady(
+                steps_at, marks, steady_from, args.steps, pixels
+            ),
+            "thread_cpu_ms_per_task": {
+                role: round(seconds / n_tasks * 1e3, 2) for role, seconds in sorted(cpu.items())
+            },
         },
         "level0": {
             "read_mb_s": round(state_bytes / phases["level0"] / 1e6, 1),
@@ -209,6 +261,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.keep:
         shutil.rmtree(out_dir, ignore_errors=True)
     return report
+
+
+def steady(
+    steps_at: list[tuple[int, float]],
+    marks: list[tuple[str, float]],
+    start: int,
+    steps: int,
+    pixels: int,
+) -> float | None:
+    """ms per diffusion step per Mpx from the first report at or after step `start` to the
+    end of the denoise phase (None: too few steps)."""
+    begin = next((t for step, t in steps_at if step >= start), None)
+    end = next((t for phase, t in marks if phase != "denoise"), None)
+    if begin is None or end is None or steps <= start:
+        return None
+    return round((end - begin) / (steps - start) / (pixels / 1e6) * 1e3, 2)
 
 
 def rss_by_phase(
@@ -258,6 +326,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32768, help="slide side in px")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--steps", type=int, default=3, help="DDIM steps")
+    parser.add_argument(
+        "--block-steps",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="diffusion steps per tile task; several: one run each, in this order, "
+        "with the ratio of their plumbing per step to the first's",
+    )
     parser.add_argument("--workers", type=int, help="tile tasks at once (default: one per core)")
     parser.add_argument("--out-dir", default="pipeline-bench", help="outputs (removed after)")
     parser.add_argument("--work-dir", help="the state's folder (default beside the outputs)")
@@ -267,7 +343,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the outputs")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
-    report = run(args)
+    runs = [run(args, k, max(args.block_steps)) for k in args.block_steps]
+    report: dict[str, Any] = runs[0] if len(runs) == 1 else {"runs": runs}
+    if len(runs) > 1:
+        for key in ("plumbing_ms_per_step_per_mpx", "steady_plumbing_ms_per_step_per_mpx"):
+            first = runs[0]["denoise"][key]
+            report[f"{key}_vs_first"] = {
+                str(r["block_steps"]): round(r["denoise"][key] / first, 3) if first else None
+                for r in runs
+            }
     text = json.dumps(report, indent=2)
     print(text)
     if args.json is not None:

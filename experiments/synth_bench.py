@@ -4,7 +4,7 @@ settings (gigasynth.cluster.worker.steady_allocator).
 
 Each synth measurement is a fresh `gigasynth synth` process (1 in-process worker, so the
 process's peak RSS covers the workers too), timed and sized with os.wait4. Each tile
-measurement is a fresh process running the real task function (`denoise_tile`, one
+measurement is a fresh process running the real task function (`denoise_tiles`, one
 thread) on the centre tile of a 3 x 3 tile state, several times after a warm-up: wall
 and CPU time, minor page faults (ru_minflt) and RSS growth per task.
 
@@ -128,7 +128,7 @@ def tile_probe(checkpoint: str, tile: int, reps: int, tmp: Path) -> dict:
     from gigasynth.synth import SynthSpec
     from gigasynth.synth.job import check_job
     from gigasynth.synth.state import WorkDir, write_region
-    from gigasynth.synth.tasks import Exchange, denoise_tile
+    from gigasynth.synth.tasks import Exchange, denoise_tiles
 
     torch.set_num_threads(1)
     side = 3 * tile
@@ -144,7 +144,7 @@ def tile_probe(checkpoint: str, tile: int, reps: int, tmp: Path) -> dict:
         noise = initial_noise([1], job.timesteps[1], 3, t.height, t.width, Window(t.y0, t.x0))
         write_region(work.x_buffer(1), rows, cols, round_state(noise)[0].numpy())
     exchange = Exchange(
-        job.timesteps[1], job.exchanges[0], work.x_buffer(1), False, work.x_buffer(2), True, True
+        (job.timesteps[1],), job.exchanges[0], work.x_buffer(1), False, work.x_buffer(2), True, True
     )
     centre = job.plan[4]
     page = os.sysconf("SC_PAGE_SIZE")
@@ -163,11 +163,11 @@ def tile_probe(checkpoint: str, tile: int, reps: int, tmp: Path) -> dict:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    denoise_tile(job.ref, exchange, centre, None)  # warm-up: first calls, model load
+    denoise_tiles(job.ref, exchange, (centre,), None)  # warm-up: first calls, model load
     walls, cpus, faults = [], [], []
     for _ in range(reps):
         before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        denoise_tile(job.ref, exchange, centre, None)
+        denoise_tiles(job.ref, exchange, (centre,), None)
         wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
         walls.append(wall)
         cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)

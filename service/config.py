@@ -47,6 +47,7 @@ class ServiceConfig(EnvSettings):
     dask_workers: PositiveInt | None = None  # the embedded cluster's parallel tiles (0: default)
     runner_threads: PositiveInt = 1  # jobs computed at the same time
     save_every: PositiveInt = 1  # diffusion steps between durable saves of a job
+    block_steps: PositiveInt | None = None  # diffusion steps per tile task (0: the default)
     work_dir: Path | None = None  # None: job state beside its outputs in the data dir
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # empty: no cross-origin access
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
@@ -82,7 +83,7 @@ class ServiceConfig(EnvSettings):
             return items or None
         return value
 
-    @field_validator("dask_workers", mode="before")
+    @field_validator("dask_workers", "block_steps", mode="before")
     @classmethod
     def _zero_is_default(cls, value: Any) -> Any:
         return None if value in (0, "0") else value

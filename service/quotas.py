@@ -35,6 +35,7 @@ from gigasynth.cascade.layout import layout_of
 from gigasynth.cascade.synth import check_entry, check_stages, make_layout, stage_specs
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import Job, SynthSpec, check_job
+from gigasynth.synth.job import check_block_steps
 from gigasynth.synth.preflight import DiskShortage, check_disk, estimate, gb
 from gigasynth_service.catalog import CascadeEntry, ModelCatalog, ModelEntry, named
 from gigasynth_service.config import ServiceConfig
@@ -92,7 +93,7 @@ def admit(
                 "leave width and height out",
             )
         _check_limits(request, width, height, token, config)
-        _check_plan(plan)
+        _check_plan(plan, config.block_steps)
         return Admission(plan.entry, width, height, rgb)
     if request.width is None or request.height is None:
         missing = "width" if request.width is None else "height"
@@ -105,7 +106,9 @@ def admit(
     except GigasynthError as exc:
         raise ApiError(422, public_error(request_words(exc))) from None
     if isinstance(found, CascadeEntry):
-        _check_plan(_plan(_cascade(request, catalog, found), None, request, config))
+        _check_plan(
+            _plan(_cascade(request, catalog, found), None, request, config), config.block_steps
+        )
         return Admission(found, width, height)
     try:  # whatever the engine would refuse (model fit, sizes, tile plan), refused now
         job = check_job(
@@ -113,6 +116,8 @@ def admit(
             catalog.checkpoint(found),
             model=f"model {found.name!r}",
         )
+        if config.block_steps is not None:
+            check_block_steps(job, config.block_steps)
     except GigasynthError as exc:
         raise ApiError(422, str(exc)) from None
     _check_disk(request, job, config)
@@ -167,10 +172,11 @@ def _check_slots(token: TokenRecord, store: JobStore, uncounted: Collection[str]
         raise concurrency_refusal(active, token)
 
 
-def _check_plan(plan: CascadePlan) -> None:
-    """Every stage of a cascade job as the engine will check it, before any work."""
+def _check_plan(plan: CascadePlan, block_steps: int | None) -> None:
+    """Every stage of a cascade job as the engine will check it, before any work (with
+    the runner's steps per task, `block_steps`)."""
     try:
-        check_stages(plan.stages, plan.specs)
+        check_stages(plan.stages, plan.specs, block_steps)
     except GigasynthError as exc:
         message = named(request_words(exc), plan.entry.cascade.path, plan.entry.name)
         raise ApiError(422, public_error(message)) from None

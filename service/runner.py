@@ -93,8 +93,7 @@ def progress_record(
     step this attempt started from (above 0: resumed from a saved state). A cascade's
     report carries its `stage` (k, of n): the fraction counts each stage as 1/n."""
     if p.phase == "denoise" and p.total_steps:
-        within = p.tiles_done / p.tiles_total if p.tiles_total else 0.0
-        fraction = min(0.99, (p.step + within) / p.total_steps)
+        fraction = min(0.99, p.steps_done / p.total_steps)
     else:
         fraction = 1.0 if p.phase == "done" else 0.99
     staged: dict[str, Any] = {}
@@ -431,6 +430,7 @@ class JobRunner:
             "progress": progress,
             "should_stop": stop.is_set,
             "work_dir": self.config.work_dir,
+            "block_steps": self.config.block_steps,
         }
         entry = self.catalog.lookup(job.request["model"])
         if not isinstance(entry, CascadeEntry):

@@ -70,3 +70,27 @@ def test_halo_factor_counts_the_shrinking_halo():
     two_steps = ModelConfig(channels=12, hidden=16, nca_steps=2)
     assert halo_factor(one_step, 100) == 1.0
     assert halo_factor(two_steps, 100) == pytest.approx((100**2 + 102**2) / (2 * 100**2))
+
+
+@pytest.mark.slow
+def test_bench_engine_measures_synthesize_against_the_kernel():
+    """`--engine`: a real tiled synthesize of a conditioned bundled stage and the model's
+    own rate in the same run; efficiency and shares are derived from those figures."""
+    proc = gigasynth(
+        "bench", "--device", "cpu", "--quick", "--json", "--engine", "builtin:skin-sr4",
+        "--workers", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["presets"] == {}  # --engine alone skips the presets
+    e = result["engine"]
+    assert (e["size"], e["tile"], e["workers"]) == (96, 48, 2)
+    assert e["kernel_mpx_steps_per_s"] == pytest.approx(sum(e["kernel_before_after"]) / 2)
+    assert min(e["kernel_before_after"]) > 0
+    assert e["efficiency"] == pytest.approx(
+        e["engine_mpx_steps_per_s"] / e["kernel_mpx_steps_per_s"]
+    )
+    assert e["halo_factor"] == pytest.approx(halo_factor(ModelConfig(nca_steps=12), 48))
+    assert 0 < e["efficiency"] < 1.5 and e["plumbing_share"] >= 0
+    text = format_report(result)
+    assert "useful Mpx-steps/s against the kernel's" in text

@@ -363,8 +363,8 @@ def test_tiled_conditioned_slide_equals_the_whole_image(tmp_path, cond_model):
             result = synthesize(spec, tmp_path / f"{name}.ome.zarr", client=client)
             levels[name] = np.asarray(open_level(result.zarr_path, 0, mode="r")[:])
             assert read_provenance(result.zarr_path)["condition_sha256"]
-        # Stopped in the second diffusion step, resumed: the condition comes from the
-        # work folder.
+        # Stopped in the second diffusion step (one step per task), resumed with the
+        # default block of steps: the condition comes from the work folder.
         tiles_seen = []
         out = tmp_path / "resumed.ome.zarr"
         with pytest.raises(SynthCancelled):
@@ -373,6 +373,7 @@ def test_tiled_conditioned_slide_equals_the_whole_image(tmp_path, cond_model):
                 out,
                 client=client,
                 should_stop=lambda: tiles_seen.append(1) or len(tiles_seen) > 8,
+                block_steps=1,
             )
         assert (tmp_path / "resumed.ome.zarr.work").is_dir()
         result = synthesize(replace(base, tile=24), out, client=client, resume=True)

@@ -108,8 +108,9 @@ def test_definition_is_checked_and_shown(cascade, tmp_path):
 
 def test_tiled_equals_whole_and_resumes_inside_stage_2(cascade, tmp_path):
     """Layout 7x9 -> stage 1 14x18 -> stage 2 42x54: tiled on 2 workers (tiles of 16 px,
-    halo 4) == whole image == the library sampler chained by hand; a run stopped inside
-    stage 2 resumes without redoing stage 1, to the same bytes."""
+    halo 4; and blocks of 2 diffusion steps per task, I6) == whole image == the library
+    sampler chained by hand; a run stopped inside stage 2 resumes without redoing stage 1,
+    to the same bytes."""
     root, m1, m2 = cascade
     c = load_cascade(root)
     layout = _layout(tmp_path / "layout.png", 7, 9)
@@ -134,6 +135,14 @@ def test_tiled_equals_whole_and_resumes_inside_stage_2(cascade, tmp_path):
             )
             levels[name] = _level0(result.zarr_path)
             assert not cascade_work(result.zarr_path).exists()
+        # Blocks of 2 diffusion steps per tile task (halo 8 = half a tile), every stage.
+        blocks = synthesize_cascade(
+            c, layout, tmp_path / "blocks.ome.zarr", base, client=client, block_steps=2
+        )
+        levels["blocks"] = _level0(blocks.zarr_path)
+        with pytest.raises(GigasynthError, match="stage 1 of 2: block_steps 3 needs a halo"):
+            synthesize_cascade(c, layout, tmp_path / "b3.ome.zarr", base, block_steps=3)
+        assert not cascade_work(tmp_path / "b3.ome.zarr").exists()
         out = tmp_path / "resumed.ome.zarr"
         where: list[int] = []
         with pytest.raises(SynthCancelled):

@@ -160,6 +160,53 @@ def test_gpu_cascade_script_parses_and_its_verdict_needs_every_figure_better(tmp
     assert done.returncode == 2 and "not a slide-mode" in done.stderr
 
 
+@pytest.mark.slow
+def test_engine_benchmarks_run_and_the_projection_reads_them(tmp_path):
+    """Issue 25's scripts at toy sizes: the plumbing at two block sizes in one run, the
+    simulated cluster (sleeping model, real state I/O) and the GPU projection from the
+    former's JSON; every figure present and consistent with its inputs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pipeline = tmp_path / "pipeline.json"
+    args = ["--size", "256", "--tile", "64", "--steps", "4", "--block-steps", "1", "2"]
+    subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "pipeline_bench.py"), *args, "--workers", "2",
+         "--out-dir", str(tmp_path / "pb"), "--json", str(pipeline)],
+        env=env, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(pipeline.read_text())
+    assert [r["block_steps"] for r in report["runs"]] == [1, 2]
+    assert [r["tile_tasks"] for r in report["runs"]] == [16 * 4, 16 * 2]
+    for run in report["runs"]:
+        assert run["denoise"]["steady_plumbing_ms_per_step_per_mpx"] > 0
+        assert {"driver", "event_loop", "tasks"} <= set(run["denoise"]["thread_cpu_ms_per_task"])
+    assert report["plumbing_ms_per_step_per_mpx_vs_first"]["1"] == 1.0
+    sim = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "cluster_sim.py"), "--workers", "1", "4",
+         "--sleep-ms", "5", "--size", "256", "--tile", "64", "--steps", "2",
+         "--block-steps", "2", "--per-task", "2"],
+        env=env, check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    runs = json.loads(sim.stdout)["runs"]
+    assert [(r["workers"], r["block_steps"], r["tiles_per_task"]) for r in runs] == [
+        (1, 2, 2),
+        (4, 2, 2),
+    ]
+    for r in runs:
+        assert r["tasks"] == 8 and r["ideal_tile_steps_per_s"] == r["workers"] / 0.005
+        # the sleeps alone take 16 tiles x 2 steps x 5 ms / workers
+        assert 0 < r["efficiency"] <= 1.0 and r["seconds"] >= 0.16 / r["workers"]
+    proj = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "gpu_projection.py"), str(pipeline)],
+        env=env, check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    rows = json.loads(proj.stdout)
+    assert {(r["slide"], r["gpus"]) for r in rows} == {
+        (s, g) for s in ("1 Gpx", "10 Gpx") for g in (1, 8, 64)
+    }
+    for r in rows:
+        assert r["hours_overlapped"] <= r["hours_serial"] and r["plumbing_measured_at_k"] <= 2
+
+
 def test_generated_blocks_in_results_match_their_records(tmp_path):
     """Every generated block of docs/RESULTS.md and the bundled models' cards equals what
     experiments/tables.py renders from docs/results/*.json; a figure changed by hand in a

@@ -170,3 +170,24 @@ def test_health_reports_a_store_that_does_not_answer(tmp_path):
     assert stuck.json() == {"error": "the job store does not answer"}
     assert HEALTH_WAIT_S <= seconds < HEALTH_WAIT_S + 3.0
     assert again.status_code == 200
+
+
+def test_a_block_of_steps_the_tile_cannot_hold_is_refused_at_admission(tmp_path):
+    """GIGASYNTH_BLOCK_STEPS is the runner's steps per tile task: a job whose tile cannot
+    hold its halo gets a 422 naming it before any work, a larger tile is admitted."""
+    from gigasynth_service.config import load_config
+
+    data_dir = tmp_path / "data"
+    write_micro_model(data_dir)
+    token = add_token(data_dir, "blocks")
+    config = load_config({"GIGASYNTH_DATA_DIR": str(data_dir), "GIGASYNTH_BLOCK_STEPS": "3"})
+    assert config.block_steps == 3
+    assert load_config({"GIGASYNTH_DATA_DIR": str(data_dir)}).block_steps is None
+    job = {"model": MICRO_MODEL, "width": 64, "height": 48, "steps": 2, "formats": ["ome-zarr"]}
+    with TestClient(create_app(config, run_jobs=False)) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        refused = client.post("/v1/jobs", headers=headers, json={**job, "tile": 16})
+        assert refused.status_code == 422, refused.text
+        assert "block_steps 3 needs a halo of 12 px" in refused.json()["error"]
+        admitted = client.post("/v1/jobs", headers=headers, json={**job, "tile": 24})
+        assert admitted.status_code == 202, admitted.text

@@ -41,7 +41,13 @@ from gigasynth.sampling import SampleRequest, generate
 from gigasynth.synth import SynthCancelled, SynthProgress, SynthSpec, preflight, synthesize
 from gigasynth.synth import tasks as synth_tasks
 from gigasynth.synth.denoise import RateMeter, denoise
-from gigasynth.synth.job import DEFAULT_MPP, check_job, slide_resolution
+from gigasynth.synth.job import (
+    DEFAULT_MPP,
+    check_block_steps,
+    check_job,
+    max_block_steps,
+    slide_resolution,
+)
 from gigasynth.synth.state import (
     WorkDir,
     allocated_bytes,
@@ -101,13 +107,29 @@ def client2():
         yield client
 
 
-def run_denoise(spec: SynthSpec, client: Client, root: Path) -> np.ndarray:
+def run_denoise(
+    spec: SynthSpec,
+    client: Client,
+    root: Path,
+    block_steps: int = 1,
+    region: int = 0,
+    per_task: int = 1,
+) -> np.ndarray:
     """The engine's diffusion loop alone: the final float32 state (3, H, W)."""
     job = check_job(spec, load_checkpoint(spec.checkpoint))
     work = WorkDir(root)
     root.mkdir(parents=True)
     work.save(job.identity(), spec.to_dict(), 0)
-    final, rate = denoise(job, work, client, 0, resources=task_resources(client))
+    final, rate = denoise(
+        job,
+        work,
+        client,
+        0,
+        block_steps=block_steps,
+        region=region,
+        per_task=per_task,
+        resources=task_resources(client),
+    )
     assert rate > 0
     return zarr_read(final)
 
@@ -167,6 +189,66 @@ def test_tiled_state_equals_whole_image(
     assert tiled.shape == whole.shape == (3, height, width)
     assert np.abs(tiled - whole).max() < 1e-5
     assert np.array_equal(uint8(tiled), uint8(whole))
+
+
+BLOCK_CASES = {
+    # name: (checkpoint, sampler, steps, tile, block_steps); 2 workers, awkward sizes
+    "ddim-64-k1": ("micro", "ddim", 6, 64, 1),
+    "ddim-64-k2": ("micro", "ddim", 6, 64, 2),
+    "ddim-64-k5": ("micro", "ddim", 6, 64, 5),  # a block of 5, then one of 1
+    "ddpm-40-k5": ("t12", "ddpm", None, 40, 5),  # 5 + 5 + 2, halo 20 = half the tile
+}
+
+
+@pytest.mark.parametrize("case", list(BLOCK_CASES))
+def test_blocks_of_steps_equal_whole_image_and_single_steps(
+    case, checkpoints, client2, whole_states, tmp_path
+):
+    """Temporal blocking (I6): K diffusion steps per tile task, the halo K reaches wide,
+    give the whole image's state bit for bit, and so the K = 1 run's and its uint8."""
+    ckpt, sampler, steps, tile, k = BLOCK_CASES[case]
+    width, height = (WIDTH, HEIGHT) if ckpt == "micro" else (150, 110)
+    spec = SynthSpec(
+        checkpoints[ckpt], width, height, seed=7, sampler=sampler, steps=steps, tile=tile
+    )
+    tiled = run_denoise(spec, client2, tmp_path / "work", block_steps=k)
+    whole = whole_states(ckpt, width, height, sampler, steps)
+    assert tiled.shape == whole.shape == (3, height, width)
+    assert np.array_equal(tiled, whole)
+    assert np.array_equal(uint8(tiled), uint8(whole))
+
+
+@pytest.mark.parametrize(("halo_every", "k"), [(None, 3), (2, 1)])
+def test_device_sized_regions_read_ahead_equal_whole_image(
+    halo_every, k, checkpoints, client2, whole_states, tmp_path
+):
+    """A GPU worker's task shape: regions of 2 x 2 tiles (clipped at the canvas edge)
+    computed as one window each, 3 regions per task read ahead and written behind
+    (tasks.denoise_tiles); the state is the whole image's bit for bit."""
+    spec = SynthSpec(
+        checkpoints["micro"], WIDTH, HEIGHT, seed=7, steps=6, tile=64, halo_every=halo_every
+    )
+    job = check_job(spec)
+    regions = list(job.plan.regions(128))
+    assert len(regions) == 3 * 3 and sum(job.plan.tiles_in(r) for r in regions) == len(job.plan)
+    assert (regions[-1].height, regions[-1].width) == (270 - 256, 333 - 256)
+    tiled = run_denoise(spec, client2, tmp_path / "work", block_steps=k, region=128, per_task=3)
+    assert np.array_equal(tiled, whole_states("micro", WIDTH, HEIGHT, "ddim", 6))
+
+
+def test_block_steps_the_tile_cannot_hold_are_refused(checkpoints):
+    job = check_job(SynthSpec(checkpoints["micro"], 100, 80, steps=6, tile=40))
+    assert max_block_steps(job) == 5  # halo 5 x 4 px = half of 40
+    check_block_steps(job, 5)
+    with pytest.raises(GigasynthError, match="block_steps 6 needs a halo of 24 px, more than half"):
+        check_block_steps(job, 6)
+    with pytest.raises(GigasynthError, match="at least 1, not 0"):
+        check_block_steps(job, 0)
+    halo = check_job(SynthSpec(checkpoints["micro"], 100, 80, steps=6, tile=40, halo_every=2))
+    with pytest.raises(GigasynthError, match="needs one exchange per diffusion step"):
+        check_block_steps(halo, 2)
+    whole = check_job(SynthSpec(checkpoints["micro"], 100, 80, steps=6, tile=0))
+    check_block_steps(whole, 50)  # one task has no halo to hold: any K
 
 
 def test_tile_tasks_ask_for_a_gpu_only_where_workers_have_one(client1, client2):
@@ -250,7 +332,10 @@ def test_synthesize_writes_the_slide_formats(uninterrupted, checkpoints):
     assert result.preview_path.stat().st_size > 0
     assert result.checkpoint_sha256 == ckpt.sha256 and result.mpx_steps_per_s > 0
     denoising = [r for r in reports if r.phase == "denoise"]
-    assert denoising[-1].step == 7 and denoising[-1].tiles_done == denoising[-1].tiles_total == 12
+    assert (
+        denoising[-1].steps_done == 8
+        and denoising[-1].tiles_done == denoising[-1].tiles_total == 12
+    )
     assert all(r.total_steps == 8 for r in reports)
     assert [r.phase for r in reports if r.phase != "denoise"] == [
         "level0",
@@ -287,6 +372,46 @@ def test_killed_run_resumes_to_the_same_bytes(uninterrupted, checkpoints, tmp_pa
     assert not work_path(out).exists()
 
 
+# A CLI process whose tile tasks hang once they wrote a chunk of x after step 6: the
+# block of steps 3-6 (--block-steps 3) is under way, its target partly written.
+HANG_IN_BLOCK = """
+import sys, time
+from gigasynth.cli import main
+from gigasynth.synth import tasks
+write = tasks.write_region
+def write_then_hang(path, rows, cols, values):
+    write(path, rows, cols, values)
+    if path.name == "x-000006.zarr":
+        time.sleep(600)
+tasks.write_region = write_then_hang
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_run_killed_inside_a_block_resumes_to_the_same_bytes(uninterrupted, checkpoints, tmp_path):
+    """SIGKILL while a block of 3 steps (3 -> 6) has written part of its target: the
+    resume starts the block again from step 3, with another K (it is no part of the
+    job's identity), and gives the uninterrupted run's bytes."""
+    out = tmp_path / "b.ome.zarr"
+    argv = [*resume_spec_argv(checkpoints["micro"], out), "--block-steps", "3"]
+    argv[1:3] = ["-c", HANG_IN_BLOCK]
+    work = WorkDir(work_path(out))
+    proc = subprocess.Popen(argv, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.is_file() for p in work.x_buffer(6).rglob("c/*/*/*")):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads((work.root / "progress.json").read_text())["step"] == 3
+    assert any(p.is_file() for p in work.x_buffer(6).rglob("c/*/*/*"))  # partly written
+    assert main([*argv[3:-2], "--block-steps", "2", "--resume"]) == 0
+    assert np.array_equal(open_level(out, 0)[:], uninterrupted["level0"])
+    assert not work_path(out).exists()
+
+
 def test_cancel_and_full_disk_keep_the_saved_state_resumable(
     uninterrupted, checkpoints, client1, tmp_path, monkeypatch
 ):
@@ -298,7 +423,14 @@ def test_cancel_and_full_disk_keep_the_saved_state_resumable(
         return any(r.step == 3 and r.tiles_done == 5 for r in reports)
 
     with pytest.raises(SynthCancelled, match="state saved at step 2"):
-        synthesize(spec, out, client=client1, progress=reports.append, should_stop=stop_in_step_4)
+        synthesize(
+            spec,
+            out,
+            client=client1,
+            progress=reports.append,
+            should_stop=stop_in_step_4,
+            block_steps=1,  # one step per task: the saves fall on the steps named here
+        )
     assert json.loads((work_path(out) / "progress.json").read_text())["step"] == 2
     assert not out.exists()
 
@@ -311,7 +443,7 @@ def test_cancel_and_full_disk_keep_the_saved_state_resumable(
 
     monkeypatch.setattr(synth_tasks, "write_region", disk_full_at_step_7)
     with pytest.raises(GigasynthError, match="disk full .* saved at step 6/8 is kept"):
-        synthesize(spec, out, client=client1, resume=True)
+        synthesize(spec, out, client=client1, resume=True, block_steps=1)
     monkeypatch.setattr(synth_tasks, "write_region", write)
     x6 = read_region(WorkDir(work_path(out)).x_buffer(6), slice(0, 150), slice(0, 200))
     assert x6.shape == (3, 150, 200)
@@ -366,6 +498,7 @@ def test_cli_unreachable_scheduler(checkpoints, tmp_path):
     [
         (["--tile", "6"], "tile 6 px is smaller than twice the halo (2 x 4 px)"),
         (["--tile", "32", "--halo-every", "5"], "halo_every 5 exceeds the model's 4 NCA steps"),
+        (["--tile", "32", "--block-steps", "5"], "more than half the --tile of 32 px"),
         (["--steps", "51"], "--steps 51 exceeds the model's 50 diffusion timesteps"),
         (["--sampler", "euler"], "invalid choice: 'euler'"),
         (["--size", "0x10"], "must be positive"),
@@ -465,7 +598,10 @@ def test_work_folder_peaks_at_12_bytes_per_pixel(checkpoints, client2, tmp_path)
         phases.add(report.phase)
         peak[0] = max(peak[0], allocated_bytes(work_path(out)))
 
-    synthesize(spec, out, client=client2, progress=measure, on_needs=estimates.append)
+    # One step per task: two x buffers at once (a block of all 4 steps never holds two).
+    synthesize(
+        spec, out, client=client2, progress=measure, on_needs=estimates.append, block_steps=1
+    )
     pixels = width * height
     assert phases >= {"denoise", "level0", "pyramid", "tiff"}
     metadata = 64 << 10  # zarr.json, progress.json, OME-XML: 4 KiB blocks

@@ -45,6 +45,25 @@ def test_read_window_is_tile_plus_halo_clipped_with_border_flags():
     assert before_last.borders.right and not before_last.borders.left
 
 
+def test_a_block_of_steps_shrinks_the_window_one_reach_at_a_time():
+    """Temporal blocking (I6): after each of K steps the window loses one reach on its
+    non-border sides; after all K exactly what `crop` keeps of it covers the tile."""
+    plan = plan_tiles(333, 270, 64, 4)
+    for t in plan:
+        region = t.read_window(5 * 4)
+        window = region
+        for _ in range(5):
+            window = window.inner(4)
+        assert window.borders == region.borders
+        assert (window.y0, window.x0) == region.output_origin(20)
+        rows, cols = t.crop(region, 20)
+        assert rows.start == t.y0 - window.y0 and cols.start == t.x0 - window.x0
+        assert t.y0 + t.height <= window.y0 + window.height
+        assert t.x0 + t.width <= window.x0 + window.width
+    middle = plan[7].read_window(8).inner(4)
+    assert (middle.y0, middle.x0, middle.height, middle.width) == (60, 60, 72, 72)
+
+
 def test_crop_finds_the_tile_in_the_shrunk_output():
     plan = plan_tiles(333, 270, 64, 16)
     for t in plan:

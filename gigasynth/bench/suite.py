@@ -200,6 +200,19 @@ def format_report(result: dict) -> str:
                 f"{t['seconds_per_iteration']:>9.3f}{t['images_per_s']:>8.2f}"
                 f"{_megabytes(t['memory_bytes'])}  ({t['memory_kind']})"
             )
+    engine = result.get("engine")
+    if engine is not None:
+        lines += [
+            "",
+            f"engine   {engine['checkpoint']}: synthesize {engine['size']}^2 in tiles of "
+            f"{engine['tile']}, {engine['workers']} workers, block_steps "
+            f"{engine['block_steps'] or 'default'}",
+            f"         {engine['engine_mpx_steps_per_s']:.3f} useful Mpx-steps/s against the "
+            f"kernel's {engine['kernel_mpx_steps_per_s']:.3f}: efficiency "
+            f"{engine['efficiency']:.1%} (halo {engine['halo_share']:.1%}, plumbing "
+            f"{engine['plumbing_share']:.1%}); workers inside tile tasks "
+            f"{engine['workers_busy_in_tile_tasks']:.1%} of the denoise phase",
+        ]
     lines += ["", "1-gigapixel slide at the fast large-tile rate (halo of S px per tile):"]
     for name, entry in result["presets"].items():
         g = entry.get("gigapixel")

@@ -57,7 +57,7 @@ from gigasynth.io import (
 from gigasynth.io.labels import write_label
 from gigasynth.synth import JobError, SynthProgress, SynthResult, SynthSpec, synthesize
 from gigasynth.synth.engine import check_targets
-from gigasynth.synth.job import check_job
+from gigasynth.synth.job import check_block_steps, check_job
 from gigasynth.synth.state import discard_work
 
 RECORD = "record.json"
@@ -137,10 +137,12 @@ def stage_specs(
     return specs
 
 
-def check_stages(stages: Sequence[Stage], specs: list[SynthSpec]) -> None:
+def check_stages(
+    stages: Sequence[Stage], specs: list[SynthSpec], block_steps: int | None = None
+) -> None:
     """Every stage's job checked before any work (check_job, the one owner), with the
-    condition left out: it is the stage before's output, not there yet. One-line
-    JobErrors that name the stage."""
+    condition left out: it is the stage before's output, not there yet, and a
+    `block_steps` given (check_block_steps). One-line JobErrors that name the stage."""
     for k, (stage, spec) in enumerate(zip(stages, specs, strict=True), start=1):
         ckpt = load_checkpoint(stage.checkpoint)
         if ckpt.sha256 != stage.sha256:
@@ -155,11 +157,13 @@ def check_stages(stages: Sequence[Stage], specs: list[SynthSpec]) -> None:
             condition_kind="image",
         )
         try:
-            check_job(
+            job = check_job(
                 replace(spec, condition=None),
                 replace(ckpt, config=plain),
                 model=f"stage {k} ({stage.checkpoint})",
             )
+            if block_steps is not None:
+                check_block_steps(job, block_steps)
         except JobError as exc:
             raise JobError(f"stage {k} of {len(specs)}: {exc.template}") from None
 
@@ -316,6 +320,7 @@ def synthesize_cascade(
     should_stop: Callable[[], bool] | None = None,
     work_dir: Path | None = None,
     preflight: bool = True,
+    block_steps: int | None = None,
 ) -> SynthResult:
     """The slide of `cascade` from `layout` into the OME-Zarr `out`, stage by stage.
 
@@ -327,7 +332,8 @@ def synthesize_cascade(
     Every stage is checked before any work (one-line errors; JobErrors name the spec's
     fields); a cancel (SynthCancelled) or crash leaves the run resumable with
     resume=True. The result is the last stage's, with the seconds of the whole run (this
-    call) and the output's paths.
+    call) and the output's paths. `block_steps` is every stage's (`synthesize`'s; None:
+    each stage's default).
     """
     started = time.perf_counter()
     out = Path(out).absolute()
@@ -339,7 +345,7 @@ def synthesize_cascade(
     check_entry(stages[0], start)
     work = cascade_work(out)
     specs = stage_specs(stages, start.size, settings, work)
-    check_stages(stages, specs)
+    check_stages(stages, specs, block_steps)
     identity = _identity(cascade, stages, start, settings)
     n = len(specs)
     drawn = (specs[-1].width, specs[-1].height)
@@ -388,6 +394,7 @@ def synthesize_cascade(
             should_stop=should_stop,
             work_dir=work_dir,
             preflight=preflight,
+            block_steps=block_steps,
         )
         if not last:
             _level0_png(stage_out, _stage_png(work, k))

@@ -14,6 +14,7 @@ from gigasynth.cli.common import parse_size
 from gigasynth.cluster import connect, default_workers, steady_allocator
 from gigasynth.errors import GigasynthError
 from gigasynth.synth import SynthProgress, SynthSpec, check_job, synthesize
+from gigasynth.synth.job import check_block_steps
 from gigasynth.synth.preflight import summary
 
 
@@ -52,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="exchange the full cell state every K NCA steps (halo K px) instead "
         "of once per diffusion step (halo S px)",
+    )
+    p.add_argument(
+        "--block-steps",
+        type=int,
+        metavar="K",
+        help="diffusion steps per tile task, the halo K times one step's reach (same "
+        "bytes for every K; default: chosen for the workers' device)",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -163,7 +171,7 @@ class ProgressBar:
             f"{p.mpx_steps_per_s:.2f} Mpx-steps/s, ETA {eta}",
             refresh=False,
         )
-        self.bar.update(p.step * p.tiles_total + p.tiles_done - self.bar.n)
+        self.bar.update(round(p.steps_done * p.tiles_total) - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -198,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
         **{name: value for name, value in given.items() if value is not None},
     )
     job = check_job(spec)  # before a cluster is reached; synthesize runs it as it is
+    if args.block_steps is not None:
+        check_block_steps(job, args.block_steps)
     bar = ProgressBar()
     workers = default_workers() if args.workers is None else args.workers
     cluster = connect(args.scheduler) if args.scheduler else contextlib.nullcontext()
@@ -215,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=bar,
                 work_dir=args.work_dir,
                 preflight=not args.no_preflight,
+                block_steps=args.block_steps,
                 on_needs=lambda needs: print(
                     summary(needs, None if args.scheduler else workers), flush=True
                 ),
@@ -303,6 +314,7 @@ def run_cascade(args: argparse.Namespace) -> int:
                 progress=bar,
                 work_dir=args.work_dir,
                 preflight=not args.no_preflight,
+                block_steps=args.block_steps,
             )
     finally:
         bar.close()

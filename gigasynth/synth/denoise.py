@@ -18,7 +18,8 @@ from distributed import Client, as_completed
 from gigasynth.synth.job import Job
 from gigasynth.synth.spec import SynthCancelled, SynthProgress
 from gigasynth.synth.state import WorkDir
-from gigasynth.synth.tasks import Exchange, denoise_tile
+from gigasynth.synth.tasks import Exchange, denoise_tiles
+from gigasynth.tiling import Tile
 
 ProgressFn = Callable[[SynthProgress], None]
 StopFn = Callable[[], bool]
@@ -77,35 +78,42 @@ def _run_exchange(
     client: Client,
     job: Job,
     exchange: Exchange,
+    tasks: list[tuple[Tile, ...]],
     token: str,
     resources: dict[str, int] | None,
     threads: int | None,
-    on_tile: Callable[[int], None],
+    on_task: Callable[[int, int], None],
     should_stop: StopFn | None,
 ) -> bool:
-    """Submit one task per tile and wait for all; False when should_stop() turned True.
+    """Submit one task per group of regions and wait for all; False when should_stop()
+    turned True. `on_task(tiles, pixels)` follows each task's end.
 
     On a stop or a failure the tasks not yet finished are cancelled. A task that ran on
     a worker that died (even after it finished: its result was lost) runs again on
-    another worker and writes the same bytes to the same chunk (I5); the exchange ends
+    another worker and writes the same bytes to the same chunks (I5); the exchange ends
     only when no such re-run is left, so none of its writes lands after the next
     exchange started reading.
     """
-    futures = [
-        client.submit(
-            denoise_tile,
-            job.ref,
-            exchange,
-            tile,
-            threads,
-            resources=resources,
-            key=f"gigasynth-{token}-{tile.index}",
-        )
-        for tile in job.plan
-    ]
+    n = len(tasks)
+    # One map, one message to the scheduler for the whole exchange (a submit per task
+    # cost the scheduler a graph update each).
+    futures = client.map(
+        denoise_tiles,
+        [job.ref] * n,
+        [exchange] * n,
+        tasks,
+        [threads] * n,
+        key=[f"gigasynth-{token}-{i}" for i in range(n)],
+        resources=resources,
+        pure=False,
+    )
+    tiles = {
+        f.key: sum(job.plan.tiles_in(r) for r in group)
+        for f, group in zip(futures, tasks, strict=True)
+    }
     try:
         for future in as_completed(futures, loop=client.loop):
-            on_tile(future.result())
+            on_task(tiles[future.key], future.result())
             if should_stop is not None and should_stop():
                 return False
         rerun = [f for f in futures if not f.done()]
@@ -116,12 +124,22 @@ def _run_exchange(
         client.cancel([f for f in futures if not f.done()])
 
 
+def task_groups(job: Job, region: int, per_task: int) -> list[tuple[Tile, ...]]:
+    """The tasks of one exchange: regions of whole tiles up to `region` px a side (the
+    engine tile: one tile each), `per_task` of them per task, row-major."""
+    regions = list(job.plan.regions(region or job.spec.tile))
+    return [tuple(regions[i : i + per_task]) for i in range(0, len(regions), per_task)]
+
+
 def denoise(
     job: Job,
     work: WorkDir,
     client: Client,
     start_step: int,
     *,
+    block_steps: int = 1,
+    region: int = 0,
+    per_task: int = 1,
     resources: dict[str, int] | None = None,
     threads: int | None = None,
     progress: ProgressFn | None = None,
@@ -129,12 +147,17 @@ def denoise(
 ) -> tuple[Path, float]:
     """Run diffusion steps start_step..end: (buffer holding the final x_0, Mpx-steps/s).
 
-    Saves progress after every `save_every`-th step and the last one. A cancel raises
-    SynthCancelled; the saved state stays as it was (resumable). Buffers go as soon as
-    nothing reads them: with a save every step (the default) the folder holds two x
-    buffers at most, the step's source and its target (plus, with halo exchanges, the
-    cell states of two consecutive exchanges); a longer `save_every` keeps the saved
-    step's buffer as a third.
+    One task runs a block of `block_steps` diffusion steps (checked by
+    check_block_steps; temporal blocking, I6) and the state is written once per block.
+    A task computes `per_task` regions of whole tiles up to `region` px a side (0: one
+    tile each), reading the next one while it computes (`task_groups`, `denoise_tiles`).
+    Saves progress at the end of a block once `save_every` steps have passed since the
+    last save, and after the last step; so a run killed inside a block resumes from the
+    block's start (or an earlier save). A cancel raises SynthCancelled; the saved state
+    stays as it was (resumable). Buffers go as soon as nothing reads them: with a save
+    every block (the default) the folder holds two x buffers at most, the block's source
+    and its target (plus, with halo exchanges, the cell states of two consecutive
+    exchanges); a longer `save_every` keeps the saved step's buffer as a third.
     """
     spec, plan = job.spec, job.plan
     run = uuid.uuid4().hex[:12]
@@ -142,8 +165,10 @@ def denoise(
     meter = RateMeter(job.work_per_step * job.total_steps, job.work_per_step * start_step)
     saved = start_step
     tiles_done = 0
+    whole_step = len(job.exchanges) == 1
+    tasks = task_groups(job, region, per_task)
 
-    def report(step: int) -> None:
+    def report(step: int, block: int = 1) -> None:
         if progress is not None:
             progress(
                 SynthProgress(
@@ -154,6 +179,7 @@ def denoise(
                     per_step,
                     meter.steady_rate or meter.rate,
                     meter.eta_s,
+                    block,
                 )
             )
 
@@ -164,35 +190,40 @@ def denoise(
         )
 
     report(start_step)
-    for step in range(start_step, job.total_steps):
+    step = start_step
+    while step < job.total_steps:
+        end = min(step + block_steps, job.total_steps) if whole_step else step + 1
         source = work.x_buffer(step) if step else None
         tiles_done = 0
         for j, nca_steps in enumerate(job.exchanges):
             final = j == len(job.exchanges) - 1
             if should_stop is not None and should_stop():
                 raise cancelled(step)
-            target = work.x_buffer(step + 1) if final else work.cells_buffer(step + 1, j)
+            target = work.x_buffer(end) if final else work.cells_buffer(step + 1, j)
             channels = 3 if final else job.config.channels
             work.create_buffer(target, channels, spec.height, spec.width, plan.chunk)
             exchange = Exchange(
-                job.timesteps[step],
+                job.timesteps[step:end],
                 nca_steps,
                 source,
                 j > 0,
                 target,
                 final,
-                len(job.exchanges) == 1,
+                whole_step,
                 None if job.condition is None else work.condition,
             )
 
-            def on_tile(pixels: int, n: int = len(nca_steps), s: int = step) -> None:
+            def on_task(
+                tiles: int, pixels: int, n: int = len(nca_steps), s: int = step, e: int = end
+            ) -> None:
                 nonlocal tiles_done
-                tiles_done += 1
-                meter.add(pixels * n)
-                report(s)
+                tiles_done += tiles
+                meter.add(pixels * n * (e - s))
+                report(s, e - s)
 
+            token = f"{run}-{step}-{j}"
             if not _run_exchange(
-                client, job, exchange, f"{run}-{step}-{j}", resources, threads, on_tile, should_stop
+                client, job, exchange, tasks, token, resources, threads, on_task, should_stop
             ):
                 raise cancelled(step)
             if j > 0:  # a full cell state is read by the next exchange only
@@ -200,9 +231,9 @@ def denoise(
                 work.drop(source)
             source = target
         meter.step_ended()
-        done = step + 1
-        if done % spec.save_every == 0 or done == job.total_steps:
-            work.save(job.identity(), spec.to_dict(), done)
-            saved = done
-        work.prune({work.x_buffer(saved), work.x_buffer(done)})
+        if end - saved >= spec.save_every or end == job.total_steps:
+            work.save(job.identity(), spec.to_dict(), end)
+            saved = end
+        work.prune({work.x_buffer(saved), work.x_buffer(end)})
+        step = end
     return work.x_buffer(job.total_steps), meter.rate

@@ -36,8 +36,9 @@ from gigasynth.io import (
     write_preview,
 )
 from gigasynth.io.omezarr import SLIDE_CHUNK
+from gigasynth.synth.blocks import task_shape
 from gigasynth.synth.denoise import ProgressFn, StopFn, denoise
-from gigasynth.synth.job import Job, check_job
+from gigasynth.synth.job import Job, check_block_steps, check_job
 from gigasynth.synth.preflight import Needs, check_disk, estimate
 from gigasynth.synth.spec import SynthDiskFull, SynthProgress, SynthResult, SynthSpec
 from gigasynth.synth.state import WorkDir, discard_work, state_path, work_path
@@ -193,6 +194,7 @@ def synthesize(
     work_dir: Path | None = None,
     preflight: bool = True,
     on_needs: Callable[[Needs], None] | None = None,
+    block_steps: int | None = None,
 ) -> SynthResult:
     """Synthesise the slide `spec` describes into the OME-Zarr folder `out`.
 
@@ -206,6 +208,10 @@ def synthesize(
     instead of beside `out`. Before any work the preflight estimates the disk the run
     needs and refuses (GigasynthError) when a filesystem lacks it, unless `preflight`
     is False; `on_needs` receives the estimate either way.
+
+    `block_steps`: diffusion steps per tile task (temporal blocking, I6; None: the
+    default for the workers' device, `gigasynth.synth.blocks`, which also sizes the
+    tasks). It changes no byte, so a run may resume with another one.
     """
     started = time.perf_counter()
     out = Path(out).absolute()  # tasks may run on other machines, in other working folders
@@ -216,6 +222,8 @@ def synthesize(
     check_targets(out, ome_tiff, preview, overwrite)
     if client is None and workers < 1:
         raise GigasynthError(f"workers must be at least 1, not {workers}")
+    if block_steps is not None:
+        check_block_steps(job, block_steps)
     work, resume_step = _open_work(out, work_dir, job, resume, overwrite)
     needs = estimate(job, spec.tiff_compression if ome_tiff is not None else None)
     if on_needs is not None:
@@ -244,12 +252,17 @@ def synthesize(
 
     try:
         with _client(client, workers) as cl:
+            resources = task_resources(cl)
+            shape = task_shape(job, resources is not None, block_steps)
             final, rate = denoise(
                 job,
                 work,
                 cl,
                 start_step,
-                resources=task_resources(cl),
+                block_steps=shape.block_steps,
+                region=shape.region,
+                per_task=shape.per_task,
+                resources=resources,
                 threads=task_threads(cl),
                 progress=progress,
                 should_stop=should_stop,

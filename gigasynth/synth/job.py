@@ -139,6 +139,46 @@ class Job:
         return identity
 
 
+def max_block_steps(job: Job) -> int:
+    """The most diffusion steps one tile task may run (temporal blocking, I6).
+
+    A block of K steps reads a halo of K times one step's reach, which must stay within
+    half a tile (I4's rule: a halo reaches the direct neighbours only). Halo exchanges
+    (`halo_every`) cut a step into several passes, so they keep K = 1; the whole image
+    and a model of no reach take any K (more than the job's steps is the same as that).
+    """
+    if len(job.exchanges) > 1:
+        return 1
+    reach = job.config.halo
+    if not job.spec.tile or not reach:
+        return job.total_steps
+    return max(1, job.spec.tile // (2 * reach))
+
+
+def check_block_steps(job: Job, block_steps: int) -> None:
+    """Refuse (JobError, one line) a block of diffusion steps the job cannot run.
+
+    K changes no byte of the slide or of a saved state, so it is a run's setting, not
+    part of the job's identity: a run resumed with another K gives the same bytes.
+    """
+    if block_steps < 1:
+        raise JobError(f"[block_steps] must be at least 1, not {block_steps}")
+    if block_steps == 1:
+        return
+    if len(job.exchanges) > 1:
+        raise JobError(
+            f"[block_steps] {block_steps} needs one exchange per diffusion step",
+            "leave [halo_every] out, or use [block_steps] 1",
+        )
+    most, reach = max_block_steps(job), job.config.halo
+    if job.spec.tile and reach and block_steps > most:
+        raise JobError(
+            f"[block_steps] {block_steps} needs a halo of {block_steps * reach} px, more "
+            f"than half the [tile] of {job.spec.tile} px",
+            f"use [block_steps] {most} or less, or [tile] {2 * block_steps * reach} or more",
+        )
+
+
 def _exchanges(nca_steps: int, every: int | None) -> tuple[range, ...]:
     """The NCA steps of one diffusion step, cut into exchanges of at most `every` steps.
 

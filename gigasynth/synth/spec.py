@@ -45,7 +45,8 @@ class SynthSpec:
 
 @dataclass(frozen=True)
 class SynthProgress:
-    """Where a run stands; tiles count the engine-tile tasks of the current diffusion step."""
+    """Where a run stands; tiles count the engine-tile tasks of the current block of
+    `block_steps` diffusion steps from `step` (temporal blocking: each task runs them all)."""
 
     phase: str
     step: int
@@ -54,6 +55,13 @@ class SynthProgress:
     tiles_total: int
     mpx_steps_per_s: float
     eta_s: float | None
+    block_steps: int = 1
+
+    @property
+    def steps_done(self) -> float:
+        """Diffusion steps done, the current block's share of its tiles included."""
+        within = self.tiles_done / self.tiles_total if self.tiles_total else 0.0
+        return self.step + self.block_steps * within
 
 
 @dataclass(frozen=True)

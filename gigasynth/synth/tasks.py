@@ -7,6 +7,7 @@ It returns the tile's pixel count; nothing large travels through the scheduler.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +25,7 @@ from gigasynth.sampling import SampleRequest, denoise_step, initial_noise
 from gigasynth.sampling.condition import model_condition, source_span
 from gigasynth.sampling.step import round_state, step_noise
 from gigasynth.synth.state import read_region, write_region
-from gigasynth.tiling import Tile
+from gigasynth.tiling import ReadWindow, Tile
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,18 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Exchange:
-    """One pass over all tiles: NCA steps `nca_steps` of the diffusion step at `t`.
+    """One pass over all tiles: NCA steps `nca_steps` of the diffusion steps at `timesteps`.
 
     `source` is None for the very first pass (x_T is keyed noise, computed where
     needed); `source_cells` says whether it holds the full cell state or only x.
     The last exchange of a diffusion step (`final`) applies the sampler and writes
     x_{t_prev}; the others write the full cell state. `whole_step`: one exchange runs all
-    S NCA steps from x_t (the default), done by the library's `denoise_step` itself.
+    S NCA steps from x_t (the default), done by the library's `denoise_step` itself; only
+    such a pass may run several diffusion steps (a block: temporal blocking, I6), one
+    `denoise_step` after the other on a window that shrinks by one step's reach each time.
     """
 
-    t: int
+    timesteps: tuple[int, ...]
     nca_steps: range
     source: Path | None
     source_cells: bool
@@ -58,6 +61,11 @@ class Exchange:
     final: bool
     whole_step: bool
     condition: Path | None = None  # a conditioned stage's input (WorkDir.condition)
+
+    @property
+    def t(self) -> int:
+        """The timestep the pass starts from."""
+        return self.timesteps[0]
 
 
 @lru_cache(maxsize=8)
@@ -68,61 +76,106 @@ def _sampler(ref: ModelRef) -> Sampler:
     )
 
 
-def _read_x(
-    exchange: Exchange, ref: ModelRef, rows: slice, cols: slice, device: torch.device
-) -> torch.Tensor:
-    """x_t on a window: read from the source buffer, or keyed noise x_T for the first step."""
+def _host(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A window read from the state store as a (1, C, h, w) host tensor; pinned when it
+    goes to a GPU, so that the copy runs asynchronously."""
+    tensor = torch.from_numpy(array)[None]
+    return tensor.pin_memory() if device.type == "cuda" else tensor
+
+
+def _read_window(exchange: Exchange, tile: Tile, device: torch.device) -> torch.Tensor | None:
+    """The stored state a tile's window needs (x or the full cells), on the host; None on
+    the very first pass (x_T is keyed noise, made where it is used)."""
     if exchange.source is None:
-        window = Window(rows.start, cols.start)
-        return initial_noise(
-            [ref.seed],
-            exchange.t,
-            3,
-            rows.stop - rows.start,
-            cols.stop - cols.start,
-            window,
-            device,
-        )
-    return torch.from_numpy(read_region(exchange.source, rows, cols))[None].to(device)
+        return None
+    region = tile.read_window(_shrink(exchange))
+    return _host(read_region(exchange.source, *region.slices), device)
 
 
-def denoise_tile(ref: ModelRef, exchange: Exchange, tile: Tile, threads: int | None) -> int:
-    """Run one exchange on one tile: read tile + halo, compute, write the tile's chunk.
+def _shrink(exchange: Exchange) -> int:
+    """Pixels a pass eats on every non-border side: its NCA steps times its diffusion steps."""
+    return len(exchange.nca_steps) * len(exchange.timesteps)
 
-    `threads`: torch intra-op threads for this task (None: the worker's setting).
+
+def denoise_tiles(
+    ref: ModelRef, exchange: Exchange, tiles: tuple[Tile, ...], threads: int | None
+) -> int:
+    """Run one exchange on `tiles` in turn: read tile + halo, compute, write its chunks.
+
+    The next tile's window is read while the current one computes, and each result is
+    written while the next computes (two I/O threads), so a worker's device waits for
+    the state store only on its first read. A block of K diffusion steps reads a halo of
+    K times one step's reach and writes the tile once. `threads`: torch intra-op threads
+    for this task (None: the worker's setting). Returns the pixels written.
     """
     if threads is not None:
         torch.set_num_threads(threads)
+    device = worker_device()
+    with ThreadPoolExecutor(2, thread_name_prefix="gigasynth-io") as io:
+        reading = io.submit(_read_window, exchange, tiles[0], device)
+        writing: Future[None] | None = None
+        for i, tile in enumerate(tiles):
+            stored = reading.result()
+            if i + 1 < len(tiles):
+                reading = io.submit(_read_window, exchange, tiles[i + 1], device)
+            out = _compute(ref, exchange, tile, stored, device)
+            if writing is not None:
+                writing.result()
+            writing = io.submit(write_region, exchange.target, *tile.slices, out)
+        assert writing is not None
+        writing.result()
+    return sum(tile.pixels for tile in tiles)
+
+
+def _compute(
+    ref: ModelRef,
+    exchange: Exchange,
+    tile: Tile,
+    stored: torch.Tensor | None,
+    device: torch.device,
+) -> np.ndarray:
+    """One tile's pass from its window's stored state (None: x_T, keyed noise)."""
     model = worker_model(ref.checkpoint, ref.sha256)
     sampler = _sampler(ref)
-    device = worker_device()
     seeds = [ref.seed]
     steps = exchange.nca_steps
-    region = tile.read_window(len(steps))
+    shrink = _shrink(exchange)
+    region = tile.read_window(shrink)
     rows, cols = region.slices
     with torch.no_grad():
+        if stored is None:
+            x = initial_noise(
+                seeds, exchange.t, 3, region.height, region.width, region.window, device
+            )
+        else:
+            x = stored.to(device, non_blocking=True)
         # The condition's window, halo included (a full cell state already holds it).
         cond = None
         if exchange.condition is not None and (exchange.whole_step or not exchange.source_cells):
             cond = _read_condition(exchange.condition, model, seeds, rows, cols, device)
         if exchange.whole_step:
-            x = _read_x(exchange, ref, rows, cols, device)
-            out = denoise_step(
-                model, sampler, x, exchange.t, seeds, region.window, region.borders, condition=cond
-            )
+            out, window = x, region
+            for t in exchange.timesteps:
+                # The same denoise_step as the whole image, on a window one reach smaller
+                # each step; the condition is a function of canvas position: cropped.
+                crop = None if cond is None else cond[(..., *_offset(window, region))]
+                out = denoise_step(
+                    model, sampler, out, t, seeds, window.window, window.borders, condition=crop
+                )
+                window = window.inner(len(steps))
         else:
-            if exchange.source_cells:
-                assert exchange.source is not None  # cells come from an earlier exchange
-                cells = read_region(exchange.source, rows, cols)
-                state = torch.from_numpy(cells)[None].to(device)
-            else:
-                state = model.initial_state(_read_x(exchange, ref, rows, cols, device), cond)
+            state = x if exchange.source_cells else model.initial_state(x, cond)
             out = model.nca(state, [exchange.t], seeds, region.window, region.borders, steps=steps)
-        out = out[(..., *tile.crop(region, len(steps)))]
+        out = out[(..., *tile.crop(region, shrink))]
         if exchange.final and not exchange.whole_step:
             out = _sampler_step(model, sampler, out, exchange.t, seeds, tile)
-    write_region(exchange.target, *tile.slices, out[0].float().cpu().numpy())
-    return tile.pixels
+    return out[0].float().cpu().numpy()
+
+
+def _offset(window: ReadWindow, region: ReadWindow) -> tuple[slice, slice]:
+    """Where `window` lies inside `region` (both canvas rectangles)."""
+    dy, dx = window.y0 - region.y0, window.x0 - region.x0
+    return slice(dy, dy + window.height), slice(dx, dx + window.width)
 
 
 def _read_condition(

@@ -44,6 +44,16 @@ class ReadWindow:
             self.x0 + (0 if self.borders.left else steps),
         )
 
+    def inner(self, steps: int) -> ReadWindow:
+        """The region left after `steps` shrinking NCA steps: `steps` pixels less on every
+        side that is not canvas border (those sides stay border)."""
+        b = self.borders
+        top, left = (0 if b.top else steps), (0 if b.left else steps)
+        bottom, right = (0 if b.bottom else steps), (0 if b.right else steps)
+        return ReadWindow(
+            self.y0 + top, self.x0 + left, self.height - top - bottom, self.width - left - right, b
+        )
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -137,6 +147,28 @@ class TilePlan:
     def __iter__(self) -> Iterator[Tile]:
         """The tiles one by one, row-major (a generator: nothing is kept)."""
         return (self[i] for i in range(len(self)))
+
+    def regions(self, side: int) -> Iterator[Tile]:
+        """Rectangles of whole tiles up to `side` px a side (at least one tile), row-major:
+        what one task computes as one window on a device that wants large ones. Each
+        covers whole state chunks, so each chunk still has one writer; `index` counts
+        the regions."""
+        if self.tile == 0:
+            yield self[0]
+            return
+        step = max(1, side // self.tile) * self.tile
+        index = 0
+        for y0 in range(0, self.height, step):
+            for x0 in range(0, self.width, step):
+                h, w = min(step, self.height - y0), min(step, self.width - x0)
+                yield Tile(index, y0, x0, h, w, self.height, self.width)
+                index += 1
+
+    def tiles_in(self, region: Tile) -> int:
+        """How many tiles of the plan a region of whole tiles covers."""
+        if self.tile == 0:
+            return 1
+        return -(-region.height // self.tile) * -(-region.width // self.tile)
 
     @property
     def chunk(self) -> tuple[int, int]:
