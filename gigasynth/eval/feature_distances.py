@@ -74,6 +74,17 @@ def _within_mean(k: np.ndarray, idx: np.ndarray) -> float:
 
 # Items per set the KID bootstrap needs: with two, most resamples hold one item twice.
 KID_BOOTSTRAP_MIN = 3
+KID_RESAMPLES = 500  # the bootstrap's resamples, unless asked otherwise
+MIN_RESAMPLES = 10  # fewer give no percentile worth the name
+
+
+def check_bootstrap(resamples: int, confidence: float) -> None:
+    """One-line GigasynthError unless the bootstrap's settings can give an interval."""
+    if resamples < MIN_RESAMPLES or not 0 < confidence < 1:
+        raise GigasynthError(
+            f"the KID bootstrap needs {MIN_RESAMPLES}+ resamples and 0 < confidence < 1, "
+            f"not {resamples}, {confidence}"
+        )
 
 
 def _resample(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -102,7 +113,7 @@ def _block_resample(rng: np.random.Generator, blocks: list[np.ndarray]) -> np.nd
 def kid_bootstrap(
     a: np.ndarray,
     b: np.ndarray,
-    resamples: int = 500,
+    resamples: int = KID_RESAMPLES,
     confidence: float = 0.95,
     seed: int = 0,
     groups_a: np.ndarray | None = None,
@@ -118,10 +129,7 @@ def kid_bootstrap(
     widens to what the disjoint area supports (a spatial block bootstrap).
     """
     _check(a, b, KID_BOOTSTRAP_MIN)
-    if resamples < 10 or not 0 < confidence < 1:
-        raise GigasynthError(
-            f"bootstrap needs 10+ resamples and 0 < confidence < 1, not {resamples}, {confidence}"
-        )
+    check_bootstrap(resamples, confidence)
     for items, groups in ((a, groups_a), (b, groups_b)):
         if groups is not None and groups.shape != (len(items),):
             raise GigasynthError(f"block labels {groups.shape} do not match {len(items)} items")

@@ -35,6 +35,8 @@ from gigasynth.errors import FieldError, GigasynthError
 from gigasynth.eval.copies import CopyCheck, copy_check
 from gigasynth.eval.feature_distances import (
     KID_BOOTSTRAP_MIN,
+    KID_RESAMPLES,
+    check_bootstrap,
     frechet_distance,
     kernel_inception_distance,
     kid_bootstrap,
@@ -62,7 +64,7 @@ from gigasynth.images import read_rgb
 DEFAULT_SCALES = (1, 4, 16)
 DEFAULT_N = 256
 DEFAULT_CROP = 64
-BOOTSTRAP = 500  # KID resamples
+BOOTSTRAP = KID_RESAMPLES
 CONFIDENCE = 0.95
 IN_MEMORY_PIXELS = 1 << 26  # fields up to 64 Mpx are read once, whole
 FIELD_SIDE = 4096  # band and colour statistics: the whole field up to this side, else windows
@@ -635,17 +637,13 @@ def evaluate_slides(
         raise GigasynthError(f"scales must be whole numbers of at least 1, not {scales}")
     if scales is not None and len(set(scales)) != len(scales):
         raise GigasynthError(f"scales repeat: {scales}")
-    if n < 3:
-        raise GigasynthError(f"n must be at least 3, not {n}")
+    if n < KID_BOOTSTRAP_MIN:
+        raise FieldError(f"[n] must be at least {KID_BOOTSTRAP_MIN}, not {n}")
     if crop < 16:
-        raise GigasynthError(f"crop must be at least 16 px, not {crop}")
+        raise FieldError(f"[crop] must be at least 16 px, not {crop}")
     if fake_mpp is not None and not fake_mpp > 0:
         raise FieldError(f"[fake_mpp] must be positive, not {fake_mpp}")
-    if bootstrap < 10 or not 0 < confidence < 1:
-        raise GigasynthError(
-            f"the KID bootstrap needs 10+ resamples and 0 < confidence < 1, "
-            f"not {bootstrap}, {confidence}"
-        )
+    check_bootstrap(bootstrap, confidence)
     if not fakes:
         raise GigasynthError("no fake to evaluate")
     real_path = Path(real)
