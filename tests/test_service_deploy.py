@@ -36,10 +36,11 @@ def read_variables() -> set[str]:
 
 
 def readme_service_section() -> str:
+    """The service's documentation: the README's short section and docs/service.md."""
     text = (ROOT / "README.md").read_text()
     match = re.search(r"^## Service\n(.*?)(?=^## )", text + "\n## ", re.S | re.M)
     assert match, "README.md has no '## Service' section"
-    return match.group(1)
+    return match.group(1) + (ROOT / "docs" / "service.md").read_text()
 
 
 def compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:

@@ -1,6 +1,6 @@
 """Settings (gigasynth.settings, gigasynth_service.config): one typed class per layer read
 from GIGASYNTH_* variables, each value checked with a one-line error naming its variable
-(a secret's value never shown), checks across fields, and the README's settings table
+(a secret's value never shown), checks across fields, and the settings table of docs/service.md
 listing exactly the variables the classes read, with their defaults."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ ROW = re.compile(r"^\| `(GIGASYNTH_[A-Z_]+)`(?: / `(GIGASYNTH_[A-Z_]+)`)? \| ([^
 
 
 def readme_table() -> dict[str, str]:
-    """The README's settings table: {variable: its default column}."""
+    """The settings table of docs/service.md: {variable: its default column}."""
     rows = {}
-    for first, second, default in ROW.findall((ROOT / "README.md").read_text()):
+    for first, second, default in ROW.findall((ROOT / "docs" / "service.md").read_text()):
         defaults = [d.strip() for d in default.split(" / ")] if second else [default.strip()]
         for variable, value in zip([first, second] if second else [first], defaults, strict=False):
             rows[variable] = value
