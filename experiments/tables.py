@@ -349,7 +349,28 @@ def glass_probe() -> list[str]:
     return out
 
 
+def candidate_val() -> list[str]:
+    """The candidate finest stage against the bundled one on val, both at DDIM 14."""
+    choices, candidate = _load("val-choices"), _load("sr4-v2-val")
+    if not choices or not candidate:
+        return _missing("sr4-v2-val")
+    bundled = next(r for r in choices["stages"]["sr4"]["runs"] if r["steps"] == 14)
+    out = [
+        "| stage (iterations) | band energy synthetic / real, finest octave first | glass "
+        "noise synthetic / real |",
+        "| --- | --- | ---: |",
+    ]
+    for label, r in (("builtin:skin-sr4", bundled), ("sr4-v2", candidate)):
+        bands = ", ".join(f"{b:.2f}" for b in r["stage"]["band_ratios"])
+        out.append(
+            f"| `{label}` ({r['step']:,}) | {bands} | "
+            f"{r['stage']['glass_std']:.2f} / {r['real_glass_std']:.2f} |"
+        )
+    return out
+
+
 BLOCKS: dict[str, Callable[[], list[str]]] = {
+    "candidate-val": candidate_val,
     "glass-probe": glass_probe,
     "val-choices": val_choices,
     "real-regions": real_regions,
