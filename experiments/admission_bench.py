@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -73,28 +73,17 @@ def create_token(root: Path, data_dir: Path, name: str, *quota: str) -> str:
 
 
 @contextlib.contextmanager
-def server(root: Path, data_dir: Path):
+def server(
+    root: Path, data_dir: Path, settings: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """A `gigasynth serve` of the checkout at `root` on a free loopback port, with these
+    GIGASYNTH_* settings over the environment: (url, pid), stopped on exit."""
     port = free_port()
     log = open(data_dir.parent / "server.log", "ab")  # noqa: SIM115
-    env = {**os.environ, "GIGASYNTH_RUNNER_THREADS": "1", "GIGASYNTH_DASK_WORKERS": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gigasynth",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "warning",
-        ],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    cmd = [sys.executable, "-m", "gigasynth", "serve", "--port", str(port)]
+    cmd += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    env = {**os.environ, **(settings or {})}
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -105,7 +94,7 @@ def server(root: Path, data_dir: Path):
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -311,7 +300,8 @@ def main() -> None:
             "greedy": create_token(args.root, data_dir, "greedy"),
             "modest": create_token(args.root, data_dir, "modest", "--max-concurrent", "100000"),
         }
-        with server(args.root, data_dir) as url:
+        one_worker = {"GIGASYNTH_RUNNER_THREADS": "1", "GIGASYNTH_DASK_WORKERS": "1"}
+        with server(args.root, data_dir, one_worker) as (url, _):
             result = asyncio.run(measure(url, tokens, args))
     result["setup"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result["cpus"] = os.cpu_count()

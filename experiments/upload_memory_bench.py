@@ -19,23 +19,17 @@ The server runs with default settings in a temporary data dir and is stopped at 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psutil
-from admission_bench import create_token, free_port
+from admission_bench import create_token, server
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,34 +52,6 @@ def at_limit_files() -> dict[str, tuple[bytes, str]]:
         "png-cut": (png[:3000] + png[-12:], "image/png"),
         "png-1bit": (valid, "image/png"),
     }
-
-
-@contextlib.contextmanager
-def server(data_dir: Path) -> Iterator[tuple[str, int]]:
-    """A `gigasynth serve` of this checkout with default settings: (url, pid)."""
-    port = free_port()
-    log = open(data_dir.parent / "server.log", "ab")  # noqa: SIM115
-    cmd = [sys.executable, "-m", "gigasynth", "serve", "--port", str(port)]
-    cmd += ["--data-dir", str(data_dir), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited: {(data_dir.parent / 'server.log').read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def uploads(url: str, token: str, data: bytes, media_type: str, n: int) -> list[tuple[int, float]]:
@@ -146,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         token = create_token(ROOT, data_dir, "bench")
-        with server(data_dir) as (url, pid):
+        with server(ROOT, data_dir) as (url, pid):
             for name, (data, media_type) in files.items():
                 for n in args.concurrent:
                     results.setdefault(name, []).append(
